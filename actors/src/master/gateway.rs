@@ -1,0 +1,298 @@
+//! ClientGateway: the master's client RPC port. Each connection reads
+//! request frames, handles every request in its own task (so one slow
+//! commit does not hold up a stat) and writes responses as they finish,
+//! tagged with the request id. A malformed frame gets a `Protocol` error
+//! response and the connection is closed; other connections are untouched.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use ractor_cluster::RactorMessage;
+use strata_protocol::frame::{read_frame, write_frame, FrameKind, ReadFrameError};
+use strata_protocol::journal::{ApplyResult, JournalEntry};
+use strata_protocol::messages::{
+    BlockLocation, ClusterReport, FileBlocks, FileType, MasterRequest, MasterResponse, RequestEnvelope, ResponseEnvelope,
+};
+use strata_protocol::{now_ms, path, ErrorCode, ErrorInfo, MAX_BLOCK_SIZE, MIN_BLOCK_SIZE};
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, Semaphore};
+use tokio::task::JoinHandle;
+
+use super::namespace_actor::{self, NamespaceMsg};
+use super::workers::{self, BlockList, PlaceRequest, WorkerManagerMsg};
+use super::{journal, namespace::InodeRecord};
+
+/// Registered name of the ClientGateway.
+pub const NAME: &str = "strata.gateway";
+/// Largest request frame accepted on the client port.
+pub const MAX_REQUEST_BYTES: u32 = 1024 * 1024;
+/// Requests in flight per connection.
+const IN_FLIGHT_PER_CONNECTION: usize = 256;
+
+/// Messages to the gateway.
+#[derive(RactorMessage)]
+pub enum GatewayMsg {
+    /// The bound address.
+    Addr(ractor::RpcReplyPort<std::net::SocketAddr>),
+}
+
+/// The actor.
+pub struct ClientGateway;
+
+/// Arguments: the listener is bound by the node before the actor starts, so
+/// the port is known (and printed) even when it was chosen by the OS; the
+/// actor takes it over.
+pub struct GatewayArgs {
+    /// The bound listener (a fresh clone of it is used at each restart).
+    pub listener: Arc<std::net::TcpListener>,
+}
+
+/// Gateway state.
+pub struct GatewayState {
+    accept: JoinHandle<()>,
+    addr: std::net::SocketAddr,
+}
+
+impl Actor for ClientGateway {
+    type Msg = GatewayMsg;
+    type State = GatewayState;
+    type Arguments = GatewayArgs;
+
+    async fn pre_start(&self, _myself: ActorRef<Self::Msg>, args: GatewayArgs) -> Result<Self::State, ActorProcessingErr> {
+        let std_listener = args.listener.try_clone()?;
+        std_listener.set_nonblocking(true)?;
+        let addr = std_listener.local_addr()?;
+        let listener = TcpListener::from_std(std_listener)?;
+        let accept = crate::net::spawn_accept_loop(listener, 4096, serve_connection);
+        Ok(GatewayState { accept, addr })
+    }
+
+    async fn post_stop(&self, _myself: ActorRef<Self::Msg>, state: &mut Self::State) -> Result<(), ActorProcessingErr> {
+        state.accept.abort();
+        Ok(())
+    }
+
+    async fn handle(&self, _myself: ActorRef<Self::Msg>, msg: Self::Msg, state: &mut Self::State) -> Result<(), ActorProcessingErr> {
+        match msg {
+            GatewayMsg::Addr(reply) => {
+                let _ = reply.send(state.addr);
+            }
+        }
+        Ok(())
+    }
+}
+
+async fn serve_connection(stream: TcpStream) {
+    let (mut rd, mut wr) = stream.into_split();
+    let (tx, mut rx) = mpsc::channel::<ResponseEnvelope>(IN_FLIGHT_PER_CONNECTION);
+    let writer = tokio::spawn(async move {
+        while let Some(resp) = rx.recv().await {
+            if write_frame(&mut wr, FrameKind::Response, &resp).await.is_err() {
+                return;
+            }
+            // Flush only when no other response is ready: batches small replies.
+            if rx.is_empty() && wr.flush().await.is_err() {
+                return;
+            }
+        }
+        let _ = wr.shutdown().await;
+    });
+    let in_flight = Arc::new(Semaphore::new(IN_FLIGHT_PER_CONNECTION));
+    loop {
+        match read_frame::<_, RequestEnvelope>(&mut rd, MAX_REQUEST_BYTES).await {
+            Ok(Some((_, req))) => {
+                let Ok(permit) = in_flight.clone().acquire_owned().await else { break };
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    let span = tracing::debug_span!("rpc", id = req.id);
+                    let _e = span.enter();
+                    let body = handle_request(req.body).await;
+                    let _ = tx.send(ResponseEnvelope { id: req.id, body }).await;
+                    drop(permit);
+                });
+            }
+            Ok(None) => break,
+            Err(e) => {
+                tracing::debug!(error = %e, "bad frame on the client port; closing the connection");
+                if let ReadFrameError::Frame(e) = e {
+                    let err = ErrorInfo::new(ErrorCode::Protocol, e.to_string());
+                    let _ = tx.send(ResponseEnvelope { id: 0, body: MasterResponse::Error(err) }).await;
+                }
+                break;
+            }
+        }
+    }
+    drop(tx);
+    let _ = writer.await;
+}
+
+fn err(code: ErrorCode, msg: impl Into<String>) -> MasterResponse {
+    MasterResponse::Error(ErrorInfo::new(code, msg))
+}
+
+async fn propose(entry: JournalEntry) -> Result<ApplyResult, ErrorInfo> {
+    match journal::propose(entry).await? {
+        ApplyResult::Error(e) => Err(e),
+        other => Ok(other),
+    }
+}
+
+async fn ns_call<R: Send + 'static>(make: impl Fn(ractor::RpcReplyPort<R>) -> NamespaceMsg) -> Result<R, ErrorInfo> {
+    namespace_actor::call(Duration::from_secs(5), make).await.map_err(|e| ErrorInfo::new(ErrorCode::Unavailable, e))
+}
+
+async fn wm_call<R: Send + 'static>(
+    make: impl FnOnce(ractor::RpcReplyPort<R>) -> WorkerManagerMsg,
+) -> Result<R, ErrorInfo> {
+    let wm = workers::actor().ok_or_else(|| ErrorInfo::new(ErrorCode::Unavailable, "worker manager is restarting"))?;
+    match wm.call(make, Some(Duration::from_secs(10))).await {
+        Ok(ractor::rpc::CallResult::Success(r)) => Ok(r),
+        _ => Err(ErrorInfo::new(ErrorCode::Unavailable, "worker manager did not answer")),
+    }
+}
+
+fn free(blocks: Vec<u64>) {
+    if !blocks.is_empty() {
+        if let Some(wm) = workers::actor() {
+            let _ = wm.cast(WorkerManagerMsg::Free(BlockList(blocks)));
+        }
+    }
+}
+
+fn check_path(p: &str) -> Result<(), ErrorInfo> {
+    path::components(p).map(|_| ())
+}
+
+async fn handle_request(req: MasterRequest) -> MasterResponse {
+    match handle(req).await {
+        Ok(r) => r,
+        Err(e) => MasterResponse::Error(e),
+    }
+}
+
+async fn handle(req: MasterRequest) -> Result<MasterResponse, ErrorInfo> {
+    let t = now_ms();
+    Ok(match req {
+        MasterRequest::Mkdir { path, recursive, mode, uid, gid } => {
+            check_path(&path)?;
+            attr_of(propose(JournalEntry::Mkdir { path, recursive, mode, uid, gid, time_ms: t }).await?)
+        }
+        MasterRequest::Create { path, block_size, mode, uid, gid, overwrite } => {
+            check_path(&path)?;
+            if !(MIN_BLOCK_SIZE..=MAX_BLOCK_SIZE).contains(&block_size) {
+                return Ok(err(
+                    ErrorCode::InvalidArgument,
+                    format!("block size {block_size} is outside {MIN_BLOCK_SIZE}..={MAX_BLOCK_SIZE}"),
+                ));
+            }
+            match propose(JournalEntry::CreateFile { path, mode, uid, gid, block_size, overwrite, time_ms: t }).await? {
+                ApplyResult::Created { attr, freed } => {
+                    free(freed);
+                    MasterResponse::Attr(attr)
+                }
+                other => unexpected(other),
+            }
+        }
+        MasterRequest::AddBlock { inode, client_host } => {
+            let ApplyResult::Block { block_id } = propose(JournalEntry::AddBlock { inode, time_ms: t }).await? else {
+                return Ok(err(ErrorCode::Internal, "AddBlock applied without a block"));
+            };
+            let placement = wm_call(|r| WorkerManagerMsg::Place(PlaceRequest { client_host, length: 0 }, r)).await?;
+            if placement.0.is_empty() {
+                return Ok(err(ErrorCode::NoWorkers, "no live worker can take the block"));
+            }
+            MasterResponse::Block(BlockLocation { block_id, offset: 0, length: 0, workers: placement.0 })
+        }
+        MasterRequest::Complete { inode, length } => {
+            attr_of(propose(JournalEntry::CompleteFile { inode, length, time_ms: t }).await?)
+        }
+        MasterRequest::Rename { src, dst } => {
+            check_path(&src)?;
+            check_path(&dst)?;
+            freed_of(propose(JournalEntry::Rename { src, dst, time_ms: t }).await?)
+        }
+        MasterRequest::Delete { path, recursive } => {
+            check_path(&path)?;
+            freed_of(propose(JournalEntry::Delete { path, recursive, time_ms: t }).await?)
+        }
+        MasterRequest::SetAttr { path, mode, uid, gid, mtime_ms } => {
+            check_path(&path)?;
+            attr_of(propose(JournalEntry::SetAttr { path, mode, uid, gid, mtime_ms, time_ms: t }).await?)
+        }
+        MasterRequest::Symlink { target, link, uid, gid } => {
+            check_path(&link)?;
+            attr_of(propose(JournalEntry::Symlink { target, link, uid, gid, time_ms: t }).await?)
+        }
+        MasterRequest::Stat { path } => {
+            check_path(&path)?;
+            journal::read_barrier().await?;
+            MasterResponse::Attr(ns_call(|r| NamespaceMsg::Stat(path.clone(), r)).await??)
+        }
+        MasterRequest::List { path } => {
+            check_path(&path)?;
+            journal::read_barrier().await?;
+            MasterResponse::Listing(ns_call(|r| NamespaceMsg::List(path.clone(), r)).await??)
+        }
+        MasterRequest::GetBlocks { path } => {
+            check_path(&path)?;
+            journal::read_barrier().await?;
+            let rec = ns_call(|r| NamespaceMsg::File(path.clone(), r)).await??;
+            MasterResponse::Blocks(file_blocks(rec).await?)
+        }
+        MasterRequest::Report => {
+            let mut masters = Vec::new();
+            if let Some(j) = journal::actor() {
+                if let Ok(s) = ractor::call_t!(j, journal::JournalMsg::Status, 5000) {
+                    masters.push(s);
+                }
+            }
+            let workers = wm_call(WorkerManagerMsg::Report).await?.0;
+            let inodes = ns_call(NamespaceMsg::InodeCount).await?;
+            MasterResponse::Report(ClusterReport { masters, workers, inodes })
+        }
+    })
+}
+
+async fn file_blocks(rec: InodeRecord) -> Result<FileBlocks, ErrorInfo> {
+    if rec.attr.file_type != FileType::File {
+        return Err(ErrorInfo::new(ErrorCode::IsADirectory, format!("inode {} is not a file", rec.attr.inode)));
+    }
+    let bs = rec.attr.block_size;
+    let locs = wm_call(|r| WorkerManagerMsg::Locate(BlockList(rec.blocks.clone()), r)).await?.0;
+    let blocks = rec
+        .blocks
+        .iter()
+        .zip(locs)
+        .enumerate()
+        .map(|(i, (b, workers))| {
+            let offset = i as u64 * bs;
+            let length = if rec.attr.complete { bs.min(rec.attr.size.saturating_sub(offset)) } else { bs };
+            BlockLocation { block_id: *b, offset, length, workers }
+        })
+        .collect();
+    Ok(FileBlocks { attr: rec.attr, blocks })
+}
+
+fn attr_of(r: ApplyResult) -> MasterResponse {
+    match r {
+        ApplyResult::Attr(a) | ApplyResult::Created { attr: a, .. } => MasterResponse::Attr(a),
+        other => unexpected(other),
+    }
+}
+
+fn freed_of(r: ApplyResult) -> MasterResponse {
+    match r {
+        ApplyResult::Freed { blocks } => {
+            free(blocks);
+            MasterResponse::Done
+        }
+        other => unexpected(other),
+    }
+}
+
+fn unexpected(r: ApplyResult) -> MasterResponse {
+    // Only after a NamespaceActor restart in the middle of a batch (see Namespace::apply).
+    err(ErrorCode::Internal, format!("unexpected apply result {r:?}; retry the request"))
+}

@@ -1,0 +1,674 @@
+//! The namespace state machine over RocksDB: inodes, directory edges and the
+//! block → inode map. It changes only through [`Namespace::apply`], which is
+//! deterministic: every master applying the same journal gets the same tree.
+
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use rocksdb::{IteratorMode, WriteBatch, DB};
+use serde::{Deserialize, Serialize};
+use strata_protocol::journal::{ApplyResult, JournalEntry};
+use strata_protocol::messages::{Attr, DirEntry, FileType};
+use strata_protocol::{path, BlockId, ErrorCode, ErrorInfo, InodeId, ROOT_INODE};
+
+use super::store::{cf, handle};
+
+/// An inode as stored: its attributes and, for files, its blocks in order.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct InodeRecord {
+    /// Attributes.
+    pub attr: Attr,
+    /// Block ids of a file, in file order.
+    pub blocks: Vec<BlockId>,
+}
+
+/// A storage failure; namespace-level failures are [`ApplyResult::Error`].
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// RocksDB failed.
+    #[error("rocksdb: {0}")]
+    Rocks(#[from] rocksdb::Error),
+    /// A stored value did not decode: the store is corrupt.
+    #[error("corrupt record under {key:?}: {reason}")]
+    Corrupt { key: Vec<u8>, reason: String },
+}
+
+/// A namespace error or a storage failure.
+#[derive(Debug, thiserror::Error)]
+pub enum NsError {
+    /// The operation is invalid for the current namespace.
+    #[error(transparent)]
+    Ns(#[from] ErrorInfo),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<rocksdb::Error> for NsError {
+    fn from(e: rocksdb::Error) -> Self {
+        NsError::Store(StoreError::Rocks(e))
+    }
+}
+
+fn ns(code: ErrorCode, msg: impl Into<String>) -> NsError {
+    NsError::Ns(ErrorInfo::new(code, msg))
+}
+
+const NEXT_INODE: &[u8] = b"next_inode";
+const NEXT_BLOCK: &[u8] = b"next_block";
+const APPLIED_INDEX: &[u8] = b"applied_index";
+
+fn edge_key(parent: InodeId, name: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(8 + name.len());
+    k.extend_from_slice(&parent.to_be_bytes());
+    k.extend_from_slice(name.as_bytes());
+    k
+}
+
+fn decode<T: for<'de> Deserialize<'de>>(key: &[u8], v: &[u8]) -> Result<T, StoreError> {
+    bincode::deserialize(v).map_err(|e| StoreError::Corrupt { key: key.to_vec(), reason: e.to_string() })
+}
+
+fn encode<T: Serialize>(v: &T) -> Vec<u8> {
+    bincode::serialize(v).expect("bincode of plain structs cannot fail")
+}
+
+fn u64_of(key: &[u8], v: &[u8]) -> Result<u64, StoreError> {
+    let b: [u8; 8] = v.try_into().map_err(|_| StoreError::Corrupt { key: key.to_vec(), reason: "not a u64".into() })?;
+    Ok(u64::from_be_bytes(b))
+}
+
+/// The namespace over a shared RocksDB handle.
+pub struct Namespace {
+    db: Arc<DB>,
+    /// (next inode id, next block id), cached from `sm_meta`.
+    counters: Mutex<(u64, u64)>,
+}
+
+impl Namespace {
+    /// Opens the namespace, creating the root directory on first use.
+    pub fn open(db: Arc<DB>) -> Result<Self, StoreError> {
+        let ns = Namespace { db, counters: Mutex::new((0, 0)) };
+        ns.reload()?;
+        Ok(ns)
+    }
+
+    /// Re-reads counters (after a snapshot install) and ensures the root exists.
+    pub fn reload(&self) -> Result<(), StoreError> {
+        let meta = handle(&self.db, cf::SM_META);
+        let read = |k: &[u8], default: u64| -> Result<u64, StoreError> {
+            match self.db.get_cf(meta, k)? {
+                Some(v) => u64_of(k, &v),
+                None => Ok(default),
+            }
+        };
+        *self.counters.lock() = (read(NEXT_INODE, ROOT_INODE + 1)?, read(NEXT_BLOCK, 1)?);
+        if self.inode(ROOT_INODE)?.is_none() {
+            let root = InodeRecord { attr: new_attr(ROOT_INODE, FileType::Directory, 0o755, 0, 0, 0), blocks: vec![] };
+            self.db.put_cf(handle(&self.db, cf::INODES), ROOT_INODE.to_be_bytes(), encode(&root))?;
+        }
+        Ok(())
+    }
+
+    /// The database handle.
+    pub fn db(&self) -> &Arc<DB> {
+        &self.db
+    }
+
+    /// Reads one inode.
+    pub fn inode(&self, id: InodeId) -> Result<Option<InodeRecord>, StoreError> {
+        let key = id.to_be_bytes();
+        match self.db.get_cf(handle(&self.db, cf::INODES), key)? {
+            Some(v) => Ok(Some(decode(&key, &v)?)),
+            None => Ok(None),
+        }
+    }
+
+    fn child(&self, parent: InodeId, name: &str) -> Result<Option<InodeId>, StoreError> {
+        let key = edge_key(parent, name);
+        match self.db.get_cf(handle(&self.db, cf::EDGES), &key)? {
+            Some(v) => Ok(Some(u64_of(&key, &v)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The inode owning a block, if any file references it.
+    pub fn block_owner(&self, block: BlockId) -> Result<Option<InodeId>, StoreError> {
+        let key = block.to_be_bytes();
+        match self.db.get_cf(handle(&self.db, cf::BLOCKS), key)? {
+            Some(v) => Ok(Some(u64_of(&key, &v)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Resolves a path (symlinks are not followed).
+    pub fn resolve(&self, p: &str) -> Result<InodeRecord, NsError> {
+        let comps = path::components(p)?;
+        self.resolve_components(&comps)
+    }
+
+    fn resolve_components(&self, comps: &[&str]) -> Result<InodeRecord, NsError> {
+        let mut cur = self.inode(ROOT_INODE)?.ok_or_else(|| ns(ErrorCode::Internal, "root inode missing"))?;
+        for (i, name) in comps.iter().enumerate() {
+            if cur.attr.file_type != FileType::Directory {
+                return Err(ns(ErrorCode::NotADirectory, format!("{} is not a directory", path::join(&comps[..i]))));
+            }
+            let id = self
+                .child(cur.attr.inode, name)?
+                .ok_or_else(|| ns(ErrorCode::NotFound, format!("{} does not exist", path::join(&comps[..=i]))))?;
+            cur = self.inode(id)?.ok_or_else(|| ns(ErrorCode::Internal, format!("dangling edge to inode {id}")))?;
+        }
+        Ok(cur)
+    }
+
+    /// Resolves the parent directory of a path and returns it with the last name.
+    fn resolve_parent<'p>(&self, comps: &[&'p str], whole: &str) -> Result<(InodeRecord, &'p str), NsError> {
+        let (name, parent) =
+            comps.split_last().ok_or_else(|| ns(ErrorCode::InvalidArgument, "the root directory cannot be the target"))?;
+        let parent_rec = self.resolve_components(parent)?;
+        if parent_rec.attr.file_type != FileType::Directory {
+            return Err(ns(ErrorCode::NotADirectory, format!("parent of {whole} is not a directory")));
+        }
+        Ok((parent_rec, name))
+    }
+
+    /// Lists a directory (or returns the single entry of a file).
+    pub fn list(&self, p: &str) -> Result<Vec<DirEntry>, NsError> {
+        let comps = path::components(p)?;
+        let rec = self.resolve_components(&comps)?;
+        if rec.attr.file_type != FileType::Directory {
+            let name = comps.last().map(|s| s.to_string()).unwrap_or_default();
+            return Ok(vec![DirEntry { name, attr: rec.attr }]);
+        }
+        let mut out = Vec::new();
+        for (name, child) in self.children(rec.attr.inode)? {
+            let attr = self.inode(child)?.ok_or_else(|| ns(ErrorCode::Internal, format!("dangling edge to {child}")))?.attr;
+            out.push(DirEntry { name, attr });
+        }
+        Ok(out)
+    }
+
+    fn children(&self, dir: InodeId) -> Result<Vec<(String, InodeId)>, StoreError> {
+        let prefix = dir.to_be_bytes();
+        let mut out = Vec::new();
+        for item in self.db.prefix_iterator_cf(handle(&self.db, cf::EDGES), prefix) {
+            let (k, v) = item?;
+            if !k.starts_with(&prefix) {
+                break;
+            }
+            let name = String::from_utf8_lossy(&k[8..]).into_owned();
+            out.push((name, u64_of(&k, &v)?));
+        }
+        Ok(out)
+    }
+
+    fn has_children(&self, dir: InodeId) -> Result<bool, StoreError> {
+        let prefix = dir.to_be_bytes();
+        let mut it = self.db.prefix_iterator_cf(handle(&self.db, cf::EDGES), prefix);
+        match it.next() {
+            Some(item) => Ok(item?.0.starts_with(&prefix)),
+            None => Ok(false),
+        }
+    }
+
+    /// Number of inodes (approximate for big trees: RocksDB's estimate).
+    pub fn inode_count(&self) -> u64 {
+        self.db
+            .property_int_value_cf(handle(&self.db, cf::INODES), "rocksdb.estimate-num-keys")
+            .ok()
+            .flatten()
+            .unwrap_or(0)
+    }
+
+    /// Index of the last applied journal entry (0 before the first).
+    pub fn applied_index(&self) -> Result<u64, StoreError> {
+        match self.db.get_cf(handle(&self.db, cf::SM_META), APPLIED_INDEX)? {
+            Some(v) => u64_of(APPLIED_INDEX, &v),
+            None => Ok(0),
+        }
+    }
+
+    /// Applies one committed journal entry at log `index`. `extra` is written
+    /// in the same atomic batch (the caller records the applied log id
+    /// there). An entry at or below the applied index was applied before (a
+    /// retried batch after a crash) and is skipped: applying is idempotent.
+    pub fn apply(&self, index: u64, entry: &JournalEntry, extra: &[(&str, Vec<u8>, Vec<u8>)]) -> Result<ApplyResult, StoreError> {
+        if index != 0 && index <= self.applied_index()? {
+            return Ok(ApplyResult::Done);
+        }
+        let mut tx = Tx { ns: self, batch: WriteBatch::default(), counters: *self.counters.lock() };
+        let result = match tx.apply(entry) {
+            Ok(r) => r,
+            Err(NsError::Ns(e)) => {
+                // Rejected: discard partial changes, keep only the bookkeeping.
+                tx.batch = WriteBatch::default();
+                tx.counters = *self.counters.lock();
+                ApplyResult::Error(e)
+            }
+            Err(NsError::Store(e)) => return Err(e),
+        };
+        for (cf_name, k, v) in extra {
+            tx.batch.put_cf(handle(&self.db, cf_name), k, v);
+        }
+        let meta = handle(&self.db, cf::SM_META);
+        tx.batch.put_cf(meta, NEXT_INODE, tx.counters.0.to_be_bytes());
+        tx.batch.put_cf(meta, NEXT_BLOCK, tx.counters.1.to_be_bytes());
+        if index != 0 {
+            tx.batch.put_cf(meta, APPLIED_INDEX, index.to_be_bytes());
+        }
+        self.db.write(tx.batch)?;
+        *self.counters.lock() = tx.counters;
+        Ok(result)
+    }
+
+    /// Every key/value of the state column families, from one consistent
+    /// RocksDB snapshot: the content of a Raft snapshot.
+    pub fn export(&self) -> Result<Vec<(u8, Vec<u8>, Vec<u8>)>, StoreError> {
+        let snap = self.db.snapshot();
+        let mut out = Vec::new();
+        for (i, name) in cf::STATE.iter().enumerate() {
+            for item in snap.iterator_cf(handle(&self.db, name), IteratorMode::Start) {
+                let (k, v) = item?;
+                out.push((i as u8, k.to_vec(), v.to_vec()));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Replaces the whole state with exported content, atomically.
+    pub fn import(&self, items: &[(u8, Vec<u8>, Vec<u8>)]) -> Result<(), StoreError> {
+        let mut batch = WriteBatch::default();
+        for name in cf::STATE {
+            let h = handle(&self.db, name);
+            for item in self.db.iterator_cf(h, IteratorMode::Start) {
+                let (k, _) = item?;
+                batch.delete_cf(h, k);
+            }
+        }
+        for (i, k, v) in items {
+            let name = cf::STATE.get(*i as usize).ok_or_else(|| StoreError::Corrupt {
+                key: k.clone(),
+                reason: format!("snapshot names column family #{i}"),
+            })?;
+            batch.put_cf(handle(&self.db, name), k, v);
+        }
+        self.db.write(batch)?;
+        self.reload()
+    }
+}
+
+fn new_attr(inode: InodeId, file_type: FileType, mode: u32, uid: u32, gid: u32, time_ms: i64) -> Attr {
+    Attr {
+        inode,
+        file_type,
+        mode: mode & 0o7777,
+        uid,
+        gid,
+        size: 0,
+        mtime_ms: time_ms,
+        ctime_ms: time_ms,
+        nlink: if file_type == FileType::Directory { 2 } else { 1 },
+        block_size: 0,
+        complete: file_type != FileType::File,
+        symlink_target: None,
+    }
+}
+
+/// One entry's changes, collected in a batch.
+struct Tx<'a> {
+    ns: &'a Namespace,
+    batch: WriteBatch,
+    counters: (u64, u64),
+}
+
+impl Tx<'_> {
+    fn db(&self) -> &DB {
+        &self.ns.db
+    }
+
+    fn put_inode(&mut self, rec: &InodeRecord) {
+        let h = handle(&self.ns.db, cf::INODES);
+        self.batch.put_cf(h, rec.attr.inode.to_be_bytes(), encode(rec));
+    }
+
+    fn put_edge(&mut self, parent: InodeId, name: &str, child: InodeId) {
+        let h = handle(&self.ns.db, cf::EDGES);
+        self.batch.put_cf(h, edge_key(parent, name), child.to_be_bytes());
+    }
+
+    fn delete_edge(&mut self, parent: InodeId, name: &str) {
+        let h = handle(&self.ns.db, cf::EDGES);
+        self.batch.delete_cf(h, edge_key(parent, name));
+    }
+
+    fn next_inode(&mut self) -> InodeId {
+        let id = self.counters.0;
+        self.counters.0 += 1;
+        id
+    }
+
+    fn touch_dir(&mut self, mut dir: InodeRecord, time_ms: i64) {
+        dir.attr.mtime_ms = time_ms;
+        dir.attr.ctime_ms = time_ms;
+        self.put_inode(&dir);
+    }
+
+    /// Removes an inode record and its block map entries; returns freed blocks.
+    fn drop_inode(&mut self, rec: &InodeRecord) -> Vec<BlockId> {
+        let hi = handle(&self.ns.db, cf::INODES);
+        self.batch.delete_cf(hi, rec.attr.inode.to_be_bytes());
+        let hb = handle(&self.ns.db, cf::BLOCKS);
+        for b in &rec.blocks {
+            self.batch.delete_cf(hb, b.to_be_bytes());
+        }
+        rec.blocks.clone()
+    }
+
+    /// Removes a whole subtree below (and including) `rec`; returns freed blocks.
+    fn drop_tree(&mut self, rec: &InodeRecord) -> Result<Vec<BlockId>, NsError> {
+        let mut freed = Vec::new();
+        let mut stack = vec![rec.clone()];
+        while let Some(cur) = stack.pop() {
+            if cur.attr.file_type == FileType::Directory {
+                for (name, child) in self.ns.children(cur.attr.inode)? {
+                    self.delete_edge(cur.attr.inode, &name);
+                    if let Some(c) = self.ns.inode(child)? {
+                        stack.push(c);
+                    }
+                }
+            }
+            freed.extend(self.drop_inode(&cur));
+        }
+        Ok(freed)
+    }
+
+    fn apply(&mut self, entry: &JournalEntry) -> Result<ApplyResult, NsError> {
+        match entry {
+            JournalEntry::Mkdir { path: p, recursive, mode, uid, gid, time_ms } => {
+                let comps = path::components(p)?;
+                if comps.is_empty() {
+                    return if *recursive {
+                        Ok(ApplyResult::Attr(self.ns.resolve_components(&[])?.attr))
+                    } else {
+                        Err(ns(ErrorCode::AlreadyExists, "/ already exists"))
+                    };
+                }
+                let mut cur = self.ns.resolve_components(&[])?;
+                let mut created_under: Option<InodeRecord> = None;
+                for (i, name) in comps.iter().enumerate() {
+                    let last = i + 1 == comps.len();
+                    let existing = match &created_under {
+                        Some(_) => None, // a directory created in this entry has no children yet
+                        None => self.ns.child(cur.attr.inode, name)?,
+                    };
+                    match existing {
+                        Some(id) => {
+                            let rec = self.ns.inode(id)?.ok_or_else(|| ns(ErrorCode::Internal, "dangling edge"))?;
+                            if rec.attr.file_type != FileType::Directory {
+                                return Err(ns(ErrorCode::NotADirectory, format!("{} is not a directory", path::join(&comps[..=i]))));
+                            }
+                            if last && !recursive {
+                                return Err(ns(ErrorCode::AlreadyExists, format!("{p} already exists")));
+                            }
+                            cur = rec;
+                        }
+                        None => {
+                            if !last && !recursive {
+                                return Err(ns(ErrorCode::NotFound, format!("{} does not exist", path::join(&comps[..=i]))));
+                            }
+                            let id = self.next_inode();
+                            let rec = InodeRecord { attr: new_attr(id, FileType::Directory, *mode, *uid, *gid, *time_ms), blocks: vec![] };
+                            self.put_edge(cur.attr.inode, name, id);
+                            self.put_inode(&rec);
+                            if created_under.is_none() {
+                                self.touch_dir(cur.clone(), *time_ms);
+                            }
+                            created_under = Some(rec.clone());
+                            cur = rec;
+                        }
+                    }
+                }
+                Ok(ApplyResult::Attr(cur.attr))
+            }
+            JournalEntry::CreateFile { path: p, mode, uid, gid, block_size, overwrite, time_ms } => {
+                let comps = path::components(p)?;
+                let (parent, name) = self.ns.resolve_parent(&comps, p)?;
+                let mut freed = Vec::new();
+                if let Some(id) = self.ns.child(parent.attr.inode, name)? {
+                    let old = self.ns.inode(id)?.ok_or_else(|| ns(ErrorCode::Internal, "dangling edge"))?;
+                    match old.attr.file_type {
+                        FileType::Directory => return Err(ns(ErrorCode::IsADirectory, format!("{p} is a directory"))),
+                        _ if !overwrite => return Err(ns(ErrorCode::AlreadyExists, format!("{p} already exists"))),
+                        _ => freed = self.drop_inode(&old),
+                    }
+                }
+                let id = self.next_inode();
+                let mut attr = new_attr(id, FileType::File, *mode, *uid, *gid, *time_ms);
+                attr.block_size = *block_size;
+                let rec = InodeRecord { attr, blocks: vec![] };
+                self.put_edge(parent.attr.inode, name, id);
+                self.put_inode(&rec);
+                self.touch_dir(parent, *time_ms);
+                Ok(ApplyResult::Created { attr: rec.attr, freed })
+            }
+            JournalEntry::AddBlock { inode, time_ms } => {
+                let mut rec = self.open_for_write(*inode)?;
+                let block_id = self.counters.1;
+                self.counters.1 += 1;
+                rec.blocks.push(block_id);
+                rec.attr.mtime_ms = *time_ms;
+                self.put_inode(&rec);
+                let hb = handle(&self.ns.db, cf::BLOCKS);
+                self.batch.put_cf(hb, block_id.to_be_bytes(), inode.to_be_bytes());
+                Ok(ApplyResult::Block { block_id })
+            }
+            JournalEntry::CompleteFile { inode, length, time_ms } => {
+                let mut rec = self.open_for_write(*inode)?;
+                let n = rec.blocks.len() as u64;
+                let bs = rec.attr.block_size;
+                let fits = if n == 0 { *length == 0 } else { (n - 1) * bs < *length && *length <= n * bs };
+                if !fits {
+                    return Err(ns(
+                        ErrorCode::InvalidArgument,
+                        format!("length {length} does not fit {n} blocks of {bs} bytes"),
+                    ));
+                }
+                rec.attr.size = *length;
+                rec.attr.complete = true;
+                rec.attr.mtime_ms = *time_ms;
+                rec.attr.ctime_ms = *time_ms;
+                self.put_inode(&rec);
+                Ok(ApplyResult::Attr(rec.attr))
+            }
+            JournalEntry::Rename { src, dst, time_ms } => self.rename(src, dst, *time_ms),
+            JournalEntry::Delete { path: p, recursive, time_ms } => {
+                let comps = path::components(p)?;
+                let (parent, name) = self.ns.resolve_parent(&comps, p)?;
+                let id = self.ns.child(parent.attr.inode, name)?.ok_or_else(|| ns(ErrorCode::NotFound, format!("{p} does not exist")))?;
+                let rec = self.ns.inode(id)?.ok_or_else(|| ns(ErrorCode::Internal, "dangling edge"))?;
+                if rec.attr.file_type == FileType::Directory && !recursive && self.ns.has_children(id)? {
+                    return Err(ns(ErrorCode::DirectoryNotEmpty, format!("{p} is not empty")));
+                }
+                self.delete_edge(parent.attr.inode, name);
+                let freed = self.drop_tree(&rec)?;
+                self.touch_dir(parent, *time_ms);
+                Ok(ApplyResult::Freed { blocks: freed })
+            }
+            JournalEntry::SetAttr { path: p, mode, uid, gid, mtime_ms, time_ms } => {
+                let mut rec = self.ns.resolve(p)?;
+                if let Some(m) = mode {
+                    rec.attr.mode = m & 0o7777;
+                }
+                if let Some(u) = uid {
+                    rec.attr.uid = *u;
+                }
+                if let Some(g) = gid {
+                    rec.attr.gid = *g;
+                }
+                if let Some(t) = mtime_ms {
+                    rec.attr.mtime_ms = *t;
+                }
+                rec.attr.ctime_ms = *time_ms;
+                self.put_inode(&rec);
+                Ok(ApplyResult::Attr(rec.attr))
+            }
+            JournalEntry::Symlink { target, link, uid, gid, time_ms } => {
+                if target.is_empty() || target.len() > path::MAX_PATH_BYTES || target.contains('\0') {
+                    return Err(ns(ErrorCode::InvalidArgument, "symlink target must be 1..4096 bytes without NUL"));
+                }
+                let comps = path::components(link)?;
+                let (parent, name) = self.ns.resolve_parent(&comps, link)?;
+                if self.ns.child(parent.attr.inode, name)?.is_some() {
+                    return Err(ns(ErrorCode::AlreadyExists, format!("{link} already exists")));
+                }
+                let id = self.next_inode();
+                let mut attr = new_attr(id, FileType::Symlink, 0o777, *uid, *gid, *time_ms);
+                attr.size = target.len() as u64;
+                attr.symlink_target = Some(target.clone());
+                let rec = InodeRecord { attr, blocks: vec![] };
+                self.put_edge(parent.attr.inode, name, id);
+                self.put_inode(&rec);
+                self.touch_dir(parent, *time_ms);
+                Ok(ApplyResult::Attr(rec.attr))
+            }
+        }
+    }
+
+    fn open_for_write(&self, inode: InodeId) -> Result<InodeRecord, NsError> {
+        let rec = self.ns.inode(inode)?.ok_or_else(|| ns(ErrorCode::NotFound, format!("inode {inode} does not exist")))?;
+        if rec.attr.file_type != FileType::File {
+            return Err(ns(ErrorCode::IsADirectory, format!("inode {inode} is not a file")));
+        }
+        if rec.attr.complete {
+            return Err(ns(ErrorCode::InvalidState, format!("inode {inode} is already complete")));
+        }
+        Ok(rec)
+    }
+
+    fn rename(&mut self, src: &str, dst: &str, time_ms: i64) -> Result<ApplyResult, NsError> {
+        let s = path::components(src)?;
+        let d = path::components(dst)?;
+        if s.is_empty() || d.is_empty() {
+            return Err(ns(ErrorCode::InvalidArgument, "cannot rename the root directory"));
+        }
+        let (sparent, sname) = self.ns.resolve_parent(&s, src)?;
+        let sid = self.ns.child(sparent.attr.inode, sname)?.ok_or_else(|| ns(ErrorCode::NotFound, format!("{src} does not exist")))?;
+        let mut srec = self.ns.inode(sid)?.ok_or_else(|| ns(ErrorCode::Internal, "dangling edge"))?;
+        if s == d {
+            return Ok(ApplyResult::Freed { blocks: vec![] });
+        }
+        if srec.attr.file_type == FileType::Directory && d.len() > s.len() && d[..s.len()] == s[..] {
+            return Err(ns(ErrorCode::InvalidArgument, format!("cannot move {src} into itself ({dst})")));
+        }
+        let (dparent, dname) = self.ns.resolve_parent(&d, dst)?;
+        let mut freed = Vec::new();
+        if let Some(did) = self.ns.child(dparent.attr.inode, dname)? {
+            let drec = self.ns.inode(did)?.ok_or_else(|| ns(ErrorCode::Internal, "dangling edge"))?;
+            match (srec.attr.file_type == FileType::Directory, drec.attr.file_type == FileType::Directory) {
+                (true, true) => {
+                    if self.ns.has_children(did)? {
+                        return Err(ns(ErrorCode::DirectoryNotEmpty, format!("{dst} is not empty")));
+                    }
+                }
+                (true, false) => return Err(ns(ErrorCode::NotADirectory, format!("{dst} is not a directory"))),
+                (false, true) => return Err(ns(ErrorCode::IsADirectory, format!("{dst} is a directory"))),
+                (false, false) => {}
+            }
+            freed = self.drop_inode(&drec);
+        }
+        self.delete_edge(sparent.attr.inode, sname);
+        self.put_edge(dparent.attr.inode, dname, sid);
+        srec.attr.ctime_ms = time_ms;
+        self.put_inode(&srec);
+        if sparent.attr.inode == dparent.attr.inode {
+            self.touch_dir(sparent, time_ms);
+        } else {
+            self.touch_dir(sparent, time_ms);
+            self.touch_dir(dparent, time_ms);
+        }
+        Ok(ApplyResult::Freed { blocks: freed })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::master::store::open_db;
+
+    fn ns_in(dir: &tempfile::TempDir) -> Namespace {
+        Namespace::open(open_db(dir.path()).unwrap()).unwrap()
+    }
+
+    fn ok(ns: &Namespace, e: JournalEntry) -> ApplyResult {
+        let r = ns.apply(0, &e, &[]).unwrap();
+        assert!(!matches!(r, ApplyResult::Error(_)), "{e:?} -> {r:?}");
+        r
+    }
+
+    fn err(ns: &Namespace, e: JournalEntry) -> ErrorCode {
+        match ns.apply(0, &e, &[]).unwrap() {
+            ApplyResult::Error(e) => e.code,
+            other => panic!("expected an error, got {other:?}"),
+        }
+    }
+
+    fn mkdir(p: &str, recursive: bool) -> JournalEntry {
+        JournalEntry::Mkdir { path: p.into(), recursive, mode: 0o755, uid: 0, gid: 0, time_ms: 1 }
+    }
+
+    fn create(p: &str, overwrite: bool) -> JournalEntry {
+        JournalEntry::CreateFile { path: p.into(), mode: 0o644, uid: 0, gid: 0, block_size: 10, overwrite, time_ms: 1 }
+    }
+
+    #[test]
+    fn mkdir_p_create_rename_delete() {
+        let d = tempfile::tempdir().unwrap();
+        let ns = ns_in(&d);
+        ok(&ns, mkdir("/a/b/c", true));
+        assert_eq!(err(&ns, mkdir("/x/y", false)), ErrorCode::NotFound);
+        assert_eq!(err(&ns, mkdir("/a/b", false)), ErrorCode::AlreadyExists);
+        let ApplyResult::Created { attr: f, .. } = ok(&ns, create("/a/b/f", false)) else { panic!() };
+        assert_eq!(err(&ns, create("/a/b/f", false)), ErrorCode::AlreadyExists);
+        let ApplyResult::Block { block_id: b1 } = ok(&ns, JournalEntry::AddBlock { inode: f.inode, time_ms: 2 }) else { panic!() };
+        let ApplyResult::Block { block_id: b2 } = ok(&ns, JournalEntry::AddBlock { inode: f.inode, time_ms: 2 }) else { panic!() };
+        assert_ne!(b1, b2);
+        assert_eq!(err(&ns, JournalEntry::CompleteFile { inode: f.inode, length: 21, time_ms: 3 }), ErrorCode::InvalidArgument);
+        ok(&ns, JournalEntry::CompleteFile { inode: f.inode, length: 15, time_ms: 3 });
+        assert_eq!(ns.resolve("/a/b/f").unwrap().attr.size, 15);
+        assert_eq!(ns.block_owner(b1).unwrap(), Some(f.inode));
+        // rename over an existing file frees the replaced file's blocks
+        let ApplyResult::Created { attr: g, .. } = ok(&ns, create("/a/g", false)) else { panic!() };
+        let ApplyResult::Block { block_id: gb } = ok(&ns, JournalEntry::AddBlock { inode: g.inode, time_ms: 2 }) else { panic!() };
+        assert_eq!(
+            ok(&ns, JournalEntry::Rename { src: "/a/b/f".into(), dst: "/a/g".into(), time_ms: 4 }),
+            ApplyResult::Freed { blocks: vec![gb] }
+        );
+        assert_eq!(ns.resolve("/a/g").unwrap().attr.inode, f.inode);
+        assert_eq!(ns.resolve("/a/b/f").unwrap_err().to_string(), "not found: /a/b/f does not exist");
+        assert_eq!(err(&ns, JournalEntry::Rename { src: "/a".into(), dst: "/a/b/z".into(), time_ms: 4 }), ErrorCode::InvalidArgument);
+        assert_eq!(err(&ns, JournalEntry::Delete { path: "/a".into(), recursive: false, time_ms: 5 }), ErrorCode::DirectoryNotEmpty);
+        let ApplyResult::Freed { blocks } = ok(&ns, JournalEntry::Delete { path: "/a".into(), recursive: true, time_ms: 5 }) else { panic!() };
+        assert_eq!(blocks.len(), 2);
+        assert!(ns.list("/").unwrap().is_empty());
+        assert_eq!(ns.block_owner(b1).unwrap(), None);
+    }
+
+    #[test]
+    fn failed_entry_changes_nothing_and_export_import_round_trips() {
+        let d = tempfile::tempdir().unwrap();
+        let ns = ns_in(&d);
+        ok(&ns, mkdir("/d", false));
+        ok(&ns, create("/d/f", false));
+        assert_eq!(err(&ns, mkdir("/d/f/x", true)), ErrorCode::NotADirectory);
+        let before = ns.export().unwrap();
+        let d2 = tempfile::tempdir().unwrap();
+        let ns2 = ns_in(&d2);
+        ns2.import(&before).unwrap();
+        assert_eq!(ns2.export().unwrap(), before);
+        assert_eq!(ns2.list("/d").unwrap(), ns.list("/d").unwrap());
+        // counters survive: the next inode is the same on both
+        let a = ok(&ns, create("/d/g", false));
+        let b = ok(&ns2, create("/d/g", false));
+        assert_eq!(a, b);
+    }
+}

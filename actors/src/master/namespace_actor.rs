@@ -1,0 +1,180 @@
+//! NamespaceActor: the only owner of namespace changes. Committed journal
+//! entries arrive from the Raft state machine ([`ActorNamespace`]); reads
+//! arrive from the ClientGateway. If it dies, the supervisor restarts it over
+//! the same store; the state machine retries its call until it is back.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use ractor_cluster::RactorMessage;
+use rocksdb::DB;
+use strata_protocol::journal::{ApplyResult, JournalEntry};
+use strata_protocol::messages::{Attr, DirEntry};
+use strata_protocol::{BlockId, ErrorCode, ErrorInfo};
+
+use super::namespace::{InodeRecord, Namespace, NsError};
+use super::raft::{put_meta, NamespaceHandle};
+
+/// Registered name of the NamespaceActor.
+pub const NAME: &str = "strata.namespace";
+
+/// Bookkeeping rows written with an entry.
+pub type Extra = Vec<(&'static str, Vec<u8>, Vec<u8>)>;
+/// Exported state rows.
+pub type Rows = Vec<(u8, Vec<u8>, Vec<u8>)>;
+
+/// Messages to the NamespaceActor.
+#[derive(RactorMessage)]
+pub enum NamespaceMsg {
+    /// Apply committed entries in order (from the Raft state machine).
+    Apply(Vec<(u64, JournalEntry, Extra)>, RpcReplyPort<Result<Vec<ApplyResult>, String>>),
+    /// Write bookkeeping rows only (blank and membership entries).
+    PutMeta(Extra, RpcReplyPort<Result<(), String>>),
+    /// Export the state for a snapshot.
+    Export(RpcReplyPort<Result<Rows, String>>),
+    /// Replace the state with a snapshot's rows.
+    Import(Rows, RpcReplyPort<Result<(), String>>),
+    /// Attributes of a path.
+    Stat(String, RpcReplyPort<Result<Attr, ErrorInfo>>),
+    /// Listing of a path.
+    List(String, RpcReplyPort<Result<Vec<DirEntry>, ErrorInfo>>),
+    /// A file's record (attributes and blocks).
+    File(String, RpcReplyPort<Result<InodeRecord, ErrorInfo>>),
+    /// Which of these blocks no file owns.
+    Orphans(Vec<BlockId>, RpcReplyPort<Vec<BlockId>>),
+    /// Approximate inode count.
+    InodeCount(RpcReplyPort<u64>),
+}
+
+/// The actor.
+pub struct NamespaceActor;
+
+fn to_info(e: NsError) -> ErrorInfo {
+    match e {
+        NsError::Ns(e) => e,
+        NsError::Store(e) => ErrorInfo::new(ErrorCode::Internal, e.to_string()),
+    }
+}
+
+impl Actor for NamespaceActor {
+    type Msg = NamespaceMsg;
+    type State = Arc<Namespace>;
+    type Arguments = Arc<Namespace>;
+
+    async fn pre_start(&self, _myself: ActorRef<Self::Msg>, ns: Arc<Namespace>) -> Result<Self::State, ActorProcessingErr> {
+        Ok(ns)
+    }
+
+    async fn handle(&self, _myself: ActorRef<Self::Msg>, msg: Self::Msg, ns: &mut Self::State) -> Result<(), ActorProcessingErr> {
+        match msg {
+            NamespaceMsg::Apply(batch, reply) => {
+                let mut out = Vec::with_capacity(batch.len());
+                let mut failed = None;
+                for (index, entry, extra) in &batch {
+                    match ns.apply(*index, entry, extra) {
+                        Ok(r) => out.push(r),
+                        Err(e) => {
+                            failed = Some(e.to_string());
+                            break;
+                        }
+                    }
+                }
+                let _ = reply.send(match failed {
+                    None => Ok(out),
+                    Some(e) => Err(e),
+                });
+            }
+            NamespaceMsg::PutMeta(extra, reply) => {
+                let _ = reply.send(put_meta(ns, &extra));
+            }
+            NamespaceMsg::Export(reply) => {
+                let _ = reply.send(ns.export().map_err(|e| e.to_string()));
+            }
+            NamespaceMsg::Import(rows, reply) => {
+                let _ = reply.send(ns.import(&rows).map_err(|e| e.to_string()));
+            }
+            NamespaceMsg::Stat(path, reply) => {
+                let _ = reply.send(ns.resolve(&path).map(|r| r.attr).map_err(to_info));
+            }
+            NamespaceMsg::List(path, reply) => {
+                let _ = reply.send(ns.list(&path).map_err(to_info));
+            }
+            NamespaceMsg::File(path, reply) => {
+                let _ = reply.send(ns.resolve(&path).map_err(to_info));
+            }
+            NamespaceMsg::Orphans(blocks, reply) => {
+                let mut orphans = Vec::new();
+                for b in blocks {
+                    if matches!(ns.block_owner(b), Ok(None)) {
+                        orphans.push(b);
+                    }
+                }
+                let _ = reply.send(orphans);
+            }
+            NamespaceMsg::InodeCount(reply) => {
+                let _ = reply.send(ns.inode_count());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The NamespaceActor by name, if it is running.
+pub fn actor() -> Option<ActorRef<NamespaceMsg>> {
+    ractor::registry::where_is(NAME.to_string()).map(ActorRef::from)
+}
+
+/// Calls the NamespaceActor, waiting up to `patience` for it to be (re)started.
+pub async fn call<R: Send + 'static>(
+    patience: Duration,
+    make: impl Fn(RpcReplyPort<R>) -> NamespaceMsg,
+) -> Result<R, String> {
+    let deadline = tokio::time::Instant::now() + patience;
+    loop {
+        if let Some(a) = actor() {
+            match a.call(&make, Some(Duration::from_secs(30))).await {
+                Ok(ractor::rpc::CallResult::Success(r)) => return Ok(r),
+                Ok(ractor::rpc::CallResult::Timeout) => return Err("namespace actor timed out".into()),
+                _ => {}
+            }
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err("namespace actor is not running".into());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The Raft state machine's route to the namespace: through the actor.
+#[derive(Clone)]
+pub struct ActorNamespace {
+    db: Arc<DB>,
+}
+
+impl ActorNamespace {
+    /// A handle; `db` is the store the actor applies to (for direct reads of applied state).
+    pub fn new(db: Arc<DB>) -> Self {
+        ActorNamespace { db }
+    }
+}
+
+const PATIENCE: Duration = Duration::from_secs(20);
+
+impl NamespaceHandle for ActorNamespace {
+    async fn apply(&self, batch: Vec<(u64, JournalEntry, Extra)>) -> Result<Vec<ApplyResult>, String> {
+        call(PATIENCE, |r| NamespaceMsg::Apply(batch.clone(), r)).await?
+    }
+    async fn put_meta(&self, extra: Extra) -> Result<(), String> {
+        call(PATIENCE, |r| NamespaceMsg::PutMeta(extra.clone(), r)).await?
+    }
+    async fn export(&self) -> Result<Rows, String> {
+        call(PATIENCE, NamespaceMsg::Export).await?
+    }
+    async fn import(&self, rows: Rows) -> Result<(), String> {
+        call(PATIENCE, |r| NamespaceMsg::Import(rows.clone(), r)).await?
+    }
+    fn db(&self) -> Arc<DB> {
+        self.db.clone()
+    }
+}

@@ -1,0 +1,433 @@
+//! openraft glue: the type config, the RocksDB log store and the state
+//! machine adapter that hands committed entries to the NamespaceActor.
+//!
+//! Log entries are stored with bincode (openraft's types are serde, not
+//! rkyv); the journal payload itself is the protocol crate's `JournalEntry`.
+
+use std::fmt::Debug;
+use std::io::Cursor;
+use std::ops::{Bound, RangeBounds};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use openraft::storage::{LogFlushed, LogState, RaftLogStorage, RaftStateMachine, Snapshot};
+use openraft::{
+    BasicNode, Entry, EntryPayload, LogId, OptionalSend, RaftLogReader, RaftSnapshotBuilder, SnapshotMeta, StorageError,
+    StorageIOError, StoredMembership, Vote,
+};
+use rocksdb::{IteratorMode, WriteBatch, WriteOptions, DB};
+use serde::{Deserialize, Serialize};
+use strata_protocol::journal::{ApplyResult, JournalEntry};
+
+use super::namespace::Namespace;
+use super::store::{cf, handle};
+
+openraft::declare_raft_types!(
+    /// Strata's Raft types: journal entries in, apply results out.
+    pub TypeConfig:
+        D = JournalEntry,
+        R = ApplyResult,
+        NodeId = u64,
+        Node = BasicNode,
+        Entry = openraft::Entry<TypeConfig>,
+        SnapshotData = Cursor<Vec<u8>>,
+        AsyncRuntime = openraft::TokioRuntime,
+);
+
+/// Raft node id.
+pub type NodeId = u64;
+/// The openraft handle.
+pub type Raft = openraft::Raft<TypeConfig>;
+type SErr = StorageError<NodeId>;
+
+const VOTE: &[u8] = b"vote";
+const COMMITTED: &[u8] = b"committed";
+const PURGED: &[u8] = b"purged";
+const APPLIED: &[u8] = b"applied";
+const MEMBERSHIP: &[u8] = b"membership";
+const SNAPSHOT_FILE: &str = "snapshot.bin";
+
+fn ser<T: Serialize>(v: &T) -> Vec<u8> {
+    bincode::serialize(v).expect("bincode of openraft types cannot fail")
+}
+
+/// The Raft log and vote, in the `raft_log` and `raft_meta` column families.
+#[derive(Clone)]
+pub struct LogStore {
+    db: Arc<DB>,
+}
+
+impl LogStore {
+    /// A log store over the master database.
+    pub fn new(db: Arc<DB>) -> Self {
+        LogStore { db }
+    }
+
+    fn meta<T: for<'de> Deserialize<'de>>(&self, key: &[u8]) -> Result<Option<T>, SErr> {
+        match self.db.get_cf(handle(&self.db, cf::RAFT_META), key).map_err(|e| StorageIOError::read(&e))? {
+            Some(v) => Ok(Some(bincode::deserialize(&v).map_err(|e| StorageIOError::read(&e))?)),
+            None => Ok(None),
+        }
+    }
+
+    fn put_meta_synced<T: Serialize>(&self, key: &[u8], v: &T) -> Result<(), rocksdb::Error> {
+        let mut wo = WriteOptions::default();
+        wo.set_sync(true);
+        self.db.put_cf_opt(handle(&self.db, cf::RAFT_META), key, ser(v), &wo)
+    }
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry<TypeConfig>>, SErr> {
+        let start = match range.start_bound() {
+            Bound::Included(s) => *s,
+            Bound::Excluded(s) => s + 1,
+            Bound::Unbounded => 0,
+        };
+        let h = handle(&self.db, cf::RAFT_LOG);
+        let mut out = Vec::new();
+        for item in self.db.iterator_cf(h, IteratorMode::From(&start.to_be_bytes(), rocksdb::Direction::Forward)) {
+            let (k, v) = item.map_err(|e| StorageIOError::read_logs(&e))?;
+            let idx = u64::from_be_bytes(k[..8].try_into().map_err(|_| StorageIOError::read_logs(&BadKey))?);
+            if !range.contains(&idx) {
+                break;
+            }
+            out.push(bincode::deserialize(&v).map_err(|e| StorageIOError::read_logs(&e))?);
+        }
+        Ok(out)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("malformed raft log key")]
+struct BadKey;
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = Self;
+
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, SErr> {
+        let purged: Option<LogId<NodeId>> = self.meta(PURGED)?;
+        let last = match self.db.iterator_cf(handle(&self.db, cf::RAFT_LOG), IteratorMode::End).next() {
+            Some(item) => {
+                let (_, v) = item.map_err(|e| StorageIOError::read_logs(&e))?;
+                let e: Entry<TypeConfig> = bincode::deserialize(&v).map_err(|e| StorageIOError::read_logs(&e))?;
+                Some(e.log_id)
+            }
+            None => purged,
+        };
+        Ok(LogState { last_purged_log_id: purged, last_log_id: last })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), SErr> {
+        self.put_meta_synced(VOTE, vote).map_err(|e| StorageIOError::write_vote(&e).into())
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>, SErr> {
+        self.meta(VOTE)
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId<NodeId>>) -> Result<(), SErr> {
+        // Not synced: a lost committed index is recomputed from a quorum.
+        self.db
+            .put_cf(handle(&self.db, cf::RAFT_META), COMMITTED, ser(&committed))
+            .map_err(|e| StorageIOError::write(&e).into())
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId<NodeId>>, SErr> {
+        Ok(self.meta::<Option<LogId<NodeId>>>(COMMITTED)?.flatten())
+    }
+
+    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), SErr>
+    where
+        I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let h = handle(&self.db, cf::RAFT_LOG);
+        let mut batch = WriteBatch::default();
+        for e in entries {
+            batch.put_cf(h, e.log_id.index.to_be_bytes(), ser(&e));
+        }
+        let mut wo = WriteOptions::default();
+        wo.set_sync(true);
+        let res = self.db.write_opt(batch, &wo);
+        match res {
+            Ok(()) => {
+                callback.log_io_completed(Ok(()));
+                Ok(())
+            }
+            Err(e) => {
+                callback.log_io_completed(Err(std::io::Error::other(e.to_string())));
+                Err(StorageIOError::write_logs(&e).into())
+            }
+        }
+    }
+
+    async fn truncate(&mut self, log_id: LogId<NodeId>) -> Result<(), SErr> {
+        let h = handle(&self.db, cf::RAFT_LOG);
+        let mut wo = WriteOptions::default();
+        wo.set_sync(true);
+        let mut batch = WriteBatch::default();
+        batch.delete_range_cf(h, log_id.index.to_be_bytes(), u64::MAX.to_be_bytes());
+        batch.delete_cf(h, u64::MAX.to_be_bytes());
+        self.db.write_opt(batch, &wo).map_err(|e| StorageIOError::write_logs(&e).into())
+    }
+
+    async fn purge(&mut self, log_id: LogId<NodeId>) -> Result<(), SErr> {
+        self.put_meta_synced(PURGED, &log_id).map_err(|e| StorageIOError::write_logs(&e))?;
+        let h = handle(&self.db, cf::RAFT_LOG);
+        self.db
+            .delete_range_cf(h, 0u64.to_be_bytes(), (log_id.index + 1).to_be_bytes())
+            .map_err(|e| StorageIOError::write_logs(&e).into())
+    }
+}
+
+/// How the state machine reaches the namespace. The master routes it through
+/// the NamespaceActor; the storage test suite applies directly.
+pub trait NamespaceHandle: Clone + Send + Sync + 'static {
+    /// Applies committed entries in order; `extra` goes into each entry's batch.
+    fn apply(
+        &self,
+        batch: Vec<(u64, JournalEntry, Vec<(&'static str, Vec<u8>, Vec<u8>)>)>,
+    ) -> impl std::future::Future<Output = Result<Vec<ApplyResult>, String>> + Send;
+    /// Writes bookkeeping only (blank and membership entries).
+    fn put_meta(&self, extra: Vec<(&'static str, Vec<u8>, Vec<u8>)>) -> impl std::future::Future<Output = Result<(), String>> + Send;
+    /// A consistent export of the state column families.
+    fn export(&self) -> impl std::future::Future<Output = Result<Vec<(u8, Vec<u8>, Vec<u8>)>, String>> + Send;
+    /// Replaces the state with an export.
+    fn import(&self, items: Vec<(u8, Vec<u8>, Vec<u8>)>) -> impl std::future::Future<Output = Result<(), String>> + Send;
+    /// Reads the database directly (applied state).
+    fn db(&self) -> Arc<DB>;
+}
+
+/// Direct access, for tests and the storage suite.
+#[derive(Clone)]
+pub struct DirectNamespace(pub Arc<Namespace>);
+
+impl NamespaceHandle for DirectNamespace {
+    async fn apply(&self, batch: Vec<(u64, JournalEntry, Vec<(&'static str, Vec<u8>, Vec<u8>)>)>) -> Result<Vec<ApplyResult>, String> {
+        batch.iter().map(|(i, e, extra)| self.0.apply(*i, e, extra).map_err(|e| e.to_string())).collect()
+    }
+    async fn put_meta(&self, extra: Vec<(&'static str, Vec<u8>, Vec<u8>)>) -> Result<(), String> {
+        put_meta(&self.0, &extra)
+    }
+    async fn export(&self) -> Result<Vec<(u8, Vec<u8>, Vec<u8>)>, String> {
+        self.0.export().map_err(|e| e.to_string())
+    }
+    async fn import(&self, items: Vec<(u8, Vec<u8>, Vec<u8>)>) -> Result<(), String> {
+        self.0.import(&items).map_err(|e| e.to_string())
+    }
+    fn db(&self) -> Arc<DB> {
+        self.0.db().clone()
+    }
+}
+
+/// Writes bookkeeping keys in one batch.
+pub fn put_meta(ns: &Namespace, extra: &[(&'static str, Vec<u8>, Vec<u8>)]) -> Result<(), String> {
+    let db = ns.db();
+    let mut batch = WriteBatch::default();
+    for (c, k, v) in extra {
+        batch.put_cf(handle(db, c), k, v);
+    }
+    db.write(batch).map_err(|e| e.to_string())
+}
+
+/// A snapshot as written to disk and shipped: meta plus the exported state.
+#[derive(Serialize, Deserialize)]
+struct SnapshotFile {
+    meta: SnapshotMeta<NodeId, BasicNode>,
+    items: Vec<(u8, Vec<u8>, Vec<u8>)>,
+}
+
+/// The Raft state machine: the namespace, reached through a [`NamespaceHandle`].
+#[derive(Clone)]
+pub struct StateMachine<N: NamespaceHandle> {
+    ns: N,
+    snapshot_dir: PathBuf,
+}
+
+impl<N: NamespaceHandle> StateMachine<N> {
+    /// A state machine storing snapshots under `snapshot_dir`.
+    pub fn new(ns: N, snapshot_dir: &Path) -> std::io::Result<Self> {
+        std::fs::create_dir_all(snapshot_dir)?;
+        Ok(StateMachine { ns, snapshot_dir: snapshot_dir.to_path_buf() })
+    }
+
+    fn read_sm_meta<T: for<'de> Deserialize<'de> + Default>(&self, key: &[u8]) -> Result<T, SErr> {
+        let db = self.ns.db();
+        match db.get_cf(handle(&db, cf::SM_META), key).map_err(|e| StorageIOError::read_state_machine(&e))? {
+            Some(v) => bincode::deserialize(&v).map_err(|e| StorageIOError::read_state_machine(&e).into()),
+            None => Ok(T::default()),
+        }
+    }
+
+    fn write_snapshot_file(&self, file: &SnapshotFile) -> Result<Vec<u8>, SErr> {
+        let bytes = ser(file);
+        let tmp = self.snapshot_dir.join(format!("{SNAPSHOT_FILE}.tmp"));
+        let sig = Some(file.meta.signature());
+        let write = || -> std::io::Result<()> {
+            use std::io::Write;
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(&bytes)?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, self.snapshot_dir.join(SNAPSHOT_FILE))?;
+            std::fs::File::open(&self.snapshot_dir)?.sync_all()
+        };
+        write().map_err(|e| StorageIOError::write_snapshot(sig, &e))?;
+        Ok(bytes)
+    }
+}
+
+fn meta_extra(log_id: &LogId<NodeId>, membership: Option<&StoredMembership<NodeId, BasicNode>>) -> Vec<(&'static str, Vec<u8>, Vec<u8>)> {
+    let mut v = vec![(cf::SM_META, APPLIED.to_vec(), ser(&Some(*log_id)))];
+    if let Some(m) = membership {
+        v.push((cf::SM_META, MEMBERSHIP.to_vec(), ser(m)));
+    }
+    v
+}
+
+impl<N: NamespaceHandle> RaftSnapshotBuilder<TypeConfig> for StateMachine<N> {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, SErr> {
+        let items = self.ns.export().await.map_err(|e| StorageIOError::read_state_machine(&std::io::Error::other(e)))?;
+        // The applied id and membership come from the exported rows themselves,
+        // so meta and content always agree.
+        let find = |key: &[u8]| items.iter().find(|(c, k, _)| *c == 0 && k.as_slice() == key).map(|(_, _, v)| v.clone());
+        let last_log_id: Option<LogId<NodeId>> = match find(APPLIED) {
+            Some(v) => bincode::deserialize(&v).map_err(|e| StorageIOError::read_state_machine(&e))?,
+            None => None,
+        };
+        let last_membership: StoredMembership<NodeId, BasicNode> = match find(MEMBERSHIP) {
+            Some(v) => bincode::deserialize(&v).map_err(|e| StorageIOError::read_state_machine(&e))?,
+            None => StoredMembership::default(),
+        };
+        // State-machine writes are not synced; make them durable before the
+        // snapshot lets the log behind them be purged.
+        self.ns.db().flush_wal(true).map_err(|e| StorageIOError::write_state_machine(&e))?;
+        let snapshot_id = format!(
+            "{}-{}-{}",
+            last_log_id.map(|l| l.leader_id.term).unwrap_or(0),
+            last_log_id.map(|l| l.index).unwrap_or(0),
+            strata_protocol::now_ms()
+        );
+        let meta = SnapshotMeta { last_log_id, last_membership, snapshot_id };
+        let bytes = self.write_snapshot_file(&SnapshotFile { meta: meta.clone(), items })?;
+        Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(bytes)) })
+    }
+}
+
+impl<N: NamespaceHandle> RaftStateMachine<TypeConfig> for StateMachine<N> {
+    type SnapshotBuilder = Self;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId<NodeId>>, StoredMembership<NodeId, BasicNode>), SErr> {
+        Ok((self.read_sm_meta::<Option<LogId<NodeId>>>(APPLIED)?, self.read_sm_meta(MEMBERSHIP)?))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<ApplyResult>, SErr>
+    where
+        I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        // Consecutive normal entries go to the namespace in one message; blank
+        // and membership entries only move the applied id.
+        let mut out = Vec::new();
+        let mut pending: Vec<(u64, JournalEntry, Vec<(&'static str, Vec<u8>, Vec<u8>)>)> = Vec::new();
+        let mut pending_last = None;
+        for e in entries {
+            match e.payload {
+                EntryPayload::Normal(j) => {
+                    pending.push((e.log_id.index, j, meta_extra(&e.log_id, None)));
+                    pending_last = Some(e.log_id);
+                }
+                other => {
+                    if let Some(last) = pending_last.take() {
+                        out.extend(self.apply_normal(std::mem::take(&mut pending), last).await?);
+                    }
+                    let m = match other {
+                        EntryPayload::Membership(m) => Some(StoredMembership::new(Some(e.log_id), m)),
+                        _ => None,
+                    };
+                    self.ns
+                        .put_meta(meta_extra(&e.log_id, m.as_ref()))
+                        .await
+                        .map_err(|err| StorageIOError::apply(e.log_id, &std::io::Error::other(err)))?;
+                    out.push(ApplyResult::Done);
+                }
+            }
+        }
+        if let Some(last) = pending_last {
+            out.extend(self.apply_normal(pending, last).await?);
+        }
+        Ok(out)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.clone()
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, SErr> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(&mut self, meta: &SnapshotMeta<NodeId, BasicNode>, snapshot: Box<Cursor<Vec<u8>>>) -> Result<(), SErr> {
+        let sig = Some(meta.signature());
+        let file: SnapshotFile =
+            bincode::deserialize(snapshot.get_ref()).map_err(|e| StorageIOError::read_snapshot(sig.clone(), &e))?;
+        self.ns.import(file.items.clone()).await.map_err(|e| StorageIOError::write_snapshot(sig, &std::io::Error::other(e)))?;
+        self.ns.db().flush_wal(true).map_err(|e| StorageIOError::write_state_machine(&e))?;
+        self.write_snapshot_file(&SnapshotFile { meta: meta.clone(), items: file.items })?;
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, SErr> {
+        let path = self.snapshot_dir.join(SNAPSHOT_FILE);
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(StorageIOError::read_snapshot(None, &e).into()),
+        };
+        let file: SnapshotFile = bincode::deserialize(&bytes).map_err(|e| StorageIOError::read_snapshot(None, &e))?;
+        Ok(Some(Snapshot { meta: file.meta, snapshot: Box::new(Cursor::new(bytes)) }))
+    }
+}
+
+impl<N: NamespaceHandle> StateMachine<N> {
+    async fn apply_normal(
+        &self,
+        batch: Vec<(u64, JournalEntry, Vec<(&'static str, Vec<u8>, Vec<u8>)>)>,
+        last: LogId<NodeId>,
+    ) -> Result<Vec<ApplyResult>, SErr> {
+        self.ns.apply(batch).await.map_err(|e| StorageIOError::apply(last, &std::io::Error::other(e)).into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::master::store::open_db;
+    use openraft::testing::{StoreBuilder, Suite};
+    use tempfile::TempDir;
+
+    struct Builder;
+
+    impl StoreBuilder<TypeConfig, LogStore, StateMachine<DirectNamespace>, TempDir> for Builder {
+        async fn build(&self) -> Result<(TempDir, LogStore, StateMachine<DirectNamespace>), SErr> {
+            let dir = TempDir::new().expect("tempdir");
+            let db = open_db(&dir.path().join("db")).expect("open db");
+            let ns = DirectNamespace(Arc::new(Namespace::open(db.clone()).expect("namespace")));
+            let sm = StateMachine::new(ns, &dir.path().join("snap")).expect("sm");
+            Ok((dir, LogStore::new(db), sm))
+        }
+    }
+
+    /// openraft's own storage suite passes on our RocksDB log store and state machine.
+    #[test]
+    fn openraft_storage_suite() {
+        Suite::test_all(Builder).unwrap();
+    }
+}

@@ -1,0 +1,57 @@
+//! The master's RocksDB: one database, several column families.
+//!
+//! | column family | key                         | value                          |
+//! |---------------|-----------------------------|--------------------------------|
+//! | `raft_log`    | log index (u64 BE)          | bincode `Entry<TypeConfig>`    |
+//! | `raft_meta`   | `vote`, `committed`, `purged` | bincode vote / log id        |
+//! | `sm_meta`     | `applied`, `membership`, `next_inode`, `next_block` | bincode |
+//! | `inodes`      | inode (u64 BE)              | bincode [`InodeRecord`]        |
+//! | `edges`       | parent (u64 BE) ++ name     | child inode (u64 BE)           |
+//! | `blocks`      | block (u64 BE)              | owning inode (u64 BE)          |
+//!
+//! The Raft log store and the state machine are separate types over the same
+//! `Arc<DB>` (the caller owns it). Log appends and votes are written with
+//! `sync = true`; state-machine writes are not synced, because they are
+//! replayed from the log after a crash, and the WAL is synced before a
+//! snapshot lets the log be purged.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use rocksdb::{ColumnFamilyDescriptor, Options, DB};
+
+/// Column family names.
+pub mod cf {
+    /// Raft log entries.
+    pub const RAFT_LOG: &str = "raft_log";
+    /// Raft vote, committed and purged log ids.
+    pub const RAFT_META: &str = "raft_meta";
+    /// State-machine metadata: applied log id, membership, id counters.
+    pub const SM_META: &str = "sm_meta";
+    /// Inode records.
+    pub const INODES: &str = "inodes";
+    /// Directory edges.
+    pub const EDGES: &str = "edges";
+    /// Block → owning inode.
+    pub const BLOCKS: &str = "blocks";
+    /// Every column family, in open order.
+    pub const ALL: [&str; 6] = [RAFT_LOG, RAFT_META, SM_META, INODES, EDGES, BLOCKS];
+    /// The column families that make up the state machine (snapshot content).
+    pub const STATE: [&str; 4] = [SM_META, INODES, EDGES, BLOCKS];
+}
+
+/// Opens (or creates) the master database at `dir`.
+pub fn open_db(dir: &Path) -> Result<Arc<DB>, rocksdb::Error> {
+    let mut opts = Options::default();
+    opts.create_if_missing(true);
+    opts.create_missing_column_families(true);
+    opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
+    let cfs = cf::ALL.iter().map(|name| ColumnFamilyDescriptor::new(*name, Options::default()));
+    Ok(Arc::new(DB::open_cf_descriptors(&opts, dir, cfs)?))
+}
+
+/// Returns a column family handle; the families are created at open, so a
+/// missing one is a programming error.
+pub fn handle<'a>(db: &'a DB, name: &str) -> &'a rocksdb::ColumnFamily {
+    db.cf_handle(name).unwrap_or_else(|| panic!("column family {name} missing"))
+}

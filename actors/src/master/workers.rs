@@ -1,0 +1,307 @@
+//! WorkerManager: the registry of workers, their liveness and capacity, the
+//! block → worker location map and block placement.
+//!
+//! Locations are soft state rebuilt from worker reports (as in HDFS and
+//! Alluxio): a restarted master learns them again when workers re-register.
+//! Workers reach this actor over the mesh through the process group
+//! [`GROUP`]; the ClientGateway calls it locally.
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use ractor_cluster::RactorClusterMessage;
+use rkyv::{Archive, Deserialize, Serialize};
+use strata_protocol::messages::{
+    BlockCommit, CommitReply, HeartbeatReply, RegisterReply, RegisterWorker, TierUsage, WorkerAddr, WorkerHeartbeat,
+    WorkerReport,
+};
+use strata_protocol::{BlockId, WorkerId};
+
+use super::namespace_actor;
+
+/// Registered name of the WorkerManager.
+pub const NAME: &str = "strata.workers";
+/// Process group workers look the WorkerManager up in.
+pub const GROUP: &str = "strata.master.workers";
+
+/// A list of block ids.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Default)]
+pub struct BlockList(pub Vec<BlockId>);
+/// Locations for a list of blocks, in the same order.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Default)]
+pub struct LocationList(pub Vec<Vec<WorkerAddr>>);
+/// Where to put a new block.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone)]
+pub struct PlaceRequest {
+    /// The writing client's host, for local-first placement.
+    pub client_host: String,
+    /// Bytes the block may take.
+    pub length: u64,
+}
+/// Chosen workers, best first (empty: none live).
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Default)]
+pub struct Placement(pub Vec<WorkerAddr>);
+/// All workers.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Default)]
+pub struct WorkerReports(pub Vec<WorkerReport>);
+
+crate::rkyv_bytes!(
+    BlockList,
+    LocationList,
+    PlaceRequest,
+    Placement,
+    WorkerReports,
+    RegisterWorker,
+    RegisterReply,
+    WorkerHeartbeat,
+    HeartbeatReply,
+    BlockCommit,
+    CommitReply
+);
+
+/// Messages to the WorkerManager. Variant names are wire tags: never rename.
+#[derive(RactorClusterMessage)]
+pub enum WorkerManagerMsg {
+    /// A worker (re)registers with its full block report.
+    #[rpc]
+    Register(RegisterWorker, RpcReplyPort<RegisterReply>),
+    /// A worker's periodic heartbeat.
+    #[rpc]
+    Heartbeat(WorkerHeartbeat, RpcReplyPort<HeartbeatReply>),
+    /// A worker stored a block.
+    #[rpc]
+    CommitBlock(BlockCommit, RpcReplyPort<CommitReply>),
+    /// Live locations of blocks.
+    #[rpc]
+    Locate(BlockList, RpcReplyPort<LocationList>),
+    /// Choose workers for a new block.
+    #[rpc]
+    Place(PlaceRequest, RpcReplyPort<Placement>),
+    /// These blocks belong to no file any more: tell their workers.
+    Free(BlockList),
+    /// All workers, for `strata report`.
+    #[rpc]
+    Report(RpcReplyPort<WorkerReports>),
+    /// Periodic liveness check.
+    Tick,
+}
+
+/// Start-up arguments.
+#[derive(Clone)]
+pub struct WorkerManagerArgs {
+    /// A worker silent this long is lost.
+    pub lost_timeout: Duration,
+}
+
+struct WorkerEntry {
+    addr: WorkerAddr,
+    tiers: Vec<TierUsage>,
+    last_heartbeat: Instant,
+    live: bool,
+    blocks: HashSet<BlockId>,
+    to_remove: Vec<BlockId>,
+}
+
+impl WorkerEntry {
+    fn free_bytes(&self) -> u64 {
+        self.tiers.iter().map(|t| t.capacity_bytes.saturating_sub(t.used_bytes)).sum()
+    }
+}
+
+/// Actor state.
+pub struct WorkerManagerState {
+    args: WorkerManagerArgs,
+    workers: HashMap<WorkerId, WorkerEntry>,
+    locations: HashMap<BlockId, HashSet<WorkerId>>,
+    next_rr: usize,
+}
+
+impl WorkerManagerState {
+    fn add_location(&mut self, worker: WorkerId, block: BlockId) {
+        self.locations.entry(block).or_default().insert(worker);
+        if let Some(w) = self.workers.get_mut(&worker) {
+            w.blocks.insert(block);
+        }
+    }
+
+    fn remove_location(&mut self, worker: WorkerId, block: BlockId) {
+        if let Some(set) = self.locations.get_mut(&block) {
+            set.remove(&worker);
+            if set.is_empty() {
+                self.locations.remove(&block);
+            }
+        }
+        if let Some(w) = self.workers.get_mut(&worker) {
+            w.blocks.remove(&block);
+        }
+    }
+
+    fn forget_worker_blocks(&mut self, worker: WorkerId) {
+        let blocks: Vec<BlockId> = self.workers.get(&worker).map(|w| w.blocks.iter().copied().collect()).unwrap_or_default();
+        for b in blocks {
+            self.remove_location(worker, b);
+        }
+    }
+}
+
+/// The actor.
+pub struct WorkerManager;
+
+impl Actor for WorkerManager {
+    type Msg = WorkerManagerMsg;
+    type State = WorkerManagerState;
+    type Arguments = WorkerManagerArgs;
+
+    async fn pre_start(&self, myself: ActorRef<Self::Msg>, args: WorkerManagerArgs) -> Result<Self::State, ActorProcessingErr> {
+        ractor::pg::join(GROUP.to_string(), vec![myself.get_cell()]);
+        myself.send_interval(Duration::from_millis(500), || WorkerManagerMsg::Tick);
+        Ok(WorkerManagerState { args, workers: HashMap::new(), locations: HashMap::new(), next_rr: 0 })
+    }
+
+    async fn handle(&self, _myself: ActorRef<Self::Msg>, msg: Self::Msg, st: &mut Self::State) -> Result<(), ActorProcessingErr> {
+        match msg {
+            WorkerManagerMsg::Register(reg, reply) => {
+                let id = reg.addr.worker_id;
+                tracing::info!(worker = id, host = %reg.addr.host, port = reg.addr.data_port, blocks = reg.blocks.len(), "worker registered");
+                st.forget_worker_blocks(id);
+                // Blocks no file owns (deleted while the worker was away) are dropped.
+                let orphans = namespace_actor::call(Duration::from_secs(5), |r| {
+                    namespace_actor::NamespaceMsg::Orphans(reg.blocks.clone(), r)
+                })
+                .await
+                .unwrap_or_default();
+                let orphan_set: HashSet<BlockId> = orphans.iter().copied().collect();
+                st.workers.insert(
+                    id,
+                    WorkerEntry {
+                        addr: reg.addr,
+                        tiers: reg.tiers,
+                        last_heartbeat: Instant::now(),
+                        live: true,
+                        blocks: HashSet::new(),
+                        to_remove: Vec::new(),
+                    },
+                );
+                for b in reg.blocks.into_iter().filter(|b| !orphan_set.contains(b)) {
+                    st.add_location(id, b);
+                }
+                let _ = reply.send(RegisterReply { remove_blocks: orphans });
+            }
+            WorkerManagerMsg::Heartbeat(hb, reply) => {
+                let Some(w) = st.workers.get_mut(&hb.worker_id) else {
+                    let _ = reply.send(HeartbeatReply { reregister: true, remove_blocks: vec![] });
+                    return Ok(());
+                };
+                let was_lost = !w.live;
+                w.last_heartbeat = Instant::now();
+                w.tiers = hb.tiers;
+                let remove_blocks = std::mem::take(&mut w.to_remove);
+                for b in hb.removed {
+                    st.remove_location(hb.worker_id, b);
+                }
+                // A worker that was declared lost had its locations dropped: it must report them again.
+                let _ = reply.send(HeartbeatReply { reregister: was_lost, remove_blocks });
+            }
+            WorkerManagerMsg::CommitBlock(c, reply) => {
+                if !st.workers.contains_key(&c.worker_id) {
+                    let _ = reply.send(CommitReply::UnknownWorker);
+                    return Ok(());
+                }
+                st.add_location(c.worker_id, c.block_id);
+                let _ = reply.send(CommitReply::Ok);
+            }
+            WorkerManagerMsg::Locate(blocks, reply) => {
+                let out = blocks
+                    .0
+                    .iter()
+                    .map(|b| {
+                        st.locations
+                            .get(b)
+                            .map(|ws| {
+                                ws.iter()
+                                    .filter_map(|w| st.workers.get(w))
+                                    .filter(|w| w.live)
+                                    .map(|w| w.addr.clone())
+                                    .collect()
+                            })
+                            .unwrap_or_default()
+                    })
+                    .collect();
+                let _ = reply.send(LocationList(out));
+            }
+            WorkerManagerMsg::Place(req, reply) => {
+                let mut live: Vec<&WorkerEntry> =
+                    st.workers.values().filter(|w| w.live && w.free_bytes() >= req.length).collect();
+                if live.is_empty() {
+                    // Let the worker answer a precise no-space error rather than guess here.
+                    live = st.workers.values().filter(|w| w.live).collect();
+                }
+                live.sort_by_key(|w| (w.addr.host != req.client_host, std::cmp::Reverse(w.free_bytes()), w.addr.worker_id));
+                // Local-first; among equals, rotate so load spreads.
+                if live.len() > 1 && live[0].addr.host != req.client_host {
+                    let n = live.len();
+                    live.rotate_left(st.next_rr % n);
+                    st.next_rr += 1;
+                }
+                let _ = reply.send(Placement(live.into_iter().map(|w| w.addr.clone()).collect()));
+            }
+            WorkerManagerMsg::Free(blocks) => {
+                for b in blocks.0 {
+                    if let Some(ws) = st.locations.remove(&b) {
+                        for w in ws {
+                            if let Some(entry) = st.workers.get_mut(&w) {
+                                entry.blocks.remove(&b);
+                                entry.to_remove.push(b);
+                            }
+                        }
+                    }
+                }
+            }
+            WorkerManagerMsg::Report(reply) => {
+                let now = Instant::now();
+                let mut out: Vec<WorkerReport> = st
+                    .workers
+                    .values()
+                    .map(|w| WorkerReport {
+                        addr: w.addr.clone(),
+                        live: w.live,
+                        last_heartbeat_ms_ago: now.duration_since(w.last_heartbeat).as_millis() as u64,
+                        tiers: w.tiers.clone(),
+                        blocks: w.blocks.len() as u64,
+                    })
+                    .collect();
+                out.sort_by_key(|w| w.addr.worker_id);
+                let _ = reply.send(WorkerReports(out));
+            }
+            WorkerManagerMsg::Tick => {
+                let now = Instant::now();
+                let timeout = st.args.lost_timeout;
+                let lost: Vec<WorkerId> = st
+                    .workers
+                    .iter()
+                    .filter(|(_, w)| w.live && now.duration_since(w.last_heartbeat) > timeout)
+                    .map(|(id, _)| *id)
+                    .collect();
+                for id in lost {
+                    tracing::warn!(worker = id, ?timeout, "worker lost: no heartbeat");
+                    st.forget_worker_blocks(id);
+                    if let Some(w) = st.workers.get_mut(&id) {
+                        w.live = false;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The local WorkerManager by name.
+pub fn actor() -> Option<ActorRef<WorkerManagerMsg>> {
+    ractor::registry::where_is(NAME.to_string()).map(ActorRef::from)
+}
+
+/// The WorkerManager as a worker finds it: any member of [`GROUP`], local or remote.
+pub fn find_in_group() -> Option<ActorRef<WorkerManagerMsg>> {
+    ractor::pg::get_members(&GROUP.to_string()).into_iter().next().map(ActorRef::from)
+}

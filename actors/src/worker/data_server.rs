@@ -1,0 +1,330 @@
+//! DataServer: serves block bytes on the worker's data port. Block bytes
+//! never enter actor messages: a request frame is followed (writes) or
+//! answered (reads) by raw bytes on the socket, and disk I/O runs as
+//! pread/pwrite on the blocking pool.
+//!
+//! A write is acknowledged only after the block is on its tier (fsync'd on
+//! disk tiers) and the master has recorded its location. A malformed frame
+//! gets a `Protocol` error and the connection is closed.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use ractor_cluster::RactorMessage;
+use strata_protocol::frame::{read_frame, write_frame, FrameKind, ReadFrameError};
+use strata_protocol::messages::{BlockCommit, CommitReply, DataRequest, DataResponse};
+use strata_protocol::{BlockId, ErrorCode, ErrorInfo, WorkerId, MAX_BLOCK_SIZE};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+
+use super::blockfile::{self, BlockError, BlockWriter};
+use super::tier::{TierConfig, TierMsg};
+use super::worker_actor;
+use crate::master::workers::{self, WorkerManagerMsg};
+
+/// Registered name of the DataServer.
+pub const NAME: &str = "strata.dataserver";
+/// Largest request frame on the data port.
+pub const MAX_REQUEST_BYTES: u32 = 64 * 1024;
+/// Largest single read request.
+pub const MAX_READ_BYTES: u64 = 16 * 1024 * 1024;
+const IO_CHUNK: usize = 1024 * 1024;
+
+/// Messages to the DataServer.
+#[derive(RactorMessage)]
+pub enum DataServerMsg {
+    /// The bound address.
+    Addr(ractor::RpcReplyPort<std::net::SocketAddr>),
+}
+
+/// Arguments.
+pub struct DataServerArgs {
+    /// The bound listener (cloned at each restart).
+    pub listener: Arc<std::net::TcpListener>,
+    /// Tiers, fastest first.
+    pub tiers: Vec<TierConfig>,
+    /// This worker.
+    pub worker_id: WorkerId,
+}
+
+/// The actor.
+pub struct DataServer;
+
+/// State.
+pub struct DataServerState {
+    accept: JoinHandle<()>,
+    addr: std::net::SocketAddr,
+}
+
+struct Ctx {
+    tiers: Vec<TierConfig>,
+    worker_id: WorkerId,
+}
+
+impl Actor for DataServer {
+    type Msg = DataServerMsg;
+    type State = DataServerState;
+    type Arguments = DataServerArgs;
+
+    async fn pre_start(&self, _myself: ActorRef<Self::Msg>, args: DataServerArgs) -> Result<Self::State, ActorProcessingErr> {
+        let l = args.listener.try_clone()?;
+        l.set_nonblocking(true)?;
+        let addr = l.local_addr()?;
+        let ctx = Arc::new(Ctx { tiers: args.tiers, worker_id: args.worker_id });
+        let accept = crate::net::spawn_accept_loop(TcpListener::from_std(l)?, 4096, move |s| serve(s, ctx.clone()));
+        Ok(DataServerState { accept, addr })
+    }
+
+    async fn post_stop(&self, _myself: ActorRef<Self::Msg>, st: &mut Self::State) -> Result<(), ActorProcessingErr> {
+        st.accept.abort();
+        Ok(())
+    }
+
+    async fn handle(&self, _myself: ActorRef<Self::Msg>, msg: Self::Msg, st: &mut Self::State) -> Result<(), ActorProcessingErr> {
+        match msg {
+            DataServerMsg::Addr(r) => {
+                let _ = r.send(st.addr);
+            }
+        }
+        Ok(())
+    }
+}
+
+fn tier_actor(t: &TierConfig) -> Result<ActorRef<TierMsg>, ErrorInfo> {
+    ractor::registry::where_is(t.actor_name())
+        .map(ActorRef::from)
+        .ok_or_else(|| ErrorInfo::new(ErrorCode::Unavailable, format!("tier {} is restarting", t.name)))
+}
+
+async fn tier_call<R: Send + 'static>(
+    t: &TierConfig,
+    make: impl FnOnce(ractor::RpcReplyPort<R>) -> TierMsg,
+) -> Result<R, ErrorInfo> {
+    match tier_actor(t)?.call(make, Some(Duration::from_secs(10))).await {
+        Ok(ractor::rpc::CallResult::Success(r)) => Ok(r),
+        _ => Err(ErrorInfo::new(ErrorCode::Unavailable, format!("tier {} did not answer", t.name))),
+    }
+}
+
+fn block_error(e: BlockError) -> ErrorInfo {
+    let code = match &e {
+        BlockError::NotFound { .. } => ErrorCode::BlockNotFound,
+        BlockError::Checksum { .. } | BlockError::Corrupt { .. } => ErrorCode::ChecksumMismatch,
+        BlockError::OutOfRange { .. } => ErrorCode::InvalidArgument,
+        BlockError::Io(_) => ErrorCode::Io,
+    };
+    ErrorInfo::new(code, e.to_string())
+}
+
+async fn respond(stream: &mut TcpStream, r: &DataResponse) -> bool {
+    write_frame(stream, FrameKind::Response, r).await.is_ok() && stream.flush().await.is_ok()
+}
+
+async fn serve(mut stream: TcpStream, ctx: Arc<Ctx>) {
+    loop {
+        let req = match read_frame::<_, DataRequest>(&mut stream, MAX_REQUEST_BYTES).await {
+            Ok(Some((_, req))) => req,
+            Ok(None) => return,
+            Err(ReadFrameError::Frame(e)) => {
+                let _ = respond(&mut stream, &DataResponse::Error(ErrorInfo::new(ErrorCode::Protocol, e.to_string()))).await;
+                return;
+            }
+            Err(ReadFrameError::Io(_)) => return,
+        };
+        let keep_going = match req {
+            DataRequest::Read { block_id, offset, length } => serve_read(&mut stream, &ctx, block_id, offset, length).await,
+            DataRequest::Write { block_id, length, crc } => serve_write(&mut stream, &ctx, block_id, length, crc).await,
+        };
+        if !keep_going {
+            return;
+        }
+    }
+}
+
+async fn find_block(ctx: &Ctx, block_id: BlockId) -> Result<(TierConfig, u64), ErrorInfo> {
+    for t in &ctx.tiers {
+        if let Some(len) = tier_call(t, |r| TierMsg::Lookup(block_id, r)).await? {
+            return Ok((t.clone(), len));
+        }
+    }
+    Err(ErrorInfo::new(ErrorCode::BlockNotFound, format!("block {block_id:016x} is not on this worker")))
+}
+
+async fn serve_read(stream: &mut TcpStream, ctx: &Ctx, block_id: BlockId, offset: u64, length: u64) -> bool {
+    let result = async {
+        if length > MAX_READ_BYTES {
+            return Err(ErrorInfo::new(ErrorCode::InvalidArgument, format!("read of {length} bytes exceeds {MAX_READ_BYTES}")));
+        }
+        let (tier, _) = find_block(ctx, block_id).await?;
+        tokio::task::spawn_blocking(move || {
+            let meta = blockfile::read_meta(&tier.dir, block_id)?;
+            blockfile::read_range(&tier.dir, &meta, offset, length)
+        })
+        .await
+        .map_err(|e| ErrorInfo::new(ErrorCode::Internal, e.to_string()))?
+        .map_err(block_error)
+    }
+    .await;
+    match result {
+        Ok(bytes) => {
+            if !respond_header(stream, &DataResponse::ReadOk { length: bytes.len() as u64 }).await {
+                return false;
+            }
+            stream.write_all(&bytes).await.is_ok() && stream.flush().await.is_ok()
+        }
+        Err(e) => {
+            if e.code == ErrorCode::ChecksumMismatch {
+                tracing::error!(block = block_id, error = %e, "corrupt block detected on read");
+            }
+            respond(stream, &DataResponse::Error(e)).await
+        }
+    }
+}
+
+async fn respond_header(stream: &mut TcpStream, r: &DataResponse) -> bool {
+    write_frame(stream, FrameKind::Response, r).await.is_ok()
+}
+
+/// Reserves space on the fastest tier that has room.
+async fn reserve(ctx: &Ctx, length: u64) -> Result<TierConfig, ErrorInfo> {
+    let mut last = None;
+    for t in &ctx.tiers {
+        match tier_call(t, |r| TierMsg::Reserve(length, r)).await? {
+            Ok(evicted) => {
+                if !evicted.is_empty() {
+                    worker_actor::report_removed(evicted);
+                }
+                return Ok(t.clone());
+            }
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| ErrorInfo::new(ErrorCode::NoSpace, "the worker has no tiers")))
+}
+
+async fn serve_write(stream: &mut TcpStream, ctx: &Ctx, block_id: BlockId, length: u64, crc: u32) -> bool {
+    if length > MAX_BLOCK_SIZE {
+        let e = ErrorInfo::new(ErrorCode::InvalidArgument, format!("block of {length} bytes exceeds {MAX_BLOCK_SIZE}"));
+        let _ = respond(stream, &DataResponse::Error(e)).await;
+        return false; // the announced bytes are not read: close
+    }
+    let tier = match reserve(ctx, length).await {
+        Ok(t) => t,
+        Err(e) => {
+            // Read the announced bytes so the error arrives in order and the
+            // connection stays usable.
+            if !drain(stream, length).await {
+                return false;
+            }
+            return respond(stream, &DataResponse::Error(e)).await;
+        }
+    };
+    let release = |t: &TierConfig| {
+        if let Ok(a) = tier_actor(t) {
+            let _ = a.cast(TierMsg::Release(length));
+        }
+    };
+    // Receive into the block file, 1 MiB at a time.
+    let dir = tier.dir.clone();
+    let mut writer = match tokio::task::spawn_blocking(move || BlockWriter::create(&dir, block_id)).await {
+        Ok(Ok(w)) => w,
+        other => {
+            release(&tier);
+            let msg = match other {
+                Ok(Err(e)) => e.to_string(),
+                Err(e) => e.to_string(),
+                Ok(Ok(_)) => unreachable!(),
+            };
+            let _ = respond(stream, &DataResponse::Error(ErrorInfo::new(ErrorCode::Io, msg))).await;
+            return false;
+        }
+    };
+    let mut remaining = length;
+    let mut actual_crc = 0u32;
+    let mut buf = vec![0u8; IO_CHUNK];
+    while remaining > 0 {
+        let n = (remaining as usize).min(IO_CHUNK);
+        if stream.read_exact(&mut buf[..n]).await.is_err() {
+            writer.abort();
+            release(&tier);
+            return false;
+        }
+        actual_crc = crc32c::crc32c_append(actual_crc, &buf[..n]);
+        let r = tokio::task::spawn_blocking(move || {
+            let r = writer.write(&buf[..n]);
+            (writer, buf, r)
+        })
+        .await;
+        let (w, b, r) = match r {
+            Ok(v) => v,
+            Err(_) => {
+                release(&tier);
+                return false;
+            }
+        };
+        writer = w;
+        buf = b;
+        if let Err(e) = r {
+            writer.abort();
+            release(&tier);
+            let code = if e.raw_os_error() == Some(libc::ENOSPC) { ErrorCode::NoSpace } else { ErrorCode::Io };
+            let _ = respond(stream, &DataResponse::Error(ErrorInfo::new(code, format!("writing block: {e}")))).await;
+            return false;
+        }
+        remaining -= n as u64;
+    }
+    if actual_crc != crc {
+        writer.abort();
+        release(&tier);
+        let e = ErrorInfo::new(ErrorCode::ChecksumMismatch, format!("block {block_id:016x} arrived damaged"));
+        return respond(stream, &DataResponse::Error(e)).await;
+    }
+    let durable = tier.durable;
+    let finished = tokio::task::spawn_blocking(move || writer.finish(durable)).await;
+    if let Err(msg) = match finished {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(e) => Err(e.to_string()),
+    } {
+        release(&tier);
+        let _ = blockfile::remove(&tier.dir, block_id);
+        return respond(stream, &DataResponse::Error(ErrorInfo::new(ErrorCode::Io, msg))).await;
+    }
+    let committed = match tier_actor(&tier) {
+        Ok(a) => ractor::call_t!(a, |reply| TierMsg::Commit { block_id, reserved: length, length, reply }, 10_000).is_ok(),
+        Err(_) => false,
+    };
+    if !committed {
+        let _ = blockfile::remove(&tier.dir, block_id);
+        let e = ErrorInfo::new(ErrorCode::Unavailable, "tier restarted during the write");
+        return respond(stream, &DataResponse::Error(e)).await;
+    }
+    match commit_to_master(ctx.worker_id, block_id, length, &tier.name).await {
+        Ok(()) => respond(stream, &DataResponse::WriteOk { tier: tier.name.clone() }).await,
+        Err(e) => {
+            let _ = tier_call(&tier, |r| TierMsg::Remove(block_id, r)).await;
+            respond(stream, &DataResponse::Error(e)).await
+        }
+    }
+}
+
+/// Reads and discards `n` bytes.
+async fn drain(stream: &mut TcpStream, n: u64) -> bool {
+    let mut sink = tokio::io::sink();
+    matches!(tokio::io::copy(&mut (&mut *stream).take(n), &mut sink).await, Ok(copied) if copied == n)
+}
+
+async fn commit_to_master(worker_id: WorkerId, block_id: BlockId, length: u64, tier: &str) -> Result<(), ErrorInfo> {
+    let master = workers::find_in_group().ok_or_else(|| ErrorInfo::new(ErrorCode::Unavailable, "no master on the mesh"))?;
+    let commit = BlockCommit { worker_id, block_id, length, tier: tier.to_string() };
+    match ractor::call_t!(master, WorkerManagerMsg::CommitBlock, 5000, commit) {
+        Ok(CommitReply::Ok) => Ok(()),
+        Ok(CommitReply::UnknownWorker) => {
+            Err(ErrorInfo::new(ErrorCode::Unavailable, "the master does not know this worker yet; retry"))
+        }
+        Ok(CommitReply::Orphan) => Err(ErrorInfo::new(ErrorCode::InvalidState, "the block's file is gone")),
+        Err(e) => Err(ErrorInfo::new(ErrorCode::Unavailable, format!("committing to the master: {e}"))),
+    }
+}

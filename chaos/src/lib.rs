@@ -1,0 +1,295 @@
+//! Launching real `strata` processes for tests, benchmarks and fault
+//! injection: start a node, wait for its ready line, then kill (-9), stop
+//! (SIGSTOP), continue, restart it. Every process is killed when its handle
+//! drops, so a failing test never leaves nodes behind.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+
+/// A free TCP port on 127.0.0.1 (bound and released; good enough for tests).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
+}
+
+/// One `strata` process.
+pub struct Node {
+    bin: PathBuf,
+    args: Vec<String>,
+    ready_prefix: String,
+    child: Option<Child>,
+    /// The ready line's value (e.g. the master address after `master: `).
+    pub ready: String,
+    log: PathBuf,
+}
+
+fn send_signal(pid: u32, sig: libc::c_int) -> Result<()> {
+    // `kill` via the libc binding is the one place we need it; the command
+    // line tool keeps this crate free of unsafe.
+    let name = match sig {
+        libc::SIGKILL => "KILL",
+        libc::SIGSTOP => "STOP",
+        libc::SIGCONT => "CONT",
+        libc::SIGTERM => "TERM",
+        libc::SIGINT => "INT",
+        _ => bail!("unsupported signal {sig}"),
+    };
+    let st = Command::new("kill").arg(format!("-{name}")).arg(pid.to_string()).status()?;
+    if !st.success() {
+        bail!("kill -{name} {pid} failed");
+    }
+    Ok(())
+}
+
+impl Node {
+    /// Starts `bin args…` and waits (up to `timeout`) for a stdout line
+    /// starting with `ready_prefix`. Stderr goes to `log`.
+    pub fn start(bin: &Path, args: &[String], ready_prefix: &str, log: &Path, timeout: Duration) -> Result<Node> {
+        let mut n = Node {
+            bin: bin.to_path_buf(),
+            args: args.to_vec(),
+            ready_prefix: ready_prefix.to_string(),
+            child: None,
+            ready: String::new(),
+            log: log.to_path_buf(),
+        };
+        n.launch(timeout)?;
+        Ok(n)
+    }
+
+    fn launch(&mut self, timeout: Duration) -> Result<()> {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log)?;
+        let mut child = Command::new(&self.bin)
+            .args(&self.args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("starting {}", self.bin.display()))?;
+        let stdout = child.stdout.take().expect("piped");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let deadline = Instant::now() + timeout;
+        self.child = Some(child);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) => {
+                    if let Some(v) = line.strip_prefix(&self.ready_prefix) {
+                        self.ready = v.trim().to_string();
+                        // Keep draining stdout so the node never blocks on a full pipe.
+                        std::thread::spawn(move || while rx.recv().is_ok() {});
+                        return Ok(());
+                    }
+                }
+                Err(_) => {
+                    let status = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten());
+                    self.kill();
+                    let tail = std::fs::read_to_string(&self.log).unwrap_or_default();
+                    let tail: String = tail.lines().rev().take(30).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
+                    return Err(anyhow!(
+                        "{} {:?} not ready within {timeout:?} (exit: {status:?}); log tail:\n{tail}",
+                        self.bin.display(),
+                        self.args
+                    ));
+                }
+            }
+        }
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    /// SIGKILL and reap.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait for exit (SIGKILL after `grace`). Returns whether it exited cleanly.
+    pub fn stop(&mut self, grace: Duration) -> bool {
+        let Some(mut c) = self.child.take() else { return true };
+        let _ = send_signal(c.id(), libc::SIGTERM);
+        let deadline = Instant::now() + grace;
+        loop {
+            if let Ok(Some(st)) = c.try_wait() {
+                return st.success();
+            }
+            if Instant::now() > deadline {
+                let _ = c.kill();
+                let _ = c.wait();
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGSTOP.
+    pub fn pause(&self) -> Result<()> {
+        send_signal(self.pid().context("not running")?, libc::SIGSTOP)
+    }
+
+    /// SIGCONT.
+    pub fn resume(&self) -> Result<()> {
+        send_signal(self.pid().context("not running")?, libc::SIGCONT)
+    }
+
+    /// Starts the process again with the same arguments.
+    pub fn restart(&mut self, timeout: Duration) -> Result<()> {
+        self.kill();
+        self.launch(timeout)
+    }
+
+    /// Waits for the process to exit by itself; returns its exit code.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Result<Option<i32>> {
+        let c = self.child.as_mut().context("not running")?;
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(st) = c.try_wait()? {
+                self.child = None;
+                return Ok(st.code());
+            }
+            if Instant::now() > deadline {
+                bail!("still running after {timeout:?}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The node's stderr log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Arguments for `strata local` in `dir` on free ports with tiers inside `dir`.
+pub fn local_args(dir: &Path, mem_bytes: u64, ssd_bytes: u64) -> Vec<String> {
+    let d = dir.display();
+    vec![
+        "local".into(),
+        "--data-dir".into(),
+        format!("{d}"),
+        "--rpc-port".into(),
+        free_port().to_string(),
+        "--data-port".into(),
+        "0".into(),
+        "--mesh-port".into(),
+        "0".into(),
+        "--tier".into(),
+        format!("MEM:{d}/mem:{mem_bytes}"),
+        "--tier".into(),
+        format!("SSD:{d}/ssd:{ssd_bytes}"),
+    ]
+}
+
+/// A master process and worker processes, each with its own ports and data dir.
+pub struct Cluster {
+    /// The master.
+    pub master: Node,
+    /// The master's mesh address.
+    pub master_mesh: String,
+    /// Workers.
+    pub workers: Vec<Node>,
+    bin: PathBuf,
+    root: PathBuf,
+    secret: String,
+}
+
+impl Cluster {
+    /// Starts a master and `workers` workers under `root`.
+    pub fn start(bin: &Path, root: &Path, workers: usize, secret: &str) -> Result<Cluster> {
+        let mesh_port = free_port();
+        let rpc_port = free_port();
+        let mdir = root.join("master");
+        let args = vec![
+            "master".into(),
+            "--data-dir".into(),
+            mdir.display().to_string(),
+            "--rpc-port".into(),
+            rpc_port.to_string(),
+            "--mesh-port".into(),
+            mesh_port.to_string(),
+            "--secret".into(),
+            secret.into(),
+            "--worker-lost-timeout-ms".into(),
+            "3000".into(),
+        ];
+        std::fs::create_dir_all(root)?;
+        let master = Node::start(bin, &args, "master: ", &root.join("master.log"), Duration::from_secs(60))?;
+        let mut c = Cluster {
+            master,
+            master_mesh: format!("127.0.0.1:{mesh_port}"),
+            workers: Vec::new(),
+            bin: bin.to_path_buf(),
+            root: root.to_path_buf(),
+            secret: secret.into(),
+        };
+        for _ in 0..workers {
+            let w = c.start_worker(&c.secret.clone())?;
+            c.workers.push(w);
+        }
+        Ok(c)
+    }
+
+    /// Arguments of worker number `i` (its own data dir and ports).
+    pub fn worker_args(&self, i: usize, secret: &str) -> Vec<String> {
+        let wdir = self.root.join(format!("worker{i}"));
+        vec![
+            "worker".into(),
+            "--data-dir".into(),
+            wdir.display().to_string(),
+            "--data-port".into(),
+            "0".into(),
+            "--mesh-port".into(),
+            "0".into(),
+            "--master-mesh".into(),
+            self.master_mesh.clone(),
+            "--secret".into(),
+            secret.into(),
+            "--heartbeat-interval-ms".into(),
+            "200".into(),
+            "--tier".into(),
+            format!("MEM:{}/mem:268435456", wdir.display()),
+            "--tier".into(),
+            format!("SSD:{}/ssd:4294967296", wdir.display()),
+        ]
+    }
+
+    /// Starts one more worker with the given secret (not added to `workers`).
+    pub fn start_worker(&self, secret: &str) -> Result<Node> {
+        let i = self.workers.len();
+        Node::start(
+            &self.bin,
+            &self.worker_args(i, secret),
+            "worker: ",
+            &self.root.join(format!("worker{i}.log")),
+            Duration::from_secs(60),
+        )
+    }
+
+    /// The master's client address.
+    pub fn master_addr(&self) -> &str {
+        &self.master.ready
+    }
+}

@@ -1,0 +1,142 @@
+//! Block streams to workers' data ports, over pooled connections.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use strata_protocol::frame::{read_frame, write_frame, FrameKind, ReadFrameError};
+use strata_protocol::messages::{DataRequest, DataResponse, WorkerAddr};
+use strata_protocol::{BlockId, ErrorCode, ErrorInfo};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::ClientError;
+
+const MAX_RESPONSE_FRAME: u32 = 64 * 1024;
+const IDLE_PER_WORKER: usize = 8;
+
+pub(crate) struct DataPool {
+    idle: Mutex<HashMap<String, Vec<TcpStream>>>,
+    timeout: Duration,
+}
+
+fn key(w: &WorkerAddr) -> String {
+    format!("{}:{}", w.host, w.data_port)
+}
+
+impl DataPool {
+    pub(crate) fn new(timeout: Duration) -> Self {
+        DataPool { idle: Mutex::new(HashMap::new()), timeout }
+    }
+
+    async fn take(&self, addr: &str) -> Result<TcpStream, ClientError> {
+        let pooled = self.idle.lock().get_mut(addr).and_then(|v| v.pop());
+        if let Some(s) = pooled {
+            return Ok(s);
+        }
+        let s = tokio::time::timeout(self.timeout, TcpStream::connect(addr))
+            .await
+            .map_err(|_| ClientError::Timeout { what: format!("connecting to {addr}"), after: self.timeout })?
+            .map_err(|source| ClientError::Connect { addr: addr.to_string(), source })?;
+        s.set_nodelay(true)?;
+        Ok(s)
+    }
+
+    fn give_back(&self, addr: &str, s: TcpStream) {
+        let mut idle = self.idle.lock();
+        let v = idle.entry(addr.to_string()).or_default();
+        if v.len() < IDLE_PER_WORKER {
+            v.push(s);
+        }
+    }
+
+    async fn response(addr: &str, s: &mut TcpStream) -> Result<DataResponse, ClientError> {
+        match read_frame::<_, DataResponse>(s, MAX_RESPONSE_FRAME).await {
+            Ok(Some((_, r))) => Ok(r),
+            Ok(None) => Err(ClientError::Disconnected { addr: addr.into(), reason: "closed by the worker".into() }),
+            Err(ReadFrameError::Io(e)) => Err(ClientError::Disconnected { addr: addr.into(), reason: e.to_string() }),
+            Err(ReadFrameError::Frame(source)) => Err(ClientError::Protocol { addr: addr.into(), source }),
+        }
+    }
+
+    /// Writes a whole block to one worker.
+    pub(crate) async fn write_block(&self, w: &WorkerAddr, block_id: BlockId, data: &[u8]) -> Result<(), ClientError> {
+        let addr = key(w);
+        let mut s = self.take(&addr).await?;
+        let fut = async {
+            let crc = crc32c::crc32c(data);
+            let req = DataRequest::Write { block_id, length: data.len() as u64, crc };
+            let io = |e: std::io::Error| ClientError::Disconnected { addr: addr.clone(), reason: e.to_string() };
+            write_frame(&mut s, FrameKind::Request, &req).await.map_err(|e| ClientError::Disconnected {
+                addr: addr.clone(),
+                reason: e.to_string(),
+            })?;
+            s.write_all(data).await.map_err(io)?;
+            s.flush().await.map_err(io)?;
+            Self::response(&addr, &mut s).await
+        };
+        let r = tokio::time::timeout(self.timeout, fut)
+            .await
+            .map_err(|_| ClientError::Timeout { what: format!("writing block {block_id:016x} to {addr}"), after: self.timeout })??;
+        match r {
+            DataResponse::WriteOk { .. } => {
+                self.give_back(&addr, s);
+                Ok(())
+            }
+            DataResponse::Error(e) => Err(ClientError::Remote(e)),
+            other => Err(ClientError::unexpected(other)),
+        }
+    }
+
+    /// Reads a range of a block from one worker.
+    pub(crate) async fn read_block(
+        &self,
+        w: &WorkerAddr,
+        block_id: BlockId,
+        offset: u64,
+        length: u64,
+    ) -> Result<Vec<u8>, ClientError> {
+        let addr = key(w);
+        let mut s = self.take(&addr).await?;
+        let fut = async {
+            let req = DataRequest::Read { block_id, offset, length };
+            write_frame(&mut s, FrameKind::Request, &req).await.map_err(|e| ClientError::Disconnected {
+                addr: addr.clone(),
+                reason: e.to_string(),
+            })?;
+            s.flush().await?;
+            match Self::response(&addr, &mut s).await? {
+                DataResponse::ReadOk { length: n } => {
+                    if n != length {
+                        return Err(ClientError::Remote(ErrorInfo::new(
+                            ErrorCode::Protocol,
+                            format!("asked {length} bytes of block {block_id:016x}, worker announced {n}"),
+                        )));
+                    }
+                    let mut buf = vec![0u8; n as usize];
+                    s.read_exact(&mut buf)
+                        .await
+                        .map_err(|e| ClientError::Disconnected { addr: addr.clone(), reason: e.to_string() })?;
+                    Ok(buf)
+                }
+                DataResponse::Error(e) => Err(ClientError::Remote(e)),
+                other => Err(ClientError::unexpected(other)),
+            }
+        };
+        let r = tokio::time::timeout(self.timeout, fut)
+            .await
+            .map_err(|_| ClientError::Timeout { what: format!("reading block {block_id:016x} from {addr}"), after: self.timeout });
+        match r {
+            Ok(Ok(buf)) => {
+                self.give_back(&addr, s);
+                Ok(buf)
+            }
+            Ok(Err(ClientError::Remote(e))) => {
+                // The stream is still in sync after an error response.
+                self.give_back(&addr, s);
+                Err(ClientError::Remote(e))
+            }
+            Ok(Err(e)) | Err(e) => Err(e),
+        }
+    }
+}

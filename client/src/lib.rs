@@ -1,0 +1,226 @@
+//! The Strata client library: metadata calls to the master, block streams to
+//! workers, sequential read-ahead and a block write pipeline.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), strata_client::ClientError> {
+//! let client = strata_client::Client::connect(strata_client::ClientConfig::new("127.0.0.1:19998")).await?;
+//! client.mkdir("/data", true).await?;
+//! let mut w = client.create("/data/hello.txt", false).await?;
+//! w.write(b"hello").await?;
+//! w.close().await?;
+//! let bytes = client.read_all("/data/hello.txt").await?;
+//! assert_eq!(bytes, b"hello");
+//! # Ok(()) }
+//! ```
+
+mod data;
+mod error;
+mod master;
+mod reader;
+mod writer;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use error::ClientError;
+pub use reader::FileReader;
+pub use strata_protocol::messages::{Attr, ClusterReport, DirEntry, FileBlocks, FileType};
+pub use strata_protocol::{ErrorCode, ErrorInfo};
+pub use writer::FileWriter;
+
+use strata_protocol::messages::{MasterRequest, MasterResponse};
+use strata_protocol::{path, DEFAULT_BLOCK_SIZE};
+
+/// Client settings.
+#[derive(Clone, Debug)]
+pub struct ClientConfig {
+    /// Master client address, `host:port`.
+    pub master: String,
+    /// Block size for files this client creates.
+    pub block_size: u64,
+    /// This client's host, for local-first placement.
+    pub client_host: String,
+    /// Timeout for one metadata call.
+    pub rpc_timeout: Duration,
+    /// Timeout for one block transfer.
+    pub data_timeout: Duration,
+    /// Owner of created files.
+    pub uid: u32,
+    /// Group of created files.
+    pub gid: u32,
+    /// Bytes fetched per read request (and prefetched ahead of a sequential reader).
+    pub read_chunk_bytes: u64,
+}
+
+impl ClientConfig {
+    /// Defaults for a master address.
+    pub fn new(master: impl Into<String>) -> Self {
+        ClientConfig {
+            master: master.into(),
+            block_size: DEFAULT_BLOCK_SIZE,
+            client_host: "127.0.0.1".into(),
+            rpc_timeout: Duration::from_secs(30),
+            data_timeout: Duration::from_secs(120),
+            uid: 0,
+            gid: 0,
+            read_chunk_bytes: 8 * 1024 * 1024,
+        }
+    }
+}
+
+/// A connection to a Strata cluster. Cheap to clone; safe to share.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    cfg: ClientConfig,
+    master: master::MasterConnection,
+    data: data::DataPool,
+}
+
+impl Client {
+    /// Connects to the master.
+    pub async fn connect(cfg: ClientConfig) -> Result<Client, ClientError> {
+        let master = master::MasterConnection::connect(&cfg.master, cfg.rpc_timeout).await?;
+        let data = data::DataPool::new(cfg.data_timeout);
+        Ok(Client { inner: Arc::new(Inner { cfg, master, data }) })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ClientConfig {
+        &self.inner.cfg
+    }
+
+    async fn call(&self, req: MasterRequest) -> Result<MasterResponse, ClientError> {
+        match self.inner.master.call(req).await? {
+            MasterResponse::Error(e) => Err(ClientError::Remote(e)),
+            other => Ok(other),
+        }
+    }
+
+    async fn call_attr(&self, req: MasterRequest) -> Result<Attr, ClientError> {
+        match self.call(req).await? {
+            MasterResponse::Attr(a) => Ok(a),
+            other => Err(ClientError::unexpected(other)),
+        }
+    }
+
+    async fn call_done(&self, req: MasterRequest) -> Result<(), ClientError> {
+        match self.call(req).await? {
+            MasterResponse::Done => Ok(()),
+            other => Err(ClientError::unexpected(other)),
+        }
+    }
+
+    /// Creates a directory (with `recursive`, also its parents; an existing directory is fine).
+    pub async fn mkdir(&self, p: &str, recursive: bool) -> Result<Attr, ClientError> {
+        path::components(p)?;
+        let c = &self.inner.cfg;
+        self.call_attr(MasterRequest::Mkdir { path: p.into(), recursive, mode: 0o755, uid: c.uid, gid: c.gid }).await
+    }
+
+    /// Attributes of a path.
+    pub async fn stat(&self, p: &str) -> Result<Attr, ClientError> {
+        path::components(p)?;
+        self.call_attr(MasterRequest::Stat { path: p.into() }).await
+    }
+
+    /// Lists a directory (a file lists as itself).
+    pub async fn list(&self, p: &str) -> Result<Vec<DirEntry>, ClientError> {
+        path::components(p)?;
+        match self.call(MasterRequest::List { path: p.into() }).await? {
+            MasterResponse::Listing(l) => Ok(l),
+            other => Err(ClientError::unexpected(other)),
+        }
+    }
+
+    /// Deletes a path (directories need `recursive` unless empty).
+    pub async fn delete(&self, p: &str, recursive: bool) -> Result<(), ClientError> {
+        path::components(p)?;
+        self.call_done(MasterRequest::Delete { path: p.into(), recursive }).await
+    }
+
+    /// Atomically renames `src` to `dst`, replacing a file at `dst`.
+    pub async fn rename(&self, src: &str, dst: &str) -> Result<(), ClientError> {
+        path::components(src)?;
+        path::components(dst)?;
+        self.call_done(MasterRequest::Rename { src: src.into(), dst: dst.into() }).await
+    }
+
+    /// Creates a symlink at `link` pointing to `target`.
+    pub async fn symlink(&self, target: &str, link: &str) -> Result<Attr, ClientError> {
+        path::components(link)?;
+        let c = &self.inner.cfg;
+        self.call_attr(MasterRequest::Symlink { target: target.into(), link: link.into(), uid: c.uid, gid: c.gid }).await
+    }
+
+    /// Changes mode, owner or mtime.
+    pub async fn set_attr(
+        &self,
+        p: &str,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        mtime_ms: Option<i64>,
+    ) -> Result<Attr, ClientError> {
+        path::components(p)?;
+        self.call_attr(MasterRequest::SetAttr { path: p.into(), mode, uid, gid, mtime_ms }).await
+    }
+
+    /// The cluster report.
+    pub async fn report(&self) -> Result<ClusterReport, ClientError> {
+        match self.call(MasterRequest::Report).await? {
+            MasterResponse::Report(r) => Ok(r),
+            other => Err(ClientError::unexpected(other)),
+        }
+    }
+
+    /// A file's attributes and block locations.
+    pub async fn blocks(&self, p: &str) -> Result<FileBlocks, ClientError> {
+        path::components(p)?;
+        match self.call(MasterRequest::GetBlocks { path: p.into() }).await? {
+            MasterResponse::Blocks(b) => Ok(b),
+            other => Err(ClientError::unexpected(other)),
+        }
+    }
+
+    /// Creates a file for writing with the client's block size.
+    pub async fn create(&self, p: &str, overwrite: bool) -> Result<FileWriter, ClientError> {
+        self.create_with_block_size(p, overwrite, self.inner.cfg.block_size).await
+    }
+
+    /// Creates a file for writing with a given block size.
+    pub async fn create_with_block_size(&self, p: &str, overwrite: bool, block_size: u64) -> Result<FileWriter, ClientError> {
+        path::components(p)?;
+        let c = &self.inner.cfg;
+        let attr = self
+            .call_attr(MasterRequest::Create { path: p.into(), block_size, mode: 0o644, uid: c.uid, gid: c.gid, overwrite })
+            .await?;
+        Ok(FileWriter::new(self.clone(), attr))
+    }
+
+    /// Opens a complete file for reading.
+    pub async fn open(&self, p: &str) -> Result<FileReader, ClientError> {
+        let blocks = self.blocks(p).await?;
+        if !blocks.attr.complete {
+            return Err(ClientError::Remote(ErrorInfo::new(ErrorCode::InvalidState, format!("{p} is still being written"))));
+        }
+        Ok(FileReader::new(self.clone(), p.to_string(), blocks))
+    }
+
+    /// Reads a whole file into memory.
+    pub async fn read_all(&self, p: &str) -> Result<Vec<u8>, ClientError> {
+        let mut r = self.open(p).await?;
+        let mut out = Vec::with_capacity(r.len() as usize);
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = r.read(&mut buf).await?;
+            if n == 0 {
+                return Ok(out);
+            }
+            out.extend_from_slice(&buf[..n]);
+        }
+    }
+}

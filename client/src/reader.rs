@@ -1,0 +1,138 @@
+//! Reading a file: block ranges are fetched from the workers holding them,
+//! in chunks of `read_chunk_bytes`; a sequential reader has the next chunk
+//! prefetched while it consumes the current one (read-ahead).
+
+use strata_protocol::messages::{BlockLocation, FileBlocks};
+use strata_protocol::{ErrorCode, ErrorInfo};
+use tokio::task::JoinHandle;
+
+use crate::{Client, ClientError};
+
+/// An open file.
+pub struct FileReader {
+    client: Client,
+    path: String,
+    file: FileBlocks,
+    pos: u64,
+    /// Bytes of the current chunk and the file offset they start at.
+    cur: Option<(u64, Vec<u8>)>,
+    /// The chunk being prefetched: its offset and the fetch.
+    ahead: Option<(u64, JoinHandle<Result<Vec<u8>, ClientError>>)>,
+}
+
+impl FileReader {
+    pub(crate) fn new(client: Client, path: String, file: FileBlocks) -> Self {
+        FileReader { client, path, file, pos: 0, cur: None, ahead: None }
+    }
+
+    /// File length.
+    pub fn len(&self) -> u64 {
+        self.file.attr.size
+    }
+
+    /// Whether the file is empty.
+    pub fn is_empty(&self) -> bool {
+        self.file.attr.size == 0
+    }
+
+    /// Moves the read position.
+    pub fn seek(&mut self, pos: u64) {
+        self.pos = pos.min(self.len());
+    }
+
+    /// The chunk that starts at `off`: up to `read_chunk_bytes`, never past its block.
+    fn chunk_at(&self, off: u64) -> Option<(BlockLocation, u64, u64)> {
+        let b = self.file.blocks.iter().find(|b| b.offset <= off && off < b.offset + b.length)?;
+        let in_block = off - b.offset;
+        let len = (b.length - in_block).min(self.client.inner.cfg.read_chunk_bytes);
+        Some((b.clone(), in_block, len))
+    }
+
+    fn spawn_fetch(&self, off: u64) -> Option<(u64, JoinHandle<Result<Vec<u8>, ClientError>>)> {
+        let (block, in_block, len) = self.chunk_at(off)?;
+        let client = self.client.clone();
+        let path = self.path.clone();
+        Some((off, tokio::spawn(async move { fetch(&client, &path, block, in_block, len).await })))
+    }
+
+    /// Reads up to `buf.len()` bytes at the current position; 0 at the end.
+    pub async fn read(&mut self, buf: &mut [u8]) -> Result<usize, ClientError> {
+        if self.pos >= self.len() || buf.is_empty() {
+            return Ok(0);
+        }
+        let have = matches!(&self.cur, Some((off, data)) if *off <= self.pos && self.pos < off + data.len() as u64);
+        if !have {
+            let chunk_start = self.pos;
+            let data = match self.ahead.take() {
+                Some((off, h)) if off == chunk_start => {
+                    h.await.map_err(|e| ClientError::Remote(ErrorInfo::new(ErrorCode::Internal, e.to_string())))??
+                }
+                other => {
+                    if let Some((_, h)) = other {
+                        h.abort();
+                    }
+                    let (block, in_block, len) = self.chunk_at(chunk_start).ok_or_else(|| {
+                        ClientError::Remote(ErrorInfo::new(ErrorCode::Internal, format!("no block covers offset {chunk_start}")))
+                    })?;
+                    fetch(&self.client, &self.path, block, in_block, len).await?
+                }
+            };
+            let next = chunk_start + data.len() as u64;
+            self.cur = Some((chunk_start, data));
+            if next < self.len() {
+                self.ahead = self.spawn_fetch(next);
+            }
+        }
+        let (off, data) = self.cur.as_ref().expect("chunk loaded above");
+        let start = (self.pos - off) as usize;
+        let n = (data.len() - start).min(buf.len());
+        buf[..n].copy_from_slice(&data[start..start + n]);
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+impl Drop for FileReader {
+    fn drop(&mut self) {
+        if let Some((_, h)) = self.ahead.take() {
+            h.abort();
+        }
+    }
+}
+
+/// Fetches a range of a block from its workers, refreshing locations once
+/// if none of the known ones has it.
+async fn fetch(client: &Client, path: &str, block: BlockLocation, offset: u64, len: u64) -> Result<Vec<u8>, ClientError> {
+    let mut workers = block.workers.clone();
+    let mut refreshed = false;
+    loop {
+        let mut last = None;
+        for w in &workers {
+            match client.inner.data.read_block(w, block.block_id, offset, len).await {
+                Ok(data) => return Ok(data),
+                // Corruption is reported, never papered over by another copy silently.
+                Err(e) if e.code() == ErrorCode::ChecksumMismatch && workers.len() == 1 => return Err(e),
+                Err(e) => {
+                    tracing::debug!(worker = w.worker_id, error = %e, "block read failed");
+                    last = Some(e);
+                }
+            }
+        }
+        if refreshed {
+            return Err(last.unwrap_or_else(|| {
+                ClientError::Remote(ErrorInfo::new(
+                    ErrorCode::BlockNotFound,
+                    format!("block {:016x} of {path} has no live copy", block.block_id),
+                ))
+            }));
+        }
+        if let Some(e) = &last {
+            if e.code() == ErrorCode::ChecksumMismatch {
+                return Err(last.expect("checked"));
+            }
+        }
+        refreshed = true;
+        let fresh = client.blocks(path).await?;
+        workers = fresh.blocks.iter().find(|b| b.block_id == block.block_id).map(|b| b.workers.clone()).unwrap_or_default();
+    }
+}

@@ -1,0 +1,106 @@
+//! Writing a file: bytes are buffered into whole blocks; each full block is
+//! allocated by the master and streamed to a worker while the next one
+//! fills (one block in flight). `close` seals the file at its length.
+
+use std::sync::Arc;
+
+use strata_protocol::messages::{Attr, MasterRequest, MasterResponse};
+use strata_protocol::{ErrorCode, ErrorInfo, InodeId};
+use tokio::task::JoinHandle;
+
+use crate::{Client, ClientError};
+
+/// A file being written. Call [`FileWriter::close`]: a dropped writer leaves
+/// an incomplete file that readers refuse.
+pub struct FileWriter {
+    client: Client,
+    attr: Attr,
+    buf: Vec<u8>,
+    length: u64,
+    in_flight: Option<JoinHandle<Result<(), ClientError>>>,
+}
+
+impl FileWriter {
+    pub(crate) fn new(client: Client, attr: Attr) -> Self {
+        let cap = attr.block_size.min(64 << 20) as usize;
+        FileWriter { client, attr, buf: Vec::with_capacity(cap), length: 0, in_flight: None }
+    }
+
+    /// The file's inode.
+    pub fn inode(&self) -> InodeId {
+        self.attr.inode
+    }
+
+    /// Bytes written so far.
+    pub fn len(&self) -> u64 {
+        self.length
+    }
+
+    /// Whether nothing was written yet.
+    pub fn is_empty(&self) -> bool {
+        self.length == 0
+    }
+
+    /// Appends bytes.
+    pub async fn write(&mut self, mut data: &[u8]) -> Result<(), ClientError> {
+        let bs = self.attr.block_size as usize;
+        while !data.is_empty() {
+            let take = (bs - self.buf.len()).min(data.len());
+            self.buf.extend_from_slice(&data[..take]);
+            self.length += take as u64;
+            data = &data[take..];
+            if self.buf.len() == bs {
+                self.send_block().await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn wait_in_flight(&mut self) -> Result<(), ClientError> {
+        if let Some(h) = self.in_flight.take() {
+            h.await.map_err(|e| ClientError::Remote(ErrorInfo::new(ErrorCode::Internal, e.to_string())))??;
+        }
+        Ok(())
+    }
+
+    async fn send_block(&mut self) -> Result<(), ClientError> {
+        self.wait_in_flight().await?;
+        let cap = self.attr.block_size.min(64 << 20) as usize;
+        let data = Arc::new(std::mem::replace(&mut self.buf, Vec::with_capacity(cap)));
+        let client = self.client.clone();
+        let inode = self.attr.inode;
+        self.in_flight = Some(tokio::spawn(async move { write_block(&client, inode, data).await }));
+        Ok(())
+    }
+
+    /// Writes the last block and seals the file.
+    pub async fn close(mut self) -> Result<Attr, ClientError> {
+        if !self.buf.is_empty() {
+            self.send_block().await?;
+        }
+        self.wait_in_flight().await?;
+        match self.client.call(MasterRequest::Complete { inode: self.attr.inode, length: self.length }).await? {
+            MasterResponse::Attr(a) => Ok(a),
+            other => Err(ClientError::unexpected(other)),
+        }
+    }
+}
+
+async fn write_block(client: &Client, inode: InodeId, data: Arc<Vec<u8>>) -> Result<(), ClientError> {
+    let host = client.inner.cfg.client_host.clone();
+    let loc = match client.call(MasterRequest::AddBlock { inode, client_host: host }).await? {
+        MasterResponse::Block(b) => b,
+        other => return Err(ClientError::unexpected(other)),
+    };
+    let mut last = None;
+    for w in &loc.workers {
+        match client.inner.data.write_block(w, loc.block_id, &data).await {
+            Ok(()) => return Ok(()),
+            Err(e) => {
+                tracing::debug!(worker = w.worker_id, error = %e, "block write failed; trying the next worker");
+                last = Some(e);
+            }
+        }
+    }
+    Err(last.unwrap_or_else(|| ClientError::Remote(ErrorInfo::new(ErrorCode::NoWorkers, "no worker to write to"))))
+}

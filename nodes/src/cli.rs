@@ -1,0 +1,298 @@
+//! Command-line definitions.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::{self, Config};
+
+/// Strata: a distributed file cache.
+#[derive(Parser, Debug)]
+#[command(name = "strata", version, about)]
+pub struct Cli {
+    /// Configuration file (TOML; template in etc/strata.toml).
+    #[arg(long, global = true, env = "STRATA_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Command.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Commands.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run a master (journal, namespace, worker registry, client port).
+    Master(MasterArgs),
+    /// Run a worker (storage tiers and data port).
+    Worker(WorkerArgs),
+    /// Run a master and a worker in one process on an embedded default data dir.
+    Local(LocalArgs),
+    /// Filesystem commands against a cluster.
+    Fs(FsArgs),
+    /// Workers, capacity per tier, block counts, masters.
+    Report(ReportArgs),
+}
+
+impl Command {
+    /// Whether this command runs a server (logs at info by default).
+    pub fn is_server(&self) -> bool {
+        matches!(self, Command::Master(_) | Command::Worker(_) | Command::Local(_))
+    }
+}
+
+/// Flags shared by server roles.
+#[derive(Args, Debug, Clone)]
+pub struct CommonServer {
+    /// Data directory (overrides `data-dir`).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Cluster secret (overrides `cluster-secret`).
+    #[arg(long, env = "STRATA_CLUSTER_SECRET")]
+    pub secret: Option<String>,
+}
+
+/// `strata master`.
+#[derive(Args, Debug)]
+pub struct MasterArgs {
+    #[command(flatten)]
+    pub common: CommonServer,
+    /// Raft id.
+    #[arg(long)]
+    pub id: Option<u64>,
+    /// Address to bind and advertise.
+    #[arg(long)]
+    pub host: Option<String>,
+    /// Client RPC port (0 picks a free one).
+    #[arg(long)]
+    pub rpc_port: Option<u16>,
+    /// Mesh port (0 picks a free one).
+    #[arg(long)]
+    pub mesh_port: Option<u16>,
+    /// Heartbeat silence after which a worker is lost, in ms.
+    #[arg(long)]
+    pub worker_lost_timeout_ms: Option<u64>,
+}
+
+/// `strata worker`.
+#[derive(Args, Debug)]
+pub struct WorkerArgs {
+    #[command(flatten)]
+    pub common: CommonServer,
+    /// Address to bind and advertise.
+    #[arg(long)]
+    pub host: Option<String>,
+    /// Data port (0 picks a free one).
+    #[arg(long)]
+    pub data_port: Option<u16>,
+    /// Mesh port (0 picks a free one).
+    #[arg(long)]
+    pub mesh_port: Option<u16>,
+    /// The master's mesh address.
+    #[arg(long)]
+    pub master_mesh: Option<String>,
+    /// A tier, `NAME:PATH:SIZE` (repeat, fastest first); replaces configured tiers.
+    #[arg(long = "tier", value_parser = config::parse_tier)]
+    pub tiers: Vec<config::TierSection>,
+    /// Heartbeat period in ms.
+    #[arg(long)]
+    pub heartbeat_interval_ms: Option<u64>,
+}
+
+/// `strata local`.
+#[derive(Args, Debug)]
+pub struct LocalArgs {
+    #[command(flatten)]
+    pub common: CommonServer,
+    /// Client RPC port (0 picks a free one).
+    #[arg(long)]
+    pub rpc_port: Option<u16>,
+    /// Data port (0 picks a free one).
+    #[arg(long)]
+    pub data_port: Option<u16>,
+    /// Mesh port (0 picks a free one).
+    #[arg(long)]
+    pub mesh_port: Option<u16>,
+    /// A tier, `NAME:PATH:SIZE` (repeat, fastest first).
+    #[arg(long = "tier", value_parser = config::parse_tier)]
+    pub tiers: Vec<config::TierSection>,
+}
+
+/// Where a client command finds the cluster.
+#[derive(Args, Debug, Clone)]
+pub struct ClientArgs {
+    /// Master client address (default: the config's, else the local cluster).
+    #[arg(long, env = "STRATA_MASTER", global = true)]
+    pub master: Option<String>,
+}
+
+/// `strata fs`.
+#[derive(Args, Debug)]
+pub struct FsArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// Subcommand.
+    #[command(subcommand)]
+    pub cmd: FsCmd,
+}
+
+/// `strata fs` subcommands.
+#[derive(Subcommand, Debug)]
+pub enum FsCmd {
+    /// List a directory.
+    Ls {
+        /// Path.
+        path: String,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Create a directory.
+    Mkdir {
+        /// Path.
+        path: String,
+        /// Create parents; an existing directory is fine.
+        #[arg(short, long)]
+        parents: bool,
+    },
+    /// Copy a local file into Strata.
+    Put {
+        /// Local file.
+        local: PathBuf,
+        /// Strata path.
+        remote: String,
+        /// Block size (e.g. 64MiB).
+        #[arg(long, value_parser = config::parse_size)]
+        block_size: Option<u64>,
+        /// Replace an existing file.
+        #[arg(short, long)]
+        force: bool,
+    },
+    /// Copy a Strata file to the local filesystem.
+    Get {
+        /// Strata path.
+        remote: String,
+        /// Local file.
+        local: PathBuf,
+    },
+    /// Print a file.
+    Cat {
+        /// Path.
+        path: String,
+    },
+    /// Remove a file or directory.
+    Rm {
+        /// Path.
+        path: String,
+        /// Remove directories and their contents.
+        #[arg(short, long)]
+        recursive: bool,
+    },
+    /// Rename (atomically; replaces a file at the destination).
+    Mv {
+        /// Source.
+        src: String,
+        /// Destination.
+        dst: String,
+    },
+    /// Show attributes.
+    Stat {
+        /// Path.
+        path: String,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Disk usage of a tree.
+    Du {
+        /// Path.
+        path: String,
+    },
+}
+
+/// `strata report`.
+#[derive(Args, Debug)]
+pub struct ReportArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// Machine-readable output.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn load_config(path: &Option<PathBuf>) -> anyhow::Result<Config> {
+    let c = match path {
+        Some(p) => Config::load(p).map_err(anyhow::Error::msg)?,
+        None => Config::default(),
+    };
+    Ok(c)
+}
+
+/// Runs a parsed command line.
+pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
+    let mut cfg = load_config(&cli.config)?;
+    match cli.command {
+        Command::Master(a) => {
+            crate::server::apply_common(&mut cfg, &a.common);
+            if let Some(v) = a.id {
+                cfg.master.id = v;
+            }
+            if let Some(v) = a.host {
+                cfg.master.host = v;
+            }
+            if let Some(v) = a.rpc_port {
+                cfg.master.rpc_port = v;
+            }
+            if let Some(v) = a.mesh_port {
+                cfg.master.mesh_port = v;
+            }
+            if let Some(v) = a.worker_lost_timeout_ms {
+                cfg.master.worker_lost_timeout_ms = v;
+            }
+            cfg.validate().map_err(anyhow::Error::msg).context("invalid configuration")?;
+            crate::server::run_master(cfg).await
+        }
+        Command::Worker(a) => {
+            crate::server::apply_common(&mut cfg, &a.common);
+            if let Some(v) = a.host {
+                cfg.worker.host = v;
+            }
+            if let Some(v) = a.data_port {
+                cfg.worker.data_port = v;
+            }
+            if let Some(v) = a.mesh_port {
+                cfg.worker.mesh_port = v;
+            }
+            if let Some(v) = a.master_mesh {
+                cfg.worker.master_mesh = v;
+            }
+            if let Some(v) = a.heartbeat_interval_ms {
+                cfg.worker.heartbeat_interval_ms = v;
+            }
+            if !a.tiers.is_empty() {
+                cfg.worker.tiers = a.tiers;
+            }
+            cfg.validate().map_err(anyhow::Error::msg).context("invalid configuration")?;
+            crate::server::run_worker(cfg).await
+        }
+        Command::Local(a) => {
+            crate::server::apply_common(&mut cfg, &a.common);
+            if let Some(v) = a.rpc_port {
+                cfg.master.rpc_port = v;
+            }
+            if let Some(v) = a.data_port {
+                cfg.worker.data_port = v;
+            }
+            if let Some(v) = a.mesh_port {
+                cfg.master.mesh_port = v;
+            }
+            if !a.tiers.is_empty() {
+                cfg.worker.tiers = a.tiers;
+            }
+            cfg.validate().map_err(anyhow::Error::msg).context("invalid configuration")?;
+            crate::server::run_local(cfg).await
+        }
+        Command::Fs(a) => crate::fs_cmd::run(&cfg, &a.client, a.cmd).await,
+        Command::Report(a) => crate::fs_cmd::report(&cfg, &a.client, a.json).await,
+    }
+}

@@ -1,0 +1,228 @@
+//! `strata fs …` and `strata report`.
+
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+use strata_client::{Attr, Client, ClientConfig, FileType};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::cli::{ClientArgs, FsCmd};
+use crate::config::Config;
+
+const COPY_BUF: usize = 8 * 1024 * 1024;
+
+/// Connects using `--master`, `STRATA_MASTER`, the config, or the local default.
+pub async fn connect(cfg: &Config, args: &ClientArgs) -> Result<Client> {
+    let master = args.master.clone().unwrap_or_else(|| cfg.client.master.clone());
+    let mut cc = ClientConfig::new(master.clone());
+    cc.block_size = cfg.client.block_size.0;
+    cc.uid = process_uid();
+    cc.gid = process_gid();
+    Client::connect(cc).await.with_context(|| format!("connecting to the master at {master}"))
+}
+
+/// The caller's uid, read without `unsafe` (owner of `/proc/self`).
+fn process_uid() -> u32 {
+    std::fs::metadata("/proc/self").map(|m| std::os::unix::fs::MetadataExt::uid(&m)).unwrap_or(0)
+}
+
+/// The caller's gid.
+fn process_gid() -> u32 {
+    std::fs::metadata("/proc/self").map(|m| std::os::unix::fs::MetadataExt::gid(&m)).unwrap_or(0)
+}
+
+fn bar(len: u64, what: &str) -> ProgressBar {
+    let pb = ProgressBar::new(len);
+    pb.set_style(
+        ProgressStyle::with_template("{msg} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    pb.set_message(what.to_string());
+    pb
+}
+
+fn mode_string(a: &Attr) -> String {
+    let t = match a.file_type {
+        FileType::Directory => 'd',
+        FileType::Symlink => 'l',
+        FileType::File => '-',
+    };
+    let mut s = String::from(t);
+    for shift in [6, 3, 0] {
+        let bits = (a.mode >> shift) & 7;
+        s.push(if bits & 4 != 0 { 'r' } else { '-' });
+        s.push(if bits & 2 != 0 { 'w' } else { '-' });
+        s.push(if bits & 1 != 0 { 'x' } else { '-' });
+    }
+    s
+}
+
+fn time_string(ms: i64) -> String {
+    let t = std::time::UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64);
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+/// Runs an `fs` subcommand.
+pub async fn run(cfg: &Config, args: &ClientArgs, cmd: FsCmd) -> Result<()> {
+    let client = connect(cfg, args).await?;
+    match cmd {
+        FsCmd::Ls { path, json } => {
+            let entries = client.list(&path).await?;
+            if json {
+                let v: Vec<_> = entries.iter().map(|e| serde_json::json!({ "name": e.name, "attr": e.attr })).collect();
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                for e in entries {
+                    let a = &e.attr;
+                    let target = a.symlink_target.as_ref().map(|t| format!(" -> {t}")).unwrap_or_default();
+                    println!("{} {:>5} {:>5} {:>12} {} {}{}", mode_string(a), a.uid, a.gid, a.size, time_string(a.mtime_ms), e.name, target);
+                }
+            }
+        }
+        FsCmd::Mkdir { path, parents } => {
+            client.mkdir(&path, parents).await?;
+        }
+        FsCmd::Put { local, remote, block_size, force } => {
+            let mut f = tokio::fs::File::open(&local).await.with_context(|| format!("opening {}", local.display()))?;
+            let len = f.metadata().await?.len();
+            let mut w = match block_size {
+                Some(bs) => client.create_with_block_size(&remote, force, bs).await?,
+                None => client.create(&remote, force).await?,
+            };
+            let pb = bar(len, "put");
+            let mut buf = vec![0u8; COPY_BUF];
+            loop {
+                let n = f.read(&mut buf).await.with_context(|| format!("reading {}", local.display()))?;
+                if n == 0 {
+                    break;
+                }
+                w.write(&buf[..n]).await?;
+                pb.inc(n as u64);
+            }
+            w.close().await?;
+            pb.finish_and_clear();
+        }
+        FsCmd::Get { remote, local } => {
+            let mut r = client.open(&remote).await?;
+            let tmp = local.with_extension("strata-part");
+            let mut f = tokio::fs::File::create(&tmp).await.with_context(|| format!("creating {}", tmp.display()))?;
+            let pb = bar(r.len(), "get");
+            let mut buf = vec![0u8; COPY_BUF];
+            loop {
+                let n = r.read(&mut buf).await?;
+                if n == 0 {
+                    break;
+                }
+                f.write_all(&buf[..n]).await?;
+                pb.inc(n as u64);
+            }
+            f.flush().await?;
+            f.sync_all().await?;
+            drop(f);
+            tokio::fs::rename(&tmp, &local).await.with_context(|| format!("renaming into {}", local.display()))?;
+            pb.finish_and_clear();
+        }
+        FsCmd::Cat { path } => {
+            let mut r = client.open(&path).await?;
+            let mut out = tokio::io::stdout();
+            let mut buf = vec![0u8; COPY_BUF];
+            loop {
+                let n = r.read(&mut buf).await?;
+                if n == 0 {
+                    break;
+                }
+                out.write_all(&buf[..n]).await?;
+            }
+            out.flush().await?;
+        }
+        FsCmd::Rm { path, recursive } => client.delete(&path, recursive).await?,
+        FsCmd::Mv { src, dst } => client.rename(&src, &dst).await?,
+        FsCmd::Stat { path, json } => {
+            let a = client.stat(&path).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&a)?);
+            } else {
+                println!("path:       {path}");
+                println!("inode:      {}", a.inode);
+                println!("type:       {:?}", a.file_type);
+                println!("mode:       {} ({:o})", mode_string(&a), a.mode);
+                println!("owner:      {}:{}", a.uid, a.gid);
+                println!("size:       {}", a.size);
+                println!("block size: {}", a.block_size);
+                println!("complete:   {}", a.complete);
+                println!("modified:   {}", time_string(a.mtime_ms));
+                if let Some(t) = &a.symlink_target {
+                    println!("target:     {t}");
+                }
+            }
+        }
+        FsCmd::Du { path } => {
+            let mut total = 0u64;
+            let mut files = 0u64;
+            let mut stack = vec![path.clone()];
+            while let Some(dir) = stack.pop() {
+                for e in client.list(&dir).await? {
+                    match e.attr.file_type {
+                        FileType::Directory => stack.push(format!("{}/{}", dir.trim_end_matches('/'), e.name)),
+                        FileType::File => {
+                            total += e.attr.size;
+                            files += 1;
+                        }
+                        FileType::Symlink => {}
+                    }
+                }
+            }
+            println!("{total}\t{files} files\t{path}");
+        }
+    }
+    Ok(())
+}
+
+/// `strata report`.
+pub async fn report(cfg: &Config, args: &ClientArgs, json: bool) -> Result<()> {
+    let client = connect(cfg, args).await?;
+    let r = client.report().await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+        return Ok(());
+    }
+    println!("masters:");
+    for m in &r.masters {
+        println!(
+            "  #{} {} {} term {} last log {} applied {} leader {}",
+            m.id,
+            m.addr,
+            m.role,
+            m.term,
+            m.last_log_index,
+            m.applied_index,
+            m.leader.map(|l| l.to_string()).unwrap_or_else(|| "-".into())
+        );
+    }
+    println!("inodes: {}", r.inodes);
+    println!("workers: {} ({} live)", r.workers.len(), r.workers.iter().filter(|w| w.live).count());
+    for w in &r.workers {
+        println!(
+            "  {:016x} {}:{} {} blocks {} last heartbeat {} ms ago",
+            w.addr.worker_id,
+            w.addr.host,
+            w.addr.data_port,
+            if w.live { "live" } else { "LOST" },
+            w.blocks,
+            w.last_heartbeat_ms_ago
+        );
+        for t in &w.tiers {
+            println!(
+                "    {:<4} {:>14} / {:>14} bytes used ({:.1}%), {} blocks",
+                t.tier,
+                t.used_bytes,
+                t.capacity_bytes,
+                100.0 * t.used_bytes as f64 / t.capacity_bytes.max(1) as f64,
+                t.blocks
+            );
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,185 @@
+//! Running node roles: bind ports, start the mesh, start the root
+//! supervisor with the role's children, print a ready line, and stop
+//! cleanly on SIGINT/SIGTERM.
+
+use std::io::Write;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context};
+use ractor::{Actor, ActorRef};
+use strata_actors::master::{self, journal, MasterOptions};
+use strata_actors::mesh::Mesh;
+use strata_actors::supervisor::{ChildSpec, NodeSupervisor, SupervisorMsg};
+use strata_actors::worker::{self, tier::TierConfig, worker_actor, WorkerOptions};
+use tokio::signal::unix::{signal, SignalKind};
+
+use crate::cli::CommonServer;
+use crate::config::Config;
+
+/// Applies flags shared by all roles.
+pub fn apply_common(cfg: &mut Config, c: &CommonServer) {
+    if let Some(d) = &c.data_dir {
+        cfg.data_dir = d.clone();
+    }
+    if let Some(s) = &c.secret {
+        cfg.cluster_secret = s.clone();
+    }
+}
+
+fn bind(host: &str, port: u16) -> anyhow::Result<Arc<std::net::TcpListener>> {
+    let l = std::net::TcpListener::bind((host, port)).with_context(|| format!("binding {host}:{port}"))?;
+    Ok(Arc::new(l))
+}
+
+/// The worker's tiers: configured, or MEM in /dev/shm plus SSD under the data dir.
+fn tiers(cfg: &Config) -> Vec<TierConfig> {
+    if !cfg.worker.tiers.is_empty() {
+        return cfg
+            .worker
+            .tiers
+            .iter()
+            .map(|t| TierConfig { name: t.name.clone(), dir: t.path.clone(), capacity_bytes: t.capacity.0, durable: t.name != "MEM" })
+            .collect();
+    }
+    let data = cfg.data_dir.join("worker");
+    // One MEM directory per data dir, so two local clusters never share one.
+    let tag = crc32c::crc32c(cfg.data_dir.to_string_lossy().as_bytes());
+    let mem = if Path::new("/dev/shm").is_dir() {
+        Path::new("/dev/shm").join(format!("strata-{tag:08x}"))
+    } else {
+        data.join("mem")
+    };
+    vec![
+        TierConfig { name: "MEM".into(), dir: mem, capacity_bytes: 1 << 30, durable: false },
+        TierConfig { name: "SSD".into(), dir: data.join("ssd"), capacity_bytes: 16 << 30, durable: true },
+    ]
+}
+
+fn master_options(cfg: &Config, client_addr: String) -> MasterOptions {
+    MasterOptions {
+        node_id: cfg.master.id,
+        data_dir: cfg.data_dir.join("master"),
+        client_addr,
+        members: Default::default(),
+        snapshot_entries: cfg.master.snapshot_entries,
+        worker_lost_timeout: Duration::from_millis(cfg.master.worker_lost_timeout_ms),
+    }
+}
+
+async fn wait_until<F, Fut>(what: &str, timeout: Duration, mut check: F) -> anyhow::Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    while !check().await {
+        if tokio::time::Instant::now() > deadline {
+            bail!("{what} not ready within {timeout:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
+}
+
+async fn journal_ready() -> bool {
+    match journal::actor() {
+        Some(j) => matches!(ractor::call_t!(j, journal::JournalMsg::Status, 1000), Ok(s) if s.leader.is_some() && s.applied_index > 0),
+        None => false,
+    }
+}
+
+async fn worker_registered() -> bool {
+    match ractor::registry::where_is(worker_actor::NAME.to_string()) {
+        Some(w) => matches!(ractor::call_t!(ActorRef::<worker_actor::WorkerMsg>::from(w), worker_actor::WorkerMsg::Registered, 1000), Ok(true)),
+        None => false,
+    }
+}
+
+fn ready_line(line: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+
+async fn supervise(specs: Vec<ChildSpec>) -> anyhow::Result<(ActorRef<SupervisorMsg>, tokio::task::JoinHandle<()>)> {
+    Actor::spawn(Some("strata.supervisor".into()), NodeSupervisor, specs).await.map_err(|e| anyhow!("starting the node: {e}"))
+}
+
+/// Runs until SIGINT/SIGTERM (clean stop) or until the supervisor gives up.
+async fn run_until_signal(sup: ActorRef<SupervisorMsg>, handle: tokio::task::JoinHandle<()>, mesh: Mesh) -> anyhow::Result<()> {
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut handle = handle;
+    let outcome = tokio::select! {
+        _ = term.recv() => Ok(()),
+        _ = int.recv() => Ok(()),
+        _ = &mut handle => Err(anyhow!("the node supervisor stopped: a child kept failing (see the log)")),
+    };
+    tracing::info!("stopping");
+    if outcome.is_ok() {
+        let _ = sup.stop_and_wait(Some("signal".into()), Some(Duration::from_secs(10))).await;
+    }
+    mesh.stop();
+    outcome
+}
+
+/// `strata master`.
+pub async fn run_master(cfg: Config) -> anyhow::Result<()> {
+    let listener = bind(&cfg.master.host, cfg.master.rpc_port)?;
+    let addr = format!("{}:{}", cfg.master.host, listener.local_addr()?.port());
+    let mesh = Mesh::start(&format!("master-{}", cfg.master.id), &cfg.master.host, cfg.master.mesh_port, &cfg.cluster_secret).await?;
+    let specs = master::children(&master_options(&cfg, addr.clone()), listener).map_err(anyhow::Error::msg)?;
+    let (sup, handle) = supervise(specs).await?;
+    wait_until("the journal", Duration::from_secs(60), journal_ready).await?;
+    ready_line(&format!("master: {addr}"));
+    run_until_signal(sup, handle, mesh).await
+}
+
+/// `strata worker`.
+pub async fn run_worker(cfg: Config) -> anyhow::Result<()> {
+    let dir = cfg.data_dir.join("worker");
+    let id = worker::worker_id(&dir).with_context(|| format!("worker id in {}", dir.display()))?;
+    let listener = bind(&cfg.worker.host, cfg.worker.data_port)?;
+    let data_addr = format!("{}:{}", cfg.worker.host, listener.local_addr()?.port());
+    let mesh = Mesh::start(&format!("worker-{id:x}"), &cfg.worker.host, cfg.worker.mesh_port, &cfg.cluster_secret).await?;
+    mesh.join(&cfg.worker.master_mesh, Duration::from_secs(15))
+        .await
+        .context("joining the cluster (is the master up, and is the cluster secret the same?)")?;
+    let opts = WorkerOptions {
+        data_dir: dir,
+        host: cfg.worker.host.clone(),
+        tiers: tiers(&cfg),
+        mesh: Some((mesh.clone(), cfg.worker.master_mesh.clone())),
+        heartbeat_interval: Duration::from_millis(cfg.worker.heartbeat_interval_ms),
+    };
+    let specs = worker::children(&opts, listener).map_err(anyhow::Error::msg)?;
+    let (sup, handle) = supervise(specs).await?;
+    wait_until("worker registration", Duration::from_secs(60), worker_registered).await?;
+    ready_line(&format!("worker: {data_addr}"));
+    run_until_signal(sup, handle, mesh).await
+}
+
+/// `strata local`: a master and a worker in one process.
+pub async fn run_local(cfg: Config) -> anyhow::Result<()> {
+    let host = cfg.master.host.clone();
+    let listener = bind(&host, cfg.master.rpc_port)?;
+    let addr = format!("{host}:{}", listener.local_addr()?.port());
+    let data_listener = bind(&host, cfg.worker.data_port)?;
+    let mesh = Mesh::start("local", &host, cfg.master.mesh_port, &cfg.cluster_secret).await?;
+    let mut specs = master::children(&master_options(&cfg, addr.clone()), listener).map_err(anyhow::Error::msg)?;
+    let opts = WorkerOptions {
+        data_dir: cfg.data_dir.join("worker"),
+        host: host.clone(),
+        tiers: tiers(&cfg),
+        mesh: None,
+        heartbeat_interval: Duration::from_millis(cfg.worker.heartbeat_interval_ms),
+    };
+    specs.extend(worker::children(&opts, data_listener).map_err(anyhow::Error::msg)?);
+    let (sup, handle) = supervise(specs).await?;
+    wait_until("the journal", Duration::from_secs(60), journal_ready).await?;
+    wait_until("the worker", Duration::from_secs(60), worker_registered).await?;
+    ready_line(&format!("master: {addr}"));
+    run_until_signal(sup, handle, mesh).await
+}

@@ -1,0 +1,58 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use strata_chaos::{local_args, Node};
+use strata_client::{Client, ClientConfig};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_strata");
+
+/// Starts `strata local` in `dir` with tiers inside `dir`.
+pub fn start_local(dir: &Path, mem: u64, ssd: u64) -> Node {
+    Node::start(Path::new(BIN), &local_args(dir, mem, ssd), "master: ", &dir.join("local.log"), Duration::from_secs(60))
+        .expect("strata local starts")
+}
+
+/// Runs `strata` with arguments; returns (success, stdout, stderr).
+pub fn strata(master: &str, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(BIN).env("STRATA_MASTER", master).args(args).output().expect("run strata");
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+/// A client with a small block size.
+pub async fn client(master: &str, block_size: u64) -> Client {
+    let mut c = ClientConfig::new(master);
+    c.block_size = block_size;
+    c.rpc_timeout = Duration::from_secs(20);
+    c.data_timeout = Duration::from_secs(30);
+    Client::connect(c).await.expect("client connects")
+}
+
+/// Deterministic pseudo-random bytes.
+pub fn bytes(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// Polls `check` every 50 ms until it holds or `timeout` passes.
+pub async fn eventually<F, Fut>(what: &str, timeout: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    while !check().await {
+        assert!(tokio::time::Instant::now() < deadline, "{what}: not true within {timeout:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

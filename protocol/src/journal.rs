@@ -1,0 +1,58 @@
+//! Journal entries: the only way the namespace changes. The leader stamps
+//! times and ids the client cannot choose, proposes the entry through Raft,
+//! and every master applies it deterministically to its inode store.
+
+use rkyv::{Archive, Deserialize, Serialize};
+
+use crate::ids::InodeId;
+use crate::messages::Attr;
+use crate::ErrorInfo;
+
+/// One namespace mutation, as stored in the replicated journal.
+#[derive(Archive, Serialize, Deserialize, serde::Serialize, serde::Deserialize, Debug, Clone, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub enum JournalEntry {
+    /// Create a directory (and its missing parents when `recursive`).
+    Mkdir { path: String, recursive: bool, mode: u32, uid: u32, gid: u32, time_ms: i64 },
+    /// Create an empty, incomplete file; with `overwrite` an existing file is
+    /// replaced (its blocks are freed).
+    CreateFile { path: String, mode: u32, uid: u32, gid: u32, block_size: u64, overwrite: bool, time_ms: i64 },
+    /// Allocate the next block of an incomplete file.
+    AddBlock { inode: InodeId, time_ms: i64 },
+    /// Seal a file at `length` bytes; every block but the last is full.
+    CompleteFile { inode: InodeId, length: u64, time_ms: i64 },
+    /// Atomically move `src` to `dst`, replacing a file (or empty directory) at `dst`.
+    Rename { src: String, dst: String, time_ms: i64 },
+    /// Remove a file, symlink or (empty, or with `recursive` any) directory.
+    Delete { path: String, recursive: bool, time_ms: i64 },
+    /// Change attributes; `None` leaves one unchanged.
+    SetAttr {
+        path: String,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        mtime_ms: Option<i64>,
+        time_ms: i64,
+    },
+    /// Create a symbolic link at `link` pointing to `target` (not resolved).
+    Symlink { target: String, link: String, uid: u32, gid: u32, time_ms: i64 },
+}
+
+/// What applying an entry produced. Errors are results too: an entry that
+/// fails validation at apply time changes nothing on any master.
+#[derive(Archive, Serialize, Deserialize, serde::Serialize, serde::Deserialize, Debug, Clone, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub enum ApplyResult {
+    /// The entry created or changed this inode.
+    Attr(Attr),
+    /// `CreateFile` made this inode, replacing a file whose blocks are freed.
+    Created { attr: Attr, freed: Vec<u64> },
+    /// `AddBlock` allocated this block.
+    Block { block_id: u64 },
+    /// Nothing to return.
+    Done,
+    /// Blocks no file references any more; workers may drop them.
+    Freed { blocks: Vec<u64> },
+    /// The entry was rejected; the namespace is unchanged.
+    Error(ErrorInfo),
+}

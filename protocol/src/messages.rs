@@ -1,0 +1,319 @@
+//! Messages on the client↔master RPC port and the client↔worker data port,
+//! and the master↔worker messages carried over the mesh.
+
+use rkyv::{Archive, Deserialize, Serialize};
+
+use crate::error::ErrorInfo;
+use crate::ids::{BlockId, InodeId, RequestId, WorkerId};
+
+/// The kind of an inode.
+#[derive(Archive, Serialize, Deserialize, serde::Serialize, serde::Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub enum FileType {
+    /// A regular file made of blocks.
+    File,
+    /// A directory.
+    Directory,
+    /// A symbolic link.
+    Symlink,
+}
+
+/// Inode attributes as clients see them.
+#[derive(Archive, Serialize, Deserialize, serde::Serialize, serde::Deserialize, Debug, Clone, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct Attr {
+    /// Inode number.
+    pub inode: InodeId,
+    /// Kind of inode.
+    pub file_type: FileType,
+    /// Permission bits (no file-type bits).
+    pub mode: u32,
+    /// Owner.
+    pub uid: u32,
+    /// Group.
+    pub gid: u32,
+    /// Length in bytes (files), entry count (directories), target length (symlinks).
+    pub size: u64,
+    /// Modification time, ms since the epoch.
+    pub mtime_ms: i64,
+    /// Status change time, ms since the epoch.
+    pub ctime_ms: i64,
+    /// Link count.
+    pub nlink: u32,
+    /// Block size of a file (0 for other kinds).
+    pub block_size: u64,
+    /// Whether a file has been completed (sealed); directories are always complete.
+    pub complete: bool,
+    /// Target of a symlink.
+    pub symlink_target: Option<String>,
+}
+
+/// Where a worker serves block bytes.
+#[derive(Archive, Serialize, Deserialize, serde::Serialize, serde::Deserialize, Debug, Clone, PartialEq, Eq, Hash)]
+#[rkyv(derive(Debug))]
+pub struct WorkerAddr {
+    /// The worker.
+    pub worker_id: WorkerId,
+    /// Host name or IP of its data server.
+    pub host: String,
+    /// TCP port of its data server.
+    pub data_port: u16,
+}
+
+/// One block of a file and where it is cached.
+#[derive(Archive, Serialize, Deserialize, serde::Serialize, serde::Deserialize, Debug, Clone, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct BlockLocation {
+    /// The block.
+    pub block_id: BlockId,
+    /// Offset of the block in its file.
+    pub offset: u64,
+    /// Length of the block (the last block of a file may be short).
+    pub length: u64,
+    /// Workers holding a copy, best first.
+    pub workers: Vec<WorkerAddr>,
+}
+
+/// A directory entry.
+#[derive(Archive, Serialize, Deserialize, serde::Serialize, serde::Deserialize, Debug, Clone, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct DirEntry {
+    /// Name within the directory.
+    pub name: String,
+    /// The entry's attributes.
+    pub attr: Attr,
+}
+
+/// A file's attributes and block locations.
+#[derive(Archive, Serialize, Deserialize, serde::Serialize, serde::Deserialize, Debug, Clone, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct FileBlocks {
+    /// The file's attributes.
+    pub attr: Attr,
+    /// Its blocks in order.
+    pub blocks: Vec<BlockLocation>,
+}
+
+/// Usage of one storage tier of one worker.
+#[derive(Archive, Serialize, Deserialize, serde::Serialize, serde::Deserialize, Debug, Clone, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct TierUsage {
+    /// Tier name: `MEM`, `SSD` or `HDD`.
+    pub tier: String,
+    /// Configured capacity.
+    pub capacity_bytes: u64,
+    /// Bytes used by committed blocks.
+    pub used_bytes: u64,
+    /// Committed blocks on the tier.
+    pub blocks: u64,
+}
+
+/// A worker as the master sees it.
+#[derive(Archive, Serialize, Deserialize, serde::Serialize, serde::Deserialize, Debug, Clone, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct WorkerReport {
+    /// Address of the worker's data server.
+    pub addr: WorkerAddr,
+    /// Whether it heartbeats within the timeout.
+    pub live: bool,
+    /// Milliseconds since its last heartbeat.
+    pub last_heartbeat_ms_ago: u64,
+    /// Its tiers.
+    pub tiers: Vec<TierUsage>,
+    /// Blocks the master knows it holds.
+    pub blocks: u64,
+}
+
+/// A master as shown by `strata report`.
+#[derive(Archive, Serialize, Deserialize, serde::Serialize, serde::Deserialize, Debug, Clone, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct MasterStatus {
+    /// Raft node id.
+    pub id: u64,
+    /// Client RPC address.
+    pub addr: String,
+    /// `leader`, `follower`, `candidate`, `learner`.
+    pub role: String,
+    /// Current Raft term.
+    pub term: u64,
+    /// Last log index.
+    pub last_log_index: u64,
+    /// Last applied index.
+    pub applied_index: u64,
+    /// Known leader id.
+    pub leader: Option<u64>,
+}
+
+/// The cluster as seen by the leader.
+#[derive(Archive, Serialize, Deserialize, serde::Serialize, serde::Deserialize, Debug, Clone, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct ClusterReport {
+    /// The masters.
+    pub masters: Vec<MasterStatus>,
+    /// The workers, live and lost.
+    pub workers: Vec<WorkerReport>,
+    /// Inodes in the namespace.
+    pub inodes: u64,
+}
+
+/// A metadata request from a client.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub enum MasterRequest {
+    /// Create a directory.
+    Mkdir { path: String, recursive: bool, mode: u32, uid: u32, gid: u32 },
+    /// Create a file for writing.
+    Create { path: String, block_size: u64, mode: u32, uid: u32, gid: u32, overwrite: bool },
+    /// Allocate the next block of a file being written; the reply names the workers to write it to.
+    AddBlock { inode: InodeId, client_host: String },
+    /// Seal a file.
+    Complete { inode: InodeId, length: u64 },
+    /// Rename.
+    Rename { src: String, dst: String },
+    /// Delete.
+    Delete { path: String, recursive: bool },
+    /// Change attributes.
+    SetAttr { path: String, mode: Option<u32>, uid: Option<u32>, gid: Option<u32>, mtime_ms: Option<i64> },
+    /// Create a symlink.
+    Symlink { target: String, link: String, uid: u32, gid: u32 },
+    /// Attributes of a path (symlinks not followed).
+    Stat { path: String },
+    /// Directory listing (or the entry itself for a file).
+    List { path: String },
+    /// A file's attributes and block locations.
+    GetBlocks { path: String },
+    /// Cluster report.
+    Report,
+}
+
+/// A metadata response.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub enum MasterResponse {
+    /// Attributes of the affected inode.
+    Attr(Attr),
+    /// A new block and the workers to write it to.
+    Block(BlockLocation),
+    /// A listing.
+    Listing(Vec<DirEntry>),
+    /// A file and its blocks.
+    Blocks(FileBlocks),
+    /// The cluster report.
+    Report(ClusterReport),
+    /// Success with nothing to return.
+    Done,
+    /// The request failed.
+    Error(ErrorInfo),
+}
+
+/// A request frame's payload on the master's client port.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct RequestEnvelope {
+    /// Echoed in the response; requests on one connection may be answered out of order.
+    pub id: RequestId,
+    /// The request.
+    pub body: MasterRequest,
+}
+
+/// A response frame's payload on the master's client port.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct ResponseEnvelope {
+    /// The request this answers (0 for a connection-level error).
+    pub id: RequestId,
+    /// The response.
+    pub body: MasterResponse,
+}
+
+/// A request on a worker's data port.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub enum DataRequest {
+    /// Read `length` bytes at `offset` of a block. The response frame is
+    /// followed by exactly the number of bytes it declares.
+    Read { block_id: BlockId, offset: u64, length: u64 },
+    /// Write a whole block; exactly `length` raw bytes follow this frame,
+    /// with their crc32c in `crc` (end-to-end check).
+    Write { block_id: BlockId, length: u64, crc: u32 },
+}
+
+/// A response on a worker's data port.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub enum DataResponse {
+    /// `length` bytes follow.
+    ReadOk { length: u64 },
+    /// The block is stored (and committed to the master) on this tier.
+    WriteOk { tier: String },
+    /// The request failed; nothing follows.
+    Error(ErrorInfo),
+}
+
+/// Worker → master over the mesh: (re)registration with a full block report.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct RegisterWorker {
+    /// Where the worker serves data.
+    pub addr: WorkerAddr,
+    /// Its tiers.
+    pub tiers: Vec<TierUsage>,
+    /// Every block it holds.
+    pub blocks: Vec<BlockId>,
+}
+
+/// Master → worker: registration accepted; drop these blocks (no file owns them).
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct RegisterReply {
+    /// Orphan blocks to delete.
+    pub remove_blocks: Vec<BlockId>,
+}
+
+/// Worker → master over the mesh, every heartbeat interval.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct WorkerHeartbeat {
+    /// The worker.
+    pub worker_id: WorkerId,
+    /// Its tiers now.
+    pub tiers: Vec<TierUsage>,
+    /// Blocks it dropped since the last heartbeat.
+    pub removed: Vec<BlockId>,
+}
+
+/// Master → worker heartbeat answer.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct HeartbeatReply {
+    /// The master does not know this worker (it restarted): register again.
+    pub reregister: bool,
+    /// Blocks whose files are gone.
+    pub remove_blocks: Vec<BlockId>,
+}
+
+/// Worker → master: a block is stored and may be served.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct BlockCommit {
+    /// The worker.
+    pub worker_id: WorkerId,
+    /// The block.
+    pub block_id: BlockId,
+    /// Its length.
+    pub length: u64,
+    /// The tier it landed on.
+    pub tier: String,
+}
+
+/// Master's answer to a block commit.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub enum CommitReply {
+    /// Recorded.
+    Ok,
+    /// The master does not know this worker; register first.
+    UnknownWorker,
+    /// No file owns the block any more; drop it.
+    Orphan,
+}
