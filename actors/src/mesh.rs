@@ -13,24 +13,31 @@ use ractor_cluster::node::NodeServerSessionInformation;
 use ractor_cluster::{NodeEventSubscription, NodeServer, NodeServerMessage};
 use tokio::sync::mpsc;
 
-/// Implements `ractor::BytesConvertable` for rkyv types. Decoding validates
-/// the archive; a malformed payload panics inside ractor's decoder, which
-/// drops the message (callers always use timeouts).
-#[macro_export]
-macro_rules! rkyv_bytes {
-    ($($t:ty),* $(,)?) => {$(
-        impl ractor::BytesConvertable for $t {
-            fn into_bytes(self) -> Vec<u8> {
-                strata_protocol::frame::encode(&self).expect("mesh message encodes").into_vec()
-            }
-            fn from_bytes(bytes: Vec<u8>) -> Self {
-                match strata_protocol::frame::decode::<$t>(&bytes) {
-                    Ok(v) => v,
-                    Err(e) => panic!("invalid mesh message {}: {e}", stringify!($t)),
-                }
-            }
+/// A mesh payload: any rkyv type, carried as a validated archive. ractor's
+/// `BytesConvertable` cannot return an error, so a payload that fails
+/// validation panics inside ractor's decoder, which drops the message;
+/// callers always use timeouts.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Wire<T>(pub T);
+
+impl<T> ractor::BytesConvertable for Wire<T>
+where
+    T: strata_protocol::frame::Encode + rkyv::Archive,
+    T::Archived: for<'a> rkyv::bytecheck::CheckBytes<
+            rkyv::api::high::HighValidator<'a, rkyv::rancor::BoxedError>,
+        > + rkyv::Deserialize<T, rkyv::api::high::HighDeserializer<rkyv::rancor::BoxedError>>,
+{
+    fn into_bytes(self) -> Vec<u8> {
+        strata_protocol::frame::encode(&self.0)
+            .expect("mesh message encodes")
+            .into_vec()
+    }
+    fn from_bytes(bytes: Vec<u8>) -> Self {
+        match strata_protocol::frame::decode::<T>(&bytes) {
+            Ok(v) => Wire(v),
+            Err(e) => panic!("invalid mesh message {}: {e}", std::any::type_name::<T>()),
         }
-    )*};
+    }
 }
 
 /// A running mesh endpoint.
@@ -66,15 +73,30 @@ impl NodeEventSubscription for Events {
 
 impl Mesh {
     /// Starts this node's mesh server on `host:port` (port 0 picks one).
-    pub async fn start(node_name: &str, host: &str, port: u16, secret: &str) -> Result<Mesh, MeshError> {
-        let mut server = NodeServer::new(port, secret.to_string(), node_name.to_string(), host.to_string(), None, None);
+    pub async fn start(
+        node_name: &str,
+        host: &str,
+        port: u16,
+        secret: &str,
+    ) -> Result<Mesh, MeshError> {
+        let mut server = NodeServer::new(
+            port,
+            secret.to_string(),
+            node_name.to_string(),
+            host.to_string(),
+            None,
+            None,
+        );
         if let Ok(ip) = host.parse() {
             server = server.with_listen_addr(ip);
         }
         let (server, _) = Actor::spawn(Some(format!("strata.mesh.{node_name}")), server, ())
             .await
             .map_err(|e| MeshError::Start(e.to_string()))?;
-        Ok(Mesh { server, name: node_name.to_string() })
+        Ok(Mesh {
+            server,
+            name: node_name.to_string(),
+        })
     }
 
     /// This node's mesh name.
@@ -84,7 +106,9 @@ impl Mesh {
 
     /// Number of authenticated peer sessions.
     pub async fn peers(&self) -> usize {
-        ractor::call_t!(self.server, NodeServerMessage::GetSessions, 2000).map(|s| s.len()).unwrap_or(0)
+        ractor::call_t!(self.server, NodeServerMessage::GetSessions, 2000)
+            .map(|s| s.len())
+            .unwrap_or(0)
     }
 
     /// Connects to a peer and waits until the session is ready (both sides
@@ -94,36 +118,32 @@ impl Mesh {
         let sub_id = format!("join-{}-{}", addr, rand::random::<u64>());
         let _ = ractor::cast!(
             self.server,
-            NodeServerMessage::SubscribeToEvents { id: sub_id.clone(), subscription: Box::new(Events(tx)) }
+            NodeServerMessage::SubscribeToEvents {
+                id: sub_id.clone(),
+                subscription: Box::new(Events(tx))
+            }
         );
+        let last = parking_lot::Mutex::new(String::from("no answer"));
         let result = tokio::time::timeout(timeout, async {
-            let mut last = String::from("no answer");
             loop {
                 if let Err(e) = ractor_cluster::client_connect(&self.server, addr).await {
-                    last = format!("connect failed: {e}");
+                    *last.lock() = format!("connect failed: {e}");
                     tokio::time::sleep(Duration::from_millis(200)).await;
                     continue;
                 }
                 // The session either becomes ready or is closed (a secret
                 // mismatch closes it right after the challenge).
-                loop {
-                    match tokio::time::timeout(Duration::from_secs(3), rx.recv()).await {
-                        Ok(Some((true, _))) => return Ok(()),
-                        Ok(Some((false, _))) => {
-                            last = "the peer closed the session (wrong cluster secret?)".to_string();
-                            break;
-                        }
-                        Ok(None) => return Err("mesh server stopped".to_string()),
-                        Err(_) => {
-                            last = "no handshake within 3 s".to_string();
-                            break;
-                        }
+                match tokio::time::timeout(Duration::from_secs(3), rx.recv()).await {
+                    Ok(Some((true, _))) => return Ok(()),
+                    Ok(Some((false, _))) => {
+                        *last.lock() =
+                            "the peer closed the session (wrong cluster secret?)".to_string();
                     }
+                    Ok(None) => return Err("mesh server stopped".to_string()),
+                    Err(_) => *last.lock() = "no handshake within 3 s".to_string(),
                 }
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
-            #[allow(unreachable_code)]
-            Err::<(), String>(last)
         })
         .await;
         let _ = ractor::cast!(self.server, NodeServerMessage::UnsubscribeToEvents(sub_id));
@@ -132,7 +152,10 @@ impl Mesh {
             Ok(Err(reason)) => Err(MeshError::Join { addr: addr.to_string(), reason }),
             Err(_) => Err(MeshError::Join {
                 addr: addr.to_string(),
-                reason: format!("no authenticated session within {timeout:?} (wrong cluster secret or unreachable)"),
+                reason: format!(
+                    "no authenticated session within {timeout:?}: {} (wrong cluster secret or unreachable)",
+                    last.lock()
+                ),
             }),
         }
     }

@@ -52,7 +52,13 @@ fn rate(bytes: u64, d: Duration) -> f64 {
 }
 
 async fn start(bin: &Path, dir: &Path) -> Result<(Node, Client)> {
-    let node = Node::start(bin, &local_args(&dir.join("strata"), 2 << 30, 8 << 30), "master: ", &dir.join("strata.log"), Duration::from_secs(120))?;
+    let node = Node::start(
+        bin,
+        &local_args(&dir.join("strata"), 2 << 30, 8 << 30),
+        "master: ",
+        &dir.join("strata.log"),
+        Duration::from_secs(120),
+    )?;
     let mut cfg = ClientConfig::new(node.ready.clone());
     cfg.rpc_timeout = Duration::from_secs(60);
     let client = Client::connect(cfg).await?;
@@ -67,7 +73,9 @@ async fn main() -> Result<()> {
         None => tempfile::tempdir()?,
     };
     let dir = scratch.path();
-    let (_node, client) = start(&args.strata, dir).await.context("starting strata local")?;
+    let (_node, client) = start(&args.strata, dir)
+        .await
+        .context("starting strata local")?;
     match args.cmd {
         Cmd::Io { mib, block_mib } => io(&client, dir, mib, block_mib).await,
         Cmd::Meta { files } => meta(&client, dir, files).await,
@@ -104,7 +112,9 @@ async fn io(client: &Client, dir: &Path, mib: u64, block_mib: u64) -> Result<()>
 
     // Strata: put (client → worker), get (worker → client → local file).
     let t = Instant::now();
-    let mut w = client.create_with_block_size("/bench.bin", true, block_mib << 20).await?;
+    let mut w = client
+        .create_with_block_size("/bench.bin", true, block_mib << 20)
+        .await?;
     {
         use tokio::io::AsyncReadExt;
         let mut f = tokio::fs::File::open(&src).await?;
@@ -140,9 +150,17 @@ async fn io(client: &Client, dir: &Path, mib: u64, block_mib: u64) -> Result<()>
 
     println!("file {mib} MiB, block {block_mib} MiB");
     println!("cp in         {:>8.1} MiB/s", rate(len, cp_in));
-    println!("strata put    {:>8.1} MiB/s   ratio put/cp {:.2}", rate(len, put), cp_in.as_secs_f64() / put.as_secs_f64());
+    println!(
+        "strata put    {:>8.1} MiB/s   ratio put/cp {:.2}",
+        rate(len, put),
+        cp_in.as_secs_f64() / put.as_secs_f64()
+    );
     println!("cp out        {:>8.1} MiB/s", rate(len, cp_out));
-    println!("strata get    {:>8.1} MiB/s   ratio get/cp {:.2}", rate(len, get), cp_out.as_secs_f64() / get.as_secs_f64());
+    println!(
+        "strata get    {:>8.1} MiB/s   ratio get/cp {:.2}",
+        rate(len, get),
+        cp_out.as_secs_f64() / get.as_secs_f64()
+    );
     Ok(())
 }
 
@@ -160,7 +178,11 @@ async fn meta(client: &Client, dir: &Path, files: usize) -> Result<()> {
     let l = t.elapsed();
     let t = Instant::now();
     for i in 0..files {
-        client.create(&format!("/meta/f{i}"), false).await?.close().await?;
+        client
+            .create(&format!("/meta/f{i}"), false)
+            .await?
+            .close()
+            .await?;
     }
     rows.push(("create", l, t.elapsed()));
 
@@ -201,10 +223,23 @@ async fn meta(client: &Client, dir: &Path, files: usize) -> Result<()> {
     rows.push(("delete", l, t.elapsed()));
 
     println!("{files} files, one client, sequential calls");
-    println!("{:<10} {:>14} {:>14} {:>10}", "op", "local ops/s", "strata ops/s", "ratio");
+    println!(
+        "{:<10} {:>14} {:>14} {:>10}",
+        "op", "local ops/s", "strata ops/s", "ratio"
+    );
     for (op, l, s) in rows {
-        let n = if op.starts_with("list") { 10.0 } else { files as f64 };
-        println!("{:<10} {:>14.0} {:>14.0} {:>10.3}", op, n / l.as_secs_f64(), n / s.as_secs_f64(), l.as_secs_f64() / s.as_secs_f64());
+        let n = if op.starts_with("list") {
+            10.0
+        } else {
+            files as f64
+        };
+        println!(
+            "{:<10} {:>14.0} {:>14.0} {:>10.3}",
+            op,
+            n / l.as_secs_f64(),
+            n / s.as_secs_f64(),
+            l.as_secs_f64() / s.as_secs_f64()
+        );
     }
     Ok(())
 }

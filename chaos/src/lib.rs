@@ -13,7 +13,10 @@ use anyhow::{anyhow, bail, Context, Result};
 
 /// A free TCP port on 127.0.0.1 (bound and released; good enough for tests).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
 }
 
 /// One `strata` process.
@@ -38,7 +41,10 @@ fn send_signal(pid: u32, sig: libc::c_int) -> Result<()> {
         libc::SIGINT => "INT",
         _ => bail!("unsupported signal {sig}"),
     };
-    let st = Command::new("kill").arg(format!("-{name}")).arg(pid.to_string()).status()?;
+    let st = Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(pid.to_string())
+        .status()?;
     if !st.success() {
         bail!("kill -{name} {pid} failed");
     }
@@ -48,7 +54,13 @@ fn send_signal(pid: u32, sig: libc::c_int) -> Result<()> {
 impl Node {
     /// Starts `bin args…` and waits (up to `timeout`) for a stdout line
     /// starting with `ready_prefix`. Stderr goes to `log`.
-    pub fn start(bin: &Path, args: &[String], ready_prefix: &str, log: &Path, timeout: Duration) -> Result<Node> {
+    pub fn start(
+        bin: &Path,
+        args: &[String],
+        ready_prefix: &str,
+        log: &Path,
+        timeout: Duration,
+    ) -> Result<Node> {
         let mut n = Node {
             bin: bin.to_path_buf(),
             args: args.to_vec(),
@@ -62,7 +74,10 @@ impl Node {
     }
 
     fn launch(&mut self, timeout: Duration) -> Result<()> {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log)?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)?;
         let mut child = Command::new(&self.bin)
             .args(&self.args)
             .stdin(Stdio::null())
@@ -94,10 +109,21 @@ impl Node {
                     }
                 }
                 Err(_) => {
-                    let status = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten());
+                    let status = self
+                        .child
+                        .as_mut()
+                        .and_then(|c| c.try_wait().ok().flatten());
                     self.kill();
                     let tail = std::fs::read_to_string(&self.log).unwrap_or_default();
-                    let tail: String = tail.lines().rev().take(30).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
+                    let tail: String = tail
+                        .lines()
+                        .rev()
+                        .take(30)
+                        .collect::<Vec<_>>()
+                        .into_iter()
+                        .rev()
+                        .collect::<Vec<_>>()
+                        .join("\n");
                     return Err(anyhow!(
                         "{} {:?} not ready within {timeout:?} (exit: {status:?}); log tail:\n{tail}",
                         self.bin.display(),
@@ -123,7 +149,9 @@ impl Node {
 
     /// SIGTERM and wait for exit (SIGKILL after `grace`). Returns whether it exited cleanly.
     pub fn stop(&mut self, grace: Duration) -> bool {
-        let Some(mut c) = self.child.take() else { return true };
+        let Some(mut c) = self.child.take() else {
+            return true;
+        };
         let _ = send_signal(c.id(), libc::SIGTERM);
         let deadline = Instant::now() + grace;
         loop {
@@ -236,7 +264,13 @@ impl Cluster {
             "3000".into(),
         ];
         std::fs::create_dir_all(root)?;
-        let master = Node::start(bin, &args, "master: ", &root.join("master.log"), Duration::from_secs(60))?;
+        let master = Node::start(
+            bin,
+            &args,
+            "master: ",
+            &root.join("master.log"),
+            Duration::from_secs(60),
+        )?;
         let mut c = Cluster {
             master,
             master_mesh: format!("127.0.0.1:{mesh_port}"),

@@ -85,7 +85,9 @@ impl Client {
     pub async fn connect(cfg: ClientConfig) -> Result<Client, ClientError> {
         let master = master::MasterConnection::connect(&cfg.master, cfg.rpc_timeout).await?;
         let data = data::DataPool::new(cfg.data_timeout);
-        Ok(Client { inner: Arc::new(Inner { cfg, master, data }) })
+        Ok(Client {
+            inner: Arc::new(Inner { cfg, master, data }),
+        })
     }
 
     /// The configuration.
@@ -118,7 +120,14 @@ impl Client {
     pub async fn mkdir(&self, p: &str, recursive: bool) -> Result<Attr, ClientError> {
         path::components(p)?;
         let c = &self.inner.cfg;
-        self.call_attr(MasterRequest::Mkdir { path: p.into(), recursive, mode: 0o755, uid: c.uid, gid: c.gid }).await
+        self.call_attr(MasterRequest::Mkdir {
+            path: p.into(),
+            recursive,
+            mode: 0o755,
+            uid: c.uid,
+            gid: c.gid,
+        })
+        .await
     }
 
     /// Attributes of a path.
@@ -139,21 +148,35 @@ impl Client {
     /// Deletes a path (directories need `recursive` unless empty).
     pub async fn delete(&self, p: &str, recursive: bool) -> Result<(), ClientError> {
         path::components(p)?;
-        self.call_done(MasterRequest::Delete { path: p.into(), recursive }).await
+        self.call_done(MasterRequest::Delete {
+            path: p.into(),
+            recursive,
+        })
+        .await
     }
 
     /// Atomically renames `src` to `dst`, replacing a file at `dst`.
     pub async fn rename(&self, src: &str, dst: &str) -> Result<(), ClientError> {
         path::components(src)?;
         path::components(dst)?;
-        self.call_done(MasterRequest::Rename { src: src.into(), dst: dst.into() }).await
+        self.call_done(MasterRequest::Rename {
+            src: src.into(),
+            dst: dst.into(),
+        })
+        .await
     }
 
     /// Creates a symlink at `link` pointing to `target`.
     pub async fn symlink(&self, target: &str, link: &str) -> Result<Attr, ClientError> {
         path::components(link)?;
         let c = &self.inner.cfg;
-        self.call_attr(MasterRequest::Symlink { target: target.into(), link: link.into(), uid: c.uid, gid: c.gid }).await
+        self.call_attr(MasterRequest::Symlink {
+            target: target.into(),
+            link: link.into(),
+            uid: c.uid,
+            gid: c.gid,
+        })
+        .await
     }
 
     /// Changes mode, owner or mtime.
@@ -166,7 +189,14 @@ impl Client {
         mtime_ms: Option<i64>,
     ) -> Result<Attr, ClientError> {
         path::components(p)?;
-        self.call_attr(MasterRequest::SetAttr { path: p.into(), mode, uid, gid, mtime_ms }).await
+        self.call_attr(MasterRequest::SetAttr {
+            path: p.into(),
+            mode,
+            uid,
+            gid,
+            mtime_ms,
+        })
+        .await
     }
 
     /// The cluster report.
@@ -180,7 +210,10 @@ impl Client {
     /// A file's attributes and block locations.
     pub async fn blocks(&self, p: &str) -> Result<FileBlocks, ClientError> {
         path::components(p)?;
-        match self.call(MasterRequest::GetBlocks { path: p.into() }).await? {
+        match self
+            .call(MasterRequest::GetBlocks { path: p.into() })
+            .await?
+        {
             MasterResponse::Blocks(b) => Ok(b),
             other => Err(ClientError::unexpected(other)),
         }
@@ -188,24 +221,61 @@ impl Client {
 
     /// Creates a file for writing with the client's block size.
     pub async fn create(&self, p: &str, overwrite: bool) -> Result<FileWriter, ClientError> {
-        self.create_with_block_size(p, overwrite, self.inner.cfg.block_size).await
+        self.create_with_block_size(p, overwrite, self.inner.cfg.block_size)
+            .await
     }
 
     /// Creates a file for writing with a given block size.
-    pub async fn create_with_block_size(&self, p: &str, overwrite: bool, block_size: u64) -> Result<FileWriter, ClientError> {
+    pub async fn create_with_block_size(
+        &self,
+        p: &str,
+        overwrite: bool,
+        block_size: u64,
+    ) -> Result<FileWriter, ClientError> {
         path::components(p)?;
         let c = &self.inner.cfg;
         let attr = self
-            .call_attr(MasterRequest::Create { path: p.into(), block_size, mode: 0o644, uid: c.uid, gid: c.gid, overwrite })
+            .call_attr(MasterRequest::Create {
+                path: p.into(),
+                block_size,
+                mode: 0o644,
+                uid: c.uid,
+                gid: c.gid,
+                overwrite,
+            })
             .await?;
         Ok(FileWriter::new(self.clone(), attr))
+    }
+
+    /// Creates an unnamed file whose content will replace an existing
+    /// file's with [`Client::swap_content`] (keeps the target's inode).
+    pub async fn create_detached(&self, block_size: u64) -> Result<FileWriter, ClientError> {
+        let c = &self.inner.cfg;
+        let attr = self
+            .call_attr(MasterRequest::CreateDetached {
+                block_size,
+                mode: 0o644,
+                uid: c.uid,
+                gid: c.gid,
+            })
+            .await?;
+        Ok(FileWriter::new(self.clone(), attr))
+    }
+
+    /// Atomically moves the content of the closed detached file `from` into file `to`.
+    pub async fn swap_content(&self, from: u64, to: u64) -> Result<(), ClientError> {
+        self.call_done(MasterRequest::SwapContent { from, to })
+            .await
     }
 
     /// Opens a complete file for reading.
     pub async fn open(&self, p: &str) -> Result<FileReader, ClientError> {
         let blocks = self.blocks(p).await?;
         if !blocks.attr.complete {
-            return Err(ClientError::Remote(ErrorInfo::new(ErrorCode::InvalidState, format!("{p} is still being written"))));
+            return Err(ClientError::Remote(ErrorInfo::new(
+                ErrorCode::InvalidState,
+                format!("{p} is still being written"),
+            )));
         }
         Ok(FileReader::new(self.clone(), p.to_string(), blocks))
     }

@@ -22,7 +22,14 @@ pub struct FileReader {
 
 impl FileReader {
     pub(crate) fn new(client: Client, path: String, file: FileBlocks) -> Self {
-        FileReader { client, path, file, pos: 0, cur: None, ahead: None }
+        FileReader {
+            client,
+            path,
+            file,
+            pos: 0,
+            cur: None,
+            ahead: None,
+        }
     }
 
     /// File length.
@@ -42,7 +49,11 @@ impl FileReader {
 
     /// The chunk that starts at `off`: up to `read_chunk_bytes`, never past its block.
     fn chunk_at(&self, off: u64) -> Option<(BlockLocation, u64, u64)> {
-        let b = self.file.blocks.iter().find(|b| b.offset <= off && off < b.offset + b.length)?;
+        let b = self
+            .file
+            .blocks
+            .iter()
+            .find(|b| b.offset <= off && off < b.offset + b.length)?;
         let in_block = off - b.offset;
         let len = (b.length - in_block).min(self.client.inner.cfg.read_chunk_bytes);
         Some((b.clone(), in_block, len))
@@ -52,7 +63,10 @@ impl FileReader {
         let (block, in_block, len) = self.chunk_at(off)?;
         let client = self.client.clone();
         let path = self.path.clone();
-        Some((off, tokio::spawn(async move { fetch(&client, &path, block, in_block, len).await })))
+        Some((
+            off,
+            tokio::spawn(async move { fetch(&client, &path, block, in_block, len).await }),
+        ))
     }
 
     /// Reads up to `buf.len()` bytes at the current position; 0 at the end.
@@ -64,15 +78,18 @@ impl FileReader {
         if !have {
             let chunk_start = self.pos;
             let data = match self.ahead.take() {
-                Some((off, h)) if off == chunk_start => {
-                    h.await.map_err(|e| ClientError::Remote(ErrorInfo::new(ErrorCode::Internal, e.to_string())))??
-                }
+                Some((off, h)) if off == chunk_start => h.await.map_err(|e| {
+                    ClientError::Remote(ErrorInfo::new(ErrorCode::Internal, e.to_string()))
+                })??,
                 other => {
                     if let Some((_, h)) = other {
                         h.abort();
                     }
                     let (block, in_block, len) = self.chunk_at(chunk_start).ok_or_else(|| {
-                        ClientError::Remote(ErrorInfo::new(ErrorCode::Internal, format!("no block covers offset {chunk_start}")))
+                        ClientError::Remote(ErrorInfo::new(
+                            ErrorCode::Internal,
+                            format!("no block covers offset {chunk_start}"),
+                        ))
                     })?;
                     fetch(&self.client, &self.path, block, in_block, len).await?
                 }
@@ -102,16 +119,29 @@ impl Drop for FileReader {
 
 /// Fetches a range of a block from its workers, refreshing locations once
 /// if none of the known ones has it.
-async fn fetch(client: &Client, path: &str, block: BlockLocation, offset: u64, len: u64) -> Result<Vec<u8>, ClientError> {
+async fn fetch(
+    client: &Client,
+    path: &str,
+    block: BlockLocation,
+    offset: u64,
+    len: u64,
+) -> Result<Vec<u8>, ClientError> {
     let mut workers = block.workers.clone();
     let mut refreshed = false;
     loop {
         let mut last = None;
         for w in &workers {
-            match client.inner.data.read_block(w, block.block_id, offset, len).await {
+            match client
+                .inner
+                .data
+                .read_block(w, block.block_id, offset, len)
+                .await
+            {
                 Ok(data) => return Ok(data),
                 // Corruption is reported, never papered over by another copy silently.
-                Err(e) if e.code() == ErrorCode::ChecksumMismatch && workers.len() == 1 => return Err(e),
+                Err(e) if e.code() == ErrorCode::ChecksumMismatch && workers.len() == 1 => {
+                    return Err(e)
+                }
                 Err(e) => {
                     tracing::debug!(worker = w.worker_id, error = %e, "block read failed");
                     last = Some(e);
@@ -133,6 +163,11 @@ async fn fetch(client: &Client, path: &str, block: BlockLocation, offset: u64, l
         }
         refreshed = true;
         let fresh = client.blocks(path).await?;
-        workers = fresh.blocks.iter().find(|b| b.block_id == block.block_id).map(|b| b.workers.clone()).unwrap_or_default();
+        workers = fresh
+            .blocks
+            .iter()
+            .find(|b| b.block_id == block.block_id)
+            .map(|b| b.workers.clone())
+            .unwrap_or_default();
     }
 }

@@ -37,7 +37,10 @@ pub enum Command {
 impl Command {
     /// Whether this command runs a server (logs at info by default).
     pub fn is_server(&self) -> bool {
-        matches!(self, Command::Master(_) | Command::Worker(_) | Command::Local(_))
+        matches!(
+            self,
+            Command::Master(_) | Command::Worker(_) | Command::Local(_)
+        )
     }
 }
 
@@ -249,7 +252,9 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             if let Some(v) = a.worker_lost_timeout_ms {
                 cfg.master.worker_lost_timeout_ms = v;
             }
-            cfg.validate().map_err(anyhow::Error::msg).context("invalid configuration")?;
+            cfg.validate()
+                .map_err(anyhow::Error::msg)
+                .context("invalid configuration")?;
             crate::server::run_master(cfg).await
         }
         Command::Worker(a) => {
@@ -272,7 +277,9 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             if !a.tiers.is_empty() {
                 cfg.worker.tiers = a.tiers;
             }
-            cfg.validate().map_err(anyhow::Error::msg).context("invalid configuration")?;
+            cfg.validate()
+                .map_err(anyhow::Error::msg)
+                .context("invalid configuration")?;
             crate::server::run_worker(cfg).await
         }
         Command::Local(a) => {
@@ -289,7 +296,9 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             if !a.tiers.is_empty() {
                 cfg.worker.tiers = a.tiers;
             }
-            cfg.validate().map_err(anyhow::Error::msg).context("invalid configuration")?;
+            cfg.validate()
+                .map_err(anyhow::Error::msg)
+                .context("invalid configuration")?;
             crate::server::run_local(cfg).await
         }
         Command::Fs(a) => crate::fs_cmd::run(&cfg, &a.client, a.cmd).await,

@@ -29,7 +29,8 @@ pub fn apply_common(cfg: &mut Config, c: &CommonServer) {
 }
 
 fn bind(host: &str, port: u16) -> anyhow::Result<Arc<std::net::TcpListener>> {
-    let l = std::net::TcpListener::bind((host, port)).with_context(|| format!("binding {host}:{port}"))?;
+    let l = std::net::TcpListener::bind((host, port))
+        .with_context(|| format!("binding {host}:{port}"))?;
     Ok(Arc::new(l))
 }
 
@@ -40,7 +41,12 @@ fn tiers(cfg: &Config) -> Vec<TierConfig> {
             .worker
             .tiers
             .iter()
-            .map(|t| TierConfig { name: t.name.clone(), dir: t.path.clone(), capacity_bytes: t.capacity.0, durable: t.name != "MEM" })
+            .map(|t| TierConfig {
+                name: t.name.clone(),
+                dir: t.path.clone(),
+                capacity_bytes: t.capacity.0,
+                durable: t.name != "MEM",
+            })
             .collect();
     }
     let data = cfg.data_dir.join("worker");
@@ -52,8 +58,18 @@ fn tiers(cfg: &Config) -> Vec<TierConfig> {
         data.join("mem")
     };
     vec![
-        TierConfig { name: "MEM".into(), dir: mem, capacity_bytes: 1 << 30, durable: false },
-        TierConfig { name: "SSD".into(), dir: data.join("ssd"), capacity_bytes: 16 << 30, durable: true },
+        TierConfig {
+            name: "MEM".into(),
+            dir: mem,
+            capacity_bytes: 1 << 30,
+            durable: false,
+        },
+        TierConfig {
+            name: "SSD".into(),
+            dir: data.join("ssd"),
+            capacity_bytes: 16 << 30,
+            durable: true,
+        },
     ]
 }
 
@@ -85,14 +101,23 @@ where
 
 async fn journal_ready() -> bool {
     match journal::actor() {
-        Some(j) => matches!(ractor::call_t!(j, journal::JournalMsg::Status, 1000), Ok(s) if s.leader.is_some() && s.applied_index > 0),
+        Some(j) => {
+            matches!(ractor::call_t!(j, journal::JournalMsg::Status, 1000), Ok(s) if s.leader.is_some() && s.applied_index > 0)
+        }
         None => false,
     }
 }
 
 async fn worker_registered() -> bool {
     match ractor::registry::where_is(worker_actor::NAME.to_string()) {
-        Some(w) => matches!(ractor::call_t!(ActorRef::<worker_actor::WorkerMsg>::from(w), worker_actor::WorkerMsg::Registered, 1000), Ok(true)),
+        Some(w) => matches!(
+            ractor::call_t!(
+                ActorRef::<worker_actor::WorkerMsg>::from(w),
+                worker_actor::WorkerMsg::Registered,
+                1000
+            ),
+            Ok(true)
+        ),
         None => false,
     }
 }
@@ -103,12 +128,20 @@ fn ready_line(line: &str) {
     let _ = out.flush();
 }
 
-async fn supervise(specs: Vec<ChildSpec>) -> anyhow::Result<(ActorRef<SupervisorMsg>, tokio::task::JoinHandle<()>)> {
-    Actor::spawn(Some("strata.supervisor".into()), NodeSupervisor, specs).await.map_err(|e| anyhow!("starting the node: {e}"))
+async fn supervise(
+    specs: Vec<ChildSpec>,
+) -> anyhow::Result<(ActorRef<SupervisorMsg>, tokio::task::JoinHandle<()>)> {
+    Actor::spawn(Some("strata.supervisor".into()), NodeSupervisor, specs)
+        .await
+        .map_err(|e| anyhow!("starting the node: {e}"))
 }
 
 /// Runs until SIGINT/SIGTERM (clean stop) or until the supervisor gives up.
-async fn run_until_signal(sup: ActorRef<SupervisorMsg>, handle: tokio::task::JoinHandle<()>, mesh: Mesh) -> anyhow::Result<()> {
+async fn run_until_signal(
+    sup: ActorRef<SupervisorMsg>,
+    handle: tokio::task::JoinHandle<()>,
+    mesh: Mesh,
+) -> anyhow::Result<()> {
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let mut handle = handle;
@@ -119,7 +152,9 @@ async fn run_until_signal(sup: ActorRef<SupervisorMsg>, handle: tokio::task::Joi
     };
     tracing::info!("stopping");
     if outcome.is_ok() {
-        let _ = sup.stop_and_wait(Some("signal".into()), Some(Duration::from_secs(10))).await;
+        let _ = sup
+            .stop_and_wait(Some("signal".into()), Some(Duration::from_secs(10)))
+            .await;
     }
     mesh.stop();
     outcome
@@ -129,8 +164,15 @@ async fn run_until_signal(sup: ActorRef<SupervisorMsg>, handle: tokio::task::Joi
 pub async fn run_master(cfg: Config) -> anyhow::Result<()> {
     let listener = bind(&cfg.master.host, cfg.master.rpc_port)?;
     let addr = format!("{}:{}", cfg.master.host, listener.local_addr()?.port());
-    let mesh = Mesh::start(&format!("master-{}", cfg.master.id), &cfg.master.host, cfg.master.mesh_port, &cfg.cluster_secret).await?;
-    let specs = master::children(&master_options(&cfg, addr.clone()), listener).map_err(anyhow::Error::msg)?;
+    let mesh = Mesh::start(
+        &format!("master-{}", cfg.master.id),
+        &cfg.master.host,
+        cfg.master.mesh_port,
+        &cfg.cluster_secret,
+    )
+    .await?;
+    let specs = master::children(&master_options(&cfg, addr.clone()), listener)
+        .map_err(anyhow::Error::msg)?;
     let (sup, handle) = supervise(specs).await?;
     wait_until("the journal", Duration::from_secs(60), journal_ready).await?;
     ready_line(&format!("master: {addr}"));
@@ -143,7 +185,13 @@ pub async fn run_worker(cfg: Config) -> anyhow::Result<()> {
     let id = worker::worker_id(&dir).with_context(|| format!("worker id in {}", dir.display()))?;
     let listener = bind(&cfg.worker.host, cfg.worker.data_port)?;
     let data_addr = format!("{}:{}", cfg.worker.host, listener.local_addr()?.port());
-    let mesh = Mesh::start(&format!("worker-{id:x}"), &cfg.worker.host, cfg.worker.mesh_port, &cfg.cluster_secret).await?;
+    let mesh = Mesh::start(
+        &format!("worker-{id:x}"),
+        &cfg.worker.host,
+        cfg.worker.mesh_port,
+        &cfg.cluster_secret,
+    )
+    .await?;
     mesh.join(&cfg.worker.master_mesh, Duration::from_secs(15))
         .await
         .context("joining the cluster (is the master up, and is the cluster secret the same?)")?;
@@ -156,7 +204,12 @@ pub async fn run_worker(cfg: Config) -> anyhow::Result<()> {
     };
     let specs = worker::children(&opts, listener).map_err(anyhow::Error::msg)?;
     let (sup, handle) = supervise(specs).await?;
-    wait_until("worker registration", Duration::from_secs(60), worker_registered).await?;
+    wait_until(
+        "worker registration",
+        Duration::from_secs(60),
+        worker_registered,
+    )
+    .await?;
     ready_line(&format!("worker: {data_addr}"));
     run_until_signal(sup, handle, mesh).await
 }
@@ -168,7 +221,8 @@ pub async fn run_local(cfg: Config) -> anyhow::Result<()> {
     let addr = format!("{host}:{}", listener.local_addr()?.port());
     let data_listener = bind(&host, cfg.worker.data_port)?;
     let mesh = Mesh::start("local", &host, cfg.master.mesh_port, &cfg.cluster_secret).await?;
-    let mut specs = master::children(&master_options(&cfg, addr.clone()), listener).map_err(anyhow::Error::msg)?;
+    let mut specs = master::children(&master_options(&cfg, addr.clone()), listener)
+        .map_err(anyhow::Error::msg)?;
     let opts = WorkerOptions {
         data_dir: cfg.data_dir.join("worker"),
         host: host.clone(),

@@ -5,7 +5,17 @@ use rkyv::{Archive, Deserialize, Serialize};
 
 /// A stable, wire-visible error code.
 #[derive(
-    Archive, Serialize, Deserialize, serde::Serialize, serde::Deserialize, Debug, Clone, Copy, PartialEq, Eq, Hash,
+    Archive,
+    Serialize,
+    Deserialize,
+    serde::Serialize,
+    serde::Deserialize,
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
 )]
 #[rkyv(derive(Debug))]
 #[repr(u16)]
@@ -79,7 +89,15 @@ impl ErrorCode {
 
 /// An error as it travels on the wire: a stable code and a human message.
 #[derive(
-    Archive, Serialize, Deserialize, serde::Serialize, serde::Deserialize, Debug, Clone, PartialEq, Eq,
+    Archive,
+    Serialize,
+    Deserialize,
+    serde::Serialize,
+    serde::Deserialize,
+    Debug,
+    Clone,
+    PartialEq,
+    Eq,
 )]
 #[rkyv(derive(Debug))]
 pub struct ErrorInfo {
@@ -92,7 +110,10 @@ pub struct ErrorInfo {
 impl ErrorInfo {
     /// Builds an error from a code and a message.
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        ErrorInfo { code, message: message.into() }
+        ErrorInfo {
+            code,
+            message: message.into(),
+        }
     }
 }
 

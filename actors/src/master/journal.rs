@@ -13,7 +13,10 @@ use std::time::Duration;
 
 use openraft::error::{InstallSnapshotError, RPCError, RaftError, Unreachable};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
-use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest, VoteResponse};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
 use openraft::{BasicNode, Config, ServerState, SnapshotPolicy};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use ractor_cluster::RactorMessage;
@@ -69,13 +72,18 @@ pub struct JournalState {
     args: JournalArgs,
 }
 
-/// Maps an openraft error to a wire error.
-fn raft_error<E: std::fmt::Display>(e: RaftError<NodeId, E>) -> ErrorInfo
-where
-    E: openraft::error::TryAsRef<openraft::error::ForwardToLeader<NodeId, BasicNode>>,
-{
-    if let Some(f) = e.forward_to_leader() {
-        let leader = f.leader_node.as_ref().map(|n| n.addr.clone()).unwrap_or_default();
+/// Maps an openraft error to a wire error: `NotLeader` carries the leader's
+/// client address when known.
+fn raft_error(
+    forward: Option<&openraft::error::ForwardToLeader<NodeId, BasicNode>>,
+    e: &dyn std::fmt::Display,
+) -> ErrorInfo {
+    if let Some(f) = forward {
+        let leader = f
+            .leader_node
+            .as_ref()
+            .map(|n| n.addr.clone())
+            .unwrap_or_default();
         return ErrorInfo::new(ErrorCode::NotLeader, leader);
     }
     ErrorInfo::new(ErrorCode::Unavailable, e.to_string())
@@ -86,7 +94,11 @@ impl Actor for JournalActor {
     type State = JournalState;
     type Arguments = JournalArgs;
 
-    async fn pre_start(&self, _myself: ActorRef<Self::Msg>, args: JournalArgs) -> Result<Self::State, ActorProcessingErr> {
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        args: JournalArgs,
+    ) -> Result<Self::State, ActorProcessingErr> {
         let mut slot = args.slot.lock().await;
         if let Some(old) = slot.take() {
             let _ = old.shutdown().await;
@@ -102,38 +114,67 @@ impl Actor for JournalActor {
         }
         .validate()?;
         let sm = StateMachine::new(ActorNamespace::new(args.db.clone()), &args.snapshot_dir)?;
-        let raft = Raft::new(args.node_id, Arc::new(config), MeshNetwork, LogStore::new(args.db.clone()), sm).await?;
+        let raft = Raft::new(
+            args.node_id,
+            Arc::new(config),
+            MeshNetwork,
+            LogStore::new(args.db.clone()),
+            sm,
+        )
+        .await?;
         if !raft.is_initialized().await? {
-            let members: BTreeMap<NodeId, BasicNode> =
-                args.members.iter().map(|(id, addr)| (*id, BasicNode::new(addr.clone()))).collect();
-            raft.initialize(members).await.map_err(|e| format!("initializing the journal: {e}"))?;
+            let members: BTreeMap<NodeId, BasicNode> = args
+                .members
+                .iter()
+                .map(|(id, addr)| (*id, BasicNode::new(addr.clone())))
+                .collect();
+            raft.initialize(members)
+                .await
+                .map_err(|e| format!("initializing the journal: {e}"))?;
         }
         *slot = Some(raft.clone());
         drop(slot);
         Ok(JournalState { raft, args })
     }
 
-    async fn post_stop(&self, _myself: ActorRef<Self::Msg>, state: &mut Self::State) -> Result<(), ActorProcessingErr> {
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
         let _ = state.raft.shutdown().await;
         *state.args.slot.lock().await = None;
         Ok(())
     }
 
-    async fn handle(&self, _myself: ActorRef<Self::Msg>, msg: Self::Msg, state: &mut Self::State) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        msg: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
         match msg {
             JournalMsg::Propose(entry, reply) => {
                 // Proposals run concurrently so openraft can batch them into
                 // one log append (one fsync for many clients).
                 let raft = state.raft.clone();
                 tokio::spawn(async move {
-                    let r = raft.client_write(entry).await.map(|resp| resp.data).map_err(raft_error);
+                    let r = raft
+                        .client_write(entry)
+                        .await
+                        .map(|resp| resp.data)
+                        .map_err(|e| raft_error(e.forward_to_leader(), &e));
                     let _ = reply.send(r);
                 });
             }
             JournalMsg::ReadBarrier(reply) => {
                 let raft = state.raft.clone();
                 tokio::spawn(async move {
-                    let r = raft.ensure_linearizable().await.map(|_| ()).map_err(raft_error);
+                    let r = raft
+                        .ensure_linearizable()
+                        .await
+                        .map(|_| ())
+                        .map_err(|e| raft_error(e.forward_to_leader(), &e));
                     let _ = reply.send(r);
                 });
             }
@@ -168,21 +209,43 @@ pub fn actor() -> Option<ActorRef<JournalMsg>> {
 
 /// Proposes an entry and waits for its result.
 pub async fn propose(entry: JournalEntry) -> Result<ApplyResult, ErrorInfo> {
-    let a = actor().ok_or_else(|| ErrorInfo::new(ErrorCode::Unavailable, "journal is restarting"))?;
-    match a.call(|r| JournalMsg::Propose(entry, r), Some(Duration::from_secs(30))).await {
+    let a =
+        actor().ok_or_else(|| ErrorInfo::new(ErrorCode::Unavailable, "journal is restarting"))?;
+    match a
+        .call(
+            |r| JournalMsg::Propose(entry, r),
+            Some(Duration::from_secs(30)),
+        )
+        .await
+    {
         Ok(ractor::rpc::CallResult::Success(r)) => r,
-        Ok(ractor::rpc::CallResult::Timeout) => Err(ErrorInfo::new(ErrorCode::Timeout, "journal commit timed out")),
-        _ => Err(ErrorInfo::new(ErrorCode::Unavailable, "journal is restarting")),
+        Ok(ractor::rpc::CallResult::Timeout) => Err(ErrorInfo::new(
+            ErrorCode::Timeout,
+            "journal commit timed out",
+        )),
+        _ => Err(ErrorInfo::new(
+            ErrorCode::Unavailable,
+            "journal is restarting",
+        )),
     }
 }
 
 /// Waits until a linearizable read may be served here.
 pub async fn read_barrier() -> Result<(), ErrorInfo> {
-    let a = actor().ok_or_else(|| ErrorInfo::new(ErrorCode::Unavailable, "journal is restarting"))?;
-    match a.call(JournalMsg::ReadBarrier, Some(Duration::from_secs(10))).await {
+    let a =
+        actor().ok_or_else(|| ErrorInfo::new(ErrorCode::Unavailable, "journal is restarting"))?;
+    match a
+        .call(JournalMsg::ReadBarrier, Some(Duration::from_secs(10)))
+        .await
+    {
         Ok(ractor::rpc::CallResult::Success(r)) => r,
-        Ok(ractor::rpc::CallResult::Timeout) => Err(ErrorInfo::new(ErrorCode::Timeout, "read barrier timed out")),
-        _ => Err(ErrorInfo::new(ErrorCode::Unavailable, "journal is restarting")),
+        Ok(ractor::rpc::CallResult::Timeout) => {
+            Err(ErrorInfo::new(ErrorCode::Timeout, "read barrier timed out"))
+        }
+        _ => Err(ErrorInfo::new(
+            ErrorCode::Unavailable,
+            "journal is restarting",
+        )),
     }
 }
 
@@ -212,20 +275,29 @@ impl RaftNetwork<TypeConfig> for MeshConnection {
         _rpc: AppendEntriesRequest<TypeConfig>,
         _o: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
-        Err(RPCError::Unreachable(Unreachable::new(&NoTransport(self.target))))
+        Err(RPCError::Unreachable(Unreachable::new(&NoTransport(
+            self.target,
+        ))))
     }
     async fn install_snapshot(
         &mut self,
         _rpc: InstallSnapshotRequest<TypeConfig>,
         _o: RPCOption,
-    ) -> Result<InstallSnapshotResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId, InstallSnapshotError>>> {
-        Err(RPCError::Unreachable(Unreachable::new(&NoTransport(self.target))))
+    ) -> Result<
+        InstallSnapshotResponse<NodeId>,
+        RPCError<NodeId, BasicNode, RaftError<NodeId, InstallSnapshotError>>,
+    > {
+        Err(RPCError::Unreachable(Unreachable::new(&NoTransport(
+            self.target,
+        ))))
     }
     async fn vote(
         &mut self,
         _rpc: VoteRequest<NodeId>,
         _o: RPCOption,
     ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
-        Err(RPCError::Unreachable(Unreachable::new(&NoTransport(self.target))))
+        Err(RPCError::Unreachable(Unreachable::new(&NoTransport(
+            self.target,
+        ))))
     }
 }

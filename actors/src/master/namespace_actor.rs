@@ -28,7 +28,10 @@ pub type Rows = Vec<(u8, Vec<u8>, Vec<u8>)>;
 #[derive(RactorMessage)]
 pub enum NamespaceMsg {
     /// Apply committed entries in order (from the Raft state machine).
-    Apply(Vec<(u64, JournalEntry, Extra)>, RpcReplyPort<Result<Vec<ApplyResult>, String>>),
+    Apply(
+        Vec<(u64, JournalEntry, Extra)>,
+        RpcReplyPort<Result<Vec<ApplyResult>, String>>,
+    ),
     /// Write bookkeeping rows only (blank and membership entries).
     PutMeta(Extra, RpcReplyPort<Result<(), String>>),
     /// Export the state for a snapshot.
@@ -62,11 +65,20 @@ impl Actor for NamespaceActor {
     type State = Arc<Namespace>;
     type Arguments = Arc<Namespace>;
 
-    async fn pre_start(&self, _myself: ActorRef<Self::Msg>, ns: Arc<Namespace>) -> Result<Self::State, ActorProcessingErr> {
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        ns: Arc<Namespace>,
+    ) -> Result<Self::State, ActorProcessingErr> {
         Ok(ns)
     }
 
-    async fn handle(&self, _myself: ActorRef<Self::Msg>, msg: Self::Msg, ns: &mut Self::State) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        msg: Self::Msg,
+        ns: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
         match msg {
             NamespaceMsg::Apply(batch, reply) => {
                 let mut out = Vec::with_capacity(batch.len());
@@ -135,7 +147,9 @@ pub async fn call<R: Send + 'static>(
         if let Some(a) = actor() {
             match a.call(&make, Some(Duration::from_secs(30))).await {
                 Ok(ractor::rpc::CallResult::Success(r)) => return Ok(r),
-                Ok(ractor::rpc::CallResult::Timeout) => return Err("namespace actor timed out".into()),
+                Ok(ractor::rpc::CallResult::Timeout) => {
+                    return Err("namespace actor timed out".into())
+                }
                 _ => {}
             }
         }
@@ -162,7 +176,10 @@ impl ActorNamespace {
 const PATIENCE: Duration = Duration::from_secs(20);
 
 impl NamespaceHandle for ActorNamespace {
-    async fn apply(&self, batch: Vec<(u64, JournalEntry, Extra)>) -> Result<Vec<ApplyResult>, String> {
+    async fn apply(
+        &self,
+        batch: Vec<(u64, JournalEntry, Extra)>,
+    ) -> Result<Vec<ApplyResult>, String> {
         call(PATIENCE, |r| NamespaceMsg::Apply(batch.clone(), r)).await?
     }
     async fn put_meta(&self, extra: Extra) -> Result<(), String> {

@@ -13,12 +13,13 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use ractor_cluster::RactorClusterMessage;
 use rkyv::{Archive, Deserialize, Serialize};
 use strata_protocol::messages::{
-    BlockCommit, CommitReply, HeartbeatReply, RegisterReply, RegisterWorker, TierUsage, WorkerAddr, WorkerHeartbeat,
-    WorkerReport,
+    BlockCommit, CommitReply, HeartbeatReply, RegisterReply, RegisterWorker, TierUsage, WorkerAddr,
+    WorkerHeartbeat, WorkerReport,
 };
 use strata_protocol::{BlockId, WorkerId};
 
 use super::namespace_actor;
+use crate::mesh::Wire;
 
 /// Registered name of the WorkerManager.
 pub const NAME: &str = "strata.workers";
@@ -46,43 +47,29 @@ pub struct Placement(pub Vec<WorkerAddr>);
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, Default)]
 pub struct WorkerReports(pub Vec<WorkerReport>);
 
-crate::rkyv_bytes!(
-    BlockList,
-    LocationList,
-    PlaceRequest,
-    Placement,
-    WorkerReports,
-    RegisterWorker,
-    RegisterReply,
-    WorkerHeartbeat,
-    HeartbeatReply,
-    BlockCommit,
-    CommitReply
-);
-
 /// Messages to the WorkerManager. Variant names are wire tags: never rename.
 #[derive(RactorClusterMessage)]
 pub enum WorkerManagerMsg {
     /// A worker (re)registers with its full block report.
     #[rpc]
-    Register(RegisterWorker, RpcReplyPort<RegisterReply>),
+    Register(Wire<RegisterWorker>, RpcReplyPort<Wire<RegisterReply>>),
     /// A worker's periodic heartbeat.
     #[rpc]
-    Heartbeat(WorkerHeartbeat, RpcReplyPort<HeartbeatReply>),
+    Heartbeat(Wire<WorkerHeartbeat>, RpcReplyPort<Wire<HeartbeatReply>>),
     /// A worker stored a block.
     #[rpc]
-    CommitBlock(BlockCommit, RpcReplyPort<CommitReply>),
+    CommitBlock(Wire<BlockCommit>, RpcReplyPort<Wire<CommitReply>>),
     /// Live locations of blocks.
     #[rpc]
-    Locate(BlockList, RpcReplyPort<LocationList>),
+    Locate(Wire<BlockList>, RpcReplyPort<Wire<LocationList>>),
     /// Choose workers for a new block.
     #[rpc]
-    Place(PlaceRequest, RpcReplyPort<Placement>),
+    Place(Wire<PlaceRequest>, RpcReplyPort<Wire<Placement>>),
     /// These blocks belong to no file any more: tell their workers.
-    Free(BlockList),
+    Free(Wire<BlockList>),
     /// All workers, for `strata report`.
     #[rpc]
-    Report(RpcReplyPort<WorkerReports>),
+    Report(RpcReplyPort<Wire<WorkerReports>>),
     /// Periodic liveness check.
     Tick,
 }
@@ -105,7 +92,10 @@ struct WorkerEntry {
 
 impl WorkerEntry {
     fn free_bytes(&self) -> u64 {
-        self.tiers.iter().map(|t| t.capacity_bytes.saturating_sub(t.used_bytes)).sum()
+        self.tiers
+            .iter()
+            .map(|t| t.capacity_bytes.saturating_sub(t.used_bytes))
+            .sum()
     }
 }
 
@@ -138,7 +128,11 @@ impl WorkerManagerState {
     }
 
     fn forget_worker_blocks(&mut self, worker: WorkerId) {
-        let blocks: Vec<BlockId> = self.workers.get(&worker).map(|w| w.blocks.iter().copied().collect()).unwrap_or_default();
+        let blocks: Vec<BlockId> = self
+            .workers
+            .get(&worker)
+            .map(|w| w.blocks.iter().copied().collect())
+            .unwrap_or_default();
         for b in blocks {
             self.remove_location(worker, b);
         }
@@ -153,15 +147,29 @@ impl Actor for WorkerManager {
     type State = WorkerManagerState;
     type Arguments = WorkerManagerArgs;
 
-    async fn pre_start(&self, myself: ActorRef<Self::Msg>, args: WorkerManagerArgs) -> Result<Self::State, ActorProcessingErr> {
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        args: WorkerManagerArgs,
+    ) -> Result<Self::State, ActorProcessingErr> {
         ractor::pg::join(GROUP.to_string(), vec![myself.get_cell()]);
         myself.send_interval(Duration::from_millis(500), || WorkerManagerMsg::Tick);
-        Ok(WorkerManagerState { args, workers: HashMap::new(), locations: HashMap::new(), next_rr: 0 })
+        Ok(WorkerManagerState {
+            args,
+            workers: HashMap::new(),
+            locations: HashMap::new(),
+            next_rr: 0,
+        })
     }
 
-    async fn handle(&self, _myself: ActorRef<Self::Msg>, msg: Self::Msg, st: &mut Self::State) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        msg: Self::Msg,
+        st: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
         match msg {
-            WorkerManagerMsg::Register(reg, reply) => {
+            WorkerManagerMsg::Register(Wire(reg), reply) => {
                 let id = reg.addr.worker_id;
                 tracing::info!(worker = id, host = %reg.addr.host, port = reg.addr.data_port, blocks = reg.blocks.len(), "worker registered");
                 st.forget_worker_blocks(id);
@@ -186,11 +194,16 @@ impl Actor for WorkerManager {
                 for b in reg.blocks.into_iter().filter(|b| !orphan_set.contains(b)) {
                     st.add_location(id, b);
                 }
-                let _ = reply.send(RegisterReply { remove_blocks: orphans });
+                let _ = reply.send(Wire(RegisterReply {
+                    remove_blocks: orphans,
+                }));
             }
-            WorkerManagerMsg::Heartbeat(hb, reply) => {
+            WorkerManagerMsg::Heartbeat(Wire(hb), reply) => {
                 let Some(w) = st.workers.get_mut(&hb.worker_id) else {
-                    let _ = reply.send(HeartbeatReply { reregister: true, remove_blocks: vec![] });
+                    let _ = reply.send(Wire(HeartbeatReply {
+                        reregister: true,
+                        remove_blocks: vec![],
+                    }));
                     return Ok(());
                 };
                 let was_lost = !w.live;
@@ -201,17 +214,20 @@ impl Actor for WorkerManager {
                     st.remove_location(hb.worker_id, b);
                 }
                 // A worker that was declared lost had its locations dropped: it must report them again.
-                let _ = reply.send(HeartbeatReply { reregister: was_lost, remove_blocks });
+                let _ = reply.send(Wire(HeartbeatReply {
+                    reregister: was_lost,
+                    remove_blocks,
+                }));
             }
-            WorkerManagerMsg::CommitBlock(c, reply) => {
+            WorkerManagerMsg::CommitBlock(Wire(c), reply) => {
                 if !st.workers.contains_key(&c.worker_id) {
-                    let _ = reply.send(CommitReply::UnknownWorker);
+                    let _ = reply.send(Wire(CommitReply::UnknownWorker));
                     return Ok(());
                 }
                 st.add_location(c.worker_id, c.block_id);
-                let _ = reply.send(CommitReply::Ok);
+                let _ = reply.send(Wire(CommitReply::Ok));
             }
-            WorkerManagerMsg::Locate(blocks, reply) => {
+            WorkerManagerMsg::Locate(Wire(blocks), reply) => {
                 let out = blocks
                     .0
                     .iter()
@@ -228,25 +244,36 @@ impl Actor for WorkerManager {
                             .unwrap_or_default()
                     })
                     .collect();
-                let _ = reply.send(LocationList(out));
+                let _ = reply.send(Wire(LocationList(out)));
             }
-            WorkerManagerMsg::Place(req, reply) => {
-                let mut live: Vec<&WorkerEntry> =
-                    st.workers.values().filter(|w| w.live && w.free_bytes() >= req.length).collect();
+            WorkerManagerMsg::Place(Wire(req), reply) => {
+                let mut live: Vec<&WorkerEntry> = st
+                    .workers
+                    .values()
+                    .filter(|w| w.live && w.free_bytes() >= req.length)
+                    .collect();
                 if live.is_empty() {
                     // Let the worker answer a precise no-space error rather than guess here.
                     live = st.workers.values().filter(|w| w.live).collect();
                 }
-                live.sort_by_key(|w| (w.addr.host != req.client_host, std::cmp::Reverse(w.free_bytes()), w.addr.worker_id));
+                live.sort_by_key(|w| {
+                    (
+                        w.addr.host != req.client_host,
+                        std::cmp::Reverse(w.free_bytes()),
+                        w.addr.worker_id,
+                    )
+                });
                 // Local-first; among equals, rotate so load spreads.
                 if live.len() > 1 && live[0].addr.host != req.client_host {
                     let n = live.len();
                     live.rotate_left(st.next_rr % n);
                     st.next_rr += 1;
                 }
-                let _ = reply.send(Placement(live.into_iter().map(|w| w.addr.clone()).collect()));
+                let _ = reply.send(Wire(Placement(
+                    live.into_iter().map(|w| w.addr.clone()).collect(),
+                )));
             }
-            WorkerManagerMsg::Free(blocks) => {
+            WorkerManagerMsg::Free(Wire(blocks)) => {
                 for b in blocks.0 {
                     if let Some(ws) = st.locations.remove(&b) {
                         for w in ws {
@@ -266,13 +293,14 @@ impl Actor for WorkerManager {
                     .map(|w| WorkerReport {
                         addr: w.addr.clone(),
                         live: w.live,
-                        last_heartbeat_ms_ago: now.duration_since(w.last_heartbeat).as_millis() as u64,
+                        last_heartbeat_ms_ago: now.duration_since(w.last_heartbeat).as_millis()
+                            as u64,
                         tiers: w.tiers.clone(),
                         blocks: w.blocks.len() as u64,
                     })
                     .collect();
                 out.sort_by_key(|w| w.addr.worker_id);
-                let _ = reply.send(WorkerReports(out));
+                let _ = reply.send(Wire(WorkerReports(out)));
             }
             WorkerManagerMsg::Tick => {
                 let now = Instant::now();
@@ -303,5 +331,8 @@ pub fn actor() -> Option<ActorRef<WorkerManagerMsg>> {
 
 /// The WorkerManager as a worker finds it: any member of [`GROUP`], local or remote.
 pub fn find_in_group() -> Option<ActorRef<WorkerManagerMsg>> {
-    ractor::pg::get_members(&GROUP.to_string()).into_iter().next().map(ActorRef::from)
+    ractor::pg::get_members(&GROUP.to_string())
+        .into_iter()
+        .next()
+        .map(ActorRef::from)
 }

@@ -44,7 +44,12 @@ pub enum TierMsg {
     /// Give back an unused reservation.
     Release(u64),
     /// A reserved block was written: account it (reservation → block).
-    Commit { block_id: BlockId, reserved: u64, length: u64, reply: RpcReplyPort<()> },
+    Commit {
+        block_id: BlockId,
+        reserved: u64,
+        length: u64,
+        reply: RpcReplyPort<()>,
+    },
     /// Length of a block if this tier has it; marks it recently used.
     Lookup(BlockId, RpcReplyPort<Option<u64>>),
     /// Delete a block; answers whether it was here.
@@ -97,8 +102,13 @@ impl Actor for TierActor {
     type State = TierState;
     type Arguments = TierConfig;
 
-    async fn pre_start(&self, _myself: ActorRef<Self::Msg>, cfg: TierConfig) -> Result<Self::State, ActorProcessingErr> {
-        std::fs::create_dir_all(&cfg.dir).map_err(|e| format!("creating tier dir {}: {e}", cfg.dir.display()))?;
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        cfg: TierConfig,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        std::fs::create_dir_all(&cfg.dir)
+            .map_err(|e| format!("creating tier dir {}: {e}", cfg.dir.display()))?;
         let mut lru = LruCache::unbounded();
         let mut used = 0;
         // Oldest first, so the most recently written block ends most recent.
@@ -106,7 +116,14 @@ impl Actor for TierActor {
             match blockfile::read_meta(&cfg.dir, id) {
                 Ok(meta) => {
                     used += meta.length;
-                    lru.put(id, Entry { length: meta.length, clean: false, pinned: false });
+                    lru.put(
+                        id,
+                        Entry {
+                            length: meta.length,
+                            clean: false,
+                            pinned: false,
+                        },
+                    );
                 }
                 Err(e) => {
                     tracing::error!(tier = %cfg.name, block = id, error = %e, "dropping unreadable block at start-up");
@@ -115,16 +132,31 @@ impl Actor for TierActor {
             }
         }
         tracing::info!(tier = %cfg.name, blocks = lru.len(), used, capacity = cfg.capacity_bytes, "tier loaded");
-        Ok(TierState { cfg, lru, used, reserved: 0 })
+        Ok(TierState {
+            cfg,
+            lru,
+            used,
+            reserved: 0,
+        })
     }
 
-    async fn handle(&self, _myself: ActorRef<Self::Msg>, msg: Self::Msg, st: &mut Self::State) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        msg: Self::Msg,
+        st: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
         match msg {
             TierMsg::Reserve(bytes, reply) => {
                 let mut evicted = Vec::new();
                 while st.used + st.reserved + bytes > st.cfg.capacity_bytes {
                     // Least recently used clean, unpinned block.
-                    let victim = st.lru.iter().rev().find(|(_, e)| e.clean && !e.pinned).map(|(id, _)| *id);
+                    let victim = st
+                        .lru
+                        .iter()
+                        .rev()
+                        .find(|(_, e)| e.clean && !e.pinned)
+                        .map(|(id, _)| *id);
                     match victim {
                         Some(id) => {
                             st.remove(id);
@@ -132,6 +164,9 @@ impl Actor for TierActor {
                         }
                         None => break,
                     }
+                }
+                if !evicted.is_empty() {
+                    tracing::debug!(tier = %st.cfg.name, n = evicted.len(), "evicted clean blocks");
                 }
                 let r = if st.used + st.reserved + bytes <= st.cfg.capacity_bytes {
                     st.reserved += bytes;
@@ -147,15 +182,24 @@ impl Actor for TierActor {
                         ),
                     ))
                 };
-                if !evicted.is_empty() {
-                    tracing::debug!(tier = %st.cfg.name, n = evicted.len(), "evicted clean blocks");
-                }
                 let _ = reply.send(r);
             }
             TierMsg::Release(bytes) => st.reserved = st.reserved.saturating_sub(bytes),
-            TierMsg::Commit { block_id, reserved, length, reply } => {
+            TierMsg::Commit {
+                block_id,
+                reserved,
+                length,
+                reply,
+            } => {
                 st.reserved = st.reserved.saturating_sub(reserved);
-                if let Some(old) = st.lru.put(block_id, Entry { length, clean: false, pinned: false }) {
+                if let Some(old) = st.lru.put(
+                    block_id,
+                    Entry {
+                        length,
+                        clean: false,
+                        pinned: false,
+                    },
+                ) {
                     st.used -= old.length;
                 }
                 st.used += length;
@@ -198,12 +242,23 @@ mod tests {
     use super::*;
     use crate::worker::blockfile::BlockWriter;
 
-    async fn put(t: &ActorRef<TierMsg>, dir: &std::path::Path, id: BlockId, len: usize) -> Result<Vec<BlockId>, ErrorInfo> {
+    async fn put(
+        t: &ActorRef<TierMsg>,
+        dir: &std::path::Path,
+        id: BlockId,
+        len: usize,
+    ) -> Result<Vec<BlockId>, ErrorInfo> {
         let evicted = ractor::call_t!(t, TierMsg::Reserve, 1000, len as u64).unwrap()?;
         let mut w = BlockWriter::create(dir, id).unwrap();
         w.write(&vec![1u8; len]).unwrap();
         w.finish(false).unwrap();
-        ractor::call!(t, |reply| TierMsg::Commit { block_id: id, reserved: len as u64, length: len as u64, reply }).unwrap();
+        ractor::call!(t, |reply| TierMsg::Commit {
+            block_id: id,
+            reserved: len as u64,
+            length: len as u64,
+            reply
+        })
+        .unwrap();
         Ok(evicted)
     }
 
@@ -212,7 +267,12 @@ mod tests {
     #[tokio::test]
     async fn full_tier_evicts_only_clean_unpinned_blocks() {
         let d = tempfile::tempdir().unwrap();
-        let cfg = TierConfig { name: "SSD".into(), dir: d.path().to_path_buf(), capacity_bytes: 3000, durable: false };
+        let cfg = TierConfig {
+            name: "SSD".into(),
+            dir: d.path().to_path_buf(),
+            capacity_bytes: 3000,
+            durable: false,
+        };
         let (t, h) = Actor::spawn(None, TierActor, cfg.clone()).await.unwrap();
         for id in 1..=3 {
             put(&t, d.path(), id, 1000).await.unwrap();
@@ -225,9 +285,15 @@ mod tests {
         t.cast(TierMsg::SetPinned(1, true)).unwrap();
         assert_eq!(put(&t, d.path(), 4, 1000).await.unwrap(), vec![2]);
         assert_eq!(ractor::call_t!(t, TierMsg::Lookup, 1000, 2).unwrap(), None);
-        assert_eq!(ractor::call_t!(t, TierMsg::Lookup, 1000, 1).unwrap(), Some(1000));
+        assert_eq!(
+            ractor::call_t!(t, TierMsg::Lookup, 1000, 1).unwrap(),
+            Some(1000)
+        );
         assert!(!blockfile::meta_path(d.path(), 2).exists());
-        assert_eq!(put(&t, d.path(), 5, 1000).await.unwrap_err().code, ErrorCode::NoSpace);
+        assert_eq!(
+            put(&t, d.path(), 5, 1000).await.unwrap_err().code,
+            ErrorCode::NoSpace
+        );
         t.stop(None);
         h.await.unwrap();
         // Restart: the three committed blocks are found again.

@@ -14,7 +14,7 @@ use tokio::task::JoinHandle;
 
 use super::tier::{TierConfig, TierMsg};
 use crate::master::workers::{self, WorkerManagerMsg};
-use crate::mesh::Mesh;
+use crate::mesh::{Mesh, Wire};
 
 /// Registered name of the WorkerActor.
 pub const NAME: &str = "strata.worker";
@@ -91,27 +91,50 @@ async fn remove_blocks(tiers: &[TierConfig], blocks: &[BlockId]) {
 }
 
 impl WorkerActor {
-    async fn register(&self, st: &mut WorkerState, master: ActorRef<WorkerManagerMsg>) -> Result<(), String> {
+    async fn register(
+        &self,
+        st: &mut WorkerState,
+        master: ActorRef<WorkerManagerMsg>,
+    ) -> Result<(), String> {
         let mut blocks = Vec::new();
         for t in &st.args.tiers {
             let a = tier_ref(t).ok_or_else(|| format!("tier {} is restarting", t.name))?;
             blocks.extend(ractor::call_t!(a, TierMsg::List, 5000).map_err(|e| e.to_string())?);
         }
-        let reg = RegisterWorker { addr: st.args.addr.clone(), tiers: usage(&st.args.tiers).await, blocks };
+        let reg = RegisterWorker {
+            addr: st.args.addr.clone(),
+            tiers: usage(&st.args.tiers).await,
+            blocks,
+        };
         let n = reg.blocks.len();
-        let reply = ractor::call_t!(master, WorkerManagerMsg::Register, 10_000, reg).map_err(|e| e.to_string())?;
+        let reply = ractor::call_t!(master, WorkerManagerMsg::Register, 10_000, Wire(reg))
+            .map_err(|e| e.to_string())?
+            .0;
         remove_blocks(&st.args.tiers, &reply.remove_blocks).await;
-        tracing::info!(worker = st.args.addr.worker_id, blocks = n, dropped = reply.remove_blocks.len(), "registered with the master");
+        tracing::info!(
+            worker = st.args.addr.worker_id,
+            blocks = n,
+            dropped = reply.remove_blocks.len(),
+            "registered with the master"
+        );
         st.registered = true;
         st.removed.clear();
         Ok(())
     }
 
-    async fn heartbeat(&self, st: &mut WorkerState, master: ActorRef<WorkerManagerMsg>) -> Result<(), String> {
+    async fn heartbeat(
+        &self,
+        st: &mut WorkerState,
+        master: ActorRef<WorkerManagerMsg>,
+    ) -> Result<(), String> {
         let removed = std::mem::take(&mut st.removed);
-        let hb = WorkerHeartbeat { worker_id: st.args.addr.worker_id, tiers: usage(&st.args.tiers).await, removed: removed.clone() };
-        match ractor::call_t!(master, WorkerManagerMsg::Heartbeat, 5000, hb) {
-            Ok(reply) => {
+        let hb = WorkerHeartbeat {
+            worker_id: st.args.addr.worker_id,
+            tiers: usage(&st.args.tiers).await,
+            removed: removed.clone(),
+        };
+        match ractor::call_t!(master, WorkerManagerMsg::Heartbeat, 5000, Wire(hb)) {
+            Ok(Wire(reply)) => {
                 remove_blocks(&st.args.tiers, &reply.remove_blocks).await;
                 if reply.reregister {
                     st.registered = false;
@@ -132,20 +155,38 @@ impl Actor for WorkerActor {
     type State = WorkerState;
     type Arguments = WorkerArgs;
 
-    async fn pre_start(&self, myself: ActorRef<Self::Msg>, args: WorkerArgs) -> Result<Self::State, ActorProcessingErr> {
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        args: WorkerArgs,
+    ) -> Result<Self::State, ActorProcessingErr> {
         myself.send_interval(args.heartbeat_interval, || WorkerMsg::Tick);
         let _ = myself.cast(WorkerMsg::Tick);
-        Ok(WorkerState { args, registered: false, removed: Vec::new(), joining: None })
+        Ok(WorkerState {
+            args,
+            registered: false,
+            removed: Vec::new(),
+            joining: None,
+        })
     }
 
-    async fn post_stop(&self, _myself: ActorRef<Self::Msg>, st: &mut Self::State) -> Result<(), ActorProcessingErr> {
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        st: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
         if let Some(j) = st.joining.take() {
             j.abort();
         }
         Ok(())
     }
 
-    async fn handle(&self, _myself: ActorRef<Self::Msg>, msg: Self::Msg, st: &mut Self::State) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        msg: Self::Msg,
+        st: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
         match msg {
             WorkerMsg::Tick => {
                 let Some(master) = workers::find_in_group() else {
@@ -162,7 +203,11 @@ impl Actor for WorkerActor {
                     }
                     return Ok(());
                 };
-                let r = if st.registered { self.heartbeat(st, master.clone()).await } else { Ok(()) };
+                let r = if st.registered {
+                    self.heartbeat(st, master.clone()).await
+                } else {
+                    Ok(())
+                };
                 if let Err(e) = r {
                     tracing::warn!(error = %e, "heartbeat failed");
                 }
