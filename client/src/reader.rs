@@ -8,6 +8,9 @@ use tokio::task::JoinHandle;
 
 use crate::{Client, ClientError};
 
+/// A chunk being fetched in the background.
+type Fetch = JoinHandle<Result<Vec<u8>, ClientError>>;
+
 /// An open file.
 pub struct FileReader {
     client: Client,
@@ -17,7 +20,7 @@ pub struct FileReader {
     /// Bytes of the current chunk and the file offset they start at.
     cur: Option<(u64, Vec<u8>)>,
     /// The chunk being prefetched: its offset and the fetch.
-    ahead: Option<(u64, JoinHandle<Result<Vec<u8>, ClientError>>)>,
+    ahead: Option<(u64, Fetch)>,
 }
 
 impl FileReader {
@@ -59,7 +62,7 @@ impl FileReader {
         Some((b.clone(), in_block, len))
     }
 
-    fn spawn_fetch(&self, off: u64) -> Option<(u64, JoinHandle<Result<Vec<u8>, ClientError>>)> {
+    fn spawn_fetch(&self, off: u64) -> Option<(u64, Fetch)> {
         let (block, in_block, len) = self.chunk_at(off)?;
         let client = self.client.clone();
         let path = self.path.clone();

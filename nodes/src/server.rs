@@ -109,7 +109,7 @@ async fn journal_ready() -> bool {
 }
 
 async fn worker_registered() -> bool {
-    match ractor::registry::where_is(worker_actor::NAME.to_string()) {
+    match ractor::registry::where_is(worker_actor::NAME) {
         Some(w) => matches!(
             ractor::call_t!(
                 ActorRef::<worker_actor::WorkerMsg>::from(w),

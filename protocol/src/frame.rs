@@ -122,7 +122,7 @@ where
     let invalid = |e: BoxedError| FrameError::Invalid {
         reason: e.to_string(),
     };
-    if (bytes.as_ptr() as usize) % 16 == 0 {
+    if (bytes.as_ptr() as usize).is_multiple_of(16) {
         rkyv::from_bytes::<T, BoxedError>(bytes).map_err(invalid)
     } else {
         let mut aligned = AlignedVec::<16>::with_capacity(bytes.len());

@@ -204,7 +204,7 @@ impl Actor for JournalActor {
 
 /// The JournalActor by name.
 pub fn actor() -> Option<ActorRef<JournalMsg>> {
-    ractor::registry::where_is(NAME.to_string()).map(ActorRef::from)
+    ractor::registry::where_is(NAME).map(ActorRef::from)
 }
 
 /// Proposes an entry and waits for its result.

@@ -11,7 +11,7 @@ use strata_protocol::journal::{ApplyResult, JournalEntry};
 use strata_protocol::messages::{Attr, DirEntry, FileType};
 use strata_protocol::{path, BlockId, ErrorCode, ErrorInfo, InodeId, ROOT_INODE};
 
-use super::store::{cf, handle};
+use super::store::{cf, handle, StateRow};
 
 /// An inode as stored: its attributes and, for files, its blocks in order.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
@@ -325,7 +325,7 @@ impl Namespace {
 
     /// Every key/value of the state column families, from one consistent
     /// RocksDB snapshot: the content of a Raft snapshot.
-    pub fn export(&self) -> Result<Vec<(u8, Vec<u8>, Vec<u8>)>, StoreError> {
+    pub fn export(&self) -> Result<Vec<StateRow>, StoreError> {
         let snap = self.db.snapshot();
         let mut out = Vec::new();
         for (i, name) in cf::STATE.iter().enumerate() {
@@ -338,7 +338,7 @@ impl Namespace {
     }
 
     /// Replaces the whole state with exported content, atomically.
-    pub fn import(&self, items: &[(u8, Vec<u8>, Vec<u8>)]) -> Result<(), StoreError> {
+    pub fn import(&self, items: &[StateRow]) -> Result<(), StoreError> {
         let mut batch = WriteBatch::default();
         for name in cf::STATE {
             let h = handle(&self.db, name);

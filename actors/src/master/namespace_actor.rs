@@ -20,9 +20,9 @@ use super::raft::{put_meta, NamespaceHandle};
 pub const NAME: &str = "strata.namespace";
 
 /// Bookkeeping rows written with an entry.
-pub type Extra = Vec<(&'static str, Vec<u8>, Vec<u8>)>;
+pub type Extra = Vec<super::store::MetaRow>;
 /// Exported state rows.
-pub type Rows = Vec<(u8, Vec<u8>, Vec<u8>)>;
+pub type Rows = Vec<super::store::StateRow>;
 
 /// Messages to the NamespaceActor.
 #[derive(RactorMessage)]
@@ -134,7 +134,7 @@ impl Actor for NamespaceActor {
 
 /// The NamespaceActor by name, if it is running.
 pub fn actor() -> Option<ActorRef<NamespaceMsg>> {
-    ractor::registry::where_is(NAME.to_string()).map(ActorRef::from)
+    ractor::registry::where_is(NAME).map(ActorRef::from)
 }
 
 /// Calls the NamespaceActor, waiting up to `patience` for it to be (re)started.

@@ -3,6 +3,9 @@
 //!
 //! Log entries are stored with bincode (openraft's types are serde, not
 //! rkyv); the journal payload itself is the protocol crate's `JournalEntry`.
+// openraft's trait methods return `StorageError` by value; our helpers share
+// that type rather than boxing it at every call site.
+#![allow(clippy::result_large_err)]
 
 use std::fmt::Debug;
 use std::io::Cursor;
@@ -20,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use strata_protocol::journal::{ApplyResult, JournalEntry};
 
 use super::namespace::Namespace;
-use super::store::{cf, handle};
+use super::store::{cf, handle, ApplyItem, MetaRow, StateRow};
 
 openraft::declare_raft_types!(
     /// Strata's Raft types: journal entries in, apply results out.
@@ -220,21 +223,19 @@ pub trait NamespaceHandle: Clone + Send + Sync + 'static {
     /// Applies committed entries in order; `extra` goes into each entry's batch.
     fn apply(
         &self,
-        batch: Vec<(u64, JournalEntry, Vec<(&'static str, Vec<u8>, Vec<u8>)>)>,
+        batch: Vec<ApplyItem>,
     ) -> impl std::future::Future<Output = Result<Vec<ApplyResult>, String>> + Send;
     /// Writes bookkeeping only (blank and membership entries).
     fn put_meta(
         &self,
-        extra: Vec<(&'static str, Vec<u8>, Vec<u8>)>,
+        extra: Vec<MetaRow>,
     ) -> impl std::future::Future<Output = Result<(), String>> + Send;
     /// A consistent export of the state column families.
-    fn export(
-        &self,
-    ) -> impl std::future::Future<Output = Result<Vec<(u8, Vec<u8>, Vec<u8>)>, String>> + Send;
+    fn export(&self) -> impl std::future::Future<Output = Result<Vec<StateRow>, String>> + Send;
     /// Replaces the state with an export.
     fn import(
         &self,
-        items: Vec<(u8, Vec<u8>, Vec<u8>)>,
+        items: Vec<StateRow>,
     ) -> impl std::future::Future<Output = Result<(), String>> + Send;
     /// Reads the database directly (applied state).
     fn db(&self) -> Arc<DB>;
@@ -245,22 +246,19 @@ pub trait NamespaceHandle: Clone + Send + Sync + 'static {
 pub struct DirectNamespace(pub Arc<Namespace>);
 
 impl NamespaceHandle for DirectNamespace {
-    async fn apply(
-        &self,
-        batch: Vec<(u64, JournalEntry, Vec<(&'static str, Vec<u8>, Vec<u8>)>)>,
-    ) -> Result<Vec<ApplyResult>, String> {
+    async fn apply(&self, batch: Vec<ApplyItem>) -> Result<Vec<ApplyResult>, String> {
         batch
             .iter()
             .map(|(i, e, extra)| self.0.apply(*i, e, extra).map_err(|e| e.to_string()))
             .collect()
     }
-    async fn put_meta(&self, extra: Vec<(&'static str, Vec<u8>, Vec<u8>)>) -> Result<(), String> {
+    async fn put_meta(&self, extra: Vec<MetaRow>) -> Result<(), String> {
         put_meta(&self.0, &extra)
     }
-    async fn export(&self) -> Result<Vec<(u8, Vec<u8>, Vec<u8>)>, String> {
+    async fn export(&self) -> Result<Vec<StateRow>, String> {
         self.0.export().map_err(|e| e.to_string())
     }
-    async fn import(&self, items: Vec<(u8, Vec<u8>, Vec<u8>)>) -> Result<(), String> {
+    async fn import(&self, items: Vec<StateRow>) -> Result<(), String> {
         self.0.import(&items).map_err(|e| e.to_string())
     }
     fn db(&self) -> Arc<DB> {
@@ -269,7 +267,7 @@ impl NamespaceHandle for DirectNamespace {
 }
 
 /// Writes bookkeeping keys in one batch.
-pub fn put_meta(ns: &Namespace, extra: &[(&'static str, Vec<u8>, Vec<u8>)]) -> Result<(), String> {
+pub fn put_meta(ns: &Namespace, extra: &[MetaRow]) -> Result<(), String> {
     let db = ns.db();
     let mut batch = WriteBatch::default();
     for (c, k, v) in extra {
@@ -282,7 +280,7 @@ pub fn put_meta(ns: &Namespace, extra: &[(&'static str, Vec<u8>, Vec<u8>)]) -> R
 #[derive(Serialize, Deserialize)]
 struct SnapshotFile {
     meta: SnapshotMeta<NodeId, BasicNode>,
-    items: Vec<(u8, Vec<u8>, Vec<u8>)>,
+    items: Vec<StateRow>,
 }
 
 /// The Raft state machine: the namespace, reached through a [`NamespaceHandle`].
@@ -335,7 +333,7 @@ impl<N: NamespaceHandle> StateMachine<N> {
 fn meta_extra(
     log_id: &LogId<NodeId>,
     membership: Option<&StoredMembership<NodeId, BasicNode>>,
-) -> Vec<(&'static str, Vec<u8>, Vec<u8>)> {
+) -> Vec<MetaRow> {
     let mut v = vec![(cf::SM_META, APPLIED.to_vec(), ser(&Some(*log_id)))];
     if let Some(m) = membership {
         v.push((cf::SM_META, MEMBERSHIP.to_vec(), ser(m)));
@@ -418,8 +416,7 @@ impl<N: NamespaceHandle> RaftStateMachine<TypeConfig> for StateMachine<N> {
         // Consecutive normal entries go to the namespace in one message; blank
         // and membership entries only move the applied id.
         let mut out = Vec::new();
-        let mut pending: Vec<(u64, JournalEntry, Vec<(&'static str, Vec<u8>, Vec<u8>)>)> =
-            Vec::new();
+        let mut pending: Vec<ApplyItem> = Vec::new();
         let mut pending_last = None;
         for e in entries {
             match e.payload {
@@ -506,7 +503,7 @@ impl<N: NamespaceHandle> RaftStateMachine<TypeConfig> for StateMachine<N> {
 impl<N: NamespaceHandle> StateMachine<N> {
     async fn apply_normal(
         &self,
-        batch: Vec<(u64, JournalEntry, Vec<(&'static str, Vec<u8>, Vec<u8>)>)>,
+        batch: Vec<ApplyItem>,
         last: LogId<NodeId>,
     ) -> Result<Vec<ApplyResult>, SErr> {
         self.ns

@@ -40,6 +40,13 @@ pub mod cf {
     pub const STATE: [&str; 4] = [SM_META, INODES, EDGES, BLOCKS];
 }
 
+/// A bookkeeping row written with an entry: (column family, key, value).
+pub type MetaRow = (&'static str, Vec<u8>, Vec<u8>);
+/// A row of exported state: (index into [`cf::STATE`], key, value).
+pub type StateRow = (u8, Vec<u8>, Vec<u8>);
+/// One committed entry to apply: (log index, entry, bookkeeping rows).
+pub type ApplyItem = (u64, strata_protocol::journal::JournalEntry, Vec<MetaRow>);
+
 /// Opens (or creates) the master database at `dir`.
 pub fn open_db(dir: &Path) -> Result<Arc<DB>, rocksdb::Error> {
     let mut opts = Options::default();

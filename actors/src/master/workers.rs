@@ -326,7 +326,7 @@ impl Actor for WorkerManager {
 
 /// The local WorkerManager by name.
 pub fn actor() -> Option<ActorRef<WorkerManagerMsg>> {
-    ractor::registry::where_is(NAME.to_string()).map(ActorRef::from)
+    ractor::registry::where_is(NAME).map(ActorRef::from)
 }
 
 /// The WorkerManager as a worker finds it: any member of [`GROUP`], local or remote.

@@ -262,7 +262,7 @@ impl BlockWriter {
             self.chunk_crc = crc32c::crc32c_append(self.chunk_crc, &data[..take]);
             self.written += take as u64;
             data = &data[take..];
-            if self.written % CHUNK_BYTES == 0 {
+            if self.written.is_multiple_of(CHUNK_BYTES) {
                 self.crcs.push(self.chunk_crc);
                 self.chunk_crc = 0;
             }
@@ -272,7 +272,7 @@ impl BlockWriter {
 
     /// Publishes the block; with `durable`, data and metadata are fsync'd first.
     pub fn finish(mut self, durable: bool) -> io::Result<BlockMeta> {
-        if self.written % CHUNK_BYTES != 0 {
+        if !self.written.is_multiple_of(CHUNK_BYTES) {
             self.crcs.push(self.chunk_crc);
         }
         if durable {

@@ -57,7 +57,7 @@ pub struct WorkerState {
 
 /// Reports locally dropped blocks to the WorkerActor.
 pub fn report_removed(blocks: Vec<BlockId>) {
-    if let Some(w) = ractor::registry::where_is(NAME.to_string()) {
+    if let Some(w) = ractor::registry::where_is(NAME) {
         let _ = ActorRef::<WorkerMsg>::from(w).cast(WorkerMsg::Removed(blocks));
     }
 }
