@@ -23,14 +23,11 @@ pub struct Wire<T>(pub T);
 impl<T> ractor::BytesConvertable for Wire<T>
 where
     T: strata_protocol::frame::Encode + rkyv::Archive,
-    T::Archived: for<'a> rkyv::bytecheck::CheckBytes<
-            rkyv::api::high::HighValidator<'a, rkyv::rancor::BoxedError>,
-        > + rkyv::Deserialize<T, rkyv::api::high::HighDeserializer<rkyv::rancor::BoxedError>>,
+    T::Archived: for<'a> rkyv::bytecheck::CheckBytes<rkyv::api::high::HighValidator<'a, rkyv::rancor::BoxedError>>
+        + rkyv::Deserialize<T, rkyv::api::high::HighDeserializer<rkyv::rancor::BoxedError>>,
 {
     fn into_bytes(self) -> Vec<u8> {
-        strata_protocol::frame::encode(&self.0)
-            .expect("mesh message encodes")
-            .into_vec()
+        strata_protocol::frame::encode(&self.0).expect("mesh message encodes").into_vec()
     }
     fn from_bytes(bytes: Vec<u8>) -> Self {
         match strata_protocol::frame::decode::<T>(&bytes) {
@@ -73,30 +70,15 @@ impl NodeEventSubscription for Events {
 
 impl Mesh {
     /// Starts this node's mesh server on `host:port` (port 0 picks one).
-    pub async fn start(
-        node_name: &str,
-        host: &str,
-        port: u16,
-        secret: &str,
-    ) -> Result<Mesh, MeshError> {
-        let mut server = NodeServer::new(
-            port,
-            secret.to_string(),
-            node_name.to_string(),
-            host.to_string(),
-            None,
-            None,
-        );
+    pub async fn start(node_name: &str, host: &str, port: u16, secret: &str) -> Result<Mesh, MeshError> {
+        let mut server = NodeServer::new(port, secret.to_string(), node_name.to_string(), host.to_string(), None, None);
         if let Ok(ip) = host.parse() {
             server = server.with_listen_addr(ip);
         }
         let (server, _) = Actor::spawn(Some(format!("strata.mesh.{node_name}")), server, ())
             .await
             .map_err(|e| MeshError::Start(e.to_string()))?;
-        Ok(Mesh {
-            server,
-            name: node_name.to_string(),
-        })
+        Ok(Mesh { server, name: node_name.to_string() })
     }
 
     /// This node's mesh name.
@@ -106,9 +88,7 @@ impl Mesh {
 
     /// Number of authenticated peer sessions.
     pub async fn peers(&self) -> usize {
-        ractor::call_t!(self.server, NodeServerMessage::GetSessions, 2000)
-            .map(|s| s.len())
-            .unwrap_or(0)
+        ractor::call_t!(self.server, NodeServerMessage::GetSessions, 2000).map(|s| s.len()).unwrap_or(0)
     }
 
     /// Connects to a peer and waits until the session is ready (both sides
@@ -118,10 +98,7 @@ impl Mesh {
         let sub_id = format!("join-{}-{}", addr, rand::random::<u64>());
         let _ = ractor::cast!(
             self.server,
-            NodeServerMessage::SubscribeToEvents {
-                id: sub_id.clone(),
-                subscription: Box::new(Events(tx))
-            }
+            NodeServerMessage::SubscribeToEvents { id: sub_id.clone(), subscription: Box::new(Events(tx)) }
         );
         let last = parking_lot::Mutex::new(String::from("no answer"));
         let result = tokio::time::timeout(timeout, async {
@@ -136,8 +113,7 @@ impl Mesh {
                 match tokio::time::timeout(Duration::from_secs(3), rx.recv()).await {
                     Ok(Some((true, _))) => return Ok(()),
                     Ok(Some((false, _))) => {
-                        *last.lock() =
-                            "the peer closed the session (wrong cluster secret?)".to_string();
+                        *last.lock() = "the peer closed the session (wrong cluster secret?)".to_string();
                     }
                     Ok(None) => return Err("mesh server stopped".to_string()),
                     Err(_) => *last.lock() = "no handshake within 3 s".to_string(),

@@ -11,11 +11,7 @@ use tokio::task::JoinHandle;
 /// `max_connections` at once (further connections wait in the backlog).
 /// Returns the accept loop's handle; aborting it stops accepting (open
 /// connections finish their current request and see the socket close).
-pub fn spawn_accept_loop<F, Fut>(
-    listener: TcpListener,
-    max_connections: usize,
-    serve: F,
-) -> JoinHandle<()>
+pub fn spawn_accept_loop<F, Fut>(listener: TcpListener, max_connections: usize, serve: F) -> JoinHandle<()>
 where
     F: Fn(TcpStream) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = ()> + Send + 'static,

@@ -27,9 +27,7 @@ pub const MAX_RESTARTS: usize = 5;
 /// The window restarts are counted in.
 pub const RESTART_WINDOW: Duration = Duration::from_secs(60);
 
-type StartFn = dyn Fn(ActorCell) -> Pin<Box<dyn Future<Output = Result<ActorCell, SpawnErr>> + Send>>
-    + Send
-    + Sync;
+type StartFn = dyn Fn(ActorCell) -> Pin<Box<dyn Future<Output = Result<ActorCell, SpawnErr>> + Send>> + Send + Sync;
 
 /// How to start (and restart) one child.
 #[derive(Clone)]
@@ -46,17 +44,11 @@ impl ChildSpec {
         F: Fn(ActorCell) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<ActorCell, SpawnErr>> + Send + 'static,
     {
-        ChildSpec {
-            name: name.into(),
-            start: Arc::new(move |sup| Box::pin(start(sup))),
-        }
+        ChildSpec { name: name.into(), start: Arc::new(move |sup| Box::pin(start(sup))) }
     }
 
     /// A child that is an actor spawned with cloned arguments.
-    pub fn actor<A>(
-        name: impl Into<String>,
-        make: impl Fn() -> (A, A::Arguments) + Send + Sync + 'static,
-    ) -> Self
+    pub fn actor<A>(name: impl Into<String>, make: impl Fn() -> (A, A::Arguments) + Send + Sync + 'static) -> Self
     where
         A: Actor,
     {
@@ -65,11 +57,7 @@ impl ChildSpec {
         ChildSpec::new(name, move |sup| {
             let (actor, args) = make();
             let n = n.clone();
-            async move {
-                Actor::spawn_linked(Some(n), actor, args, sup)
-                    .await
-                    .map(|(r, _)| r.get_cell())
-            }
+            async move { Actor::spawn_linked(Some(n), actor, args, sup).await.map(|(r, _)| r.get_cell()) }
         })
     }
 }
@@ -109,27 +97,13 @@ impl Actor for NodeSupervisor {
     ) -> Result<Self::State, ActorProcessingErr> {
         let mut children = Vec::new();
         for spec in specs {
-            let cell = (spec.start)(myself.get_cell())
-                .await
-                .map_err(|e| format!("starting {}: {e}", spec.name))?;
-            children.push(Child {
-                spec,
-                cell,
-                restarts: Vec::new(),
-                total_restarts: 0,
-            });
+            let cell = (spec.start)(myself.get_cell()).await.map_err(|e| format!("starting {}: {e}", spec.name))?;
+            children.push(Child { spec, cell, restarts: Vec::new(), total_restarts: 0 });
         }
-        Ok(SupervisorState {
-            children,
-            stopping: false,
-        })
+        Ok(SupervisorState { children, stopping: false })
     }
 
-    async fn post_stop(
-        &self,
-        _myself: ActorRef<Self::Msg>,
-        state: &mut Self::State,
-    ) -> Result<(), ActorProcessingErr> {
+    async fn post_stop(&self, _myself: ActorRef<Self::Msg>, state: &mut Self::State) -> Result<(), ActorProcessingErr> {
         state.stopping = true;
         // Stop children in reverse start order.
         for child in state.children.iter().rev() {
@@ -146,13 +120,7 @@ impl Actor for NodeSupervisor {
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             SupervisorMsg::Restarts(reply) => {
-                let _ = reply.send(
-                    state
-                        .children
-                        .iter()
-                        .map(|c| (c.spec.name.clone(), c.total_restarts))
-                        .collect(),
-                );
+                let _ = reply.send(state.children.iter().map(|c| (c.spec.name.clone(), c.total_restarts)).collect());
             }
         }
         Ok(())
@@ -174,34 +142,24 @@ impl Actor for NodeSupervisor {
         if state.stopping {
             return Ok(());
         }
-        let Some(child) = state
-            .children
-            .iter_mut()
-            .find(|c| c.cell.get_id() == cell.get_id())
-        else {
+        let Some(child) = state.children.iter_mut().find(|c| c.cell.get_id() == cell.get_id()) else {
             return Ok(());
         };
         let now = Instant::now();
-        child
-            .restarts
-            .retain(|t| now.duration_since(*t) < RESTART_WINDOW);
+        child.restarts.retain(|t| now.duration_since(*t) < RESTART_WINDOW);
         if child.restarts.len() >= MAX_RESTARTS {
             tracing::error!(child = %child.spec.name, %why, "child keeps dying; taking the node down");
-            return Err(format!(
-                "child {} restarted {MAX_RESTARTS} times within {RESTART_WINDOW:?}",
-                child.spec.name
-            )
-            .into());
+            return Err(
+                format!("child {} restarted {MAX_RESTARTS} times within {RESTART_WINDOW:?}", child.spec.name).into()
+            );
         }
-        let backoff =
-            Duration::from_millis(100 << child.restarts.len().min(6)).min(Duration::from_secs(5));
+        let backoff = Duration::from_millis(100 << child.restarts.len().min(6)).min(Duration::from_secs(5));
         tracing::warn!(child = %child.spec.name, %why, ?backoff, "restarting child");
         child.restarts.push(now);
         child.total_restarts += 1;
         tokio::time::sleep(backoff).await;
-        child.cell = (child.spec.start)(myself.get_cell())
-            .await
-            .map_err(|e| format!("restarting {}: {e}", child.spec.name))?;
+        child.cell =
+            (child.spec.start)(myself.get_cell()).await.map_err(|e| format!("restarting {}: {e}", child.spec.name))?;
         Ok(())
     }
 }

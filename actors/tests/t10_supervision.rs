@@ -26,27 +26,19 @@ async fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crashed_child_is_restarted_and_flapping_child_stops_the_node() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = TierConfig {
-        name: "HDD".into(),
-        dir: dir.path().to_path_buf(),
-        capacity_bytes: 1 << 20,
-        durable: false,
-    };
+    let cfg = TierConfig { name: "HDD".into(), dir: dir.path().to_path_buf(), capacity_bytes: 1 << 20, durable: false };
     let name = cfg.actor_name();
     let c = cfg.clone();
     let spec = ChildSpec::actor(name.clone(), move || (TierActor, c.clone()));
-    let (sup, handle) = Actor::spawn(None, NodeSupervisor, vec![spec])
-        .await
-        .unwrap();
+    let (sup, handle) = Actor::spawn(None, NodeSupervisor, vec![spec]).await.unwrap();
 
     for round in 1..=MAX_RESTARTS {
         let child = ractor::registry::where_is(name.clone()).expect("child running");
         let old = child.get_id();
         child.kill();
-        let fresh = eventually("child restarted", || {
-            ractor::registry::where_is(name.clone()).filter(|c| c.get_id() != old)
-        })
-        .await;
+        let fresh =
+            eventually("child restarted", || ractor::registry::where_is(name.clone()).filter(|c| c.get_id() != old))
+                .await;
         let tier: ActorRef<TierMsg> = fresh.into();
         let usage = ractor::call_t!(tier, TierMsg::Usage, 2000).unwrap();
         assert_eq!(usage.capacity_bytes, 1 << 20, "restarted child serves");
@@ -55,10 +47,7 @@ async fn crashed_child_is_restarted_and_flapping_child_stops_the_node() {
     }
     // One death too many within the window: the supervisor gives up.
     ractor::registry::where_is(name.clone()).unwrap().kill();
-    tokio::time::timeout(Duration::from_secs(20), handle)
-        .await
-        .expect("supervisor stops")
-        .unwrap();
+    tokio::time::timeout(Duration::from_secs(20), handle).await.expect("supervisor stops").unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -75,23 +64,14 @@ async fn master_survives_a_namespace_actor_crash() {
     };
     let specs = master::children(&opts, listener).unwrap();
     let (sup, handle) = Actor::spawn(None, NodeSupervisor, specs).await.unwrap();
-    let mkdir = |p: &str| JournalEntry::Mkdir {
-        path: p.into(),
-        recursive: false,
-        mode: 0o755,
-        uid: 0,
-        gid: 0,
-        time_ms: 1,
-    };
+    let mkdir =
+        |p: &str| JournalEntry::Mkdir { path: p.into(), recursive: false, mode: 0o755, uid: 0, gid: 0, time_ms: 1 };
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
         match journal::propose(mkdir("/before")).await {
             Ok(ApplyResult::Attr(_)) => break,
             other => {
-                assert!(
-                    tokio::time::Instant::now() < deadline,
-                    "journal never became ready: {other:?}"
-                );
+                assert!(tokio::time::Instant::now() < deadline, "journal never became ready: {other:?}");
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
@@ -104,17 +84,12 @@ async fn master_survives_a_namespace_actor_crash() {
     namespace_actor::actor().unwrap().kill();
     let r = journal::propose(mkdir("/after")).await.unwrap();
     assert!(matches!(r, ApplyResult::Attr(_)), "{r:?}");
-    let listing = namespace_actor::call(Duration::from_secs(5), |r| {
-        namespace_actor::NamespaceMsg::List("/".into(), r)
-    })
-    .await
-    .unwrap()
-    .unwrap();
+    let listing = namespace_actor::call(Duration::from_secs(5), |r| namespace_actor::NamespaceMsg::List("/".into(), r))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(listing.len(), 252);
-    assert!(
-        dir.path().join("snapshots/snapshot.bin").exists(),
-        "a snapshot was taken"
-    );
+    assert!(dir.path().join("snapshots/snapshot.bin").exists(), "a snapshot was taken");
     sup.stop(None);
     handle.await.unwrap();
 }

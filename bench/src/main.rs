@@ -73,9 +73,7 @@ async fn main() -> Result<()> {
         None => tempfile::tempdir()?,
     };
     let dir = scratch.path();
-    let (_node, client) = start(&args.strata, dir)
-        .await
-        .context("starting strata local")?;
+    let (_node, client) = start(&args.strata, dir).await.context("starting strata local")?;
     match args.cmd {
         Cmd::Io { mib, block_mib } => io(&client, dir, mib, block_mib).await,
         Cmd::Meta { files } => meta(&client, dir, files).await,
@@ -112,9 +110,7 @@ async fn io(client: &Client, dir: &Path, mib: u64, block_mib: u64) -> Result<()>
 
     // Strata: put (client → worker), get (worker → client → local file).
     let t = Instant::now();
-    let mut w = client
-        .create_with_block_size("/bench.bin", true, block_mib << 20)
-        .await?;
+    let mut w = client.create_with_block_size("/bench.bin", true, block_mib << 20).await?;
     {
         use tokio::io::AsyncReadExt;
         let mut f = tokio::fs::File::open(&src).await?;
@@ -178,11 +174,7 @@ async fn meta(client: &Client, dir: &Path, files: usize) -> Result<()> {
     let l = t.elapsed();
     let t = Instant::now();
     for i in 0..files {
-        client
-            .create(&format!("/meta/f{i}"), false)
-            .await?
-            .close()
-            .await?;
+        client.create(&format!("/meta/f{i}"), false).await?.close().await?;
     }
     rows.push(("create", l, t.elapsed()));
 
@@ -223,16 +215,9 @@ async fn meta(client: &Client, dir: &Path, files: usize) -> Result<()> {
     rows.push(("delete", l, t.elapsed()));
 
     println!("{files} files, one client, sequential calls");
-    println!(
-        "{:<10} {:>14} {:>14} {:>10}",
-        "op", "local ops/s", "strata ops/s", "ratio"
-    );
+    println!("{:<10} {:>14} {:>14} {:>10}", "op", "local ops/s", "strata ops/s", "ratio");
     for (op, l, s) in rows {
-        let n = if op.starts_with("list") {
-            10.0
-        } else {
-            files as f64
-        };
+        let n = if op.starts_with("list") { 10.0 } else { files as f64 };
         println!(
             "{:<10} {:>14.0} {:>14.0} {:>10.3}",
             op,

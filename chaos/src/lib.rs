@@ -13,10 +13,7 @@ use anyhow::{anyhow, bail, Context, Result};
 
 /// A free TCP port on 127.0.0.1 (bound and released; good enough for tests).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
 }
 
 /// One `strata` process.
@@ -27,6 +24,8 @@ pub struct Node {
     child: Option<Child>,
     /// The ready line's value (e.g. the master address after `master: `).
     pub ready: String,
+    /// Every stdout line up to and including the ready line.
+    pub lines: Vec<String>,
     log: PathBuf,
 }
 
@@ -41,10 +40,7 @@ fn send_signal(pid: u32, sig: libc::c_int) -> Result<()> {
         libc::SIGINT => "INT",
         _ => bail!("unsupported signal {sig}"),
     };
-    let st = Command::new("kill")
-        .arg(format!("-{name}"))
-        .arg(pid.to_string())
-        .status()?;
+    let st = Command::new("kill").arg(format!("-{name}")).arg(pid.to_string()).status()?;
     if !st.success() {
         bail!("kill -{name} {pid} failed");
     }
@@ -54,19 +50,14 @@ fn send_signal(pid: u32, sig: libc::c_int) -> Result<()> {
 impl Node {
     /// Starts `bin args…` and waits (up to `timeout`) for a stdout line
     /// starting with `ready_prefix`. Stderr goes to `log`.
-    pub fn start(
-        bin: &Path,
-        args: &[String],
-        ready_prefix: &str,
-        log: &Path,
-        timeout: Duration,
-    ) -> Result<Node> {
+    pub fn start(bin: &Path, args: &[String], ready_prefix: &str, log: &Path, timeout: Duration) -> Result<Node> {
         let mut n = Node {
             bin: bin.to_path_buf(),
             args: args.to_vec(),
             ready_prefix: ready_prefix.to_string(),
             child: None,
             ready: String::new(),
+            lines: Vec::new(),
             log: log.to_path_buf(),
         };
         n.launch(timeout)?;
@@ -74,10 +65,7 @@ impl Node {
     }
 
     fn launch(&mut self, timeout: Duration) -> Result<()> {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)?;
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log)?;
         let mut child = Command::new(&self.bin)
             .args(&self.args)
             .stdin(Stdio::null())
@@ -97,10 +85,12 @@ impl Node {
         });
         let deadline = Instant::now() + timeout;
         self.child = Some(child);
+        self.lines.clear();
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match rx.recv_timeout(left) {
                 Ok(line) => {
+                    self.lines.push(line.clone());
                     if let Some(v) = line.strip_prefix(&self.ready_prefix) {
                         self.ready = v.trim().to_string();
                         // Keep draining stdout so the node never blocks on a full pipe.
@@ -109,10 +99,7 @@ impl Node {
                     }
                 }
                 Err(_) => {
-                    let status = self
-                        .child
-                        .as_mut()
-                        .and_then(|c| c.try_wait().ok().flatten());
+                    let status = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten());
                     self.kill();
                     let tail = std::fs::read_to_string(&self.log).unwrap_or_default();
                     let tail: String = tail
@@ -199,6 +186,11 @@ impl Node {
         }
     }
 
+    /// The value of an earlier stdout line with this prefix.
+    pub fn line(&self, prefix: &str) -> Option<String> {
+        self.lines.iter().find_map(|l| l.strip_prefix(prefix).map(|v| v.trim().to_string()))
+    }
+
     /// The node's stderr log so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
@@ -228,6 +220,7 @@ pub fn local_args(dir: &Path, mem_bytes: u64, ssd_bytes: u64) -> Vec<String> {
         format!("MEM:{d}/mem:{mem_bytes}"),
         "--tier".into(),
         format!("SSD:{d}/ssd:{ssd_bytes}"),
+        "--no-mount".into(),
     ]
 }
 
@@ -264,13 +257,7 @@ impl Cluster {
             "3000".into(),
         ];
         std::fs::create_dir_all(root)?;
-        let master = Node::start(
-            bin,
-            &args,
-            "master: ",
-            &root.join("master.log"),
-            Duration::from_secs(60),
-        )?;
+        let master = Node::start(bin, &args, "master: ", &root.join("master.log"), Duration::from_secs(60))?;
         let mut c = Cluster {
             master,
             master_mesh: format!("127.0.0.1:{mesh_port}"),

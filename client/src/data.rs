@@ -26,10 +26,7 @@ fn key(w: &WorkerAddr) -> String {
 
 impl DataPool {
     pub(crate) fn new(timeout: Duration) -> Self {
-        DataPool {
-            idle: Mutex::new(HashMap::new()),
-            timeout,
-        }
+        DataPool { idle: Mutex::new(HashMap::new()), timeout }
     }
 
     async fn take(&self, addr: &str) -> Result<TcpStream, ClientError> {
@@ -39,14 +36,8 @@ impl DataPool {
         }
         let s = tokio::time::timeout(self.timeout, TcpStream::connect(addr))
             .await
-            .map_err(|_| ClientError::Timeout {
-                what: format!("connecting to {addr}"),
-                after: self.timeout,
-            })?
-            .map_err(|source| ClientError::Connect {
-                addr: addr.to_string(),
-                source,
-            })?;
+            .map_err(|_| ClientError::Timeout { what: format!("connecting to {addr}"), after: self.timeout })?
+            .map_err(|source| ClientError::Connect { addr: addr.to_string(), source })?;
         s.set_nodelay(true)?;
         Ok(s)
     }
@@ -62,57 +53,31 @@ impl DataPool {
     async fn response(addr: &str, s: &mut TcpStream) -> Result<DataResponse, ClientError> {
         match read_frame::<_, DataResponse>(s, MAX_RESPONSE_FRAME).await {
             Ok(Some((_, r))) => Ok(r),
-            Ok(None) => Err(ClientError::Disconnected {
-                addr: addr.into(),
-                reason: "closed by the worker".into(),
-            }),
-            Err(ReadFrameError::Io(e)) => Err(ClientError::Disconnected {
-                addr: addr.into(),
-                reason: e.to_string(),
-            }),
-            Err(ReadFrameError::Frame(source)) => Err(ClientError::Protocol {
-                addr: addr.into(),
-                source,
-            }),
+            Ok(None) => Err(ClientError::Disconnected { addr: addr.into(), reason: "closed by the worker".into() }),
+            Err(ReadFrameError::Io(e)) => Err(ClientError::Disconnected { addr: addr.into(), reason: e.to_string() }),
+            Err(ReadFrameError::Frame(source)) => Err(ClientError::Protocol { addr: addr.into(), source }),
         }
     }
 
     /// Writes a whole block to one worker.
-    pub(crate) async fn write_block(
-        &self,
-        w: &WorkerAddr,
-        block_id: BlockId,
-        data: &[u8],
-    ) -> Result<(), ClientError> {
+    pub(crate) async fn write_block(&self, w: &WorkerAddr, block_id: BlockId, data: &[u8]) -> Result<(), ClientError> {
         let addr = key(w);
         let mut s = self.take(&addr).await?;
         let fut = async {
             let crc = crc32c::crc32c(data);
-            let req = DataRequest::Write {
-                block_id,
-                length: data.len() as u64,
-                crc,
-            };
-            let io = |e: std::io::Error| ClientError::Disconnected {
-                addr: addr.clone(),
-                reason: e.to_string(),
-            };
+            let req = DataRequest::Write { block_id, length: data.len() as u64, crc };
+            let io = |e: std::io::Error| ClientError::Disconnected { addr: addr.clone(), reason: e.to_string() };
             write_frame(&mut s, FrameKind::Request, &req)
                 .await
-                .map_err(|e| ClientError::Disconnected {
-                    addr: addr.clone(),
-                    reason: e.to_string(),
-                })?;
+                .map_err(|e| ClientError::Disconnected { addr: addr.clone(), reason: e.to_string() })?;
             s.write_all(data).await.map_err(io)?;
             s.flush().await.map_err(io)?;
             Self::response(&addr, &mut s).await
         };
-        let r = tokio::time::timeout(self.timeout, fut)
-            .await
-            .map_err(|_| ClientError::Timeout {
-                what: format!("writing block {block_id:016x} to {addr}"),
-                after: self.timeout,
-            })??;
+        let r = tokio::time::timeout(self.timeout, fut).await.map_err(|_| ClientError::Timeout {
+            what: format!("writing block {block_id:016x} to {addr}"),
+            after: self.timeout,
+        })??;
         match r {
             DataResponse::WriteOk { .. } => {
                 self.give_back(&addr, s);
@@ -134,17 +99,10 @@ impl DataPool {
         let addr = key(w);
         let mut s = self.take(&addr).await?;
         let fut = async {
-            let req = DataRequest::Read {
-                block_id,
-                offset,
-                length,
-            };
+            let req = DataRequest::Read { block_id, offset, length };
             write_frame(&mut s, FrameKind::Request, &req)
                 .await
-                .map_err(|e| ClientError::Disconnected {
-                    addr: addr.clone(),
-                    reason: e.to_string(),
-                })?;
+                .map_err(|e| ClientError::Disconnected { addr: addr.clone(), reason: e.to_string() })?;
             s.flush().await?;
             match Self::response(&addr, &mut s).await? {
                 DataResponse::ReadOk { length: n } => {
@@ -157,22 +115,17 @@ impl DataPool {
                     let mut buf = vec![0u8; n as usize];
                     s.read_exact(&mut buf)
                         .await
-                        .map_err(|e| ClientError::Disconnected {
-                            addr: addr.clone(),
-                            reason: e.to_string(),
-                        })?;
+                        .map_err(|e| ClientError::Disconnected { addr: addr.clone(), reason: e.to_string() })?;
                     Ok(buf)
                 }
                 DataResponse::Error(e) => Err(ClientError::Remote(e)),
                 other => Err(ClientError::unexpected(other)),
             }
         };
-        let r = tokio::time::timeout(self.timeout, fut)
-            .await
-            .map_err(|_| ClientError::Timeout {
-                what: format!("reading block {block_id:016x} from {addr}"),
-                after: self.timeout,
-            });
+        let r = tokio::time::timeout(self.timeout, fut).await.map_err(|_| ClientError::Timeout {
+            what: format!("reading block {block_id:016x} from {addr}"),
+            after: self.timeout,
+        });
         match r {
             Ok(Ok(buf)) => {
                 self.give_back(&addr, s);

@@ -10,10 +10,7 @@ pub enum ClientError {
     Remote(ErrorInfo),
     /// The server could not be reached.
     #[error("cannot connect to {addr}: {source}")]
-    Connect {
-        addr: String,
-        source: std::io::Error,
-    },
+    Connect { addr: String, source: std::io::Error },
     /// The connection broke during a call.
     #[error("connection to {addr} lost: {reason}")]
     Disconnected { addr: String, reason: String },
@@ -33,9 +30,7 @@ impl ClientError {
     pub fn code(&self) -> ErrorCode {
         match self {
             ClientError::Remote(e) => e.code,
-            ClientError::Connect { .. } | ClientError::Disconnected { .. } => {
-                ErrorCode::Unavailable
-            }
+            ClientError::Connect { .. } | ClientError::Disconnected { .. } => ErrorCode::Unavailable,
             ClientError::Protocol { .. } => ErrorCode::Protocol,
             ClientError::Timeout { .. } => ErrorCode::Timeout,
             ClientError::Io(_) => ErrorCode::Io,
@@ -43,10 +38,7 @@ impl ClientError {
     }
 
     pub(crate) fn unexpected(r: impl std::fmt::Debug) -> Self {
-        ClientError::Remote(ErrorInfo::new(
-            ErrorCode::Protocol,
-            format!("unexpected response {r:?}"),
-        ))
+        ClientError::Remote(ErrorInfo::new(ErrorCode::Protocol, format!("unexpected response {r:?}")))
     }
 }
 

@@ -68,6 +68,17 @@ impl ClientConfig {
     }
 }
 
+/// Mode and owner of a new inode.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Owner {
+    /// Permission bits.
+    pub mode: u32,
+    /// Owner.
+    pub uid: u32,
+    /// Group.
+    pub gid: u32,
+}
+
 /// A connection to a Strata cluster. Cheap to clone; safe to share.
 #[derive(Clone)]
 pub struct Client {
@@ -85,14 +96,17 @@ impl Client {
     pub async fn connect(cfg: ClientConfig) -> Result<Client, ClientError> {
         let master = master::MasterConnection::connect(&cfg.master, cfg.rpc_timeout).await?;
         let data = data::DataPool::new(cfg.data_timeout);
-        Ok(Client {
-            inner: Arc::new(Inner { cfg, master, data }),
-        })
+        Ok(Client { inner: Arc::new(Inner { cfg, master, data }) })
     }
 
     /// The configuration.
     pub fn config(&self) -> &ClientConfig {
         &self.inner.cfg
+    }
+
+    /// The configured owner with a mode.
+    fn owner(&self, mode: u32) -> Owner {
+        Owner { mode, uid: self.inner.cfg.uid, gid: self.inner.cfg.gid }
     }
 
     async fn call(&self, req: MasterRequest) -> Result<MasterResponse, ClientError> {
@@ -118,16 +132,7 @@ impl Client {
 
     /// Creates a directory (with `recursive`, also its parents; an existing directory is fine).
     pub async fn mkdir(&self, p: &str, recursive: bool) -> Result<Attr, ClientError> {
-        path::components(p)?;
-        let c = &self.inner.cfg;
-        self.call_attr(MasterRequest::Mkdir {
-            path: p.into(),
-            recursive,
-            mode: 0o755,
-            uid: c.uid,
-            gid: c.gid,
-        })
-        .await
+        self.mkdir_as(p, recursive, self.owner(0o755)).await
     }
 
     /// Attributes of a path.
@@ -148,35 +153,20 @@ impl Client {
     /// Deletes a path (directories need `recursive` unless empty).
     pub async fn delete(&self, p: &str, recursive: bool) -> Result<(), ClientError> {
         path::components(p)?;
-        self.call_done(MasterRequest::Delete {
-            path: p.into(),
-            recursive,
-        })
-        .await
+        self.call_done(MasterRequest::Delete { path: p.into(), recursive }).await
     }
 
     /// Atomically renames `src` to `dst`, replacing a file at `dst`.
     pub async fn rename(&self, src: &str, dst: &str) -> Result<(), ClientError> {
         path::components(src)?;
         path::components(dst)?;
-        self.call_done(MasterRequest::Rename {
-            src: src.into(),
-            dst: dst.into(),
-        })
-        .await
+        self.call_done(MasterRequest::Rename { src: src.into(), dst: dst.into() }).await
     }
 
     /// Creates a symlink at `link` pointing to `target`.
     pub async fn symlink(&self, target: &str, link: &str) -> Result<Attr, ClientError> {
-        path::components(link)?;
-        let c = &self.inner.cfg;
-        self.call_attr(MasterRequest::Symlink {
-            target: target.into(),
-            link: link.into(),
-            uid: c.uid,
-            gid: c.gid,
-        })
-        .await
+        let o = self.owner(0o777);
+        self.symlink_as(target, link, o.uid, o.gid).await
     }
 
     /// Changes mode, owner or mtime.
@@ -189,14 +179,7 @@ impl Client {
         mtime_ms: Option<i64>,
     ) -> Result<Attr, ClientError> {
         path::components(p)?;
-        self.call_attr(MasterRequest::SetAttr {
-            path: p.into(),
-            mode,
-            uid,
-            gid,
-            mtime_ms,
-        })
-        .await
+        self.call_attr(MasterRequest::SetAttr { path: p.into(), mode, uid, gid, mtime_ms }).await
     }
 
     /// The cluster report.
@@ -210,10 +193,7 @@ impl Client {
     /// A file's attributes and block locations.
     pub async fn blocks(&self, p: &str) -> Result<FileBlocks, ClientError> {
         path::components(p)?;
-        match self
-            .call(MasterRequest::GetBlocks { path: p.into() })
-            .await?
-        {
+        match self.call(MasterRequest::GetBlocks { path: p.into() }).await? {
             MasterResponse::Blocks(b) => Ok(b),
             other => Err(ClientError::unexpected(other)),
         }
@@ -221,8 +201,7 @@ impl Client {
 
     /// Creates a file for writing with the client's block size.
     pub async fn create(&self, p: &str, overwrite: bool) -> Result<FileWriter, ClientError> {
-        self.create_with_block_size(p, overwrite, self.inner.cfg.block_size)
-            .await
+        self.create_with_block_size(p, overwrite, self.inner.cfg.block_size).await
     }
 
     /// Creates a file for writing with a given block size.
@@ -232,40 +211,41 @@ impl Client {
         overwrite: bool,
         block_size: u64,
     ) -> Result<FileWriter, ClientError> {
-        path::components(p)?;
-        let c = &self.inner.cfg;
-        let attr = self
-            .call_attr(MasterRequest::Create {
-                path: p.into(),
-                block_size,
-                mode: 0o644,
-                uid: c.uid,
-                gid: c.gid,
-                overwrite,
-            })
-            .await?;
-        Ok(FileWriter::new(self.clone(), attr))
+        self.create_as(p, overwrite, block_size, self.owner(0o644)).await
     }
 
     /// Creates an unnamed file whose content will replace an existing
     /// file's with [`Client::swap_content`] (keeps the target's inode).
     pub async fn create_detached(&self, block_size: u64) -> Result<FileWriter, ClientError> {
         let c = &self.inner.cfg;
-        let attr = self
-            .call_attr(MasterRequest::CreateDetached {
-                block_size,
-                mode: 0o644,
-                uid: c.uid,
-                gid: c.gid,
-            })
-            .await?;
+        let attr =
+            self.call_attr(MasterRequest::CreateDetached { block_size, mode: 0o644, uid: c.uid, gid: c.gid }).await?;
         Ok(FileWriter::new(self.clone(), attr))
     }
 
     /// Atomically moves the content of the closed detached file `from` into file `to`.
     pub async fn swap_content(&self, from: u64, to: u64) -> Result<(), ClientError> {
-        self.call_done(MasterRequest::SwapContent { from, to })
-            .await
+        self.call_done(MasterRequest::SwapContent { from, to }).await
+    }
+
+    /// Creates a directory with a given mode and owner.
+    pub async fn mkdir_as(&self, p: &str, recursive: bool, o: Owner) -> Result<Attr, ClientError> {
+        path::components(p)?;
+        self.call_attr(MasterRequest::Mkdir { path: p.into(), recursive, mode: o.mode, uid: o.uid, gid: o.gid }).await
+    }
+
+    /// Creates a symlink owned by `uid:gid`.
+    pub async fn symlink_as(&self, target: &str, link: &str, uid: u32, gid: u32) -> Result<Attr, ClientError> {
+        path::components(link)?;
+        self.call_attr(MasterRequest::Symlink { target: target.into(), link: link.into(), uid, gid }).await
+    }
+
+    /// Creates a file for writing with a given block size, mode and owner.
+    pub async fn create_as(&self, p: &str, overwrite: bool, block_size: u64, o: Owner) -> Result<FileWriter, ClientError> {
+        path::components(p)?;
+        let req = MasterRequest::Create { path: p.into(), block_size, mode: o.mode, uid: o.uid, gid: o.gid, overwrite };
+        let attr = self.call_attr(req).await?;
+        Ok(FileWriter::new(self.clone(), attr))
     }
 
     /// Opens a complete file for reading.

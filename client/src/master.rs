@@ -48,14 +48,8 @@ impl MasterConnection {
     async fn open(&self) -> Result<Arc<Conn>, ClientError> {
         let stream = tokio::time::timeout(self.timeout, TcpStream::connect(&self.addr))
             .await
-            .map_err(|_| ClientError::Timeout {
-                what: format!("connecting to {}", self.addr),
-                after: self.timeout,
-            })?
-            .map_err(|source| ClientError::Connect {
-                addr: self.addr.clone(),
-                source,
-            })?;
+            .map_err(|_| ClientError::Timeout { what: format!("connecting to {}", self.addr), after: self.timeout })?
+            .map_err(|source| ClientError::Connect { addr: self.addr.clone(), source })?;
         stream.set_nodelay(true)?;
         let (mut rd, wr) = stream.into_split();
         let pending: Pending = Arc::new(Mutex::new(Some(HashMap::new())));
@@ -88,10 +82,7 @@ impl MasterConnection {
             // Dropping the senders fails every call in flight.
             p.lock().take();
         });
-        Ok(Arc::new(Conn {
-            writer: tokio::sync::Mutex::new(wr),
-            pending,
-        }))
+        Ok(Arc::new(Conn { writer: tokio::sync::Mutex::new(wr), pending }))
     }
 
     async fn get(&self) -> Result<Arc<Conn>, ClientError> {
@@ -109,13 +100,8 @@ impl MasterConnection {
     pub(crate) async fn call(&self, body: MasterRequest) -> Result<MasterResponse, ClientError> {
         let conn = self.get().await?;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let frame =
-            encode_frame(FrameKind::Request, &RequestEnvelope { id, body }).map_err(|source| {
-                ClientError::Protocol {
-                    addr: self.addr.clone(),
-                    source,
-                }
-            })?;
+        let frame = encode_frame(FrameKind::Request, &RequestEnvelope { id, body })
+            .map_err(|source| ClientError::Protocol { addr: self.addr.clone(), source })?;
         let (tx, rx) = oneshot::channel();
         match conn.pending.lock().as_mut() {
             Some(m) => m.insert(id, tx),
@@ -135,18 +121,12 @@ impl MasterConnection {
                 if let Some(m) = conn.pending.lock().as_mut() {
                     m.remove(&id);
                 }
-                Err(ClientError::Timeout {
-                    what: "metadata call".into(),
-                    after: self.timeout,
-                })
+                Err(ClientError::Timeout { what: "metadata call".into(), after: self.timeout })
             }
         }
     }
 
     fn lost(&self, reason: &str) -> ClientError {
-        ClientError::Disconnected {
-            addr: self.addr.clone(),
-            reason: reason.to_string(),
-        }
+        ClientError::Disconnected { addr: self.addr.clone(), reason: reason.to_string() }
     }
 }

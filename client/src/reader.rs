@@ -21,18 +21,16 @@ pub struct FileReader {
     cur: Option<(u64, Vec<u8>)>,
     /// The chunk being prefetched: its offset and the fetch.
     ahead: Option<(u64, Fetch)>,
+    /// Where the previous read ended: a read starting there is sequential.
+    last_end: u64,
 }
+
+/// Chunk size for reads that do not continue the previous one.
+const RANDOM_CHUNK_BYTES: u64 = 128 * 1024;
 
 impl FileReader {
     pub(crate) fn new(client: Client, path: String, file: FileBlocks) -> Self {
-        FileReader {
-            client,
-            path,
-            file,
-            pos: 0,
-            cur: None,
-            ahead: None,
-        }
+        FileReader { client, path, file, pos: 0, cur: None, ahead: None, last_end: 0 }
     }
 
     /// File length.
@@ -50,26 +48,19 @@ impl FileReader {
         self.pos = pos.min(self.len());
     }
 
-    /// The chunk that starts at `off`: up to `read_chunk_bytes`, never past its block.
-    fn chunk_at(&self, off: u64) -> Option<(BlockLocation, u64, u64)> {
-        let b = self
-            .file
-            .blocks
-            .iter()
-            .find(|b| b.offset <= off && off < b.offset + b.length)?;
+    /// The chunk that starts at `off`: up to `max` bytes, never past its block.
+    fn chunk_at(&self, off: u64, max: u64) -> Option<(BlockLocation, u64, u64)> {
+        let b = self.file.blocks.iter().find(|b| b.offset <= off && off < b.offset + b.length)?;
         let in_block = off - b.offset;
-        let len = (b.length - in_block).min(self.client.inner.cfg.read_chunk_bytes);
+        let len = (b.length - in_block).min(max);
         Some((b.clone(), in_block, len))
     }
 
     fn spawn_fetch(&self, off: u64) -> Option<(u64, Fetch)> {
-        let (block, in_block, len) = self.chunk_at(off)?;
+        let (block, in_block, len) = self.chunk_at(off, self.client.inner.cfg.read_chunk_bytes)?;
         let client = self.client.clone();
         let path = self.path.clone();
-        Some((
-            off,
-            tokio::spawn(async move { fetch(&client, &path, block, in_block, len).await }),
-        ))
+        Some((off, tokio::spawn(async move { fetch(&client, &path, block, in_block, len).await })))
     }
 
     /// Reads up to `buf.len()` bytes at the current position; 0 at the end.
@@ -78,17 +69,24 @@ impl FileReader {
             return Ok(0);
         }
         let have = matches!(&self.cur, Some((off, data)) if *off <= self.pos && self.pos < off + data.len() as u64);
+        let sequential = self.pos == self.last_end;
         if !have {
             let chunk_start = self.pos;
+            // Sequential readers get big chunks and read-ahead; random ones small chunks.
+            let max = if sequential {
+                self.client.inner.cfg.read_chunk_bytes
+            } else {
+                RANDOM_CHUNK_BYTES.max(buf.len() as u64)
+            };
             let data = match self.ahead.take() {
-                Some((off, h)) if off == chunk_start => h.await.map_err(|e| {
-                    ClientError::Remote(ErrorInfo::new(ErrorCode::Internal, e.to_string()))
-                })??,
+                Some((off, h)) if off == chunk_start => {
+                    h.await.map_err(|e| ClientError::Remote(ErrorInfo::new(ErrorCode::Internal, e.to_string())))??
+                }
                 other => {
                     if let Some((_, h)) = other {
                         h.abort();
                     }
-                    let (block, in_block, len) = self.chunk_at(chunk_start).ok_or_else(|| {
+                    let (block, in_block, len) = self.chunk_at(chunk_start, max).ok_or_else(|| {
                         ClientError::Remote(ErrorInfo::new(
                             ErrorCode::Internal,
                             format!("no block covers offset {chunk_start}"),
@@ -99,7 +97,7 @@ impl FileReader {
             };
             let next = chunk_start + data.len() as u64;
             self.cur = Some((chunk_start, data));
-            if next < self.len() {
+            if sequential && next < self.len() {
                 self.ahead = self.spawn_fetch(next);
             }
         }
@@ -108,6 +106,7 @@ impl FileReader {
         let n = (data.len() - start).min(buf.len());
         buf[..n].copy_from_slice(&data[start..start + n]);
         self.pos += n as u64;
+        self.last_end = self.pos;
         Ok(n)
     }
 }
@@ -134,17 +133,10 @@ async fn fetch(
     loop {
         let mut last = None;
         for w in &workers {
-            match client
-                .inner
-                .data
-                .read_block(w, block.block_id, offset, len)
-                .await
-            {
+            match client.inner.data.read_block(w, block.block_id, offset, len).await {
                 Ok(data) => return Ok(data),
                 // Corruption is reported, never papered over by another copy silently.
-                Err(e) if e.code() == ErrorCode::ChecksumMismatch && workers.len() == 1 => {
-                    return Err(e)
-                }
+                Err(e) if e.code() == ErrorCode::ChecksumMismatch && workers.len() == 1 => return Err(e),
                 Err(e) => {
                     tracing::debug!(worker = w.worker_id, error = %e, "block read failed");
                     last = Some(e);
@@ -166,11 +158,7 @@ async fn fetch(
         }
         refreshed = true;
         let fresh = client.blocks(path).await?;
-        workers = fresh
-            .blocks
-            .iter()
-            .find(|b| b.block_id == block.block_id)
-            .map(|b| b.workers.clone())
-            .unwrap_or_default();
+        workers =
+            fresh.blocks.iter().find(|b| b.block_id == block.block_id).map(|b| b.workers.clone()).unwrap_or_default();
     }
 }

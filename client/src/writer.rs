@@ -23,13 +23,7 @@ pub struct FileWriter {
 impl FileWriter {
     pub(crate) fn new(client: Client, attr: Attr) -> Self {
         let cap = attr.block_size.min(64 << 20) as usize;
-        FileWriter {
-            client,
-            attr,
-            buf: Vec::with_capacity(cap),
-            length: 0,
-            in_flight: None,
-        }
+        FileWriter { client, attr, buf: Vec::with_capacity(cap), length: 0, in_flight: None }
     }
 
     /// The file's inode.
@@ -64,9 +58,7 @@ impl FileWriter {
 
     async fn wait_in_flight(&mut self) -> Result<(), ClientError> {
         if let Some(h) = self.in_flight.take() {
-            h.await.map_err(|e| {
-                ClientError::Remote(ErrorInfo::new(ErrorCode::Internal, e.to_string()))
-            })??;
+            h.await.map_err(|e| ClientError::Remote(ErrorInfo::new(ErrorCode::Internal, e.to_string())))??;
         }
         Ok(())
     }
@@ -77,9 +69,7 @@ impl FileWriter {
         let data = Arc::new(std::mem::replace(&mut self.buf, Vec::with_capacity(cap)));
         let client = self.client.clone();
         let inode = self.attr.inode;
-        self.in_flight = Some(tokio::spawn(async move {
-            write_block(&client, inode, data).await
-        }));
+        self.in_flight = Some(tokio::spawn(async move { write_block(&client, inode, data).await }));
         Ok(())
     }
 
@@ -89,33 +79,16 @@ impl FileWriter {
             self.send_block().await?;
         }
         self.wait_in_flight().await?;
-        match self
-            .client
-            .call(MasterRequest::Complete {
-                inode: self.attr.inode,
-                length: self.length,
-            })
-            .await?
-        {
+        match self.client.call(MasterRequest::Complete { inode: self.attr.inode, length: self.length }).await? {
             MasterResponse::Attr(a) => Ok(a),
             other => Err(ClientError::unexpected(other)),
         }
     }
 }
 
-async fn write_block(
-    client: &Client,
-    inode: InodeId,
-    data: Arc<Vec<u8>>,
-) -> Result<(), ClientError> {
+async fn write_block(client: &Client, inode: InodeId, data: Arc<Vec<u8>>) -> Result<(), ClientError> {
     let host = client.inner.cfg.client_host.clone();
-    let loc = match client
-        .call(MasterRequest::AddBlock {
-            inode,
-            client_host: host,
-        })
-        .await?
-    {
+    let loc = match client.call(MasterRequest::AddBlock { inode, client_host: host }).await? {
         MasterResponse::Block(b) => b,
         other => return Err(ClientError::unexpected(other)),
     };
@@ -129,10 +102,5 @@ async fn write_block(
             }
         }
     }
-    Err(last.unwrap_or_else(|| {
-        ClientError::Remote(ErrorInfo::new(
-            ErrorCode::NoWorkers,
-            "no worker to write to",
-        ))
-    }))
+    Err(last.unwrap_or_else(|| ClientError::Remote(ErrorInfo::new(ErrorCode::NoWorkers, "no worker to write to"))))
 }

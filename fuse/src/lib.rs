@@ -1,1 +1,101 @@
-//! placeholder
+//! FUSE for Strata: [`fs::StrataFs`] is the filesystem layer (inode table,
+//! open files, write staging) and runs without a kernel; [`adapter`] is the
+//! thin `fuser::Filesystem` over it; [`mount`] mounts it.
+//!
+//! Semantics: reads come from the cluster; writes go to a local staging file
+//! per open handle and are published atomically on flush/fsync/close
+//! (`CreateDetached` + `SwapContent`, keeping the inode number), which gives
+//! close-to-open consistency across mounts and supports overwrite, random
+//! writes, append, truncate and sparse files.
+
+pub mod adapter;
+pub mod errno;
+pub mod fs;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use fuser::{Config, MountOption, SessionACL};
+use strata_client::Client;
+
+/// Mount settings.
+#[derive(Clone, Debug)]
+pub struct MountConfig {
+    /// How long the kernel may cache attributes and names.
+    pub ttl: Duration,
+    /// Directory for write staging files.
+    pub staging_dir: PathBuf,
+    /// Kernel request threads.
+    pub threads: usize,
+    /// Block size of files written through the mount.
+    pub block_size: u64,
+    /// Let other users use the mount (allow_other).
+    pub allow_other: bool,
+}
+
+impl MountConfig {
+    /// Defaults with staging under `staging_dir`.
+    pub fn new(staging_dir: PathBuf) -> Self {
+        MountConfig {
+            ttl: Duration::from_secs(1),
+            staging_dir,
+            threads: 4,
+            block_size: strata_protocol::DEFAULT_BLOCK_SIZE,
+            allow_other: true,
+        }
+    }
+}
+
+/// A mounted filesystem; unmounts on [`Mount::unmount`] (or drop).
+pub struct Mount {
+    session: Option<fuser::BackgroundSession>,
+    /// Where it is mounted.
+    pub mountpoint: PathBuf,
+}
+
+impl Mount {
+    /// Unmounts and waits for the request threads to finish.
+    pub fn unmount(mut self) -> std::io::Result<()> {
+        match self.session.take() {
+            Some(s) => s.umount_and_join(),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        if let Some(s) = self.session.take() {
+            let _ = s.umount_and_join();
+        }
+    }
+}
+
+/// Mounts Strata at `mountpoint`. Must be called outside the tokio runtime
+/// threads' async context (it blocks for the mount handshake); `rt` runs the
+/// client calls.
+pub fn mount(
+    client: Client,
+    rt: tokio::runtime::Handle,
+    mountpoint: &Path,
+    cfg: MountConfig,
+) -> std::io::Result<Mount> {
+    std::fs::create_dir_all(mountpoint)?;
+    std::fs::create_dir_all(&cfg.staging_dir)?;
+    let fs = fs::StrataFs::new(client, rt, cfg.clone());
+    let mut c = Config::default();
+    c.mount_options = vec![
+        MountOption::FSName("strata".into()),
+        MountOption::Subtype("strata".into()),
+        MountOption::DefaultPermissions,
+        MountOption::RW,
+    ];
+    if cfg.allow_other {
+        c.acl = SessionACL::All;
+    }
+    c.n_threads = Some(cfg.threads.max(1));
+    c.clone_fd = true;
+    let session = fuser::Session::new(adapter::Adapter::new(fs), mountpoint, &c)?;
+    let bg = session.spawn()?;
+    Ok(Mount { session: Some(bg), mountpoint: mountpoint.to_path_buf() })
+}

@@ -28,6 +28,8 @@ pub enum Command {
     Worker(WorkerArgs),
     /// Run a master and a worker in one process on an embedded default data dir.
     Local(LocalArgs),
+    /// Mount a cluster with FUSE (until SIGINT/SIGTERM).
+    Fuse(FuseArgs),
     /// Filesystem commands against a cluster.
     Fs(FsArgs),
     /// Workers, capacity per tier, block counts, masters.
@@ -37,10 +39,7 @@ pub enum Command {
 impl Command {
     /// Whether this command runs a server (logs at info by default).
     pub fn is_server(&self) -> bool {
-        matches!(
-            self,
-            Command::Master(_) | Command::Worker(_) | Command::Local(_)
-        )
+        matches!(self, Command::Master(_) | Command::Worker(_) | Command::Local(_) | Command::Fuse(_))
     }
 }
 
@@ -119,6 +118,30 @@ pub struct LocalArgs {
     /// A tier, `NAME:PATH:SIZE` (repeat, fastest first).
     #[arg(long = "tier", value_parser = config::parse_tier)]
     pub tiers: Vec<config::TierSection>,
+    /// Where to mount the filesystem (default: DATA_DIR/mnt).
+    #[arg(long)]
+    pub mount: Option<PathBuf>,
+    /// Do not mount the filesystem.
+    #[arg(long, conflicts_with = "mount")]
+    pub no_mount: bool,
+}
+
+/// `strata fuse`.
+#[derive(Args, Debug)]
+pub struct FuseArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// Mount point (created if missing).
+    pub mountpoint: PathBuf,
+    /// Directory for write staging files (default: a fresh one under /tmp).
+    #[arg(long)]
+    pub staging_dir: Option<PathBuf>,
+    /// Attribute and entry cache time in ms.
+    #[arg(long, default_value_t = 1000)]
+    pub ttl_ms: u64,
+    /// Mount options (`mount -o` style; accepted for fstab, mostly ignored).
+    #[arg(short = 'o')]
+    pub options: Option<String>,
 }
 
 /// Where a client command finds the cluster.
@@ -252,9 +275,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             if let Some(v) = a.worker_lost_timeout_ms {
                 cfg.master.worker_lost_timeout_ms = v;
             }
-            cfg.validate()
-                .map_err(anyhow::Error::msg)
-                .context("invalid configuration")?;
+            cfg.validate().map_err(anyhow::Error::msg).context("invalid configuration")?;
             crate::server::run_master(cfg).await
         }
         Command::Worker(a) => {
@@ -277,9 +298,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             if !a.tiers.is_empty() {
                 cfg.worker.tiers = a.tiers;
             }
-            cfg.validate()
-                .map_err(anyhow::Error::msg)
-                .context("invalid configuration")?;
+            cfg.validate().map_err(anyhow::Error::msg).context("invalid configuration")?;
             crate::server::run_worker(cfg).await
         }
         Command::Local(a) => {
@@ -296,11 +315,11 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             if !a.tiers.is_empty() {
                 cfg.worker.tiers = a.tiers;
             }
-            cfg.validate()
-                .map_err(anyhow::Error::msg)
-                .context("invalid configuration")?;
-            crate::server::run_local(cfg).await
+            cfg.validate().map_err(anyhow::Error::msg).context("invalid configuration")?;
+            let mount = if a.no_mount { None } else { Some(a.mount.unwrap_or_else(|| cfg.data_dir.join("mnt"))) };
+            crate::server::run_local(cfg, mount).await
         }
+        Command::Fuse(a) => crate::server::run_fuse(&cfg, a).await,
         Command::Fs(a) => crate::fs_cmd::run(&cfg, &a.client, a.cmd).await,
         Command::Report(a) => crate::fs_cmd::report(&cfg, &a.client, a.json).await,
     }

@@ -15,9 +15,7 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a size (examples: 4096, 64MiB, 10GiB)"))?;
+    let n: u64 = num.parse().map_err(|_| format!("{s:?} is not a size (examples: 4096, 64MiB, 10GiB)"))?;
     let mult: u64 = match unit.trim() {
         "" | "B" => 1,
         "K" | "KiB" => 1 << 10,
@@ -30,8 +28,7 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         "TB" => 1_000_000_000_000,
         other => return Err(format!("unknown size unit {other:?} in {s:?}")),
     };
-    n.checked_mul(mult)
-        .ok_or_else(|| format!("{s:?} is too large"))
+    n.checked_mul(mult).ok_or_else(|| format!("{s:?} is too large"))
 }
 
 impl<'de> Deserialize<'de> for Bytes {
@@ -163,10 +160,7 @@ impl Default for WorkerConfig {
 
 impl Default for ClientSection {
     fn default() -> Self {
-        ClientSection {
-            master: "127.0.0.1:19998".into(),
-            block_size: Bytes(strata_protocol::DEFAULT_BLOCK_SIZE),
-        }
+        ClientSection { master: "127.0.0.1:19998".into(), block_size: Bytes(strata_protocol::DEFAULT_BLOCK_SIZE) }
     }
 }
 
@@ -175,17 +169,14 @@ pub fn default_data_dir() -> PathBuf {
     if let Some(h) = std::env::var_os("STRATA_HOME") {
         return PathBuf::from(h);
     }
-    let home = std::env::var_os("HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/var/lib"));
+    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/var/lib"));
     home.join(".strata")
 }
 
 impl Config {
     /// Reads a config file (missing keys take defaults).
     pub fn load(path: &Path) -> Result<Config, String> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("reading {}: {e}", path.display()))?;
+        let text = std::fs::read_to_string(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
         toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
     }
 
@@ -201,9 +192,7 @@ impl Config {
             return Err("master.snapshot-entries must be at least 100".into());
         }
         if self.master.worker_lost_timeout_ms < 3 * self.worker.heartbeat_interval_ms {
-            return Err(
-                "master.worker-lost-timeout-ms must be at least 3 heartbeat intervals".into(),
-            );
+            return Err("master.worker-lost-timeout-ms must be at least 3 heartbeat intervals".into());
         }
         if self.worker.heartbeat_interval_ms == 0 {
             return Err("worker.heartbeat-interval-ms must be positive".into());
@@ -232,14 +221,10 @@ impl Config {
 pub fn parse_tier(s: &str) -> Result<TierSection, String> {
     let mut parts = s.splitn(3, ':');
     match (parts.next(), parts.next(), parts.next()) {
-        (Some(name), Some(path), Some(size)) if !path.is_empty() => Ok(TierSection {
-            name: name.to_uppercase(),
-            path: PathBuf::from(path),
-            capacity: Bytes(parse_size(size)?),
-        }),
-        _ => Err(format!(
-            "tier {s:?} must look like MEM:/dev/shm/strata:1GiB"
-        )),
+        (Some(name), Some(path), Some(size)) if !path.is_empty() => {
+            Ok(TierSection { name: name.to_uppercase(), path: PathBuf::from(path), capacity: Bytes(parse_size(size)?) })
+        }
+        _ => Err(format!("tier {s:?} must look like MEM:/dev/shm/strata:1GiB")),
     }
 }
 
@@ -252,9 +237,7 @@ mod tests {
         assert_eq!(parse_size("64MiB").unwrap(), 64 << 20);
         assert_eq!(parse_size("4096").unwrap(), 4096);
         assert!(parse_size("12XB").is_err());
-        let template =
-            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../etc/strata.toml"))
-                .unwrap();
+        let template = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../etc/strata.toml")).unwrap();
         let c: Config = toml::from_str(&template).unwrap();
         c.validate().unwrap();
         assert_eq!(c.worker.tiers.len(), 2);

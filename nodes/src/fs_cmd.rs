@@ -14,41 +14,30 @@ const COPY_BUF: usize = 8 * 1024 * 1024;
 
 /// Connects using `--master`, `STRATA_MASTER`, the config, or the local default.
 pub async fn connect(cfg: &Config, args: &ClientArgs) -> Result<Client> {
-    let master = args
-        .master
-        .clone()
-        .unwrap_or_else(|| cfg.client.master.clone());
+    let master = args.master.clone().unwrap_or_else(|| cfg.client.master.clone());
     let mut cc = ClientConfig::new(master.clone());
     cc.block_size = cfg.client.block_size.0;
     cc.uid = process_uid();
     cc.gid = process_gid();
-    Client::connect(cc)
-        .await
-        .with_context(|| format!("connecting to the master at {master}"))
+    Client::connect(cc).await.with_context(|| format!("connecting to the master at {master}"))
 }
 
 /// The caller's uid, read without `unsafe` (owner of `/proc/self`).
 fn process_uid() -> u32 {
-    std::fs::metadata("/proc/self")
-        .map(|m| std::os::unix::fs::MetadataExt::uid(&m))
-        .unwrap_or(0)
+    std::fs::metadata("/proc/self").map(|m| std::os::unix::fs::MetadataExt::uid(&m)).unwrap_or(0)
 }
 
 /// The caller's gid.
 fn process_gid() -> u32 {
-    std::fs::metadata("/proc/self")
-        .map(|m| std::os::unix::fs::MetadataExt::gid(&m))
-        .unwrap_or(0)
+    std::fs::metadata("/proc/self").map(|m| std::os::unix::fs::MetadataExt::gid(&m)).unwrap_or(0)
 }
 
 fn bar(len: u64, what: &str) -> ProgressBar {
     let pb = ProgressBar::new(len);
     pb.set_style(
-        ProgressStyle::with_template(
-            "{msg} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
-        )
-        .expect("valid template")
-        .progress_chars("=> "),
+        ProgressStyle::with_template("{msg} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
+            .expect("valid template")
+            .progress_chars("=> "),
     );
     pb.set_message(what.to_string());
     pb
@@ -82,19 +71,12 @@ pub async fn run(cfg: &Config, args: &ClientArgs, cmd: FsCmd) -> Result<()> {
         FsCmd::Ls { path, json } => {
             let entries = client.list(&path).await?;
             if json {
-                let v: Vec<_> = entries
-                    .iter()
-                    .map(|e| serde_json::json!({ "name": e.name, "attr": e.attr }))
-                    .collect();
+                let v: Vec<_> = entries.iter().map(|e| serde_json::json!({ "name": e.name, "attr": e.attr })).collect();
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
                 for e in entries {
                     let a = &e.attr;
-                    let target = a
-                        .symlink_target
-                        .as_ref()
-                        .map(|t| format!(" -> {t}"))
-                        .unwrap_or_default();
+                    let target = a.symlink_target.as_ref().map(|t| format!(" -> {t}")).unwrap_or_default();
                     println!(
                         "{} {:>5} {:>5} {:>12} {} {}{}",
                         mode_string(a),
@@ -111,15 +93,8 @@ pub async fn run(cfg: &Config, args: &ClientArgs, cmd: FsCmd) -> Result<()> {
         FsCmd::Mkdir { path, parents } => {
             client.mkdir(&path, parents).await?;
         }
-        FsCmd::Put {
-            local,
-            remote,
-            block_size,
-            force,
-        } => {
-            let mut f = tokio::fs::File::open(&local)
-                .await
-                .with_context(|| format!("opening {}", local.display()))?;
+        FsCmd::Put { local, remote, block_size, force } => {
+            let mut f = tokio::fs::File::open(&local).await.with_context(|| format!("opening {}", local.display()))?;
             let len = f.metadata().await?.len();
             let mut w = match block_size {
                 Some(bs) => client.create_with_block_size(&remote, force, bs).await?,
@@ -128,10 +103,7 @@ pub async fn run(cfg: &Config, args: &ClientArgs, cmd: FsCmd) -> Result<()> {
             let pb = bar(len, "put");
             let mut buf = vec![0u8; COPY_BUF];
             loop {
-                let n = f
-                    .read(&mut buf)
-                    .await
-                    .with_context(|| format!("reading {}", local.display()))?;
+                let n = f.read(&mut buf).await.with_context(|| format!("reading {}", local.display()))?;
                 if n == 0 {
                     break;
                 }
@@ -144,9 +116,7 @@ pub async fn run(cfg: &Config, args: &ClientArgs, cmd: FsCmd) -> Result<()> {
         FsCmd::Get { remote, local } => {
             let mut r = client.open(&remote).await?;
             let tmp = local.with_extension("strata-part");
-            let mut f = tokio::fs::File::create(&tmp)
-                .await
-                .with_context(|| format!("creating {}", tmp.display()))?;
+            let mut f = tokio::fs::File::create(&tmp).await.with_context(|| format!("creating {}", tmp.display()))?;
             let pb = bar(r.len(), "get");
             let mut buf = vec![0u8; COPY_BUF];
             loop {
@@ -160,9 +130,7 @@ pub async fn run(cfg: &Config, args: &ClientArgs, cmd: FsCmd) -> Result<()> {
             f.flush().await?;
             f.sync_all().await?;
             drop(f);
-            tokio::fs::rename(&tmp, &local)
-                .await
-                .with_context(|| format!("renaming into {}", local.display()))?;
+            tokio::fs::rename(&tmp, &local).await.with_context(|| format!("renaming into {}", local.display()))?;
             pb.finish_and_clear();
         }
         FsCmd::Cat { path } => {
@@ -206,9 +174,7 @@ pub async fn run(cfg: &Config, args: &ClientArgs, cmd: FsCmd) -> Result<()> {
             while let Some(dir) = stack.pop() {
                 for e in client.list(&dir).await? {
                     match e.attr.file_type {
-                        FileType::Directory => {
-                            stack.push(format!("{}/{}", dir.trim_end_matches('/'), e.name))
-                        }
+                        FileType::Directory => stack.push(format!("{}/{}", dir.trim_end_matches('/'), e.name)),
                         FileType::File => {
                             total += e.attr.size;
                             files += 1;
@@ -241,17 +207,11 @@ pub async fn report(cfg: &Config, args: &ClientArgs, json: bool) -> Result<()> {
             m.term,
             m.last_log_index,
             m.applied_index,
-            m.leader
-                .map(|l| l.to_string())
-                .unwrap_or_else(|| "-".into())
+            m.leader.map(|l| l.to_string()).unwrap_or_else(|| "-".into())
         );
     }
     println!("inodes: {}", r.inodes);
-    println!(
-        "workers: {} ({} live)",
-        r.workers.len(),
-        r.workers.iter().filter(|w| w.live).count()
-    );
+    println!("workers: {} ({} live)", r.workers.len(), r.workers.iter().filter(|w| w.live).count());
     for w in &r.workers {
         println!(
             "  {:016x} {}:{} {} blocks {} last heartbeat {} ms ago",

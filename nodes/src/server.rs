@@ -3,7 +3,7 @@
 //! cleanly on SIGINT/SIGTERM.
 
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -29,8 +29,7 @@ pub fn apply_common(cfg: &mut Config, c: &CommonServer) {
 }
 
 fn bind(host: &str, port: u16) -> anyhow::Result<Arc<std::net::TcpListener>> {
-    let l = std::net::TcpListener::bind((host, port))
-        .with_context(|| format!("binding {host}:{port}"))?;
+    let l = std::net::TcpListener::bind((host, port)).with_context(|| format!("binding {host}:{port}"))?;
     Ok(Arc::new(l))
 }
 
@@ -58,18 +57,8 @@ fn tiers(cfg: &Config) -> Vec<TierConfig> {
         data.join("mem")
     };
     vec![
-        TierConfig {
-            name: "MEM".into(),
-            dir: mem,
-            capacity_bytes: 1 << 30,
-            durable: false,
-        },
-        TierConfig {
-            name: "SSD".into(),
-            dir: data.join("ssd"),
-            capacity_bytes: 16 << 30,
-            durable: true,
-        },
+        TierConfig { name: "MEM".into(), dir: mem, capacity_bytes: 1 << 30, durable: false },
+        TierConfig { name: "SSD".into(), dir: data.join("ssd"), capacity_bytes: 16 << 30, durable: true },
     ]
 }
 
@@ -111,11 +100,7 @@ async fn journal_ready() -> bool {
 async fn worker_registered() -> bool {
     match ractor::registry::where_is(worker_actor::NAME) {
         Some(w) => matches!(
-            ractor::call_t!(
-                ActorRef::<worker_actor::WorkerMsg>::from(w),
-                worker_actor::WorkerMsg::Registered,
-                1000
-            ),
+            ractor::call_t!(ActorRef::<worker_actor::WorkerMsg>::from(w), worker_actor::WorkerMsg::Registered, 1000),
             Ok(true)
         ),
         None => false,
@@ -128,19 +113,19 @@ fn ready_line(line: &str) {
     let _ = out.flush();
 }
 
-async fn supervise(
-    specs: Vec<ChildSpec>,
-) -> anyhow::Result<(ActorRef<SupervisorMsg>, tokio::task::JoinHandle<()>)> {
+async fn supervise(specs: Vec<ChildSpec>) -> anyhow::Result<(ActorRef<SupervisorMsg>, tokio::task::JoinHandle<()>)> {
     Actor::spawn(Some("strata.supervisor".into()), NodeSupervisor, specs)
         .await
         .map_err(|e| anyhow!("starting the node: {e}"))
 }
 
-/// Runs until SIGINT/SIGTERM (clean stop) or until the supervisor gives up.
+/// Runs until SIGINT/SIGTERM (clean stop) or until the supervisor gives up;
+/// a FUSE mount is unmounted first.
 async fn run_until_signal(
     sup: ActorRef<SupervisorMsg>,
     handle: tokio::task::JoinHandle<()>,
     mesh: Mesh,
+    mount: Option<strata_fuse::Mount>,
 ) -> anyhow::Result<()> {
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
@@ -151,10 +136,9 @@ async fn run_until_signal(
         _ = &mut handle => Err(anyhow!("the node supervisor stopped: a child kept failing (see the log)")),
     };
     tracing::info!("stopping");
+    unmount(mount).await;
     if outcome.is_ok() {
-        let _ = sup
-            .stop_and_wait(Some("signal".into()), Some(Duration::from_secs(10)))
-            .await;
+        let _ = sup.stop_and_wait(Some("signal".into()), Some(Duration::from_secs(10))).await;
     }
     mesh.stop();
     outcome
@@ -164,19 +148,14 @@ async fn run_until_signal(
 pub async fn run_master(cfg: Config) -> anyhow::Result<()> {
     let listener = bind(&cfg.master.host, cfg.master.rpc_port)?;
     let addr = format!("{}:{}", cfg.master.host, listener.local_addr()?.port());
-    let mesh = Mesh::start(
-        &format!("master-{}", cfg.master.id),
-        &cfg.master.host,
-        cfg.master.mesh_port,
-        &cfg.cluster_secret,
-    )
-    .await?;
-    let specs = master::children(&master_options(&cfg, addr.clone()), listener)
-        .map_err(anyhow::Error::msg)?;
+    let mesh =
+        Mesh::start(&format!("master-{}", cfg.master.id), &cfg.master.host, cfg.master.mesh_port, &cfg.cluster_secret)
+            .await?;
+    let specs = master::children(&master_options(&cfg, addr.clone()), listener).map_err(anyhow::Error::msg)?;
     let (sup, handle) = supervise(specs).await?;
     wait_until("the journal", Duration::from_secs(60), journal_ready).await?;
     ready_line(&format!("master: {addr}"));
-    run_until_signal(sup, handle, mesh).await
+    run_until_signal(sup, handle, mesh, None).await
 }
 
 /// `strata worker`.
@@ -185,13 +164,8 @@ pub async fn run_worker(cfg: Config) -> anyhow::Result<()> {
     let id = worker::worker_id(&dir).with_context(|| format!("worker id in {}", dir.display()))?;
     let listener = bind(&cfg.worker.host, cfg.worker.data_port)?;
     let data_addr = format!("{}:{}", cfg.worker.host, listener.local_addr()?.port());
-    let mesh = Mesh::start(
-        &format!("worker-{id:x}"),
-        &cfg.worker.host,
-        cfg.worker.mesh_port,
-        &cfg.cluster_secret,
-    )
-    .await?;
+    let mesh =
+        Mesh::start(&format!("worker-{id:x}"), &cfg.worker.host, cfg.worker.mesh_port, &cfg.cluster_secret).await?;
     mesh.join(&cfg.worker.master_mesh, Duration::from_secs(15))
         .await
         .context("joining the cluster (is the master up, and is the cluster secret the same?)")?;
@@ -204,25 +178,19 @@ pub async fn run_worker(cfg: Config) -> anyhow::Result<()> {
     };
     let specs = worker::children(&opts, listener).map_err(anyhow::Error::msg)?;
     let (sup, handle) = supervise(specs).await?;
-    wait_until(
-        "worker registration",
-        Duration::from_secs(60),
-        worker_registered,
-    )
-    .await?;
+    wait_until("worker registration", Duration::from_secs(60), worker_registered).await?;
     ready_line(&format!("worker: {data_addr}"));
-    run_until_signal(sup, handle, mesh).await
+    run_until_signal(sup, handle, mesh, None).await
 }
 
-/// `strata local`: a master and a worker in one process.
-pub async fn run_local(cfg: Config) -> anyhow::Result<()> {
+/// `strata local`: a master and a worker in one process, mounted at `mount`.
+pub async fn run_local(cfg: Config, mount: Option<PathBuf>) -> anyhow::Result<()> {
     let host = cfg.master.host.clone();
     let listener = bind(&host, cfg.master.rpc_port)?;
     let addr = format!("{host}:{}", listener.local_addr()?.port());
     let data_listener = bind(&host, cfg.worker.data_port)?;
     let mesh = Mesh::start("local", &host, cfg.master.mesh_port, &cfg.cluster_secret).await?;
-    let mut specs = master::children(&master_options(&cfg, addr.clone()), listener)
-        .map_err(anyhow::Error::msg)?;
+    let mut specs = master::children(&master_options(&cfg, addr.clone()), listener).map_err(anyhow::Error::msg)?;
     let opts = WorkerOptions {
         data_dir: cfg.data_dir.join("worker"),
         host: host.clone(),
@@ -235,5 +203,73 @@ pub async fn run_local(cfg: Config) -> anyhow::Result<()> {
     wait_until("the journal", Duration::from_secs(60), journal_ready).await?;
     wait_until("the worker", Duration::from_secs(60), worker_registered).await?;
     ready_line(&format!("master: {addr}"));
-    run_until_signal(sup, handle, mesh).await
+    let mounted = match mount {
+        Some(dir) => {
+            let staging = cfg.data_dir.join("fuse-staging");
+            match mount_fs(&addr, cfg.client.block_size.0, &dir, staging, Duration::from_secs(1)).await {
+                Ok(m) => {
+                    ready_line(&format!("mount: {}", dir.display()));
+                    Some(m)
+                }
+                Err(e) => {
+                    tracing::warn!(error = %format!("{e:#}"), "no FUSE mount; the cluster serves without it");
+                    None
+                }
+            }
+        }
+        None => None,
+    };
+    run_until_signal(sup, handle, mesh, mounted).await
+}
+
+/// Mounts the cluster at `addr` on `dir`.
+async fn mount_fs(
+    addr: &str,
+    block_size: u64,
+    dir: &Path,
+    staging: PathBuf,
+    ttl: Duration,
+) -> anyhow::Result<strata_fuse::Mount> {
+    let mut cc = strata_client::ClientConfig::new(addr);
+    cc.block_size = block_size;
+    let client = strata_client::Client::connect(cc).await?;
+    // A leftover staging dir holds nothing published: start clean.
+    let _ = std::fs::remove_dir_all(&staging);
+    let mut mc = strata_fuse::MountConfig::new(staging);
+    mc.ttl = ttl;
+    mc.block_size = block_size;
+    let rt = tokio::runtime::Handle::current();
+    let dir = dir.to_path_buf();
+    let shown = dir.display().to_string();
+    tokio::task::spawn_blocking(move || strata_fuse::mount(client, rt, &dir, mc))
+        .await?
+        .with_context(|| format!("mounting FUSE at {shown}"))
+}
+
+async fn unmount(mount: Option<strata_fuse::Mount>) {
+    if let Some(m) = mount {
+        let shown = m.mountpoint.display().to_string();
+        match tokio::task::spawn_blocking(move || m.unmount()).await {
+            Ok(Ok(())) => tracing::info!(mountpoint = %shown, "unmounted"),
+            Ok(Err(e)) => tracing::warn!(mountpoint = %shown, error = %e, "unmount failed"),
+            Err(e) => tracing::warn!(error = %e, "unmount task failed"),
+        }
+    }
+}
+
+/// `strata fuse MOUNTPOINT`: mounts a cluster until SIGINT/SIGTERM.
+pub async fn run_fuse(cfg: &Config, a: crate::cli::FuseArgs) -> anyhow::Result<()> {
+    let addr = a.client.master.clone().unwrap_or_else(|| cfg.client.master.clone());
+    let staging = a.staging_dir.unwrap_or_else(|| std::env::temp_dir().join(format!("strata-fuse-{}", std::process::id())));
+    let m = mount_fs(&addr, cfg.client.block_size.0, &a.mountpoint, staging.clone(), Duration::from_millis(a.ttl_ms)).await?;
+    ready_line(&format!("mount: {}", a.mountpoint.display()));
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::select! {
+        _ = term.recv() => {},
+        _ = int.recv() => {},
+    }
+    unmount(Some(m)).await;
+    let _ = std::fs::remove_dir_all(&staging);
+    Ok(())
 }

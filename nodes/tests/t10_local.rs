@@ -21,25 +21,12 @@ fn put_get_round_trip_and_restart_keeps_everything() {
     std::fs::write(&src, &data).unwrap();
     let (ok, _, err) = strata(&m, &["fs", "mkdir", "-p", "/a/b"]);
     assert!(ok, "{err}");
-    let (ok, _, err) = strata(
-        &m,
-        &[
-            "fs",
-            "put",
-            "--block-size",
-            "1MiB",
-            src.to_str().unwrap(),
-            "/a/b/file.bin",
-        ],
-    );
+    let (ok, _, err) = strata(&m, &["fs", "put", "--block-size", "1MiB", src.to_str().unwrap(), "/a/b/file.bin"]);
     assert!(ok, "{err}");
     let dst = dir.path().join("dst.bin");
     let (ok, _, err) = strata(&m, &["fs", "get", "/a/b/file.bin", dst.to_str().unwrap()]);
     assert!(ok, "{err}");
-    assert!(
-        std::fs::read(&dst).unwrap() == data,
-        "round trip is byte-exact"
-    );
+    assert!(std::fs::read(&dst).unwrap() == data, "round trip is byte-exact");
 
     let (ok, out, _) = strata(&m, &["fs", "stat", "--json", "/a/b/file.bin"]);
     assert!(ok);
@@ -57,10 +44,7 @@ fn put_get_round_trip_and_restart_keeps_everything() {
     let (ok, _, err) = strata(&m, &["fs", "mv", "/a/b/file.bin", "/a/moved.bin"]);
     assert!(ok, "{err}");
     let (ok, out, _) = strata(&m, &["fs", "du", "/a"]);
-    assert!(
-        ok && out.starts_with(&format!("{}\t1 files", data.len())),
-        "{out}"
-    );
+    assert!(ok && out.starts_with(&format!("{}\t1 files", data.len())), "{out}");
     let small = dir.path().join("small.txt");
     std::fs::write(&small, b"hello strata\n").unwrap();
     assert!(strata(&m, &["fs", "put", small.to_str().unwrap(), "/a/small.txt"]).0);
@@ -68,10 +52,7 @@ fn put_get_round_trip_and_restart_keeps_everything() {
     assert!(ok);
     assert_eq!(out, "hello strata\n");
     let (ok, out, _) = strata(&m, &["report"]);
-    assert!(
-        ok && out.contains("live") && out.contains("leader"),
-        "{out}"
-    );
+    assert!(ok && out.contains("live") && out.contains("leader"), "{out}");
 
     // Bad paths: clear errors.
     for (args, expect) in [
@@ -95,10 +76,7 @@ fn put_get_round_trip_and_restart_keeps_everything() {
     let dst2 = dir.path().join("dst2.bin");
     let (ok, _, err) = strata(&m, &["fs", "get", "/a/moved.bin", dst2.to_str().unwrap()]);
     assert!(ok, "{err}");
-    assert!(
-        std::fs::read(&dst2).unwrap() == data,
-        "data survives a restart"
-    );
+    assert!(std::fs::read(&dst2).unwrap() == data, "data survives a restart");
     let (ok, out, _) = strata(&m, &["fs", "cat", "/a/small.txt"]);
     assert!(ok && out == "hello strata\n");
     let (ok, _, err) = strata(&m, &["fs", "rm", "-r", "/a"]);
@@ -135,41 +113,23 @@ async fn namespace_operations_match_a_model() {
         if expect.remove(&p).is_some() {
             c.delete(&p, false).await.unwrap();
         } else {
-            assert_eq!(
-                c.delete(&p, false).await.unwrap_err().code(),
-                strata_client::ErrorCode::NotFound
-            );
+            assert_eq!(c.delete(&p, false).await.unwrap_err().code(), strata_client::ErrorCode::NotFound);
         }
     }
-    let names: Vec<String> = c
-        .list("/d")
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|e| format!("/d/{}", e.name))
-        .collect();
+    let names: Vec<String> = c.list("/d").await.unwrap().into_iter().map(|e| format!("/d/{}", e.name)).collect();
     assert_eq!(names, expect.keys().cloned().collect::<Vec<_>>());
     for (p, data) in &expect {
         assert!(&c.read_all(p).await.unwrap() == data, "{p}");
     }
     let link = c.symlink("/d/f1", "/d/link").await.unwrap();
     assert_eq!(link.symlink_target.as_deref(), Some("/d/f1"));
-    let a = c
-        .set_attr("/d", Some(0o700), Some(12), Some(34), None)
-        .await
-        .unwrap();
+    let a = c.set_attr("/d", Some(0o700), Some(12), Some(34), None).await.unwrap();
     assert_eq!((a.mode, a.uid, a.gid), (0o700, 12, 34));
     // Deleted files' blocks leave the worker.
     c.delete("/d", true).await.unwrap();
-    eventually(
-        "blocks of deleted files are dropped",
-        Duration::from_secs(20),
-        || async {
-            let r = c.report().await.unwrap();
-            r.workers
-                .iter()
-                .all(|w| w.blocks == 0 && w.tiers.iter().all(|t| t.blocks == 0))
-        },
-    )
+    eventually("blocks of deleted files are dropped", Duration::from_secs(20), || async {
+        let r = c.report().await.unwrap();
+        r.workers.iter().all(|w| w.blocks == 0 && w.tiers.iter().all(|t| t.blocks == 0))
+    })
     .await;
 }

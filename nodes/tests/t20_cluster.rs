@@ -29,28 +29,15 @@ async fn killed_worker_rejoins_and_serves_its_blocks() {
     })
     .await;
     let e = c.read_all("/f").await.unwrap_err();
-    assert!(
-        matches!(
-            e.code(),
-            strata_client::ErrorCode::BlockNotFound | strata_client::ErrorCode::Unavailable
-        ),
-        "{e}"
-    );
+    assert!(matches!(e.code(), strata_client::ErrorCode::BlockNotFound | strata_client::ErrorCode::Unavailable), "{e}");
 
     cluster.workers[0].restart(Duration::from_secs(60)).unwrap();
-    eventually(
-        "worker live again with its blocks",
-        Duration::from_secs(20),
-        || async {
-            let r = c.report().await.unwrap();
-            r.workers.len() == 1 && r.workers[0].live && r.workers[0].blocks == 4
-        },
-    )
+    eventually("worker live again with its blocks", Duration::from_secs(20), || async {
+        let r = c.report().await.unwrap();
+        r.workers.len() == 1 && r.workers[0].live && r.workers[0].blocks == 4
+    })
     .await;
-    assert!(
-        c.read_all("/f").await.unwrap() == data,
-        "blocks served after restart"
-    );
+    assert!(c.read_all("/f").await.unwrap() == data, "blocks served after restart");
 }
 
 #[test]
@@ -65,9 +52,5 @@ fn worker_with_wrong_secret_is_refused() {
     let (ok, out, _) = strata(cluster.master_addr(), &["report", "--json"]);
     assert!(ok);
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(
-        v["workers"].as_array().unwrap().len(),
-        0,
-        "no worker registered"
-    );
+    assert_eq!(v["workers"].as_array().unwrap().len(), 0, "no worker registered");
 }

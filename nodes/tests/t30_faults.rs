@@ -87,12 +87,7 @@ async fn malformed_frames_close_only_their_connection() {
 
     let good = encode_frame(
         FrameKind::Request,
-        &RequestEnvelope {
-            id: 9,
-            body: MasterRequest::Stat {
-                path: "/keep".into(),
-            },
-        },
+        &RequestEnvelope { id: 9, body: MasterRequest::Stat { path: "/keep".into() } },
     )
     .unwrap();
     let mut oversized = good.clone();
@@ -103,27 +98,12 @@ async fn malformed_frames_close_only_their_connection() {
     let mut bad_version = good.clone();
     bad_version[4] = 99;
     let garbage: Vec<u8> = bytes(5000, 11);
-    let data_req = encode_frame(
-        FrameKind::Request,
-        &DataRequest::Read {
-            block_id: 1,
-            offset: 0,
-            length: 1,
-        },
-    )
-    .unwrap();
+    let data_req = encode_frame(FrameKind::Request, &DataRequest::Read { block_id: 1, offset: 0, length: 1 }).unwrap();
     let mut data_oversized = data_req.clone();
     data_oversized[8..12].copy_from_slice(&(1u32 << 30).to_le_bytes());
     // A write that announces more than a block may hold.
-    let huge_write = encode_frame(
-        FrameKind::Request,
-        &DataRequest::Write {
-            block_id: 77,
-            length: u64::MAX,
-            crc: 0,
-        },
-    )
-    .unwrap();
+    let huge_write =
+        encode_frame(FrameKind::Request, &DataRequest::Write { block_id: 77, length: u64::MAX, crc: 0 }).unwrap();
 
     let cases: Vec<(&str, Vec<u8>)> = vec![
         ("garbage", garbage.clone()),
@@ -135,15 +115,8 @@ async fn malformed_frames_close_only_their_connection() {
     for (what, frame) in &cases {
         let reply = send_raw(&m, frame);
         // Either nothing or an error frame, and the connection was closed (read_to_end returned).
-        assert!(
-            reply.len() < 4096,
-            "{what}: unexpected reply of {} bytes",
-            reply.len()
-        );
-        assert!(
-            c.stat("/keep").await.is_ok(),
-            "master still serves after {what}"
-        );
+        assert!(reply.len() < 4096, "{what}: unexpected reply of {} bytes", reply.len());
+        assert!(c.stat("/keep").await.is_ok(), "master still serves after {what}");
     }
     for (what, frame) in [
         ("garbage", garbage),
@@ -153,10 +126,7 @@ async fn malformed_frames_close_only_their_connection() {
     ] {
         let reply = send_raw(&data_addr, &frame);
         assert!(reply.len() < 4096, "{what}: unexpected reply");
-        assert!(
-            c.read_all("/keep").await.unwrap() == b"still here",
-            "worker still serves after {what}"
-        );
+        assert!(c.read_all("/keep").await.unwrap() == b"still here", "worker still serves after {what}");
     }
 }
 
@@ -189,10 +159,7 @@ async fn full_tiers_answer_no_space_and_lose_nothing() {
     assert_eq!(e.code(), ErrorCode::NoSpace, "{e}");
     assert_eq!(written.len(), 7, "every block that fit was accepted");
     for (p, data) in &written {
-        assert!(
-            &c.read_all(p).await.unwrap() == data,
-            "{p} intact after the tier filled"
-        );
+        assert!(&c.read_all(p).await.unwrap() == data, "{p} intact after the tier filled");
     }
     // Deleting frees space: the next write succeeds.
     c.delete(&written[0].0, false).await.unwrap();

@@ -5,17 +5,7 @@ use rkyv::{Archive, Deserialize, Serialize};
 
 /// A stable, wire-visible error code.
 #[derive(
-    Archive,
-    Serialize,
-    Deserialize,
-    serde::Serialize,
-    serde::Deserialize,
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Hash,
+    Archive, Serialize, Deserialize, serde::Serialize, serde::Deserialize, Debug, Clone, Copy, PartialEq, Eq, Hash,
 )]
 #[rkyv(derive(Debug))]
 #[repr(u16)]
@@ -88,17 +78,7 @@ impl ErrorCode {
 }
 
 /// An error as it travels on the wire: a stable code and a human message.
-#[derive(
-    Archive,
-    Serialize,
-    Deserialize,
-    serde::Serialize,
-    serde::Deserialize,
-    Debug,
-    Clone,
-    PartialEq,
-    Eq,
-)]
+#[derive(Archive, Serialize, Deserialize, serde::Serialize, serde::Deserialize, Debug, Clone, PartialEq, Eq)]
 #[rkyv(derive(Debug))]
 pub struct ErrorInfo {
     /// The stable code clients branch on.
@@ -110,10 +90,7 @@ pub struct ErrorInfo {
 impl ErrorInfo {
     /// Builds an error from a code and a message.
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        ErrorInfo {
-            code,
-            message: message.into(),
-        }
+        ErrorInfo { code, message: message.into() }
     }
 }
 

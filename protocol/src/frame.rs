@@ -80,35 +80,25 @@ pub enum FrameError {
 }
 
 /// Bounds a type must meet to be encoded with [`encode`].
-pub trait Encode:
-    for<'a> Serialize<HighSerializer<AlignedVec, ArenaHandle<'a>, BoxedError>>
-{
-}
-impl<T> Encode for T where
-    T: for<'a> Serialize<HighSerializer<AlignedVec, ArenaHandle<'a>, BoxedError>>
-{
-}
+pub trait Encode: for<'a> Serialize<HighSerializer<AlignedVec, ArenaHandle<'a>, BoxedError>> {}
+impl<T> Encode for T where T: for<'a> Serialize<HighSerializer<AlignedVec, ArenaHandle<'a>, BoxedError>> {}
 
 /// Bounds a type must meet to be decoded with [`decode`].
 pub trait Decode: Archive + Sized
 where
-    Self::Archived: for<'a> CheckBytes<HighValidator<'a, BoxedError>>
-        + Deserialize<Self, HighDeserializer<BoxedError>>,
+    Self::Archived: for<'a> CheckBytes<HighValidator<'a, BoxedError>> + Deserialize<Self, HighDeserializer<BoxedError>>,
 {
 }
 impl<T> Decode for T
 where
     T: Archive,
-    T::Archived: for<'a> CheckBytes<HighValidator<'a, BoxedError>>
-        + Deserialize<T, HighDeserializer<BoxedError>>,
+    T::Archived: for<'a> CheckBytes<HighValidator<'a, BoxedError>> + Deserialize<T, HighDeserializer<BoxedError>>,
 {
 }
 
 /// Serializes a message to rkyv bytes (no frame header).
 pub fn encode<T: Encode>(msg: &T) -> Result<AlignedVec, FrameError> {
-    rkyv::to_bytes::<BoxedError>(msg).map_err(|e| FrameError::Encode {
-        reason: e.to_string(),
-    })
+    rkyv::to_bytes::<BoxedError>(msg).map_err(|e| FrameError::Encode { reason: e.to_string() })
 }
 
 /// Validates rkyv bytes and deserializes the message. `bytes` need not be
@@ -116,12 +106,9 @@ pub fn encode<T: Encode>(msg: &T) -> Result<AlignedVec, FrameError> {
 pub fn decode<T>(bytes: &[u8]) -> Result<T, FrameError>
 where
     T: Archive,
-    T::Archived: for<'a> CheckBytes<HighValidator<'a, BoxedError>>
-        + Deserialize<T, HighDeserializer<BoxedError>>,
+    T::Archived: for<'a> CheckBytes<HighValidator<'a, BoxedError>> + Deserialize<T, HighDeserializer<BoxedError>>,
 {
-    let invalid = |e: BoxedError| FrameError::Invalid {
-        reason: e.to_string(),
-    };
+    let invalid = |e: BoxedError| FrameError::Invalid { reason: e.to_string() };
     if (bytes.as_ptr() as usize).is_multiple_of(16) {
         rkyv::from_bytes::<T, BoxedError>(bytes).map_err(invalid)
     } else {
@@ -136,10 +123,7 @@ pub fn encode_frame<T: Encode>(kind: FrameKind, msg: &T) -> Result<Vec<u8>, Fram
     let payload = encode(msg)?;
     if payload.len() > MAX_FRAME_BYTES as usize {
         return Err(FrameError::Encode {
-            reason: format!(
-                "message of {} bytes exceeds the frame maximum",
-                payload.len()
-            ),
+            reason: format!("message of {} bytes exceeds the frame maximum", payload.len()),
         });
     }
     let mut out = Vec::with_capacity(HEADER_BYTES + payload.len());
@@ -184,10 +168,7 @@ pub fn parse_header(h: &[u8; HEADER_BYTES], max_len: u32) -> Result<FrameHeader,
 pub fn check_payload(header: &FrameHeader, payload: &[u8]) -> Result<(), FrameError> {
     let actual = crc32c::crc32c(payload);
     if actual != header.crc {
-        return Err(FrameError::Checksum {
-            expected: header.crc,
-            actual,
-        });
+        return Err(FrameError::Checksum { expected: header.crc, actual });
     }
     Ok(())
 }
@@ -197,24 +178,17 @@ pub fn check_payload(header: &FrameHeader, payload: &[u8]) -> Result<(), FrameEr
 pub fn decode_frame<T>(buf: &[u8], max_len: u32) -> Result<(FrameHeader, T, usize), FrameError>
 where
     T: Archive,
-    T::Archived: for<'a> CheckBytes<HighValidator<'a, BoxedError>>
-        + Deserialize<T, HighDeserializer<BoxedError>>,
+    T::Archived: for<'a> CheckBytes<HighValidator<'a, BoxedError>> + Deserialize<T, HighDeserializer<BoxedError>>,
 {
     if buf.len() < HEADER_BYTES {
-        return Err(FrameError::Truncated {
-            need: HEADER_BYTES,
-            have: buf.len(),
-        });
+        return Err(FrameError::Truncated { need: HEADER_BYTES, have: buf.len() });
     }
     let mut h = [0u8; HEADER_BYTES];
     h.copy_from_slice(&buf[..HEADER_BYTES]);
     let header = parse_header(&h, max_len)?;
     let end = HEADER_BYTES + header.len as usize;
     if buf.len() < end {
-        return Err(FrameError::Truncated {
-            need: end,
-            have: buf.len(),
-        });
+        return Err(FrameError::Truncated { need: end, have: buf.len() });
     }
     let payload = &buf[HEADER_BYTES..end];
     check_payload(&header, payload)?;
@@ -240,15 +214,11 @@ mod io {
     /// Reads one frame and decodes its message. Returns `Ok(None)` on a clean
     /// end of stream before the first header byte. Never allocates more than
     /// `max_len` bytes for the payload.
-    pub async fn read_frame<R, T>(
-        r: &mut R,
-        max_len: u32,
-    ) -> Result<Option<(FrameHeader, T)>, ReadFrameError>
+    pub async fn read_frame<R, T>(r: &mut R, max_len: u32) -> Result<Option<(FrameHeader, T)>, ReadFrameError>
     where
         R: AsyncRead + Unpin,
         T: Archive,
-        T::Archived: for<'a> CheckBytes<HighValidator<'a, BoxedError>>
-            + Deserialize<T, HighDeserializer<BoxedError>>,
+        T::Archived: for<'a> CheckBytes<HighValidator<'a, BoxedError>> + Deserialize<T, HighDeserializer<BoxedError>>,
     {
         let mut h = [0u8; HEADER_BYTES];
         let n = r.read(&mut h[..1]).await?;
@@ -261,18 +231,13 @@ mod io {
         payload.resize(header.len as usize, 0);
         r.read_exact(&mut payload[..]).await?;
         check_payload(&header, &payload)?;
-        let msg = rkyv::from_bytes::<T, BoxedError>(&payload).map_err(|e| FrameError::Invalid {
-            reason: e.to_string(),
-        })?;
+        let msg =
+            rkyv::from_bytes::<T, BoxedError>(&payload).map_err(|e| FrameError::Invalid { reason: e.to_string() })?;
         Ok(Some((header, msg)))
     }
 
     /// Encodes and writes one frame (does not flush).
-    pub async fn write_frame<W, T>(
-        w: &mut W,
-        kind: FrameKind,
-        msg: &T,
-    ) -> Result<(), ReadFrameError>
+    pub async fn write_frame<W, T>(w: &mut W, kind: FrameKind, msg: &T) -> Result<(), ReadFrameError>
     where
         W: AsyncWrite + Unpin,
         T: Encode,
@@ -295,13 +260,7 @@ mod tests {
     fn sample() -> RequestEnvelope {
         RequestEnvelope {
             id: 42,
-            body: MasterRequest::Mkdir {
-                path: "/a/b".into(),
-                recursive: true,
-                mode: 0o755,
-                uid: 0,
-                gid: 0,
-            },
+            body: MasterRequest::Mkdir { path: "/a/b".into(), recursive: true, mode: 0o755, uid: 0, gid: 0 },
         }
     }
 
@@ -320,10 +279,7 @@ mod tests {
         f[8..12].copy_from_slice(&u32::MAX.to_le_bytes());
         assert_eq!(
             decode_frame::<RequestEnvelope>(&f, MAX_FRAME_BYTES).unwrap_err(),
-            FrameError::TooLarge {
-                len: u32::MAX,
-                max: MAX_FRAME_BYTES
-            }
+            FrameError::TooLarge { len: u32::MAX, max: MAX_FRAME_BYTES }
         );
     }
 
@@ -332,10 +288,7 @@ mod tests {
         let mut f = encode_frame(FrameKind::Request, &sample()).unwrap();
         let last = f.len() - 1;
         f[last] ^= 1;
-        assert!(matches!(
-            decode_frame::<RequestEnvelope>(&f, MAX_FRAME_BYTES),
-            Err(FrameError::Checksum { .. })
-        ));
+        assert!(matches!(decode_frame::<RequestEnvelope>(&f, MAX_FRAME_BYTES), Err(FrameError::Checksum { .. })));
     }
 
     #[test]
@@ -344,10 +297,7 @@ mod tests {
         let garbage = vec![0xffu8; 64];
         let mut f = header_bytes(FrameKind::Request, &garbage).to_vec();
         f.extend_from_slice(&garbage);
-        assert!(matches!(
-            decode_frame::<RequestEnvelope>(&f, MAX_FRAME_BYTES),
-            Err(FrameError::Invalid { .. })
-        ));
+        assert!(matches!(decode_frame::<RequestEnvelope>(&f, MAX_FRAME_BYTES), Err(FrameError::Invalid { .. })));
     }
 
     proptest! {

@@ -9,108 +9,38 @@ use crate::messages::Attr;
 use crate::ErrorInfo;
 
 /// One namespace mutation, as stored in the replicated journal.
-#[derive(
-    Archive,
-    Serialize,
-    Deserialize,
-    serde::Serialize,
-    serde::Deserialize,
-    Debug,
-    Clone,
-    PartialEq,
-    Eq,
-)]
+#[derive(Archive, Serialize, Deserialize, serde::Serialize, serde::Deserialize, Debug, Clone, PartialEq, Eq)]
 #[rkyv(derive(Debug))]
 pub enum JournalEntry {
     /// Create a directory (and its missing parents when `recursive`).
-    Mkdir {
-        path: String,
-        recursive: bool,
-        mode: u32,
-        uid: u32,
-        gid: u32,
-        time_ms: i64,
-    },
+    Mkdir { path: String, recursive: bool, mode: u32, uid: u32, gid: u32, time_ms: i64 },
     /// Create an empty, incomplete file; with `overwrite` an existing file is
     /// replaced (its blocks are freed).
-    CreateFile {
-        path: String,
-        mode: u32,
-        uid: u32,
-        gid: u32,
-        block_size: u64,
-        overwrite: bool,
-        time_ms: i64,
-    },
+    CreateFile { path: String, mode: u32, uid: u32, gid: u32, block_size: u64, overwrite: bool, time_ms: i64 },
     /// Allocate the next block of an incomplete file.
     AddBlock { inode: InodeId, time_ms: i64 },
     /// Seal a file at `length` bytes; every block but the last is full.
-    CompleteFile {
-        inode: InodeId,
-        length: u64,
-        time_ms: i64,
-    },
+    CompleteFile { inode: InodeId, length: u64, time_ms: i64 },
     /// Atomically move `src` to `dst`, replacing a file (or empty directory) at `dst`.
-    Rename {
-        src: String,
-        dst: String,
-        time_ms: i64,
-    },
+    Rename { src: String, dst: String, time_ms: i64 },
     /// Remove a file, symlink or (empty, or with `recursive` any) directory.
-    Delete {
-        path: String,
-        recursive: bool,
-        time_ms: i64,
-    },
+    Delete { path: String, recursive: bool, time_ms: i64 },
     /// Change attributes; `None` leaves one unchanged.
-    SetAttr {
-        path: String,
-        mode: Option<u32>,
-        uid: Option<u32>,
-        gid: Option<u32>,
-        mtime_ms: Option<i64>,
-        time_ms: i64,
-    },
+    SetAttr { path: String, mode: Option<u32>, uid: Option<u32>, gid: Option<u32>, mtime_ms: Option<i64>, time_ms: i64 },
     /// Create a symbolic link at `link` pointing to `target` (not resolved).
-    Symlink {
-        target: String,
-        link: String,
-        uid: u32,
-        gid: u32,
-        time_ms: i64,
-    },
+    Symlink { target: String, link: String, uid: u32, gid: u32, time_ms: i64 },
     /// Create an incomplete file with no name: new content for an existing
     /// file is written into it, then moved over with `SwapContent`.
-    CreateDetached {
-        mode: u32,
-        uid: u32,
-        gid: u32,
-        block_size: u64,
-        time_ms: i64,
-    },
+    CreateDetached { mode: u32, uid: u32, gid: u32, block_size: u64, time_ms: i64 },
     /// Atomically give file `to` the blocks and length of the complete,
     /// detached file `from` (which disappears); `to` keeps its inode and
     /// name, its old blocks are freed.
-    SwapContent {
-        from: InodeId,
-        to: InodeId,
-        time_ms: i64,
-    },
+    SwapContent { from: InodeId, to: InodeId, time_ms: i64 },
 }
 
 /// What applying an entry produced. Errors are results too: an entry that
 /// fails validation at apply time changes nothing on any master.
-#[derive(
-    Archive,
-    Serialize,
-    Deserialize,
-    serde::Serialize,
-    serde::Deserialize,
-    Debug,
-    Clone,
-    PartialEq,
-    Eq,
-)]
+#[derive(Archive, Serialize, Deserialize, serde::Serialize, serde::Deserialize, Debug, Clone, PartialEq, Eq)]
 #[rkyv(derive(Debug))]
 pub enum ApplyResult {
     /// The entry created or changed this inode.

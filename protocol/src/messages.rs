@@ -7,18 +7,7 @@ use crate::error::ErrorInfo;
 use crate::ids::{BlockId, InodeId, RequestId, WorkerId};
 
 /// The kind of an inode.
-#[derive(
-    Archive,
-    Serialize,
-    Deserialize,
-    serde::Serialize,
-    serde::Deserialize,
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-)]
+#[derive(Archive, Serialize, Deserialize, serde::Serialize, serde::Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
 #[rkyv(derive(Debug))]
 pub enum FileType {
     /// A regular file made of blocks.
@@ -30,17 +19,7 @@ pub enum FileType {
 }
 
 /// Inode attributes as clients see them.
-#[derive(
-    Archive,
-    Serialize,
-    Deserialize,
-    serde::Serialize,
-    serde::Deserialize,
-    Debug,
-    Clone,
-    PartialEq,
-    Eq,
-)]
+#[derive(Archive, Serialize, Deserialize, serde::Serialize, serde::Deserialize, Debug, Clone, PartialEq, Eq)]
 #[rkyv(derive(Debug))]
 pub struct Attr {
     /// Inode number.
@@ -70,18 +49,7 @@ pub struct Attr {
 }
 
 /// Where a worker serves block bytes.
-#[derive(
-    Archive,
-    Serialize,
-    Deserialize,
-    serde::Serialize,
-    serde::Deserialize,
-    Debug,
-    Clone,
-    PartialEq,
-    Eq,
-    Hash,
-)]
+#[derive(Archive, Serialize, Deserialize, serde::Serialize, serde::Deserialize, Debug, Clone, PartialEq, Eq, Hash)]
 #[rkyv(derive(Debug))]
 pub struct WorkerAddr {
     /// The worker.
@@ -93,17 +61,7 @@ pub struct WorkerAddr {
 }
 
 /// One block of a file and where it is cached.
-#[derive(
-    Archive,
-    Serialize,
-    Deserialize,
-    serde::Serialize,
-    serde::Deserialize,
-    Debug,
-    Clone,
-    PartialEq,
-    Eq,
-)]
+#[derive(Archive, Serialize, Deserialize, serde::Serialize, serde::Deserialize, Debug, Clone, PartialEq, Eq)]
 #[rkyv(derive(Debug))]
 pub struct BlockLocation {
     /// The block.
@@ -117,17 +75,7 @@ pub struct BlockLocation {
 }
 
 /// A directory entry.
-#[derive(
-    Archive,
-    Serialize,
-    Deserialize,
-    serde::Serialize,
-    serde::Deserialize,
-    Debug,
-    Clone,
-    PartialEq,
-    Eq,
-)]
+#[derive(Archive, Serialize, Deserialize, serde::Serialize, serde::Deserialize, Debug, Clone, PartialEq, Eq)]
 #[rkyv(derive(Debug))]
 pub struct DirEntry {
     /// Name within the directory.
@@ -137,17 +85,7 @@ pub struct DirEntry {
 }
 
 /// A file's attributes and block locations.
-#[derive(
-    Archive,
-    Serialize,
-    Deserialize,
-    serde::Serialize,
-    serde::Deserialize,
-    Debug,
-    Clone,
-    PartialEq,
-    Eq,
-)]
+#[derive(Archive, Serialize, Deserialize, serde::Serialize, serde::Deserialize, Debug, Clone, PartialEq, Eq)]
 #[rkyv(derive(Debug))]
 pub struct FileBlocks {
     /// The file's attributes.
@@ -157,17 +95,7 @@ pub struct FileBlocks {
 }
 
 /// Usage of one storage tier of one worker.
-#[derive(
-    Archive,
-    Serialize,
-    Deserialize,
-    serde::Serialize,
-    serde::Deserialize,
-    Debug,
-    Clone,
-    PartialEq,
-    Eq,
-)]
+#[derive(Archive, Serialize, Deserialize, serde::Serialize, serde::Deserialize, Debug, Clone, PartialEq, Eq)]
 #[rkyv(derive(Debug))]
 pub struct TierUsage {
     /// Tier name: `MEM`, `SSD` or `HDD`.
@@ -181,17 +109,7 @@ pub struct TierUsage {
 }
 
 /// A worker as the master sees it.
-#[derive(
-    Archive,
-    Serialize,
-    Deserialize,
-    serde::Serialize,
-    serde::Deserialize,
-    Debug,
-    Clone,
-    PartialEq,
-    Eq,
-)]
+#[derive(Archive, Serialize, Deserialize, serde::Serialize, serde::Deserialize, Debug, Clone, PartialEq, Eq)]
 #[rkyv(derive(Debug))]
 pub struct WorkerReport {
     /// Address of the worker's data server.
@@ -207,17 +125,7 @@ pub struct WorkerReport {
 }
 
 /// A master as shown by `strata report`.
-#[derive(
-    Archive,
-    Serialize,
-    Deserialize,
-    serde::Serialize,
-    serde::Deserialize,
-    Debug,
-    Clone,
-    PartialEq,
-    Eq,
-)]
+#[derive(Archive, Serialize, Deserialize, serde::Serialize, serde::Deserialize, Debug, Clone, PartialEq, Eq)]
 #[rkyv(derive(Debug))]
 pub struct MasterStatus {
     /// Raft node id.
@@ -237,17 +145,7 @@ pub struct MasterStatus {
 }
 
 /// The cluster as seen by the leader.
-#[derive(
-    Archive,
-    Serialize,
-    Deserialize,
-    serde::Serialize,
-    serde::Deserialize,
-    Debug,
-    Clone,
-    PartialEq,
-    Eq,
-)]
+#[derive(Archive, Serialize, Deserialize, serde::Serialize, serde::Deserialize, Debug, Clone, PartialEq, Eq)]
 #[rkyv(derive(Debug))]
 pub struct ClusterReport {
     /// The masters.
@@ -263,22 +161,9 @@ pub struct ClusterReport {
 #[rkyv(derive(Debug))]
 pub enum MasterRequest {
     /// Create a directory.
-    Mkdir {
-        path: String,
-        recursive: bool,
-        mode: u32,
-        uid: u32,
-        gid: u32,
-    },
+    Mkdir { path: String, recursive: bool, mode: u32, uid: u32, gid: u32 },
     /// Create a file for writing.
-    Create {
-        path: String,
-        block_size: u64,
-        mode: u32,
-        uid: u32,
-        gid: u32,
-        overwrite: bool,
-    },
+    Create { path: String, block_size: u64, mode: u32, uid: u32, gid: u32, overwrite: bool },
     /// Allocate the next block of a file being written; the reply names the workers to write it to.
     AddBlock { inode: InodeId, client_host: String },
     /// Seal a file.
@@ -288,27 +173,11 @@ pub enum MasterRequest {
     /// Delete.
     Delete { path: String, recursive: bool },
     /// Change attributes.
-    SetAttr {
-        path: String,
-        mode: Option<u32>,
-        uid: Option<u32>,
-        gid: Option<u32>,
-        mtime_ms: Option<i64>,
-    },
+    SetAttr { path: String, mode: Option<u32>, uid: Option<u32>, gid: Option<u32>, mtime_ms: Option<i64> },
     /// Create a symlink.
-    Symlink {
-        target: String,
-        link: String,
-        uid: u32,
-        gid: u32,
-    },
+    Symlink { target: String, link: String, uid: u32, gid: u32 },
     /// Create an unnamed file to stage new content for an existing one.
-    CreateDetached {
-        block_size: u64,
-        mode: u32,
-        uid: u32,
-        gid: u32,
-    },
+    CreateDetached { block_size: u64, mode: u32, uid: u32, gid: u32 },
     /// Replace file `to`'s content with detached file `from`'s.
     SwapContent { from: InodeId, to: InodeId },
     /// Attributes of a path (symlinks not followed).
@@ -367,18 +236,10 @@ pub struct ResponseEnvelope {
 pub enum DataRequest {
     /// Read `length` bytes at `offset` of a block. The response frame is
     /// followed by exactly the number of bytes it declares.
-    Read {
-        block_id: BlockId,
-        offset: u64,
-        length: u64,
-    },
+    Read { block_id: BlockId, offset: u64, length: u64 },
     /// Write a whole block; exactly `length` raw bytes follow this frame,
     /// with their crc32c in `crc` (end-to-end check).
-    Write {
-        block_id: BlockId,
-        length: u64,
-        crc: u32,
-    },
+    Write { block_id: BlockId, length: u64, crc: u32 },
 }
 
 /// A response on a worker's data port.

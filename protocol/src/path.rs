@@ -14,12 +14,7 @@ pub const MAX_PATH_BYTES: usize = 4096;
 /// [`MAX_PATH_BYTES`]. `/` yields no components. A single trailing `/` is
 /// accepted (`/a/` is `/a`).
 pub fn components(path: &str) -> Result<Vec<&str>, ErrorInfo> {
-    let bad = |why: &str| {
-        Err(ErrorInfo::new(
-            ErrorCode::InvalidPath,
-            format!("{path:?}: {why}"),
-        ))
-    };
+    let bad = |why: &str| Err(ErrorInfo::new(ErrorCode::InvalidPath, format!("{path:?}: {why}")));
     if path.is_empty() {
         return bad("empty path");
     }
@@ -35,11 +30,7 @@ pub fn components(path: &str) -> Result<Vec<&str>, ErrorInfo> {
     if path.contains("//") {
         return bad("empty path component");
     }
-    let trimmed = if path.len() > 1 {
-        path.strip_suffix('/').unwrap_or(path)
-    } else {
-        path
-    };
+    let trimmed = if path.len() > 1 { path.strip_suffix('/').unwrap_or(path) } else { path };
     let mut out = Vec::new();
     for name in trimmed[1..].split('/') {
         if trimmed.len() == 1 {
@@ -58,16 +49,10 @@ pub fn components(path: &str) -> Result<Vec<&str>, ErrorInfo> {
 /// Validates a single file name (no `/`).
 pub fn validate_name(name: &str) -> Result<(), ErrorInfo> {
     if name.is_empty() || name.contains('/') || name == "." || name == ".." || name.contains('\0') {
-        return Err(ErrorInfo::new(
-            ErrorCode::InvalidPath,
-            format!("{name:?}: not a valid file name"),
-        ));
+        return Err(ErrorInfo::new(ErrorCode::InvalidPath, format!("{name:?}: not a valid file name")));
     }
     if name.len() > MAX_NAME_BYTES {
-        return Err(ErrorInfo::new(
-            ErrorCode::InvalidPath,
-            "a name is longer than 255 bytes",
-        ));
+        return Err(ErrorInfo::new(ErrorCode::InvalidPath, "a name is longer than 255 bytes"));
     }
     Ok(())
 }
@@ -103,14 +88,8 @@ mod tests {
             assert_eq!(e.code, ErrorCode::InvalidPath, "{p:?}");
         }
         let long_name = format!("/{}", "x".repeat(256));
-        assert_eq!(
-            components(&long_name).unwrap_err().code,
-            ErrorCode::InvalidPath
-        );
+        assert_eq!(components(&long_name).unwrap_err().code, ErrorCode::InvalidPath);
         let long_path = "/abc".repeat(1100);
-        assert_eq!(
-            components(&long_path).unwrap_err().code,
-            ErrorCode::InvalidPath
-        );
+        assert_eq!(components(&long_path).unwrap_err().code, ErrorCode::InvalidPath);
     }
 }

@@ -12,8 +12,8 @@ use ractor_cluster::RactorMessage;
 use strata_protocol::frame::{read_frame, write_frame, FrameKind, ReadFrameError};
 use strata_protocol::journal::{ApplyResult, JournalEntry};
 use strata_protocol::messages::{
-    BlockLocation, ClusterReport, FileBlocks, FileType, MasterRequest, MasterResponse,
-    RequestEnvelope, ResponseEnvelope,
+    BlockLocation, ClusterReport, FileBlocks, FileType, MasterRequest, MasterResponse, RequestEnvelope,
+    ResponseEnvelope,
 };
 use strata_protocol::{now_ms, path, ErrorCode, ErrorInfo, MAX_BLOCK_SIZE, MIN_BLOCK_SIZE};
 use tokio::io::AsyncWriteExt;
@@ -75,11 +75,7 @@ impl Actor for ClientGateway {
         Ok(GatewayState { accept, addr })
     }
 
-    async fn post_stop(
-        &self,
-        _myself: ActorRef<Self::Msg>,
-        state: &mut Self::State,
-    ) -> Result<(), ActorProcessingErr> {
+    async fn post_stop(&self, _myself: ActorRef<Self::Msg>, state: &mut Self::State) -> Result<(), ActorProcessingErr> {
         state.accept.abort();
         Ok(())
     }
@@ -104,10 +100,7 @@ async fn serve_connection(stream: TcpStream) {
     let (tx, mut rx) = mpsc::channel::<ResponseEnvelope>(IN_FLIGHT_PER_CONNECTION);
     let writer = tokio::spawn(async move {
         while let Some(resp) = rx.recv().await {
-            if write_frame(&mut wr, FrameKind::Response, &resp)
-                .await
-                .is_err()
-            {
+            if write_frame(&mut wr, FrameKind::Response, &resp).await.is_err() {
                 return;
             }
             // Flush only when no other response is ready: batches small replies.
@@ -138,12 +131,7 @@ async fn serve_connection(stream: TcpStream) {
                 tracing::debug!(error = %e, "bad frame on the client port; closing the connection");
                 if let ReadFrameError::Frame(e) = e {
                     let err = ErrorInfo::new(ErrorCode::Protocol, e.to_string());
-                    let _ = tx
-                        .send(ResponseEnvelope {
-                            id: 0,
-                            body: MasterResponse::Error(err),
-                        })
-                        .await;
+                    let _ = tx.send(ResponseEnvelope { id: 0, body: MasterResponse::Error(err) }).await;
                 }
                 break;
             }
@@ -164,25 +152,17 @@ async fn propose(entry: JournalEntry) -> Result<ApplyResult, ErrorInfo> {
     }
 }
 
-async fn ns_call<R: Send + 'static>(
-    make: impl Fn(ractor::RpcReplyPort<R>) -> NamespaceMsg,
-) -> Result<R, ErrorInfo> {
-    namespace_actor::call(Duration::from_secs(5), make)
-        .await
-        .map_err(|e| ErrorInfo::new(ErrorCode::Unavailable, e))
+async fn ns_call<R: Send + 'static>(make: impl Fn(ractor::RpcReplyPort<R>) -> NamespaceMsg) -> Result<R, ErrorInfo> {
+    namespace_actor::call(Duration::from_secs(5), make).await.map_err(|e| ErrorInfo::new(ErrorCode::Unavailable, e))
 }
 
 async fn wm_call<R: Send + 'static>(
     make: impl FnOnce(ractor::RpcReplyPort<R>) -> WorkerManagerMsg,
 ) -> Result<R, ErrorInfo> {
-    let wm = workers::actor()
-        .ok_or_else(|| ErrorInfo::new(ErrorCode::Unavailable, "worker manager is restarting"))?;
+    let wm = workers::actor().ok_or_else(|| ErrorInfo::new(ErrorCode::Unavailable, "worker manager is restarting"))?;
     match wm.call(make, Some(Duration::from_secs(10))).await {
         Ok(ractor::rpc::CallResult::Success(r)) => Ok(r),
-        _ => Err(ErrorInfo::new(
-            ErrorCode::Unavailable,
-            "worker manager did not answer",
-        )),
+        _ => Err(ErrorInfo::new(ErrorCode::Unavailable, "worker manager did not answer")),
     }
 }
 
@@ -208,54 +188,19 @@ async fn handle_request(req: MasterRequest) -> MasterResponse {
 async fn handle(req: MasterRequest) -> Result<MasterResponse, ErrorInfo> {
     let t = now_ms();
     Ok(match req {
-        MasterRequest::Mkdir {
-            path,
-            recursive,
-            mode,
-            uid,
-            gid,
-        } => {
+        MasterRequest::Mkdir { path, recursive, mode, uid, gid } => {
             check_path(&path)?;
-            attr_of(
-                propose(JournalEntry::Mkdir {
-                    path,
-                    recursive,
-                    mode,
-                    uid,
-                    gid,
-                    time_ms: t,
-                })
-                .await?,
-            )
+            attr_of(propose(JournalEntry::Mkdir { path, recursive, mode, uid, gid, time_ms: t }).await?)
         }
-        MasterRequest::Create {
-            path,
-            block_size,
-            mode,
-            uid,
-            gid,
-            overwrite,
-        } => {
+        MasterRequest::Create { path, block_size, mode, uid, gid, overwrite } => {
             check_path(&path)?;
             if !(MIN_BLOCK_SIZE..=MAX_BLOCK_SIZE).contains(&block_size) {
                 return Ok(err(
                     ErrorCode::InvalidArgument,
-                    format!(
-                        "block size {block_size} is outside {MIN_BLOCK_SIZE}..={MAX_BLOCK_SIZE}"
-                    ),
+                    format!("block size {block_size} is outside {MIN_BLOCK_SIZE}..={MAX_BLOCK_SIZE}"),
                 ));
             }
-            match propose(JournalEntry::CreateFile {
-                path,
-                mode,
-                uid,
-                gid,
-                block_size,
-                overwrite,
-                time_ms: t,
-            })
-            .await?
-            {
+            match propose(JournalEntry::CreateFile { path, mode, uid, gid, block_size, overwrite, time_ms: t }).await? {
                 ApplyResult::Created { attr, freed } => {
                     free(freed);
                     MasterResponse::Attr(attr)
@@ -264,137 +209,48 @@ async fn handle(req: MasterRequest) -> Result<MasterResponse, ErrorInfo> {
             }
         }
         MasterRequest::AddBlock { inode, client_host } => {
-            let ApplyResult::Block { block_id } =
-                propose(JournalEntry::AddBlock { inode, time_ms: t }).await?
-            else {
+            let ApplyResult::Block { block_id } = propose(JournalEntry::AddBlock { inode, time_ms: t }).await? else {
                 return Ok(err(ErrorCode::Internal, "AddBlock applied without a block"));
             };
-            let placement = wm_call(|r| {
-                WorkerManagerMsg::Place(
-                    Wire(PlaceRequest {
-                        client_host,
-                        length: 0,
-                    }),
-                    r,
-                )
-            })
-            .await?
-            .0;
+            let placement =
+                wm_call(|r| WorkerManagerMsg::Place(Wire(PlaceRequest { client_host, length: 0 }), r)).await?.0;
             if placement.0.is_empty() {
-                return Ok(err(
-                    ErrorCode::NoWorkers,
-                    "no live worker can take the block",
-                ));
+                return Ok(err(ErrorCode::NoWorkers, "no live worker can take the block"));
             }
-            MasterResponse::Block(BlockLocation {
-                block_id,
-                offset: 0,
-                length: 0,
-                workers: placement.0,
-            })
+            MasterResponse::Block(BlockLocation { block_id, offset: 0, length: 0, workers: placement.0 })
         }
-        MasterRequest::Complete { inode, length } => attr_of(
-            propose(JournalEntry::CompleteFile {
-                inode,
-                length,
-                time_ms: t,
-            })
-            .await?,
-        ),
+        MasterRequest::Complete { inode, length } => {
+            attr_of(propose(JournalEntry::CompleteFile { inode, length, time_ms: t }).await?)
+        }
         MasterRequest::Rename { src, dst } => {
             check_path(&src)?;
             check_path(&dst)?;
-            freed_of(
-                propose(JournalEntry::Rename {
-                    src,
-                    dst,
-                    time_ms: t,
-                })
-                .await?,
-            )
+            freed_of(propose(JournalEntry::Rename { src, dst, time_ms: t }).await?)
         }
         MasterRequest::Delete { path, recursive } => {
             check_path(&path)?;
-            freed_of(
-                propose(JournalEntry::Delete {
-                    path,
-                    recursive,
-                    time_ms: t,
-                })
-                .await?,
-            )
+            freed_of(propose(JournalEntry::Delete { path, recursive, time_ms: t }).await?)
         }
-        MasterRequest::SetAttr {
-            path,
-            mode,
-            uid,
-            gid,
-            mtime_ms,
-        } => {
+        MasterRequest::SetAttr { path, mode, uid, gid, mtime_ms } => {
             check_path(&path)?;
-            attr_of(
-                propose(JournalEntry::SetAttr {
-                    path,
-                    mode,
-                    uid,
-                    gid,
-                    mtime_ms,
-                    time_ms: t,
-                })
-                .await?,
-            )
+            attr_of(propose(JournalEntry::SetAttr { path, mode, uid, gid, mtime_ms, time_ms: t }).await?)
         }
-        MasterRequest::Symlink {
-            target,
-            link,
-            uid,
-            gid,
-        } => {
+        MasterRequest::Symlink { target, link, uid, gid } => {
             check_path(&link)?;
-            attr_of(
-                propose(JournalEntry::Symlink {
-                    target,
-                    link,
-                    uid,
-                    gid,
-                    time_ms: t,
-                })
-                .await?,
-            )
+            attr_of(propose(JournalEntry::Symlink { target, link, uid, gid, time_ms: t }).await?)
         }
-        MasterRequest::CreateDetached {
-            block_size,
-            mode,
-            uid,
-            gid,
-        } => {
+        MasterRequest::CreateDetached { block_size, mode, uid, gid } => {
             if !(MIN_BLOCK_SIZE..=MAX_BLOCK_SIZE).contains(&block_size) {
                 return Ok(err(
                     ErrorCode::InvalidArgument,
-                    format!(
-                        "block size {block_size} is outside {MIN_BLOCK_SIZE}..={MAX_BLOCK_SIZE}"
-                    ),
+                    format!("block size {block_size} is outside {MIN_BLOCK_SIZE}..={MAX_BLOCK_SIZE}"),
                 ));
             }
-            attr_of(
-                propose(JournalEntry::CreateDetached {
-                    mode,
-                    uid,
-                    gid,
-                    block_size,
-                    time_ms: t,
-                })
-                .await?,
-            )
+            attr_of(propose(JournalEntry::CreateDetached { mode, uid, gid, block_size, time_ms: t }).await?)
         }
-        MasterRequest::SwapContent { from, to } => freed_of(
-            propose(JournalEntry::SwapContent {
-                from,
-                to,
-                time_ms: t,
-            })
-            .await?,
-        ),
+        MasterRequest::SwapContent { from, to } => {
+            freed_of(propose(JournalEntry::SwapContent { from, to, time_ms: t }).await?)
+        }
         MasterRequest::Stat { path } => {
             check_path(&path)?;
             journal::read_barrier().await?;
@@ -420,27 +276,17 @@ async fn handle(req: MasterRequest) -> Result<MasterResponse, ErrorInfo> {
             }
             let workers = wm_call(WorkerManagerMsg::Report).await?.0 .0;
             let inodes = ns_call(NamespaceMsg::InodeCount).await?;
-            MasterResponse::Report(ClusterReport {
-                masters,
-                workers,
-                inodes,
-            })
+            MasterResponse::Report(ClusterReport { masters, workers, inodes })
         }
     })
 }
 
 async fn file_blocks(rec: InodeRecord) -> Result<FileBlocks, ErrorInfo> {
     if rec.attr.file_type != FileType::File {
-        return Err(ErrorInfo::new(
-            ErrorCode::IsADirectory,
-            format!("inode {} is not a file", rec.attr.inode),
-        ));
+        return Err(ErrorInfo::new(ErrorCode::IsADirectory, format!("inode {} is not a file", rec.attr.inode)));
     }
     let bs = rec.attr.block_size;
-    let locs = wm_call(|r| WorkerManagerMsg::Locate(Wire(BlockList(rec.blocks.clone())), r))
-        .await?
-        .0
-         .0;
+    let locs = wm_call(|r| WorkerManagerMsg::Locate(Wire(BlockList(rec.blocks.clone())), r)).await?.0 .0;
     let blocks = rec
         .blocks
         .iter()
@@ -448,23 +294,11 @@ async fn file_blocks(rec: InodeRecord) -> Result<FileBlocks, ErrorInfo> {
         .enumerate()
         .map(|(i, (b, workers))| {
             let offset = i as u64 * bs;
-            let length = if rec.attr.complete {
-                bs.min(rec.attr.size.saturating_sub(offset))
-            } else {
-                bs
-            };
-            BlockLocation {
-                block_id: *b,
-                offset,
-                length,
-                workers,
-            }
+            let length = if rec.attr.complete { bs.min(rec.attr.size.saturating_sub(offset)) } else { bs };
+            BlockLocation { block_id: *b, offset, length, workers }
         })
         .collect();
-    Ok(FileBlocks {
-        attr: rec.attr,
-        blocks,
-    })
+    Ok(FileBlocks { attr: rec.attr, blocks })
 }
 
 fn attr_of(r: ApplyResult) -> MasterResponse {
@@ -486,8 +320,5 @@ fn freed_of(r: ApplyResult) -> MasterResponse {
 
 fn unexpected(r: ApplyResult) -> MasterResponse {
     // Only after a NamespaceActor restart in the middle of a batch (see Namespace::apply).
-    err(
-        ErrorCode::Internal,
-        format!("unexpected apply result {r:?}; retry the request"),
-    )
+    err(ErrorCode::Internal, format!("unexpected apply result {r:?}; retry the request"))
 }

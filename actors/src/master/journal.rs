@@ -14,8 +14,8 @@ use std::time::Duration;
 use openraft::error::{InstallSnapshotError, RPCError, RaftError, Unreachable};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
-    VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
+    VoteResponse,
 };
 use openraft::{BasicNode, Config, ServerState, SnapshotPolicy};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
@@ -79,11 +79,7 @@ fn raft_error(
     e: &dyn std::fmt::Display,
 ) -> ErrorInfo {
     if let Some(f) = forward {
-        let leader = f
-            .leader_node
-            .as_ref()
-            .map(|n| n.addr.clone())
-            .unwrap_or_default();
+        let leader = f.leader_node.as_ref().map(|n| n.addr.clone()).unwrap_or_default();
         return ErrorInfo::new(ErrorCode::NotLeader, leader);
     }
     ErrorInfo::new(ErrorCode::Unavailable, e.to_string())
@@ -114,34 +110,18 @@ impl Actor for JournalActor {
         }
         .validate()?;
         let sm = StateMachine::new(ActorNamespace::new(args.db.clone()), &args.snapshot_dir)?;
-        let raft = Raft::new(
-            args.node_id,
-            Arc::new(config),
-            MeshNetwork,
-            LogStore::new(args.db.clone()),
-            sm,
-        )
-        .await?;
+        let raft = Raft::new(args.node_id, Arc::new(config), MeshNetwork, LogStore::new(args.db.clone()), sm).await?;
         if !raft.is_initialized().await? {
-            let members: BTreeMap<NodeId, BasicNode> = args
-                .members
-                .iter()
-                .map(|(id, addr)| (*id, BasicNode::new(addr.clone())))
-                .collect();
-            raft.initialize(members)
-                .await
-                .map_err(|e| format!("initializing the journal: {e}"))?;
+            let members: BTreeMap<NodeId, BasicNode> =
+                args.members.iter().map(|(id, addr)| (*id, BasicNode::new(addr.clone()))).collect();
+            raft.initialize(members).await.map_err(|e| format!("initializing the journal: {e}"))?;
         }
         *slot = Some(raft.clone());
         drop(slot);
         Ok(JournalState { raft, args })
     }
 
-    async fn post_stop(
-        &self,
-        _myself: ActorRef<Self::Msg>,
-        state: &mut Self::State,
-    ) -> Result<(), ActorProcessingErr> {
+    async fn post_stop(&self, _myself: ActorRef<Self::Msg>, state: &mut Self::State) -> Result<(), ActorProcessingErr> {
         let _ = state.raft.shutdown().await;
         *state.args.slot.lock().await = None;
         Ok(())
@@ -170,11 +150,8 @@ impl Actor for JournalActor {
             JournalMsg::ReadBarrier(reply) => {
                 let raft = state.raft.clone();
                 tokio::spawn(async move {
-                    let r = raft
-                        .ensure_linearizable()
-                        .await
-                        .map(|_| ())
-                        .map_err(|e| raft_error(e.forward_to_leader(), &e));
+                    let r =
+                        raft.ensure_linearizable().await.map(|_| ()).map_err(|e| raft_error(e.forward_to_leader(), &e));
                     let _ = reply.send(r);
                 });
             }
@@ -209,43 +186,21 @@ pub fn actor() -> Option<ActorRef<JournalMsg>> {
 
 /// Proposes an entry and waits for its result.
 pub async fn propose(entry: JournalEntry) -> Result<ApplyResult, ErrorInfo> {
-    let a =
-        actor().ok_or_else(|| ErrorInfo::new(ErrorCode::Unavailable, "journal is restarting"))?;
-    match a
-        .call(
-            |r| JournalMsg::Propose(entry, r),
-            Some(Duration::from_secs(30)),
-        )
-        .await
-    {
+    let a = actor().ok_or_else(|| ErrorInfo::new(ErrorCode::Unavailable, "journal is restarting"))?;
+    match a.call(|r| JournalMsg::Propose(entry, r), Some(Duration::from_secs(30))).await {
         Ok(ractor::rpc::CallResult::Success(r)) => r,
-        Ok(ractor::rpc::CallResult::Timeout) => Err(ErrorInfo::new(
-            ErrorCode::Timeout,
-            "journal commit timed out",
-        )),
-        _ => Err(ErrorInfo::new(
-            ErrorCode::Unavailable,
-            "journal is restarting",
-        )),
+        Ok(ractor::rpc::CallResult::Timeout) => Err(ErrorInfo::new(ErrorCode::Timeout, "journal commit timed out")),
+        _ => Err(ErrorInfo::new(ErrorCode::Unavailable, "journal is restarting")),
     }
 }
 
 /// Waits until a linearizable read may be served here.
 pub async fn read_barrier() -> Result<(), ErrorInfo> {
-    let a =
-        actor().ok_or_else(|| ErrorInfo::new(ErrorCode::Unavailable, "journal is restarting"))?;
-    match a
-        .call(JournalMsg::ReadBarrier, Some(Duration::from_secs(10)))
-        .await
-    {
+    let a = actor().ok_or_else(|| ErrorInfo::new(ErrorCode::Unavailable, "journal is restarting"))?;
+    match a.call(JournalMsg::ReadBarrier, Some(Duration::from_secs(10))).await {
         Ok(ractor::rpc::CallResult::Success(r)) => r,
-        Ok(ractor::rpc::CallResult::Timeout) => {
-            Err(ErrorInfo::new(ErrorCode::Timeout, "read barrier timed out"))
-        }
-        _ => Err(ErrorInfo::new(
-            ErrorCode::Unavailable,
-            "journal is restarting",
-        )),
+        Ok(ractor::rpc::CallResult::Timeout) => Err(ErrorInfo::new(ErrorCode::Timeout, "read barrier timed out")),
+        _ => Err(ErrorInfo::new(ErrorCode::Unavailable, "journal is restarting")),
     }
 }
 
@@ -275,29 +230,21 @@ impl RaftNetwork<TypeConfig> for MeshConnection {
         _rpc: AppendEntriesRequest<TypeConfig>,
         _o: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
-        Err(RPCError::Unreachable(Unreachable::new(&NoTransport(
-            self.target,
-        ))))
+        Err(RPCError::Unreachable(Unreachable::new(&NoTransport(self.target))))
     }
     async fn install_snapshot(
         &mut self,
         _rpc: InstallSnapshotRequest<TypeConfig>,
         _o: RPCOption,
-    ) -> Result<
-        InstallSnapshotResponse<NodeId>,
-        RPCError<NodeId, BasicNode, RaftError<NodeId, InstallSnapshotError>>,
-    > {
-        Err(RPCError::Unreachable(Unreachable::new(&NoTransport(
-            self.target,
-        ))))
+    ) -> Result<InstallSnapshotResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId, InstallSnapshotError>>>
+    {
+        Err(RPCError::Unreachable(Unreachable::new(&NoTransport(self.target))))
     }
     async fn vote(
         &mut self,
         _rpc: VoteRequest<NodeId>,
         _o: RPCOption,
     ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
-        Err(RPCError::Unreachable(Unreachable::new(&NoTransport(
-            self.target,
-        ))))
+        Err(RPCError::Unreachable(Unreachable::new(&NoTransport(self.target))))
     }
 }

@@ -41,18 +41,10 @@ pub struct MasterOptions {
 }
 
 /// Opens the master's store and returns the supervisor's child specs, in start order.
-pub fn children(
-    opts: &MasterOptions,
-    listener: Arc<std::net::TcpListener>,
-) -> Result<Vec<ChildSpec>, String> {
-    std::fs::create_dir_all(&opts.data_dir)
-        .map_err(|e| format!("creating {}: {e}", opts.data_dir.display()))?;
-    let db = store::open_db(&opts.data_dir.join("meta"))
-        .map_err(|e| format!("opening the metadata store: {e}"))?;
-    let ns = Arc::new(
-        namespace::Namespace::open(db.clone())
-            .map_err(|e| format!("opening the namespace: {e}"))?,
-    );
+pub fn children(opts: &MasterOptions, listener: Arc<std::net::TcpListener>) -> Result<Vec<ChildSpec>, String> {
+    std::fs::create_dir_all(&opts.data_dir).map_err(|e| format!("creating {}: {e}", opts.data_dir.display()))?;
+    let db = store::open_db(&opts.data_dir.join("meta")).map_err(|e| format!("opening the metadata store: {e}"))?;
+    let ns = Arc::new(namespace::Namespace::open(db.clone()).map_err(|e| format!("opening the namespace: {e}"))?);
     let mut members = opts.members.clone();
     if members.is_empty() {
         members.insert(opts.node_id, opts.client_addr.clone());
@@ -66,26 +58,13 @@ pub fn children(
         snapshot_entries: opts.snapshot_entries,
         slot: Arc::new(tokio::sync::Mutex::new(None)),
     };
-    let wm_args = workers::WorkerManagerArgs {
-        lost_timeout: opts.worker_lost_timeout,
-    };
+    let wm_args = workers::WorkerManagerArgs { lost_timeout: opts.worker_lost_timeout };
     Ok(vec![
-        ChildSpec::actor(namespace_actor::NAME, move || {
-            (namespace_actor::NamespaceActor, ns.clone())
-        }),
-        ChildSpec::actor(journal::NAME, move || {
-            (journal::JournalActor, journal_args.clone())
-        }),
-        ChildSpec::actor(workers::NAME, move || {
-            (workers::WorkerManager, wm_args.clone())
-        }),
+        ChildSpec::actor(namespace_actor::NAME, move || (namespace_actor::NamespaceActor, ns.clone())),
+        ChildSpec::actor(journal::NAME, move || (journal::JournalActor, journal_args.clone())),
+        ChildSpec::actor(workers::NAME, move || (workers::WorkerManager, wm_args.clone())),
         ChildSpec::actor(gateway::NAME, move || {
-            (
-                gateway::ClientGateway,
-                gateway::GatewayArgs {
-                    listener: listener.clone(),
-                },
-            )
+            (gateway::ClientGateway, gateway::GatewayArgs { listener: listener.clone() })
         }),
     ])
 }

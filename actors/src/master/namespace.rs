@@ -66,10 +66,7 @@ fn edge_key(parent: InodeId, name: &str) -> Vec<u8> {
 }
 
 fn decode<T: for<'de> Deserialize<'de>>(key: &[u8], v: &[u8]) -> Result<T, StoreError> {
-    bincode::deserialize(v).map_err(|e| StoreError::Corrupt {
-        key: key.to_vec(),
-        reason: e.to_string(),
-    })
+    bincode::deserialize(v).map_err(|e| StoreError::Corrupt { key: key.to_vec(), reason: e.to_string() })
 }
 
 fn encode<T: Serialize>(v: &T) -> Vec<u8> {
@@ -77,10 +74,7 @@ fn encode<T: Serialize>(v: &T) -> Vec<u8> {
 }
 
 fn u64_of(key: &[u8], v: &[u8]) -> Result<u64, StoreError> {
-    let b: [u8; 8] = v.try_into().map_err(|_| StoreError::Corrupt {
-        key: key.to_vec(),
-        reason: "not a u64".into(),
-    })?;
+    let b: [u8; 8] = v.try_into().map_err(|_| StoreError::Corrupt { key: key.to_vec(), reason: "not a u64".into() })?;
     Ok(u64::from_be_bytes(b))
 }
 
@@ -94,10 +88,7 @@ pub struct Namespace {
 impl Namespace {
     /// Opens the namespace, creating the root directory on first use.
     pub fn open(db: Arc<DB>) -> Result<Self, StoreError> {
-        let ns = Namespace {
-            db,
-            counters: Mutex::new((0, 0)),
-        };
+        let ns = Namespace { db, counters: Mutex::new((0, 0)) };
         ns.reload()?;
         Ok(ns)
     }
@@ -113,15 +104,8 @@ impl Namespace {
         };
         *self.counters.lock() = (read(NEXT_INODE, ROOT_INODE + 1)?, read(NEXT_BLOCK, 1)?);
         if self.inode(ROOT_INODE)?.is_none() {
-            let root = InodeRecord {
-                attr: new_attr(ROOT_INODE, FileType::Directory, 0o755, 0, 0, 0),
-                blocks: vec![],
-            };
-            self.db.put_cf(
-                handle(&self.db, cf::INODES),
-                ROOT_INODE.to_be_bytes(),
-                encode(&root),
-            )?;
+            let root = InodeRecord { attr: new_attr(ROOT_INODE, FileType::Directory, 0o755, 0, 0, 0), blocks: vec![] };
+            self.db.put_cf(handle(&self.db, cf::INODES), ROOT_INODE.to_be_bytes(), encode(&root))?;
         }
         Ok(())
     }
@@ -164,47 +148,27 @@ impl Namespace {
     }
 
     fn resolve_components(&self, comps: &[&str]) -> Result<InodeRecord, NsError> {
-        let mut cur = self
-            .inode(ROOT_INODE)?
-            .ok_or_else(|| ns(ErrorCode::Internal, "root inode missing"))?;
+        let mut cur = self.inode(ROOT_INODE)?.ok_or_else(|| ns(ErrorCode::Internal, "root inode missing"))?;
         for (i, name) in comps.iter().enumerate() {
             if cur.attr.file_type != FileType::Directory {
-                return Err(ns(
-                    ErrorCode::NotADirectory,
-                    format!("{} is not a directory", path::join(&comps[..i])),
-                ));
+                return Err(ns(ErrorCode::NotADirectory, format!("{} is not a directory", path::join(&comps[..i]))));
             }
-            let id = self.child(cur.attr.inode, name)?.ok_or_else(|| {
-                ns(
-                    ErrorCode::NotFound,
-                    format!("{} does not exist", path::join(&comps[..=i])),
-                )
-            })?;
-            cur = self
-                .inode(id)?
-                .ok_or_else(|| ns(ErrorCode::Internal, format!("dangling edge to inode {id}")))?;
+            let id = self
+                .child(cur.attr.inode, name)?
+                .ok_or_else(|| ns(ErrorCode::NotFound, format!("{} does not exist", path::join(&comps[..=i]))))?;
+            cur = self.inode(id)?.ok_or_else(|| ns(ErrorCode::Internal, format!("dangling edge to inode {id}")))?;
         }
         Ok(cur)
     }
 
     /// Resolves the parent directory of a path and returns it with the last name.
-    fn resolve_parent<'p>(
-        &self,
-        comps: &[&'p str],
-        whole: &str,
-    ) -> Result<(InodeRecord, &'p str), NsError> {
-        let (name, parent) = comps.split_last().ok_or_else(|| {
-            ns(
-                ErrorCode::InvalidArgument,
-                "the root directory cannot be the target",
-            )
-        })?;
+    fn resolve_parent<'p>(&self, comps: &[&'p str], whole: &str) -> Result<(InodeRecord, &'p str), NsError> {
+        let (name, parent) = comps
+            .split_last()
+            .ok_or_else(|| ns(ErrorCode::InvalidArgument, "the root directory cannot be the target"))?;
         let parent_rec = self.resolve_components(parent)?;
         if parent_rec.attr.file_type != FileType::Directory {
-            return Err(ns(
-                ErrorCode::NotADirectory,
-                format!("parent of {whole} is not a directory"),
-            ));
+            return Err(ns(ErrorCode::NotADirectory, format!("parent of {whole} is not a directory")));
         }
         Ok((parent_rec, name))
     }
@@ -215,17 +179,12 @@ impl Namespace {
         let rec = self.resolve_components(&comps)?;
         if rec.attr.file_type != FileType::Directory {
             let name = comps.last().map(|s| s.to_string()).unwrap_or_default();
-            return Ok(vec![DirEntry {
-                name,
-                attr: rec.attr,
-            }]);
+            return Ok(vec![DirEntry { name, attr: rec.attr }]);
         }
         let mut out = Vec::new();
         for (name, child) in self.children(rec.attr.inode)? {
-            let attr = self
-                .inode(child)?
-                .ok_or_else(|| ns(ErrorCode::Internal, format!("dangling edge to {child}")))?
-                .attr;
+            let attr =
+                self.inode(child)?.ok_or_else(|| ns(ErrorCode::Internal, format!("dangling edge to {child}")))?.attr;
             out.push(DirEntry { name, attr });
         }
         Ok(out)
@@ -234,10 +193,7 @@ impl Namespace {
     fn children(&self, dir: InodeId) -> Result<Vec<(String, InodeId)>, StoreError> {
         let prefix = dir.to_be_bytes();
         let mut out = Vec::new();
-        for item in self
-            .db
-            .prefix_iterator_cf(handle(&self.db, cf::EDGES), prefix)
-        {
+        for item in self.db.prefix_iterator_cf(handle(&self.db, cf::EDGES), prefix) {
             let (k, v) = item?;
             if !k.starts_with(&prefix) {
                 break;
@@ -250,9 +206,7 @@ impl Namespace {
 
     fn has_children(&self, dir: InodeId) -> Result<bool, StoreError> {
         let prefix = dir.to_be_bytes();
-        let mut it = self
-            .db
-            .prefix_iterator_cf(handle(&self.db, cf::EDGES), prefix);
+        let mut it = self.db.prefix_iterator_cf(handle(&self.db, cf::EDGES), prefix);
         match it.next() {
             Some(item) => Ok(item?.0.starts_with(&prefix)),
             None => Ok(false),
@@ -270,10 +224,7 @@ impl Namespace {
 
     /// Index of the last applied journal entry (0 before the first).
     pub fn applied_index(&self) -> Result<u64, StoreError> {
-        match self
-            .db
-            .get_cf(handle(&self.db, cf::SM_META), APPLIED_INDEX)?
-        {
+        match self.db.get_cf(handle(&self.db, cf::SM_META), APPLIED_INDEX)? {
             Some(v) => u64_of(APPLIED_INDEX, &v),
             None => Ok(0),
         }
@@ -292,11 +243,7 @@ impl Namespace {
         if index != 0 && index <= self.applied_index()? {
             return Ok(ApplyResult::Done);
         }
-        let mut tx = Tx {
-            ns: self,
-            batch: WriteBatch::default(),
-            counters: *self.counters.lock(),
-        };
+        let mut tx = Tx { ns: self, batch: WriteBatch::default(), counters: *self.counters.lock() };
         let result = match tx.apply(entry) {
             Ok(r) => r,
             Err(NsError::Ns(e)) => {
@@ -311,10 +258,8 @@ impl Namespace {
             tx.batch.put_cf(handle(&self.db, cf_name), k, v);
         }
         let meta = handle(&self.db, cf::SM_META);
-        tx.batch
-            .put_cf(meta, NEXT_INODE, tx.counters.0.to_be_bytes());
-        tx.batch
-            .put_cf(meta, NEXT_BLOCK, tx.counters.1.to_be_bytes());
+        tx.batch.put_cf(meta, NEXT_INODE, tx.counters.0.to_be_bytes());
+        tx.batch.put_cf(meta, NEXT_BLOCK, tx.counters.1.to_be_bytes());
         if index != 0 {
             tx.batch.put_cf(meta, APPLIED_INDEX, index.to_be_bytes());
         }
@@ -348,12 +293,10 @@ impl Namespace {
             }
         }
         for (i, k, v) in items {
-            let name = cf::STATE
-                .get(*i as usize)
-                .ok_or_else(|| StoreError::Corrupt {
-                    key: k.clone(),
-                    reason: format!("snapshot names column family #{i}"),
-                })?;
+            let name = cf::STATE.get(*i as usize).ok_or_else(|| StoreError::Corrupt {
+                key: k.clone(),
+                reason: format!("snapshot names column family #{i}"),
+            })?;
             batch.put_cf(handle(&self.db, name), k, v);
         }
         self.db.write(batch)?;
@@ -361,14 +304,7 @@ impl Namespace {
     }
 }
 
-fn new_attr(
-    inode: InodeId,
-    file_type: FileType,
-    mode: u32,
-    uid: u32,
-    gid: u32,
-    time_ms: i64,
-) -> Attr {
+fn new_attr(inode: InodeId, file_type: FileType, mode: u32, uid: u32, gid: u32, time_ms: i64) -> Attr {
     Attr {
         inode,
         file_type,
@@ -378,11 +314,7 @@ fn new_attr(
         size: 0,
         mtime_ms: time_ms,
         ctime_ms: time_ms,
-        nlink: if file_type == FileType::Directory {
-            2
-        } else {
-            1
-        },
+        nlink: if file_type == FileType::Directory { 2 } else { 1 },
         block_size: 0,
         complete: file_type != FileType::File,
         symlink_target: None,
@@ -399,14 +331,12 @@ struct Tx<'a> {
 impl Tx<'_> {
     fn put_inode(&mut self, rec: &InodeRecord) {
         let h = handle(&self.ns.db, cf::INODES);
-        self.batch
-            .put_cf(h, rec.attr.inode.to_be_bytes(), encode(rec));
+        self.batch.put_cf(h, rec.attr.inode.to_be_bytes(), encode(rec));
     }
 
     fn put_edge(&mut self, parent: InodeId, name: &str, child: InodeId) {
         let h = handle(&self.ns.db, cf::EDGES);
-        self.batch
-            .put_cf(h, edge_key(parent, name), child.to_be_bytes());
+        self.batch.put_cf(h, edge_key(parent, name), child.to_be_bytes());
     }
 
     fn delete_edge(&mut self, parent: InodeId, name: &str) {
@@ -457,14 +387,7 @@ impl Tx<'_> {
 
     fn apply(&mut self, entry: &JournalEntry) -> Result<ApplyResult, NsError> {
         match entry {
-            JournalEntry::Mkdir {
-                path: p,
-                recursive,
-                mode,
-                uid,
-                gid,
-                time_ms,
-            } => {
+            JournalEntry::Mkdir { path: p, recursive, mode, uid, gid, time_ms } => {
                 let comps = path::components(p)?;
                 if comps.is_empty() {
                     return if *recursive {
@@ -483,10 +406,7 @@ impl Tx<'_> {
                     };
                     match existing {
                         Some(id) => {
-                            let rec = self
-                                .ns
-                                .inode(id)?
-                                .ok_or_else(|| ns(ErrorCode::Internal, "dangling edge"))?;
+                            let rec = self.ns.inode(id)?.ok_or_else(|| ns(ErrorCode::Internal, "dangling edge"))?;
                             if rec.attr.file_type != FileType::Directory {
                                 return Err(ns(
                                     ErrorCode::NotADirectory,
@@ -494,10 +414,7 @@ impl Tx<'_> {
                                 ));
                             }
                             if last && !recursive {
-                                return Err(ns(
-                                    ErrorCode::AlreadyExists,
-                                    format!("{p} already exists"),
-                                ));
+                                return Err(ns(ErrorCode::AlreadyExists, format!("{p} already exists")));
                             }
                             cur = rec;
                         }
@@ -510,14 +427,7 @@ impl Tx<'_> {
                             }
                             let id = self.next_inode();
                             let rec = InodeRecord {
-                                attr: new_attr(
-                                    id,
-                                    FileType::Directory,
-                                    *mode,
-                                    *uid,
-                                    *gid,
-                                    *time_ms,
-                                ),
+                                attr: new_attr(id, FileType::Directory, *mode, *uid, *gid, *time_ms),
                                 blocks: vec![],
                             };
                             self.put_edge(cur.attr.inode, name, id);
@@ -532,47 +442,26 @@ impl Tx<'_> {
                 }
                 Ok(ApplyResult::Attr(cur.attr))
             }
-            JournalEntry::CreateFile {
-                path: p,
-                mode,
-                uid,
-                gid,
-                block_size,
-                overwrite,
-                time_ms,
-            } => {
+            JournalEntry::CreateFile { path: p, mode, uid, gid, block_size, overwrite, time_ms } => {
                 let comps = path::components(p)?;
                 let (parent, name) = self.ns.resolve_parent(&comps, p)?;
                 let mut freed = Vec::new();
                 if let Some(id) = self.ns.child(parent.attr.inode, name)? {
-                    let old = self
-                        .ns
-                        .inode(id)?
-                        .ok_or_else(|| ns(ErrorCode::Internal, "dangling edge"))?;
+                    let old = self.ns.inode(id)?.ok_or_else(|| ns(ErrorCode::Internal, "dangling edge"))?;
                     match old.attr.file_type {
-                        FileType::Directory => {
-                            return Err(ns(ErrorCode::IsADirectory, format!("{p} is a directory")))
-                        }
-                        _ if !overwrite => {
-                            return Err(ns(ErrorCode::AlreadyExists, format!("{p} already exists")))
-                        }
+                        FileType::Directory => return Err(ns(ErrorCode::IsADirectory, format!("{p} is a directory"))),
+                        _ if !overwrite => return Err(ns(ErrorCode::AlreadyExists, format!("{p} already exists"))),
                         _ => freed = self.drop_inode(&old),
                     }
                 }
                 let id = self.next_inode();
                 let mut attr = new_attr(id, FileType::File, *mode, *uid, *gid, *time_ms);
                 attr.block_size = *block_size;
-                let rec = InodeRecord {
-                    attr,
-                    blocks: vec![],
-                };
+                let rec = InodeRecord { attr, blocks: vec![] };
                 self.put_edge(parent.attr.inode, name, id);
                 self.put_inode(&rec);
                 self.touch_dir(parent, *time_ms);
-                Ok(ApplyResult::Created {
-                    attr: rec.attr,
-                    freed,
-                })
+                Ok(ApplyResult::Created { attr: rec.attr, freed })
             }
             JournalEntry::AddBlock { inode, time_ms } => {
                 let mut rec = self.open_for_write(*inode)?;
@@ -582,23 +471,14 @@ impl Tx<'_> {
                 rec.attr.mtime_ms = *time_ms;
                 self.put_inode(&rec);
                 let hb = handle(&self.ns.db, cf::BLOCKS);
-                self.batch
-                    .put_cf(hb, block_id.to_be_bytes(), inode.to_be_bytes());
+                self.batch.put_cf(hb, block_id.to_be_bytes(), inode.to_be_bytes());
                 Ok(ApplyResult::Block { block_id })
             }
-            JournalEntry::CompleteFile {
-                inode,
-                length,
-                time_ms,
-            } => {
+            JournalEntry::CompleteFile { inode, length, time_ms } => {
                 let mut rec = self.open_for_write(*inode)?;
                 let n = rec.blocks.len() as u64;
                 let bs = rec.attr.block_size;
-                let fits = if n == 0 {
-                    *length == 0
-                } else {
-                    (n - 1) * bs < *length && *length <= n * bs
-                };
+                let fits = if n == 0 { *length == 0 } else { (n - 1) * bs < *length && *length <= n * bs };
                 if !fits {
                     return Err(ns(
                         ErrorCode::InvalidArgument,
@@ -613,43 +493,23 @@ impl Tx<'_> {
                 Ok(ApplyResult::Attr(rec.attr))
             }
             JournalEntry::Rename { src, dst, time_ms } => self.rename(src, dst, *time_ms),
-            JournalEntry::Delete {
-                path: p,
-                recursive,
-                time_ms,
-            } => {
+            JournalEntry::Delete { path: p, recursive, time_ms } => {
                 let comps = path::components(p)?;
                 let (parent, name) = self.ns.resolve_parent(&comps, p)?;
                 let id = self
                     .ns
                     .child(parent.attr.inode, name)?
                     .ok_or_else(|| ns(ErrorCode::NotFound, format!("{p} does not exist")))?;
-                let rec = self
-                    .ns
-                    .inode(id)?
-                    .ok_or_else(|| ns(ErrorCode::Internal, "dangling edge"))?;
-                if rec.attr.file_type == FileType::Directory
-                    && !recursive
-                    && self.ns.has_children(id)?
-                {
-                    return Err(ns(
-                        ErrorCode::DirectoryNotEmpty,
-                        format!("{p} is not empty"),
-                    ));
+                let rec = self.ns.inode(id)?.ok_or_else(|| ns(ErrorCode::Internal, "dangling edge"))?;
+                if rec.attr.file_type == FileType::Directory && !recursive && self.ns.has_children(id)? {
+                    return Err(ns(ErrorCode::DirectoryNotEmpty, format!("{p} is not empty")));
                 }
                 self.delete_edge(parent.attr.inode, name);
                 let freed = self.drop_tree(&rec)?;
                 self.touch_dir(parent, *time_ms);
                 Ok(ApplyResult::Freed { blocks: freed })
             }
-            JournalEntry::SetAttr {
-                path: p,
-                mode,
-                uid,
-                gid,
-                mtime_ms,
-                time_ms,
-            } => {
+            JournalEntry::SetAttr { path: p, mode, uid, gid, mtime_ms, time_ms } => {
                 let mut rec = self.ns.resolve(p)?;
                 if let Some(m) = mode {
                     rec.attr.mode = m & 0o7777;
@@ -667,46 +527,27 @@ impl Tx<'_> {
                 self.put_inode(&rec);
                 Ok(ApplyResult::Attr(rec.attr))
             }
-            JournalEntry::CreateDetached {
-                mode,
-                uid,
-                gid,
-                block_size,
-                time_ms,
-            } => {
+            JournalEntry::CreateDetached { mode, uid, gid, block_size, time_ms } => {
                 let id = self.next_inode();
                 let mut attr = new_attr(id, FileType::File, *mode, *uid, *gid, *time_ms);
                 attr.block_size = *block_size;
                 attr.nlink = 0;
-                let rec = InodeRecord {
-                    attr,
-                    blocks: vec![],
-                };
+                let rec = InodeRecord { attr, blocks: vec![] };
                 self.put_inode(&rec);
-                Ok(ApplyResult::Created {
-                    attr: rec.attr,
-                    freed: vec![],
-                })
+                Ok(ApplyResult::Created { attr: rec.attr, freed: vec![] })
             }
             JournalEntry::SwapContent { from, to, time_ms } => {
-                let src = self.ns.inode(*from)?.ok_or_else(|| {
-                    ns(ErrorCode::NotFound, format!("inode {from} does not exist"))
-                })?;
-                let mut dst = self
+                let src = self
                     .ns
-                    .inode(*to)?
-                    .ok_or_else(|| ns(ErrorCode::NotFound, format!("inode {to} does not exist")))?;
+                    .inode(*from)?
+                    .ok_or_else(|| ns(ErrorCode::NotFound, format!("inode {from} does not exist")))?;
+                let mut dst =
+                    self.ns.inode(*to)?.ok_or_else(|| ns(ErrorCode::NotFound, format!("inode {to} does not exist")))?;
                 if src.attr.file_type != FileType::File || dst.attr.file_type != FileType::File {
-                    return Err(ns(
-                        ErrorCode::IsADirectory,
-                        "content can only move between files",
-                    ));
+                    return Err(ns(ErrorCode::IsADirectory, "content can only move between files"));
                 }
                 if !src.attr.complete || src.attr.nlink != 0 || from == to {
-                    return Err(ns(
-                        ErrorCode::InvalidState,
-                        format!("inode {from} is not a complete detached file"),
-                    ));
+                    return Err(ns(ErrorCode::InvalidState, format!("inode {from} is not a complete detached file")));
                 }
                 let freed = dst.blocks.clone();
                 let hb = handle(&self.ns.db, cf::BLOCKS);
@@ -727,36 +568,20 @@ impl Tx<'_> {
                 self.batch.delete_cf(hi, from.to_be_bytes());
                 Ok(ApplyResult::Freed { blocks: freed })
             }
-            JournalEntry::Symlink {
-                target,
-                link,
-                uid,
-                gid,
-                time_ms,
-            } => {
-                if target.is_empty() || target.len() > path::MAX_PATH_BYTES || target.contains('\0')
-                {
-                    return Err(ns(
-                        ErrorCode::InvalidArgument,
-                        "symlink target must be 1..4096 bytes without NUL",
-                    ));
+            JournalEntry::Symlink { target, link, uid, gid, time_ms } => {
+                if target.is_empty() || target.len() > path::MAX_PATH_BYTES || target.contains('\0') {
+                    return Err(ns(ErrorCode::InvalidArgument, "symlink target must be 1..4096 bytes without NUL"));
                 }
                 let comps = path::components(link)?;
                 let (parent, name) = self.ns.resolve_parent(&comps, link)?;
                 if self.ns.child(parent.attr.inode, name)?.is_some() {
-                    return Err(ns(
-                        ErrorCode::AlreadyExists,
-                        format!("{link} already exists"),
-                    ));
+                    return Err(ns(ErrorCode::AlreadyExists, format!("{link} already exists")));
                 }
                 let id = self.next_inode();
                 let mut attr = new_attr(id, FileType::Symlink, 0o777, *uid, *gid, *time_ms);
                 attr.size = target.len() as u64;
                 attr.symlink_target = Some(target.clone());
-                let rec = InodeRecord {
-                    attr,
-                    blocks: vec![],
-                };
+                let rec = InodeRecord { attr, blocks: vec![] };
                 self.put_edge(parent.attr.inode, name, id);
                 self.put_inode(&rec);
                 self.touch_dir(parent, *time_ms);
@@ -766,21 +591,13 @@ impl Tx<'_> {
     }
 
     fn open_for_write(&self, inode: InodeId) -> Result<InodeRecord, NsError> {
-        let rec = self
-            .ns
-            .inode(inode)?
-            .ok_or_else(|| ns(ErrorCode::NotFound, format!("inode {inode} does not exist")))?;
+        let rec =
+            self.ns.inode(inode)?.ok_or_else(|| ns(ErrorCode::NotFound, format!("inode {inode} does not exist")))?;
         if rec.attr.file_type != FileType::File {
-            return Err(ns(
-                ErrorCode::IsADirectory,
-                format!("inode {inode} is not a file"),
-            ));
+            return Err(ns(ErrorCode::IsADirectory, format!("inode {inode} is not a file")));
         }
         if rec.attr.complete {
-            return Err(ns(
-                ErrorCode::InvalidState,
-                format!("inode {inode} is already complete"),
-            ));
+            return Err(ns(ErrorCode::InvalidState, format!("inode {inode} is already complete")));
         }
         Ok(rec)
     }
@@ -789,58 +606,32 @@ impl Tx<'_> {
         let s = path::components(src)?;
         let d = path::components(dst)?;
         if s.is_empty() || d.is_empty() {
-            return Err(ns(
-                ErrorCode::InvalidArgument,
-                "cannot rename the root directory",
-            ));
+            return Err(ns(ErrorCode::InvalidArgument, "cannot rename the root directory"));
         }
         let (sparent, sname) = self.ns.resolve_parent(&s, src)?;
         let sid = self
             .ns
             .child(sparent.attr.inode, sname)?
             .ok_or_else(|| ns(ErrorCode::NotFound, format!("{src} does not exist")))?;
-        let mut srec = self
-            .ns
-            .inode(sid)?
-            .ok_or_else(|| ns(ErrorCode::Internal, "dangling edge"))?;
+        let mut srec = self.ns.inode(sid)?.ok_or_else(|| ns(ErrorCode::Internal, "dangling edge"))?;
         if s == d {
             return Ok(ApplyResult::Freed { blocks: vec![] });
         }
-        if srec.attr.file_type == FileType::Directory && d.len() > s.len() && d[..s.len()] == s[..]
-        {
-            return Err(ns(
-                ErrorCode::InvalidArgument,
-                format!("cannot move {src} into itself ({dst})"),
-            ));
+        if srec.attr.file_type == FileType::Directory && d.len() > s.len() && d[..s.len()] == s[..] {
+            return Err(ns(ErrorCode::InvalidArgument, format!("cannot move {src} into itself ({dst})")));
         }
         let (dparent, dname) = self.ns.resolve_parent(&d, dst)?;
         let mut freed = Vec::new();
         if let Some(did) = self.ns.child(dparent.attr.inode, dname)? {
-            let drec = self
-                .ns
-                .inode(did)?
-                .ok_or_else(|| ns(ErrorCode::Internal, "dangling edge"))?;
-            match (
-                srec.attr.file_type == FileType::Directory,
-                drec.attr.file_type == FileType::Directory,
-            ) {
+            let drec = self.ns.inode(did)?.ok_or_else(|| ns(ErrorCode::Internal, "dangling edge"))?;
+            match (srec.attr.file_type == FileType::Directory, drec.attr.file_type == FileType::Directory) {
                 (true, true) => {
                     if self.ns.has_children(did)? {
-                        return Err(ns(
-                            ErrorCode::DirectoryNotEmpty,
-                            format!("{dst} is not empty"),
-                        ));
+                        return Err(ns(ErrorCode::DirectoryNotEmpty, format!("{dst} is not empty")));
                     }
                 }
-                (true, false) => {
-                    return Err(ns(
-                        ErrorCode::NotADirectory,
-                        format!("{dst} is not a directory"),
-                    ))
-                }
-                (false, true) => {
-                    return Err(ns(ErrorCode::IsADirectory, format!("{dst} is a directory")))
-                }
+                (true, false) => return Err(ns(ErrorCode::NotADirectory, format!("{dst} is not a directory"))),
+                (false, true) => return Err(ns(ErrorCode::IsADirectory, format!("{dst} is a directory"))),
                 (false, false) => {}
             }
             freed = self.drop_inode(&drec);
@@ -882,26 +673,11 @@ mod tests {
     }
 
     fn mkdir(p: &str, recursive: bool) -> JournalEntry {
-        JournalEntry::Mkdir {
-            path: p.into(),
-            recursive,
-            mode: 0o755,
-            uid: 0,
-            gid: 0,
-            time_ms: 1,
-        }
+        JournalEntry::Mkdir { path: p.into(), recursive, mode: 0o755, uid: 0, gid: 0, time_ms: 1 }
     }
 
     fn create(p: &str, overwrite: bool) -> JournalEntry {
-        JournalEntry::CreateFile {
-            path: p.into(),
-            mode: 0o644,
-            uid: 0,
-            gid: 0,
-            block_size: 10,
-            overwrite,
-            time_ms: 1,
-        }
+        JournalEntry::CreateFile { path: p.into(), mode: 0o644, uid: 0, gid: 0, block_size: 10, overwrite, time_ms: 1 }
     }
 
     #[test]
@@ -911,109 +687,44 @@ mod tests {
         ok(&ns, mkdir("/a/b/c", true));
         assert_eq!(err(&ns, mkdir("/x/y", false)), ErrorCode::NotFound);
         assert_eq!(err(&ns, mkdir("/a/b", false)), ErrorCode::AlreadyExists);
-        let ApplyResult::Created { attr: f, .. } = ok(&ns, create("/a/b/f", false)) else {
-            panic!()
-        };
+        let ApplyResult::Created { attr: f, .. } = ok(&ns, create("/a/b/f", false)) else { panic!() };
         assert_eq!(err(&ns, create("/a/b/f", false)), ErrorCode::AlreadyExists);
-        let ApplyResult::Block { block_id: b1 } = ok(
-            &ns,
-            JournalEntry::AddBlock {
-                inode: f.inode,
-                time_ms: 2,
-            },
-        ) else {
+        let ApplyResult::Block { block_id: b1 } = ok(&ns, JournalEntry::AddBlock { inode: f.inode, time_ms: 2 }) else {
             panic!()
         };
-        let ApplyResult::Block { block_id: b2 } = ok(
-            &ns,
-            JournalEntry::AddBlock {
-                inode: f.inode,
-                time_ms: 2,
-            },
-        ) else {
+        let ApplyResult::Block { block_id: b2 } = ok(&ns, JournalEntry::AddBlock { inode: f.inode, time_ms: 2 }) else {
             panic!()
         };
         assert_ne!(b1, b2);
         assert_eq!(
-            err(
-                &ns,
-                JournalEntry::CompleteFile {
-                    inode: f.inode,
-                    length: 21,
-                    time_ms: 3
-                }
-            ),
+            err(&ns, JournalEntry::CompleteFile { inode: f.inode, length: 21, time_ms: 3 }),
             ErrorCode::InvalidArgument
         );
-        ok(
-            &ns,
-            JournalEntry::CompleteFile {
-                inode: f.inode,
-                length: 15,
-                time_ms: 3,
-            },
-        );
+        ok(&ns, JournalEntry::CompleteFile { inode: f.inode, length: 15, time_ms: 3 });
         assert_eq!(ns.resolve("/a/b/f").unwrap().attr.size, 15);
         assert_eq!(ns.block_owner(b1).unwrap(), Some(f.inode));
         // rename over an existing file frees the replaced file's blocks
-        let ApplyResult::Created { attr: g, .. } = ok(&ns, create("/a/g", false)) else {
-            panic!()
-        };
-        let ApplyResult::Block { block_id: gb } = ok(
-            &ns,
-            JournalEntry::AddBlock {
-                inode: g.inode,
-                time_ms: 2,
-            },
-        ) else {
+        let ApplyResult::Created { attr: g, .. } = ok(&ns, create("/a/g", false)) else { panic!() };
+        let ApplyResult::Block { block_id: gb } = ok(&ns, JournalEntry::AddBlock { inode: g.inode, time_ms: 2 }) else {
             panic!()
         };
         assert_eq!(
-            ok(
-                &ns,
-                JournalEntry::Rename {
-                    src: "/a/b/f".into(),
-                    dst: "/a/g".into(),
-                    time_ms: 4
-                }
-            ),
+            ok(&ns, JournalEntry::Rename { src: "/a/b/f".into(), dst: "/a/g".into(), time_ms: 4 }),
             ApplyResult::Freed { blocks: vec![gb] }
         );
         assert_eq!(ns.resolve("/a/g").unwrap().attr.inode, f.inode);
+        assert_eq!(ns.resolve("/a/b/f").unwrap_err().to_string(), "not found: /a/b/f does not exist");
         assert_eq!(
-            ns.resolve("/a/b/f").unwrap_err().to_string(),
-            "not found: /a/b/f does not exist"
-        );
-        assert_eq!(
-            err(
-                &ns,
-                JournalEntry::Rename {
-                    src: "/a".into(),
-                    dst: "/a/b/z".into(),
-                    time_ms: 4
-                }
-            ),
+            err(&ns, JournalEntry::Rename { src: "/a".into(), dst: "/a/b/z".into(), time_ms: 4 }),
             ErrorCode::InvalidArgument
         );
         assert_eq!(
-            err(
-                &ns,
-                JournalEntry::Delete {
-                    path: "/a".into(),
-                    recursive: false,
-                    time_ms: 5
-                }
-            ),
+            err(&ns, JournalEntry::Delete { path: "/a".into(), recursive: false, time_ms: 5 }),
             ErrorCode::DirectoryNotEmpty
         );
-        let ApplyResult::Freed { blocks } = ok(
-            &ns,
-            JournalEntry::Delete {
-                path: "/a".into(),
-                recursive: true,
-                time_ms: 5,
-            },
-        ) else {
+        let ApplyResult::Freed { blocks } =
+            ok(&ns, JournalEntry::Delete { path: "/a".into(), recursive: true, time_ms: 5 })
+        else {
             panic!()
         };
         assert_eq!(blocks.len(), 2);
@@ -1025,82 +736,32 @@ mod tests {
     fn swap_content_keeps_the_inode_and_frees_old_blocks() {
         let d = tempfile::tempdir().unwrap();
         let ns = ns_in(&d);
-        let ApplyResult::Created { attr: f, .. } = ok(&ns, create("/f", false)) else {
+        let ApplyResult::Created { attr: f, .. } = ok(&ns, create("/f", false)) else { panic!() };
+        let ApplyResult::Block { block_id: old } = ok(&ns, JournalEntry::AddBlock { inode: f.inode, time_ms: 2 })
+        else {
             panic!()
         };
-        let ApplyResult::Block { block_id: old } = ok(
-            &ns,
-            JournalEntry::AddBlock {
-                inode: f.inode,
-                time_ms: 2,
-            },
-        ) else {
-            panic!()
-        };
-        ok(
-            &ns,
-            JournalEntry::CompleteFile {
-                inode: f.inode,
-                length: 5,
-                time_ms: 3,
-            },
-        );
-        let ApplyResult::Created { attr: t, .. } = ok(
-            &ns,
-            JournalEntry::CreateDetached {
-                mode: 0o644,
-                uid: 0,
-                gid: 0,
-                block_size: 10,
-                time_ms: 4,
-            },
-        ) else {
+        ok(&ns, JournalEntry::CompleteFile { inode: f.inode, length: 5, time_ms: 3 });
+        let ApplyResult::Created { attr: t, .. } =
+            ok(&ns, JournalEntry::CreateDetached { mode: 0o644, uid: 0, gid: 0, block_size: 10, time_ms: 4 })
+        else {
             panic!()
         };
         assert_eq!(
-            err(
-                &ns,
-                JournalEntry::SwapContent {
-                    from: t.inode,
-                    to: f.inode,
-                    time_ms: 5
-                }
-            ),
+            err(&ns, JournalEntry::SwapContent { from: t.inode, to: f.inode, time_ms: 5 }),
             ErrorCode::InvalidState
         );
-        let ApplyResult::Block { block_id: new } = ok(
-            &ns,
-            JournalEntry::AddBlock {
-                inode: t.inode,
-                time_ms: 5,
-            },
-        ) else {
+        let ApplyResult::Block { block_id: new } = ok(&ns, JournalEntry::AddBlock { inode: t.inode, time_ms: 5 })
+        else {
             panic!()
         };
-        ok(
-            &ns,
-            JournalEntry::CompleteFile {
-                inode: t.inode,
-                length: 7,
-                time_ms: 6,
-            },
-        );
+        ok(&ns, JournalEntry::CompleteFile { inode: t.inode, length: 7, time_ms: 6 });
         assert_eq!(
-            ok(
-                &ns,
-                JournalEntry::SwapContent {
-                    from: t.inode,
-                    to: f.inode,
-                    time_ms: 7
-                }
-            ),
+            ok(&ns, JournalEntry::SwapContent { from: t.inode, to: f.inode, time_ms: 7 }),
             ApplyResult::Freed { blocks: vec![old] }
         );
         let r = ns.resolve("/f").unwrap();
-        assert_eq!(
-            (r.attr.inode, r.attr.size, r.blocks.clone()),
-            (f.inode, 7, vec![new])
-        );
+        assert_eq!((r.attr.inode, r.attr.size, r.blocks.clone()), (f.inode, 7, vec![new]));
         assert_eq!(ns.block_owner(new).unwrap(), Some(f.inode));
         assert_eq!(ns.block_owner(old).unwrap(), None);
         assert!(ns.inode(t.inode).unwrap().is_none());

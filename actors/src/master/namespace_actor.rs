@@ -28,10 +28,7 @@ pub type Rows = Vec<super::store::StateRow>;
 #[derive(RactorMessage)]
 pub enum NamespaceMsg {
     /// Apply committed entries in order (from the Raft state machine).
-    Apply(
-        Vec<(u64, JournalEntry, Extra)>,
-        RpcReplyPort<Result<Vec<ApplyResult>, String>>,
-    ),
+    Apply(Vec<(u64, JournalEntry, Extra)>, RpcReplyPort<Result<Vec<ApplyResult>, String>>),
     /// Write bookkeeping rows only (blank and membership entries).
     PutMeta(Extra, RpcReplyPort<Result<(), String>>),
     /// Export the state for a snapshot.
@@ -147,9 +144,7 @@ pub async fn call<R: Send + 'static>(
         if let Some(a) = actor() {
             match a.call(&make, Some(Duration::from_secs(30))).await {
                 Ok(ractor::rpc::CallResult::Success(r)) => return Ok(r),
-                Ok(ractor::rpc::CallResult::Timeout) => {
-                    return Err("namespace actor timed out".into())
-                }
+                Ok(ractor::rpc::CallResult::Timeout) => return Err("namespace actor timed out".into()),
                 _ => {}
             }
         }
@@ -176,10 +171,7 @@ impl ActorNamespace {
 const PATIENCE: Duration = Duration::from_secs(20);
 
 impl NamespaceHandle for ActorNamespace {
-    async fn apply(
-        &self,
-        batch: Vec<(u64, JournalEntry, Extra)>,
-    ) -> Result<Vec<ApplyResult>, String> {
+    async fn apply(&self, batch: Vec<(u64, JournalEntry, Extra)>) -> Result<Vec<ApplyResult>, String> {
         call(PATIENCE, |r| NamespaceMsg::Apply(batch.clone(), r)).await?
     }
     async fn put_meta(&self, extra: Extra) -> Result<(), String> {

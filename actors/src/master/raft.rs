@@ -15,8 +15,8 @@ use std::sync::Arc;
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage, RaftStateMachine, Snapshot};
 use openraft::{
-    BasicNode, Entry, EntryPayload, LogId, OptionalSend, RaftLogReader, RaftSnapshotBuilder,
-    SnapshotMeta, StorageError, StorageIOError, StoredMembership, Vote,
+    BasicNode, Entry, EntryPayload, LogId, OptionalSend, RaftLogReader, RaftSnapshotBuilder, SnapshotMeta,
+    StorageError, StorageIOError, StoredMembership, Vote,
 };
 use rocksdb::{IteratorMode, WriteBatch, WriteOptions, DB};
 use serde::{Deserialize, Serialize};
@@ -67,14 +67,8 @@ impl LogStore {
     }
 
     fn meta<T: for<'de> Deserialize<'de>>(&self, key: &[u8]) -> Result<Option<T>, SErr> {
-        match self
-            .db
-            .get_cf(handle(&self.db, cf::RAFT_META), key)
-            .map_err(|e| StorageIOError::read(&e))?
-        {
-            Some(v) => Ok(Some(
-                bincode::deserialize(&v).map_err(|e| StorageIOError::read(&e))?,
-            )),
+        match self.db.get_cf(handle(&self.db, cf::RAFT_META), key).map_err(|e| StorageIOError::read(&e))? {
+            Some(v) => Ok(Some(bincode::deserialize(&v).map_err(|e| StorageIOError::read(&e))?)),
             None => Ok(None),
         }
     }
@@ -82,8 +76,7 @@ impl LogStore {
     fn put_meta_synced<T: Serialize>(&self, key: &[u8], v: &T) -> Result<(), rocksdb::Error> {
         let mut wo = WriteOptions::default();
         wo.set_sync(true);
-        self.db
-            .put_cf_opt(handle(&self.db, cf::RAFT_META), key, ser(v), &wo)
+        self.db.put_cf_opt(handle(&self.db, cf::RAFT_META), key, ser(v), &wo)
     }
 }
 
@@ -99,16 +92,9 @@ impl RaftLogReader<TypeConfig> for LogStore {
         };
         let h = handle(&self.db, cf::RAFT_LOG);
         let mut out = Vec::new();
-        for item in self.db.iterator_cf(
-            h,
-            IteratorMode::From(&start.to_be_bytes(), rocksdb::Direction::Forward),
-        ) {
+        for item in self.db.iterator_cf(h, IteratorMode::From(&start.to_be_bytes(), rocksdb::Direction::Forward)) {
             let (k, v) = item.map_err(|e| StorageIOError::read_logs(&e))?;
-            let idx = u64::from_be_bytes(
-                k[..8]
-                    .try_into()
-                    .map_err(|_| StorageIOError::read_logs(&BadKey))?,
-            );
+            let idx = u64::from_be_bytes(k[..8].try_into().map_err(|_| StorageIOError::read_logs(&BadKey))?);
             if !range.contains(&idx) {
                 break;
             }
@@ -127,23 +113,15 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, SErr> {
         let purged: Option<LogId<NodeId>> = self.meta(PURGED)?;
-        let last = match self
-            .db
-            .iterator_cf(handle(&self.db, cf::RAFT_LOG), IteratorMode::End)
-            .next()
-        {
+        let last = match self.db.iterator_cf(handle(&self.db, cf::RAFT_LOG), IteratorMode::End).next() {
             Some(item) => {
                 let (_, v) = item.map_err(|e| StorageIOError::read_logs(&e))?;
-                let e: Entry<TypeConfig> =
-                    bincode::deserialize(&v).map_err(|e| StorageIOError::read_logs(&e))?;
+                let e: Entry<TypeConfig> = bincode::deserialize(&v).map_err(|e| StorageIOError::read_logs(&e))?;
                 Some(e.log_id)
             }
             None => purged,
         };
-        Ok(LogState {
-            last_purged_log_id: purged,
-            last_log_id: last,
-        })
+        Ok(LogState { last_purged_log_id: purged, last_log_id: last })
     }
 
     async fn get_log_reader(&mut self) -> Self::LogReader {
@@ -151,8 +129,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), SErr> {
-        self.put_meta_synced(VOTE, vote)
-            .map_err(|e| StorageIOError::write_vote(&e).into())
+        self.put_meta_synced(VOTE, vote).map_err(|e| StorageIOError::write_vote(&e).into())
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>, SErr> {
@@ -202,14 +179,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let mut batch = WriteBatch::default();
         batch.delete_range_cf(h, log_id.index.to_be_bytes(), u64::MAX.to_be_bytes());
         batch.delete_cf(h, u64::MAX.to_be_bytes());
-        self.db
-            .write_opt(batch, &wo)
-            .map_err(|e| StorageIOError::write_logs(&e).into())
+        self.db.write_opt(batch, &wo).map_err(|e| StorageIOError::write_logs(&e).into())
     }
 
     async fn purge(&mut self, log_id: LogId<NodeId>) -> Result<(), SErr> {
-        self.put_meta_synced(PURGED, &log_id)
-            .map_err(|e| StorageIOError::write_logs(&e))?;
+        self.put_meta_synced(PURGED, &log_id).map_err(|e| StorageIOError::write_logs(&e))?;
         let h = handle(&self.db, cf::RAFT_LOG);
         self.db
             .delete_range_cf(h, 0u64.to_be_bytes(), (log_id.index + 1).to_be_bytes())
@@ -226,17 +200,11 @@ pub trait NamespaceHandle: Clone + Send + Sync + 'static {
         batch: Vec<ApplyItem>,
     ) -> impl std::future::Future<Output = Result<Vec<ApplyResult>, String>> + Send;
     /// Writes bookkeeping only (blank and membership entries).
-    fn put_meta(
-        &self,
-        extra: Vec<MetaRow>,
-    ) -> impl std::future::Future<Output = Result<(), String>> + Send;
+    fn put_meta(&self, extra: Vec<MetaRow>) -> impl std::future::Future<Output = Result<(), String>> + Send;
     /// A consistent export of the state column families.
     fn export(&self) -> impl std::future::Future<Output = Result<Vec<StateRow>, String>> + Send;
     /// Replaces the state with an export.
-    fn import(
-        &self,
-        items: Vec<StateRow>,
-    ) -> impl std::future::Future<Output = Result<(), String>> + Send;
+    fn import(&self, items: Vec<StateRow>) -> impl std::future::Future<Output = Result<(), String>> + Send;
     /// Reads the database directly (applied state).
     fn db(&self) -> Arc<DB>;
 }
@@ -247,10 +215,7 @@ pub struct DirectNamespace(pub Arc<Namespace>);
 
 impl NamespaceHandle for DirectNamespace {
     async fn apply(&self, batch: Vec<ApplyItem>) -> Result<Vec<ApplyResult>, String> {
-        batch
-            .iter()
-            .map(|(i, e, extra)| self.0.apply(*i, e, extra).map_err(|e| e.to_string()))
-            .collect()
+        batch.iter().map(|(i, e, extra)| self.0.apply(*i, e, extra).map_err(|e| e.to_string())).collect()
     }
     async fn put_meta(&self, extra: Vec<MetaRow>) -> Result<(), String> {
         put_meta(&self.0, &extra)
@@ -294,21 +259,13 @@ impl<N: NamespaceHandle> StateMachine<N> {
     /// A state machine storing snapshots under `snapshot_dir`.
     pub fn new(ns: N, snapshot_dir: &Path) -> std::io::Result<Self> {
         std::fs::create_dir_all(snapshot_dir)?;
-        Ok(StateMachine {
-            ns,
-            snapshot_dir: snapshot_dir.to_path_buf(),
-        })
+        Ok(StateMachine { ns, snapshot_dir: snapshot_dir.to_path_buf() })
     }
 
     fn read_sm_meta<T: for<'de> Deserialize<'de> + Default>(&self, key: &[u8]) -> Result<T, SErr> {
         let db = self.ns.db();
-        match db
-            .get_cf(handle(&db, cf::SM_META), key)
-            .map_err(|e| StorageIOError::read_state_machine(&e))?
-        {
-            Some(v) => {
-                bincode::deserialize(&v).map_err(|e| StorageIOError::read_state_machine(&e).into())
-            }
+        match db.get_cf(handle(&db, cf::SM_META), key).map_err(|e| StorageIOError::read_state_machine(&e))? {
+            Some(v) => bincode::deserialize(&v).map_err(|e| StorageIOError::read_state_machine(&e).into()),
             None => Ok(T::default()),
         }
     }
@@ -330,10 +287,7 @@ impl<N: NamespaceHandle> StateMachine<N> {
     }
 }
 
-fn meta_extra(
-    log_id: &LogId<NodeId>,
-    membership: Option<&StoredMembership<NodeId, BasicNode>>,
-) -> Vec<MetaRow> {
+fn meta_extra(log_id: &LogId<NodeId>, membership: Option<&StoredMembership<NodeId, BasicNode>>) -> Vec<MetaRow> {
     let mut v = vec![(cf::SM_META, APPLIED.to_vec(), ser(&Some(*log_id)))];
     if let Some(m) = membership {
         v.push((cf::SM_META, MEMBERSHIP.to_vec(), ser(m)));
@@ -343,69 +297,40 @@ fn meta_extra(
 
 impl<N: NamespaceHandle> RaftSnapshotBuilder<TypeConfig> for StateMachine<N> {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, SErr> {
-        let items = self
-            .ns
-            .export()
-            .await
-            .map_err(|e| StorageIOError::read_state_machine(&std::io::Error::other(e)))?;
+        let items =
+            self.ns.export().await.map_err(|e| StorageIOError::read_state_machine(&std::io::Error::other(e)))?;
         // The applied id and membership come from the exported rows themselves,
         // so meta and content always agree.
-        let find = |key: &[u8]| {
-            items
-                .iter()
-                .find(|(c, k, _)| *c == 0 && k.as_slice() == key)
-                .map(|(_, _, v)| v.clone())
-        };
+        let find =
+            |key: &[u8]| items.iter().find(|(c, k, _)| *c == 0 && k.as_slice() == key).map(|(_, _, v)| v.clone());
         let last_log_id: Option<LogId<NodeId>> = match find(APPLIED) {
-            Some(v) => {
-                bincode::deserialize(&v).map_err(|e| StorageIOError::read_state_machine(&e))?
-            }
+            Some(v) => bincode::deserialize(&v).map_err(|e| StorageIOError::read_state_machine(&e))?,
             None => None,
         };
         let last_membership: StoredMembership<NodeId, BasicNode> = match find(MEMBERSHIP) {
-            Some(v) => {
-                bincode::deserialize(&v).map_err(|e| StorageIOError::read_state_machine(&e))?
-            }
+            Some(v) => bincode::deserialize(&v).map_err(|e| StorageIOError::read_state_machine(&e))?,
             None => StoredMembership::default(),
         };
         // State-machine writes are not synced; make them durable before the
         // snapshot lets the log behind them be purged.
-        self.ns
-            .db()
-            .flush_wal(true)
-            .map_err(|e| StorageIOError::write_state_machine(&e))?;
+        self.ns.db().flush_wal(true).map_err(|e| StorageIOError::write_state_machine(&e))?;
         let snapshot_id = format!(
             "{}-{}-{}",
             last_log_id.map(|l| l.leader_id.term).unwrap_or(0),
             last_log_id.map(|l| l.index).unwrap_or(0),
             strata_protocol::now_ms()
         );
-        let meta = SnapshotMeta {
-            last_log_id,
-            last_membership,
-            snapshot_id,
-        };
-        let bytes = self.write_snapshot_file(&SnapshotFile {
-            meta: meta.clone(),
-            items,
-        })?;
-        Ok(Snapshot {
-            meta,
-            snapshot: Box::new(Cursor::new(bytes)),
-        })
+        let meta = SnapshotMeta { last_log_id, last_membership, snapshot_id };
+        let bytes = self.write_snapshot_file(&SnapshotFile { meta: meta.clone(), items })?;
+        Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(bytes)) })
     }
 }
 
 impl<N: NamespaceHandle> RaftStateMachine<TypeConfig> for StateMachine<N> {
     type SnapshotBuilder = Self;
 
-    async fn applied_state(
-        &mut self,
-    ) -> Result<(Option<LogId<NodeId>>, StoredMembership<NodeId, BasicNode>), SErr> {
-        Ok((
-            self.read_sm_meta::<Option<LogId<NodeId>>>(APPLIED)?,
-            self.read_sm_meta(MEMBERSHIP)?,
-        ))
+    async fn applied_state(&mut self) -> Result<(Option<LogId<NodeId>>, StoredMembership<NodeId, BasicNode>), SErr> {
+        Ok((self.read_sm_meta::<Option<LogId<NodeId>>>(APPLIED)?, self.read_sm_meta(MEMBERSHIP)?))
     }
 
     async fn apply<I>(&mut self, entries: I) -> Result<Vec<ApplyResult>, SErr>
@@ -426,23 +351,16 @@ impl<N: NamespaceHandle> RaftStateMachine<TypeConfig> for StateMachine<N> {
                 }
                 other => {
                     if let Some(last) = pending_last.take() {
-                        out.extend(
-                            self.apply_normal(std::mem::take(&mut pending), last)
-                                .await?,
-                        );
+                        out.extend(self.apply_normal(std::mem::take(&mut pending), last).await?);
                     }
                     let m = match other {
-                        EntryPayload::Membership(m) => {
-                            Some(StoredMembership::new(Some(e.log_id), m))
-                        }
+                        EntryPayload::Membership(m) => Some(StoredMembership::new(Some(e.log_id), m)),
                         _ => None,
                     };
                     self.ns
                         .put_meta(meta_extra(&e.log_id, m.as_ref()))
                         .await
-                        .map_err(|err| {
-                            StorageIOError::apply(e.log_id, &std::io::Error::other(err))
-                        })?;
+                        .map_err(|err| StorageIOError::apply(e.log_id, &std::io::Error::other(err)))?;
                     out.push(ApplyResult::Done);
                 }
             }
@@ -467,20 +385,14 @@ impl<N: NamespaceHandle> RaftStateMachine<TypeConfig> for StateMachine<N> {
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> Result<(), SErr> {
         let sig = Some(meta.signature());
-        let file: SnapshotFile = bincode::deserialize(snapshot.get_ref())
-            .map_err(|e| StorageIOError::read_snapshot(sig.clone(), &e))?;
+        let file: SnapshotFile =
+            bincode::deserialize(snapshot.get_ref()).map_err(|e| StorageIOError::read_snapshot(sig.clone(), &e))?;
         self.ns
             .import(file.items.clone())
             .await
             .map_err(|e| StorageIOError::write_snapshot(sig, &std::io::Error::other(e)))?;
-        self.ns
-            .db()
-            .flush_wal(true)
-            .map_err(|e| StorageIOError::write_state_machine(&e))?;
-        self.write_snapshot_file(&SnapshotFile {
-            meta: meta.clone(),
-            items: file.items,
-        })?;
+        self.ns.db().flush_wal(true).map_err(|e| StorageIOError::write_state_machine(&e))?;
+        self.write_snapshot_file(&SnapshotFile { meta: meta.clone(), items: file.items })?;
         Ok(())
     }
 
@@ -491,25 +403,14 @@ impl<N: NamespaceHandle> RaftStateMachine<TypeConfig> for StateMachine<N> {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(StorageIOError::read_snapshot(None, &e).into()),
         };
-        let file: SnapshotFile =
-            bincode::deserialize(&bytes).map_err(|e| StorageIOError::read_snapshot(None, &e))?;
-        Ok(Some(Snapshot {
-            meta: file.meta,
-            snapshot: Box::new(Cursor::new(bytes)),
-        }))
+        let file: SnapshotFile = bincode::deserialize(&bytes).map_err(|e| StorageIOError::read_snapshot(None, &e))?;
+        Ok(Some(Snapshot { meta: file.meta, snapshot: Box::new(Cursor::new(bytes)) }))
     }
 }
 
 impl<N: NamespaceHandle> StateMachine<N> {
-    async fn apply_normal(
-        &self,
-        batch: Vec<ApplyItem>,
-        last: LogId<NodeId>,
-    ) -> Result<Vec<ApplyResult>, SErr> {
-        self.ns
-            .apply(batch)
-            .await
-            .map_err(|e| StorageIOError::apply(last, &std::io::Error::other(e)).into())
+    async fn apply_normal(&self, batch: Vec<ApplyItem>, last: LogId<NodeId>) -> Result<Vec<ApplyResult>, SErr> {
+        self.ns.apply(batch).await.map_err(|e| StorageIOError::apply(last, &std::io::Error::other(e)).into())
     }
 }
 

@@ -13,8 +13,8 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use ractor_cluster::RactorClusterMessage;
 use rkyv::{Archive, Deserialize, Serialize};
 use strata_protocol::messages::{
-    BlockCommit, CommitReply, HeartbeatReply, RegisterReply, RegisterWorker, TierUsage, WorkerAddr,
-    WorkerHeartbeat, WorkerReport,
+    BlockCommit, CommitReply, HeartbeatReply, RegisterReply, RegisterWorker, TierUsage, WorkerAddr, WorkerHeartbeat,
+    WorkerReport,
 };
 use strata_protocol::{BlockId, WorkerId};
 
@@ -92,10 +92,7 @@ struct WorkerEntry {
 
 impl WorkerEntry {
     fn free_bytes(&self) -> u64 {
-        self.tiers
-            .iter()
-            .map(|t| t.capacity_bytes.saturating_sub(t.used_bytes))
-            .sum()
+        self.tiers.iter().map(|t| t.capacity_bytes.saturating_sub(t.used_bytes)).sum()
     }
 }
 
@@ -128,11 +125,8 @@ impl WorkerManagerState {
     }
 
     fn forget_worker_blocks(&mut self, worker: WorkerId) {
-        let blocks: Vec<BlockId> = self
-            .workers
-            .get(&worker)
-            .map(|w| w.blocks.iter().copied().collect())
-            .unwrap_or_default();
+        let blocks: Vec<BlockId> =
+            self.workers.get(&worker).map(|w| w.blocks.iter().copied().collect()).unwrap_or_default();
         for b in blocks {
             self.remove_location(worker, b);
         }
@@ -154,12 +148,7 @@ impl Actor for WorkerManager {
     ) -> Result<Self::State, ActorProcessingErr> {
         ractor::pg::join(GROUP.to_string(), vec![myself.get_cell()]);
         myself.send_interval(Duration::from_millis(500), || WorkerManagerMsg::Tick);
-        Ok(WorkerManagerState {
-            args,
-            workers: HashMap::new(),
-            locations: HashMap::new(),
-            next_rr: 0,
-        })
+        Ok(WorkerManagerState { args, workers: HashMap::new(), locations: HashMap::new(), next_rr: 0 })
     }
 
     async fn handle(
@@ -194,16 +183,11 @@ impl Actor for WorkerManager {
                 for b in reg.blocks.into_iter().filter(|b| !orphan_set.contains(b)) {
                     st.add_location(id, b);
                 }
-                let _ = reply.send(Wire(RegisterReply {
-                    remove_blocks: orphans,
-                }));
+                let _ = reply.send(Wire(RegisterReply { remove_blocks: orphans }));
             }
             WorkerManagerMsg::Heartbeat(Wire(hb), reply) => {
                 let Some(w) = st.workers.get_mut(&hb.worker_id) else {
-                    let _ = reply.send(Wire(HeartbeatReply {
-                        reregister: true,
-                        remove_blocks: vec![],
-                    }));
+                    let _ = reply.send(Wire(HeartbeatReply { reregister: true, remove_blocks: vec![] }));
                     return Ok(());
                 };
                 let was_lost = !w.live;
@@ -214,10 +198,7 @@ impl Actor for WorkerManager {
                     st.remove_location(hb.worker_id, b);
                 }
                 // A worker that was declared lost had its locations dropped: it must report them again.
-                let _ = reply.send(Wire(HeartbeatReply {
-                    reregister: was_lost,
-                    remove_blocks,
-                }));
+                let _ = reply.send(Wire(HeartbeatReply { reregister: was_lost, remove_blocks }));
             }
             WorkerManagerMsg::CommitBlock(Wire(c), reply) => {
                 if !st.workers.contains_key(&c.worker_id) {
@@ -247,21 +228,14 @@ impl Actor for WorkerManager {
                 let _ = reply.send(Wire(LocationList(out)));
             }
             WorkerManagerMsg::Place(Wire(req), reply) => {
-                let mut live: Vec<&WorkerEntry> = st
-                    .workers
-                    .values()
-                    .filter(|w| w.live && w.free_bytes() >= req.length)
-                    .collect();
+                let mut live: Vec<&WorkerEntry> =
+                    st.workers.values().filter(|w| w.live && w.free_bytes() >= req.length).collect();
                 if live.is_empty() {
                     // Let the worker answer a precise no-space error rather than guess here.
                     live = st.workers.values().filter(|w| w.live).collect();
                 }
                 live.sort_by_key(|w| {
-                    (
-                        w.addr.host != req.client_host,
-                        std::cmp::Reverse(w.free_bytes()),
-                        w.addr.worker_id,
-                    )
+                    (w.addr.host != req.client_host, std::cmp::Reverse(w.free_bytes()), w.addr.worker_id)
                 });
                 // Local-first; among equals, rotate so load spreads.
                 if live.len() > 1 && live[0].addr.host != req.client_host {
@@ -269,9 +243,7 @@ impl Actor for WorkerManager {
                     live.rotate_left(st.next_rr % n);
                     st.next_rr += 1;
                 }
-                let _ = reply.send(Wire(Placement(
-                    live.into_iter().map(|w| w.addr.clone()).collect(),
-                )));
+                let _ = reply.send(Wire(Placement(live.into_iter().map(|w| w.addr.clone()).collect())));
             }
             WorkerManagerMsg::Free(Wire(blocks)) => {
                 for b in blocks.0 {
@@ -293,8 +265,7 @@ impl Actor for WorkerManager {
                     .map(|w| WorkerReport {
                         addr: w.addr.clone(),
                         live: w.live,
-                        last_heartbeat_ms_ago: now.duration_since(w.last_heartbeat).as_millis()
-                            as u64,
+                        last_heartbeat_ms_ago: now.duration_since(w.last_heartbeat).as_millis() as u64,
                         tiers: w.tiers.clone(),
                         blocks: w.blocks.len() as u64,
                     })
@@ -331,8 +302,5 @@ pub fn actor() -> Option<ActorRef<WorkerManagerMsg>> {
 
 /// The WorkerManager as a worker finds it: any member of [`GROUP`], local or remote.
 pub fn find_in_group() -> Option<ActorRef<WorkerManagerMsg>> {
-    ractor::pg::get_members(&GROUP.to_string())
-        .into_iter()
-        .next()
-        .map(ActorRef::from)
+    ractor::pg::get_members(&GROUP.to_string()).into_iter().next().map(ActorRef::from)
 }

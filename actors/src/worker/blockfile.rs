@@ -38,12 +38,7 @@ pub enum BlockError {
     Corrupt { block_id: BlockId, reason: String },
     /// The requested range is outside the block.
     #[error("range {offset}+{length} is outside block {block_id:016x} of {block_len} bytes")]
-    OutOfRange {
-        block_id: BlockId,
-        offset: u64,
-        length: u64,
-        block_len: u64,
-    },
+    OutOfRange { block_id: BlockId, offset: u64, length: u64, block_len: u64 },
     /// An I/O error.
     #[error("block i/o: {0}")]
     Io(#[from] io::Error),
@@ -88,10 +83,7 @@ impl BlockMeta {
     }
 
     fn decode(block_id: BlockId, b: &[u8]) -> Result<Self, BlockError> {
-        let corrupt = |reason: &str| BlockError::Corrupt {
-            block_id,
-            reason: reason.to_string(),
-        };
+        let corrupt = |reason: &str| BlockError::Corrupt { block_id, reason: reason.to_string() };
         if b.len() < 36 {
             return Err(corrupt("metadata file too short"));
         }
@@ -104,12 +96,7 @@ impl BlockMeta {
         }
         let u64_at = |i: usize| u64::from_le_bytes(body[i..i + 8].try_into().expect("8 bytes"));
         let u32_at = |i: usize| u32::from_le_bytes(body[i..i + 4].try_into().expect("4 bytes"));
-        let (id, length, chunk, n) = (
-            u64_at(8),
-            u64_at(16),
-            u32_at(24) as u64,
-            u32_at(28) as usize,
-        );
+        let (id, length, chunk, n) = (u64_at(8), u64_at(16), u32_at(24) as u64, u32_at(28) as usize);
         if id != block_id
             || chunk != CHUNK_BYTES
             || n != length.div_ceil(CHUNK_BYTES) as usize
@@ -118,11 +105,7 @@ impl BlockMeta {
             return Err(corrupt("metadata does not describe this block"));
         }
         let crcs = (0..n).map(|i| u32_at(32 + 4 * i)).collect();
-        Ok(BlockMeta {
-            block_id,
-            length,
-            crcs,
-        })
+        Ok(BlockMeta { block_id, length, crcs })
     }
 }
 
@@ -130,19 +113,14 @@ impl BlockMeta {
 pub fn read_meta(dir: &Path, block_id: BlockId) -> Result<BlockMeta, BlockError> {
     let bytes = match fs::read(meta_path(dir, block_id)) {
         Ok(b) => b,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            return Err(BlockError::NotFound { block_id })
-        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(BlockError::NotFound { block_id }),
         Err(e) => return Err(e.into()),
     };
     let meta = BlockMeta::decode(block_id, &bytes)?;
     let data_len = match fs::metadata(data_path(dir, block_id)) {
         Ok(m) => m.len(),
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            return Err(BlockError::Corrupt {
-                block_id,
-                reason: "data file missing".into(),
-            })
+            return Err(BlockError::Corrupt { block_id, reason: "data file missing".into() })
         }
         Err(e) => return Err(e.into()),
     };
@@ -156,23 +134,10 @@ pub fn read_meta(dir: &Path, block_id: BlockId) -> Result<BlockMeta, BlockError>
 }
 
 /// Reads `length` bytes at `offset`, verifying every chunk touched.
-pub fn read_range(
-    dir: &Path,
-    meta: &BlockMeta,
-    offset: u64,
-    length: u64,
-) -> Result<Vec<u8>, BlockError> {
+pub fn read_range(dir: &Path, meta: &BlockMeta, offset: u64, length: u64) -> Result<Vec<u8>, BlockError> {
     let id = meta.block_id;
-    if offset
-        .checked_add(length)
-        .is_none_or(|end| end > meta.length)
-    {
-        return Err(BlockError::OutOfRange {
-            block_id: id,
-            offset,
-            length,
-            block_len: meta.length,
-        });
+    if offset.checked_add(length).is_none_or(|end| end > meta.length) {
+        return Err(BlockError::OutOfRange { block_id: id, offset, length, block_len: meta.length });
     }
     if length == 0 {
         return Ok(Vec::new());
@@ -190,10 +155,7 @@ pub fn read_range(
     for (i, chunk) in buf.chunks(CHUNK_BYTES as usize).enumerate() {
         let c = first + i as u64;
         if crc32c::crc32c(chunk) != meta.crcs[c as usize] {
-            return Err(BlockError::Checksum {
-                block_id: id,
-                chunk: c,
-            });
+            return Err(BlockError::Checksum { block_id: id, chunk: c });
         }
     }
     let skip = (offset - start) as usize;
@@ -233,19 +195,8 @@ fn tmp(p: PathBuf) -> PathBuf {
 impl BlockWriter {
     /// Starts writing block `block_id` in `dir`.
     pub fn create(dir: &Path, block_id: BlockId) -> io::Result<Self> {
-        let file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(tmp(data_path(dir, block_id)))?;
-        Ok(BlockWriter {
-            dir: dir.to_path_buf(),
-            block_id,
-            file,
-            written: 0,
-            crcs: Vec::new(),
-            chunk_crc: 0,
-        })
+        let file = OpenOptions::new().write(true).create(true).truncate(true).open(tmp(data_path(dir, block_id)))?;
+        Ok(BlockWriter { dir: dir.to_path_buf(), block_id, file, written: 0, crcs: Vec::new(), chunk_crc: 0 })
     }
 
     /// Bytes written so far.
@@ -278,21 +229,14 @@ impl BlockWriter {
         if durable {
             self.file.sync_data()?;
         }
-        let meta = BlockMeta {
-            block_id: self.block_id,
-            length: self.written,
-            crcs: std::mem::take(&mut self.crcs),
-        };
+        let meta = BlockMeta { block_id: self.block_id, length: self.written, crcs: std::mem::take(&mut self.crcs) };
         let mp = meta_path(&self.dir, self.block_id);
         let mut mf = File::create(tmp(mp.clone()))?;
         mf.write_all(&meta.encode())?;
         if durable {
             mf.sync_data()?;
         }
-        fs::rename(
-            tmp(data_path(&self.dir, self.block_id)),
-            data_path(&self.dir, self.block_id),
-        )?;
+        fs::rename(tmp(data_path(&self.dir, self.block_id)), data_path(&self.dir, self.block_id))?;
         fs::rename(tmp(mp.clone()), mp)?;
         if durable {
             File::open(&self.dir)?.sync_all()?;
@@ -317,10 +261,7 @@ pub fn scan(dir: &Path) -> io::Result<Vec<(BlockId, std::time::SystemTime)>> {
             let _ = fs::remove_file(entry.path());
         } else if let Some(hex) = name.strip_suffix(".meta") {
             if let Ok(id) = u64::from_str_radix(hex, 16) {
-                let mtime = entry
-                    .metadata()?
-                    .modified()
-                    .unwrap_or(std::time::UNIX_EPOCH);
+                let mtime = entry.metadata()?.modified().unwrap_or(std::time::UNIX_EPOCH);
                 out.push((id, mtime));
             }
         }
@@ -342,33 +283,18 @@ mod tests {
         w.write(&data[1000..]).unwrap();
         let meta = w.finish(true).unwrap();
         assert_eq!(read_meta(d.path(), 7).unwrap(), meta);
-        assert_eq!(
-            read_range(d.path(), &meta, 0, data.len() as u64).unwrap(),
-            data
-        );
-        assert_eq!(
-            read_range(d.path(), &meta, 70_000, 100).unwrap(),
-            &data[70_000..70_100]
-        );
-        assert!(matches!(
-            read_range(d.path(), &meta, 199_999, 2),
-            Err(BlockError::OutOfRange { .. })
-        ));
+        assert_eq!(read_range(d.path(), &meta, 0, data.len() as u64).unwrap(), data);
+        assert_eq!(read_range(d.path(), &meta, 70_000, 100).unwrap(), &data[70_000..70_100]);
+        assert!(matches!(read_range(d.path(), &meta, 199_999, 2), Err(BlockError::OutOfRange { .. })));
         // Flip one byte in the second chunk: reads touching it fail, others still work.
         let p = data_path(d.path(), 7);
         let mut bytes = fs::read(&p).unwrap();
         bytes[100_000] ^= 0x40;
         fs::write(&p, bytes).unwrap();
-        assert!(matches!(
-            read_range(d.path(), &meta, 99_000, 2000),
-            Err(BlockError::Checksum { chunk: 1, .. })
-        ));
+        assert!(matches!(read_range(d.path(), &meta, 99_000, 2000), Err(BlockError::Checksum { chunk: 1, .. })));
         assert_eq!(read_range(d.path(), &meta, 0, 100).unwrap(), &data[..100]);
         assert_eq!(scan(d.path()).unwrap().len(), 1);
         remove(d.path(), 7).unwrap();
-        assert!(matches!(
-            read_meta(d.path(), 7),
-            Err(BlockError::NotFound { .. })
-        ));
+        assert!(matches!(read_meta(d.path(), 7), Err(BlockError::NotFound { .. })));
     }
 }

@@ -77,21 +77,12 @@ impl Actor for DataServer {
         let l = args.listener.try_clone()?;
         l.set_nonblocking(true)?;
         let addr = l.local_addr()?;
-        let ctx = Arc::new(Ctx {
-            tiers: args.tiers,
-            worker_id: args.worker_id,
-        });
-        let accept = crate::net::spawn_accept_loop(TcpListener::from_std(l)?, 4096, move |s| {
-            serve(s, ctx.clone())
-        });
+        let ctx = Arc::new(Ctx { tiers: args.tiers, worker_id: args.worker_id });
+        let accept = crate::net::spawn_accept_loop(TcpListener::from_std(l)?, 4096, move |s| serve(s, ctx.clone()));
         Ok(DataServerState { accept, addr })
     }
 
-    async fn post_stop(
-        &self,
-        _myself: ActorRef<Self::Msg>,
-        st: &mut Self::State,
-    ) -> Result<(), ActorProcessingErr> {
+    async fn post_stop(&self, _myself: ActorRef<Self::Msg>, st: &mut Self::State) -> Result<(), ActorProcessingErr> {
         st.accept.abort();
         Ok(())
     }
@@ -114,27 +105,16 @@ impl Actor for DataServer {
 fn tier_actor(t: &TierConfig) -> Result<ActorRef<TierMsg>, ErrorInfo> {
     ractor::registry::where_is(t.actor_name())
         .map(ActorRef::from)
-        .ok_or_else(|| {
-            ErrorInfo::new(
-                ErrorCode::Unavailable,
-                format!("tier {} is restarting", t.name),
-            )
-        })
+        .ok_or_else(|| ErrorInfo::new(ErrorCode::Unavailable, format!("tier {} is restarting", t.name)))
 }
 
 async fn tier_call<R: Send + 'static>(
     t: &TierConfig,
     make: impl FnOnce(ractor::RpcReplyPort<R>) -> TierMsg,
 ) -> Result<R, ErrorInfo> {
-    match tier_actor(t)?
-        .call(make, Some(Duration::from_secs(10)))
-        .await
-    {
+    match tier_actor(t)?.call(make, Some(Duration::from_secs(10))).await {
         Ok(ractor::rpc::CallResult::Success(r)) => Ok(r),
-        _ => Err(ErrorInfo::new(
-            ErrorCode::Unavailable,
-            format!("tier {} did not answer", t.name),
-        )),
+        _ => Err(ErrorInfo::new(ErrorCode::Unavailable, format!("tier {} did not answer", t.name))),
     }
 }
 
@@ -158,26 +138,17 @@ async fn serve(mut stream: TcpStream, ctx: Arc<Ctx>) {
             Ok(Some((_, req))) => req,
             Ok(None) => return,
             Err(ReadFrameError::Frame(e)) => {
-                let _ = respond(
-                    &mut stream,
-                    &DataResponse::Error(ErrorInfo::new(ErrorCode::Protocol, e.to_string())),
-                )
-                .await;
+                let _ = respond(&mut stream, &DataResponse::Error(ErrorInfo::new(ErrorCode::Protocol, e.to_string())))
+                    .await;
                 return;
             }
             Err(ReadFrameError::Io(_)) => return,
         };
         let keep_going = match req {
-            DataRequest::Read {
-                block_id,
-                offset,
-                length,
-            } => serve_read(&mut stream, &ctx, block_id, offset, length).await,
-            DataRequest::Write {
-                block_id,
-                length,
-                crc,
-            } => serve_write(&mut stream, &ctx, block_id, length, crc).await,
+            DataRequest::Read { block_id, offset, length } => {
+                serve_read(&mut stream, &ctx, block_id, offset, length).await
+            }
+            DataRequest::Write { block_id, length, crc } => serve_write(&mut stream, &ctx, block_id, length, crc).await,
         };
         if !keep_going {
             return;
@@ -191,19 +162,10 @@ async fn find_block(ctx: &Ctx, block_id: BlockId) -> Result<(TierConfig, u64), E
             return Ok((t.clone(), len));
         }
     }
-    Err(ErrorInfo::new(
-        ErrorCode::BlockNotFound,
-        format!("block {block_id:016x} is not on this worker"),
-    ))
+    Err(ErrorInfo::new(ErrorCode::BlockNotFound, format!("block {block_id:016x} is not on this worker")))
 }
 
-async fn serve_read(
-    stream: &mut TcpStream,
-    ctx: &Ctx,
-    block_id: BlockId,
-    offset: u64,
-    length: u64,
-) -> bool {
+async fn serve_read(stream: &mut TcpStream, ctx: &Ctx, block_id: BlockId, offset: u64, length: u64) -> bool {
     let result = async {
         if length > MAX_READ_BYTES {
             return Err(ErrorInfo::new(
@@ -223,14 +185,7 @@ async fn serve_read(
     .await;
     match result {
         Ok(bytes) => {
-            if !respond_header(
-                stream,
-                &DataResponse::ReadOk {
-                    length: bytes.len() as u64,
-                },
-            )
-            .await
-            {
+            if !respond_header(stream, &DataResponse::ReadOk { length: bytes.len() as u64 }).await {
                 return false;
             }
             stream.write_all(&bytes).await.is_ok() && stream.flush().await.is_ok()
@@ -265,18 +220,9 @@ async fn reserve(ctx: &Ctx, length: u64) -> Result<TierConfig, ErrorInfo> {
     Err(last.unwrap_or_else(|| ErrorInfo::new(ErrorCode::NoSpace, "the worker has no tiers")))
 }
 
-async fn serve_write(
-    stream: &mut TcpStream,
-    ctx: &Ctx,
-    block_id: BlockId,
-    length: u64,
-    crc: u32,
-) -> bool {
+async fn serve_write(stream: &mut TcpStream, ctx: &Ctx, block_id: BlockId, length: u64, crc: u32) -> bool {
     if length > MAX_BLOCK_SIZE {
-        let e = ErrorInfo::new(
-            ErrorCode::InvalidArgument,
-            format!("block of {length} bytes exceeds {MAX_BLOCK_SIZE}"),
-        );
+        let e = ErrorInfo::new(ErrorCode::InvalidArgument, format!("block of {length} bytes exceeds {MAX_BLOCK_SIZE}"));
         let _ = respond(stream, &DataResponse::Error(e)).await;
         return false; // the announced bytes are not read: close
     }
@@ -298,24 +244,19 @@ async fn serve_write(
     };
     // Receive into the block file, 1 MiB at a time.
     let dir = tier.dir.clone();
-    let mut writer =
-        match tokio::task::spawn_blocking(move || BlockWriter::create(&dir, block_id)).await {
-            Ok(Ok(w)) => w,
-            other => {
-                release(&tier);
-                let msg = match other {
-                    Ok(Err(e)) => e.to_string(),
-                    Err(e) => e.to_string(),
-                    Ok(Ok(_)) => unreachable!(),
-                };
-                let _ = respond(
-                    stream,
-                    &DataResponse::Error(ErrorInfo::new(ErrorCode::Io, msg)),
-                )
-                .await;
-                return false;
-            }
-        };
+    let mut writer = match tokio::task::spawn_blocking(move || BlockWriter::create(&dir, block_id)).await {
+        Ok(Ok(w)) => w,
+        other => {
+            release(&tier);
+            let msg = match other {
+                Ok(Err(e)) => e.to_string(),
+                Err(e) => e.to_string(),
+                Ok(Ok(_)) => unreachable!(),
+            };
+            let _ = respond(stream, &DataResponse::Error(ErrorInfo::new(ErrorCode::Io, msg))).await;
+            return false;
+        }
+    };
     let mut remaining = length;
     let mut actual_crc = 0u32;
     let mut buf = vec![0u8; IO_CHUNK];
@@ -344,16 +285,8 @@ async fn serve_write(
         if let Err(e) = r {
             writer.abort();
             release(&tier);
-            let code = if e.raw_os_error() == Some(libc::ENOSPC) {
-                ErrorCode::NoSpace
-            } else {
-                ErrorCode::Io
-            };
-            let _ = respond(
-                stream,
-                &DataResponse::Error(ErrorInfo::new(code, format!("writing block: {e}"))),
-            )
-            .await;
+            let code = if e.raw_os_error() == Some(libc::ENOSPC) { ErrorCode::NoSpace } else { ErrorCode::Io };
+            let _ = respond(stream, &DataResponse::Error(ErrorInfo::new(code, format!("writing block: {e}")))).await;
             return false;
         }
         remaining -= n as u64;
@@ -361,10 +294,7 @@ async fn serve_write(
     if actual_crc != crc {
         writer.abort();
         release(&tier);
-        let e = ErrorInfo::new(
-            ErrorCode::ChecksumMismatch,
-            format!("block {block_id:016x} arrived damaged"),
-        );
+        let e = ErrorInfo::new(ErrorCode::ChecksumMismatch, format!("block {block_id:016x} arrived damaged"));
         return respond(stream, &DataResponse::Error(e)).await;
     }
     let durable = tier.durable;
@@ -376,24 +306,12 @@ async fn serve_write(
     } {
         release(&tier);
         let _ = blockfile::remove(&tier.dir, block_id);
-        return respond(
-            stream,
-            &DataResponse::Error(ErrorInfo::new(ErrorCode::Io, msg)),
-        )
-        .await;
+        return respond(stream, &DataResponse::Error(ErrorInfo::new(ErrorCode::Io, msg))).await;
     }
     let committed = match tier_actor(&tier) {
-        Ok(a) => ractor::call_t!(
-            a,
-            |reply| TierMsg::Commit {
-                block_id,
-                reserved: length,
-                length,
-                reply
-            },
-            10_000
-        )
-        .is_ok(),
+        Ok(a) => {
+            ractor::call_t!(a, |reply| TierMsg::Commit { block_id, reserved: length, length, reply }, 10_000).is_ok()
+        }
         Err(_) => false,
     };
     if !committed {
@@ -402,15 +320,7 @@ async fn serve_write(
         return respond(stream, &DataResponse::Error(e)).await;
     }
     match commit_to_master(ctx.worker_id, block_id, length, &tier.name).await {
-        Ok(()) => {
-            respond(
-                stream,
-                &DataResponse::WriteOk {
-                    tier: tier.name.clone(),
-                },
-            )
-            .await
-        }
+        Ok(()) => respond(stream, &DataResponse::WriteOk { tier: tier.name.clone() }).await,
         Err(e) => {
             let _ = tier_call(&tier, |r| TierMsg::Remove(block_id, r)).await;
             respond(stream, &DataResponse::Error(e)).await
@@ -424,33 +334,16 @@ async fn drain(stream: &mut TcpStream, n: u64) -> bool {
     matches!(tokio::io::copy(&mut (&mut *stream).take(n), &mut sink).await, Ok(copied) if copied == n)
 }
 
-async fn commit_to_master(
-    worker_id: WorkerId,
-    block_id: BlockId,
-    length: u64,
-    tier: &str,
-) -> Result<(), ErrorInfo> {
-    let master = workers::find_in_group()
-        .ok_or_else(|| ErrorInfo::new(ErrorCode::Unavailable, "no master on the mesh"))?;
-    let commit = BlockCommit {
-        worker_id,
-        block_id,
-        length,
-        tier: tier.to_string(),
-    };
+async fn commit_to_master(worker_id: WorkerId, block_id: BlockId, length: u64, tier: &str) -> Result<(), ErrorInfo> {
+    let master =
+        workers::find_in_group().ok_or_else(|| ErrorInfo::new(ErrorCode::Unavailable, "no master on the mesh"))?;
+    let commit = BlockCommit { worker_id, block_id, length, tier: tier.to_string() };
     match ractor::call_t!(master, WorkerManagerMsg::CommitBlock, 5000, Wire(commit)).map(|w| w.0) {
         Ok(CommitReply::Ok) => Ok(()),
-        Ok(CommitReply::UnknownWorker) => Err(ErrorInfo::new(
-            ErrorCode::Unavailable,
-            "the master does not know this worker yet; retry",
-        )),
-        Ok(CommitReply::Orphan) => Err(ErrorInfo::new(
-            ErrorCode::InvalidState,
-            "the block's file is gone",
-        )),
-        Err(e) => Err(ErrorInfo::new(
-            ErrorCode::Unavailable,
-            format!("committing to the master: {e}"),
-        )),
+        Ok(CommitReply::UnknownWorker) => {
+            Err(ErrorInfo::new(ErrorCode::Unavailable, "the master does not know this worker yet; retry"))
+        }
+        Ok(CommitReply::Orphan) => Err(ErrorInfo::new(ErrorCode::InvalidState, "the block's file is gone")),
+        Err(e) => Err(ErrorInfo::new(ErrorCode::Unavailable, format!("committing to the master: {e}"))),
     }
 }

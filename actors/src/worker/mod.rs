@@ -44,10 +44,7 @@ pub fn worker_id(dir: &Path) -> std::io::Result<WorkerId> {
     std::fs::create_dir_all(dir)?;
     let p = dir.join("worker.id");
     match std::fs::read_to_string(&p) {
-        Ok(s) => s
-            .trim()
-            .parse()
-            .map_err(|e| std::io::Error::other(format!("{}: {e}", p.display()))),
+        Ok(s) => s.trim().parse().map_err(|e| std::io::Error::other(format!("{}: {e}", p.display()))),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let id = rand::random::<u64>() >> 1;
             let tmp = dir.join("worker.id.tmp");
@@ -61,10 +58,7 @@ pub fn worker_id(dir: &Path) -> std::io::Result<WorkerId> {
 }
 
 /// The supervisor's child specs for a worker, in start order.
-pub fn children(
-    opts: &WorkerOptions,
-    listener: Arc<std::net::TcpListener>,
-) -> Result<Vec<ChildSpec>, String> {
+pub fn children(opts: &WorkerOptions, listener: Arc<std::net::TcpListener>) -> Result<Vec<ChildSpec>, String> {
     let id = worker_id(&opts.data_dir).map_err(|e| format!("worker id: {e}"))?;
     let port = listener.local_addr().map_err(|e| e.to_string())?.port();
     let mut specs: Vec<ChildSpec> = opts
@@ -79,25 +73,15 @@ pub fn children(
     specs.push(ChildSpec::actor(data_server::NAME, move || {
         (
             data_server::DataServer,
-            data_server::DataServerArgs {
-                listener: listener.clone(),
-                tiers: tiers.clone(),
-                worker_id: id,
-            },
+            data_server::DataServerArgs { listener: listener.clone(), tiers: tiers.clone(), worker_id: id },
         )
     }));
     let args = worker_actor::WorkerArgs {
-        addr: WorkerAddr {
-            worker_id: id,
-            host: opts.host.clone(),
-            data_port: port,
-        },
+        addr: WorkerAddr { worker_id: id, host: opts.host.clone(), data_port: port },
         tiers: opts.tiers.clone(),
         mesh: opts.mesh.clone(),
         heartbeat_interval: opts.heartbeat_interval,
     };
-    specs.push(ChildSpec::actor(worker_actor::NAME, move || {
-        (worker_actor::WorkerActor, args.clone())
-    }));
+    specs.push(ChildSpec::actor(worker_actor::NAME, move || (worker_actor::WorkerActor, args.clone())));
     Ok(specs)
 }

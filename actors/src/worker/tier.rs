@@ -44,12 +44,7 @@ pub enum TierMsg {
     /// Give back an unused reservation.
     Release(u64),
     /// A reserved block was written: account it (reservation → block).
-    Commit {
-        block_id: BlockId,
-        reserved: u64,
-        length: u64,
-        reply: RpcReplyPort<()>,
-    },
+    Commit { block_id: BlockId, reserved: u64, length: u64, reply: RpcReplyPort<()> },
     /// Length of a block if this tier has it; marks it recently used.
     Lookup(BlockId, RpcReplyPort<Option<u64>>),
     /// Delete a block; answers whether it was here.
@@ -107,8 +102,7 @@ impl Actor for TierActor {
         _myself: ActorRef<Self::Msg>,
         cfg: TierConfig,
     ) -> Result<Self::State, ActorProcessingErr> {
-        std::fs::create_dir_all(&cfg.dir)
-            .map_err(|e| format!("creating tier dir {}: {e}", cfg.dir.display()))?;
+        std::fs::create_dir_all(&cfg.dir).map_err(|e| format!("creating tier dir {}: {e}", cfg.dir.display()))?;
         let mut lru = LruCache::unbounded();
         let mut used = 0;
         // Oldest first, so the most recently written block ends most recent.
@@ -116,14 +110,7 @@ impl Actor for TierActor {
             match blockfile::read_meta(&cfg.dir, id) {
                 Ok(meta) => {
                     used += meta.length;
-                    lru.put(
-                        id,
-                        Entry {
-                            length: meta.length,
-                            clean: false,
-                            pinned: false,
-                        },
-                    );
+                    lru.put(id, Entry { length: meta.length, clean: false, pinned: false });
                 }
                 Err(e) => {
                     tracing::error!(tier = %cfg.name, block = id, error = %e, "dropping unreadable block at start-up");
@@ -132,12 +119,7 @@ impl Actor for TierActor {
             }
         }
         tracing::info!(tier = %cfg.name, blocks = lru.len(), used, capacity = cfg.capacity_bytes, "tier loaded");
-        Ok(TierState {
-            cfg,
-            lru,
-            used,
-            reserved: 0,
-        })
+        Ok(TierState { cfg, lru, used, reserved: 0 })
     }
 
     async fn handle(
@@ -151,12 +133,7 @@ impl Actor for TierActor {
                 let mut evicted = Vec::new();
                 while st.used + st.reserved + bytes > st.cfg.capacity_bytes {
                     // Least recently used clean, unpinned block.
-                    let victim = st
-                        .lru
-                        .iter()
-                        .rev()
-                        .find(|(_, e)| e.clean && !e.pinned)
-                        .map(|(id, _)| *id);
+                    let victim = st.lru.iter().rev().find(|(_, e)| e.clean && !e.pinned).map(|(id, _)| *id);
                     match victim {
                         Some(id) => {
                             st.remove(id);
@@ -185,21 +162,9 @@ impl Actor for TierActor {
                 let _ = reply.send(r);
             }
             TierMsg::Release(bytes) => st.reserved = st.reserved.saturating_sub(bytes),
-            TierMsg::Commit {
-                block_id,
-                reserved,
-                length,
-                reply,
-            } => {
+            TierMsg::Commit { block_id, reserved, length, reply } => {
                 st.reserved = st.reserved.saturating_sub(reserved);
-                if let Some(old) = st.lru.put(
-                    block_id,
-                    Entry {
-                        length,
-                        clean: false,
-                        pinned: false,
-                    },
-                ) {
+                if let Some(old) = st.lru.put(block_id, Entry { length, clean: false, pinned: false }) {
                     st.used -= old.length;
                 }
                 st.used += length;
@@ -252,13 +217,8 @@ mod tests {
         let mut w = BlockWriter::create(dir, id).unwrap();
         w.write(&vec![1u8; len]).unwrap();
         w.finish(false).unwrap();
-        ractor::call!(t, |reply| TierMsg::Commit {
-            block_id: id,
-            reserved: len as u64,
-            length: len as u64,
-            reply
-        })
-        .unwrap();
+        ractor::call!(t, |reply| TierMsg::Commit { block_id: id, reserved: len as u64, length: len as u64, reply })
+            .unwrap();
         Ok(evicted)
     }
 
@@ -267,12 +227,7 @@ mod tests {
     #[tokio::test]
     async fn full_tier_evicts_only_clean_unpinned_blocks() {
         let d = tempfile::tempdir().unwrap();
-        let cfg = TierConfig {
-            name: "SSD".into(),
-            dir: d.path().to_path_buf(),
-            capacity_bytes: 3000,
-            durable: false,
-        };
+        let cfg = TierConfig { name: "SSD".into(), dir: d.path().to_path_buf(), capacity_bytes: 3000, durable: false };
         let (t, h) = Actor::spawn(None, TierActor, cfg.clone()).await.unwrap();
         for id in 1..=3 {
             put(&t, d.path(), id, 1000).await.unwrap();
@@ -285,15 +240,9 @@ mod tests {
         t.cast(TierMsg::SetPinned(1, true)).unwrap();
         assert_eq!(put(&t, d.path(), 4, 1000).await.unwrap(), vec![2]);
         assert_eq!(ractor::call_t!(t, TierMsg::Lookup, 1000, 2).unwrap(), None);
-        assert_eq!(
-            ractor::call_t!(t, TierMsg::Lookup, 1000, 1).unwrap(),
-            Some(1000)
-        );
+        assert_eq!(ractor::call_t!(t, TierMsg::Lookup, 1000, 1).unwrap(), Some(1000));
         assert!(!blockfile::meta_path(d.path(), 2).exists());
-        assert_eq!(
-            put(&t, d.path(), 5, 1000).await.unwrap_err().code,
-            ErrorCode::NoSpace
-        );
+        assert_eq!(put(&t, d.path(), 5, 1000).await.unwrap_err().code, ErrorCode::NoSpace);
         t.stop(None);
         h.await.unwrap();
         // Restart: the three committed blocks are found again.

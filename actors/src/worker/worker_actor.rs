@@ -91,25 +91,16 @@ async fn remove_blocks(tiers: &[TierConfig], blocks: &[BlockId]) {
 }
 
 impl WorkerActor {
-    async fn register(
-        &self,
-        st: &mut WorkerState,
-        master: ActorRef<WorkerManagerMsg>,
-    ) -> Result<(), String> {
+    async fn register(&self, st: &mut WorkerState, master: ActorRef<WorkerManagerMsg>) -> Result<(), String> {
         let mut blocks = Vec::new();
         for t in &st.args.tiers {
             let a = tier_ref(t).ok_or_else(|| format!("tier {} is restarting", t.name))?;
             blocks.extend(ractor::call_t!(a, TierMsg::List, 5000).map_err(|e| e.to_string())?);
         }
-        let reg = RegisterWorker {
-            addr: st.args.addr.clone(),
-            tiers: usage(&st.args.tiers).await,
-            blocks,
-        };
+        let reg = RegisterWorker { addr: st.args.addr.clone(), tiers: usage(&st.args.tiers).await, blocks };
         let n = reg.blocks.len();
-        let reply = ractor::call_t!(master, WorkerManagerMsg::Register, 10_000, Wire(reg))
-            .map_err(|e| e.to_string())?
-            .0;
+        let reply =
+            ractor::call_t!(master, WorkerManagerMsg::Register, 10_000, Wire(reg)).map_err(|e| e.to_string())?.0;
         remove_blocks(&st.args.tiers, &reply.remove_blocks).await;
         tracing::info!(
             worker = st.args.addr.worker_id,
@@ -122,11 +113,7 @@ impl WorkerActor {
         Ok(())
     }
 
-    async fn heartbeat(
-        &self,
-        st: &mut WorkerState,
-        master: ActorRef<WorkerManagerMsg>,
-    ) -> Result<(), String> {
+    async fn heartbeat(&self, st: &mut WorkerState, master: ActorRef<WorkerManagerMsg>) -> Result<(), String> {
         let removed = std::mem::take(&mut st.removed);
         let hb = WorkerHeartbeat {
             worker_id: st.args.addr.worker_id,
@@ -162,19 +149,10 @@ impl Actor for WorkerActor {
     ) -> Result<Self::State, ActorProcessingErr> {
         myself.send_interval(args.heartbeat_interval, || WorkerMsg::Tick);
         let _ = myself.cast(WorkerMsg::Tick);
-        Ok(WorkerState {
-            args,
-            registered: false,
-            removed: Vec::new(),
-            joining: None,
-        })
+        Ok(WorkerState { args, registered: false, removed: Vec::new(), joining: None })
     }
 
-    async fn post_stop(
-        &self,
-        _myself: ActorRef<Self::Msg>,
-        st: &mut Self::State,
-    ) -> Result<(), ActorProcessingErr> {
+    async fn post_stop(&self, _myself: ActorRef<Self::Msg>, st: &mut Self::State) -> Result<(), ActorProcessingErr> {
         if let Some(j) = st.joining.take() {
             j.abort();
         }
@@ -203,11 +181,7 @@ impl Actor for WorkerActor {
                     }
                     return Ok(());
                 };
-                let r = if st.registered {
-                    self.heartbeat(st, master.clone()).await
-                } else {
-                    Ok(())
-                };
+                let r = if st.registered { self.heartbeat(st, master.clone()).await } else { Ok(()) };
                 if let Err(e) = r {
                     tracing::warn!(error = %e, "heartbeat failed");
                 }

@@ -12,23 +12,13 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_strata");
 
 /// Starts `strata local` in `dir` with tiers inside `dir`.
 pub fn start_local(dir: &Path, mem: u64, ssd: u64) -> Node {
-    Node::start(
-        Path::new(BIN),
-        &local_args(dir, mem, ssd),
-        "master: ",
-        &dir.join("local.log"),
-        Duration::from_secs(60),
-    )
-    .expect("strata local starts")
+    Node::start(Path::new(BIN), &local_args(dir, mem, ssd), "master: ", &dir.join("local.log"), Duration::from_secs(60))
+        .expect("strata local starts")
 }
 
 /// Runs `strata` with arguments; returns (success, stdout, stderr).
 pub fn strata(master: &str, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(BIN)
-        .env("STRATA_MASTER", master)
-        .args(args)
-        .output()
-        .expect("run strata");
+    let out = Command::new(BIN).env("STRATA_MASTER", master).args(args).output().expect("run strata");
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -66,10 +56,7 @@ where
 {
     let deadline = tokio::time::Instant::now() + timeout;
     while !check().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{what}: not true within {timeout:?}"
-        );
+        assert!(tokio::time::Instant::now() < deadline, "{what}: not true within {timeout:?}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

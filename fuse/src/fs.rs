@@ -1,0 +1,539 @@
+//! The filesystem layer behind the FUSE adapter: inode numbers are Strata's
+//! own (the root is 1 in both), an inode → path table turns kernel requests
+//! into Strata's path-based calls, and each writable open file stages its
+//! bytes in a local file until it is flushed.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use fuser::{Errno, FileAttr, FileType, INodeNo};
+use parking_lot::{Mutex, RwLock};
+use strata_client::{Attr, Client, ClientError, FileReader, Owner};
+
+use crate::errno::errno;
+use crate::MountConfig;
+
+/// Result of a filesystem call.
+pub type FsResult<T> = Result<T, Errno>;
+
+/// One directory entry as returned by [`StrataFs::readdir`].
+#[derive(Clone, Debug)]
+pub struct Entry {
+    /// Inode.
+    pub ino: u64,
+    /// Kind.
+    pub kind: FileType,
+    /// Name.
+    pub name: String,
+    /// Attributes (none for `.` and `..`).
+    pub attr: Option<FileAttr>,
+}
+
+struct Staging {
+    file: File,
+    path: PathBuf,
+    dirty: bool,
+}
+
+struct OpenFile {
+    ino: u64,
+    writable: bool,
+    reader: tokio::sync::Mutex<Option<FileReader>>,
+    /// Created on the first write or truncate (seeded with the current content).
+    staging: Mutex<Option<Staging>>,
+}
+
+/// The filesystem.
+pub struct StrataFs {
+    client: Client,
+    rt: tokio::runtime::Handle,
+    cfg: MountConfig,
+    paths: RwLock<HashMap<u64, String>>,
+    files: Mutex<HashMap<u64, Arc<OpenFile>>>,
+    dirs: Mutex<HashMap<u64, Arc<Vec<Entry>>>>,
+    next_fh: AtomicU64,
+}
+
+fn time(ms: i64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64)
+}
+
+/// Converts Strata attributes to the kernel's.
+pub fn file_attr(a: &Attr) -> FileAttr {
+    let kind = match a.file_type {
+        strata_client::FileType::Directory => FileType::Directory,
+        strata_client::FileType::Symlink => FileType::Symlink,
+        strata_client::FileType::File => FileType::RegularFile,
+    };
+    FileAttr {
+        ino: INodeNo(a.inode),
+        size: a.size,
+        blocks: a.size.div_ceil(512),
+        atime: time(a.mtime_ms),
+        mtime: time(a.mtime_ms),
+        ctime: time(a.ctime_ms),
+        crtime: time(a.ctime_ms),
+        kind,
+        perm: (a.mode & 0o7777) as u16,
+        nlink: a.nlink.max(1),
+        uid: a.uid,
+        gid: a.gid,
+        rdev: 0,
+        blksize: 1 << 20,
+        flags: 0,
+    }
+}
+
+fn join(parent: &str, name: &str) -> String {
+    if parent == "/" {
+        format!("/{name}")
+    } else {
+        format!("{parent}/{name}")
+    }
+}
+
+fn name_str(name: &std::ffi::OsStr) -> FsResult<&str> {
+    let n = name.to_str().ok_or(Errno::EINVAL)?;
+    if n.len() > strata_protocol::path::MAX_NAME_BYTES {
+        return Err(Errno::ENAMETOOLONG);
+    }
+    Ok(n)
+}
+
+fn io_err(e: std::io::Error) -> Errno {
+    Errno::from(e)
+}
+
+impl StrataFs {
+    /// A filesystem over `client`; async calls run on `rt`.
+    pub fn new(client: Client, rt: tokio::runtime::Handle, cfg: MountConfig) -> Self {
+        let mut paths = HashMap::new();
+        paths.insert(1, "/".to_string());
+        StrataFs {
+            client,
+            rt,
+            cfg,
+            paths: RwLock::new(paths),
+            files: Mutex::new(HashMap::new()),
+            dirs: Mutex::new(HashMap::new()),
+            next_fh: AtomicU64::new(1),
+        }
+    }
+
+    /// The attribute/entry TTL.
+    pub fn ttl(&self) -> Duration {
+        self.cfg.ttl
+    }
+
+    fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
+        self.rt.block_on(f)
+    }
+
+    fn path(&self, ino: u64) -> FsResult<String> {
+        self.paths.read().get(&ino).cloned().ok_or(Errno::ESTALE)
+    }
+
+    fn child_path(&self, parent: u64, name: &std::ffi::OsStr) -> FsResult<String> {
+        Ok(join(&self.path(parent)?, name_str(name)?))
+    }
+
+    fn remember(&self, path: String, a: &Attr) {
+        self.paths.write().insert(a.inode, path);
+    }
+
+    fn stat_path(&self, path: &str) -> FsResult<Attr> {
+        self.block_on(self.client.stat(path)).map_err(|e| errno(&e))
+    }
+
+    /// Attributes, with the size of a dirty open file taken from its staging file.
+    fn with_staged_size(&self, mut a: Attr) -> Attr {
+        let files = self.files.lock();
+        for f in files.values().filter(|f| f.ino == a.inode) {
+            if let Some(s) = f.staging.lock().as_ref().filter(|s| s.dirty) {
+                if let Ok(m) = s.file.metadata() {
+                    a.size = m.len();
+                }
+            }
+        }
+        a
+    }
+
+    /// `lookup`: the attributes of `name` in `parent`.
+    pub fn lookup(&self, parent: u64, name: &std::ffi::OsStr) -> FsResult<FileAttr> {
+        let path = self.child_path(parent, name)?;
+        let a = self.stat_path(&path)?;
+        self.remember(path, &a);
+        Ok(file_attr(&self.with_staged_size(a)))
+    }
+
+    /// `getattr`.
+    pub fn getattr(&self, ino: u64) -> FsResult<FileAttr> {
+        let a = self.stat_path(&self.path(ino)?)?;
+        Ok(file_attr(&self.with_staged_size(a)))
+    }
+
+    /// `setattr`: mode, owner, times and size.
+    #[allow(clippy::too_many_arguments)]
+    pub fn setattr(
+        &self,
+        ino: u64,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        mtime: Option<SystemTime>,
+        fh: Option<u64>,
+    ) -> FsResult<FileAttr> {
+        let path = self.path(ino)?;
+        if let Some(size) = size {
+            match fh.and_then(|fh| self.files.lock().get(&fh).cloned()) {
+                Some(f) if f.writable => {
+                    self.with_staging(&f, &path, |s| s.file.set_len(size).map_err(io_err))?;
+                }
+                _ => {
+                    // truncate(2) on a path: stage, cut, publish.
+                    let f = Arc::new(OpenFile {
+                        ino,
+                        writable: true,
+                        reader: tokio::sync::Mutex::new(None),
+                        staging: Mutex::new(None),
+                    });
+                    self.with_staging(&f, &path, |s| s.file.set_len(size).map_err(io_err))?;
+                    self.publish(&f)?;
+                    self.drop_staging(&f);
+                }
+            }
+        }
+        let mtime_ms = mtime.map(|t| t.duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0));
+        let a = if mode.is_some() || uid.is_some() || gid.is_some() || mtime_ms.is_some() {
+            self.block_on(self.client.set_attr(&path, mode.map(|m| m & 0o7777), uid, gid, mtime_ms))
+                .map_err(|e| errno(&e))?
+        } else {
+            self.stat_path(&path)?
+        };
+        Ok(file_attr(&self.with_staged_size(a)))
+    }
+
+    /// `readlink`.
+    pub fn readlink(&self, ino: u64) -> FsResult<Vec<u8>> {
+        let a = self.stat_path(&self.path(ino)?)?;
+        a.symlink_target.map(|t| t.into_bytes()).ok_or(Errno::EINVAL)
+    }
+
+    /// `mkdir`.
+    pub fn mkdir(&self, parent: u64, name: &std::ffi::OsStr, mode: u32, uid: u32, gid: u32) -> FsResult<FileAttr> {
+        let path = self.child_path(parent, name)?;
+        let a = self
+            .block_on(self.client.mkdir_as(&path, false, Owner { mode: mode & 0o7777, uid, gid }))
+            .map_err(|e| errno(&e))?;
+        self.remember(path, &a);
+        Ok(file_attr(&a))
+    }
+
+    /// `unlink` (files and symlinks).
+    pub fn unlink(&self, parent: u64, name: &std::ffi::OsStr) -> FsResult<()> {
+        let path = self.child_path(parent, name)?;
+        let a = self.stat_path(&path)?;
+        if a.file_type == strata_client::FileType::Directory {
+            return Err(Errno::EISDIR);
+        }
+        self.block_on(self.client.delete(&path, false)).map_err(|e| errno(&e))?;
+        self.paths.write().remove(&a.inode);
+        Ok(())
+    }
+
+    /// `rmdir`.
+    pub fn rmdir(&self, parent: u64, name: &std::ffi::OsStr) -> FsResult<()> {
+        let path = self.child_path(parent, name)?;
+        let a = self.stat_path(&path)?;
+        if a.file_type != strata_client::FileType::Directory {
+            return Err(Errno::ENOTDIR);
+        }
+        self.block_on(self.client.delete(&path, false)).map_err(|e| errno(&e))?;
+        self.paths.write().remove(&a.inode);
+        Ok(())
+    }
+
+    /// `symlink`.
+    pub fn symlink(
+        &self,
+        parent: u64,
+        name: &std::ffi::OsStr,
+        target: &std::path::Path,
+        uid: u32,
+        gid: u32,
+    ) -> FsResult<FileAttr> {
+        let path = self.child_path(parent, name)?;
+        let target = target.to_str().ok_or(Errno::EINVAL)?;
+        let a = self.block_on(self.client.symlink_as(target, &path, uid, gid)).map_err(|e| errno(&e))?;
+        self.remember(path, &a);
+        Ok(file_attr(&a))
+    }
+
+    /// `rename`; `noreplace` fails if the target exists.
+    pub fn rename(
+        &self,
+        parent: u64,
+        name: &std::ffi::OsStr,
+        newparent: u64,
+        newname: &std::ffi::OsStr,
+        noreplace: bool,
+    ) -> FsResult<()> {
+        let src = self.child_path(parent, name)?;
+        let dst = self.child_path(newparent, newname)?;
+        let a = self.stat_path(&src)?;
+        if noreplace && self.stat_path(&dst).is_ok() {
+            return Err(Errno::EEXIST);
+        }
+        self.block_on(self.client.rename(&src, &dst)).map_err(|e| errno(&e))?;
+        // Re-point the moved inode and, for a directory, everything below it.
+        let mut paths = self.paths.write();
+        let prefix = format!("{src}/");
+        for p in paths.values_mut() {
+            if let Some(rest) = p.strip_prefix(&prefix) {
+                *p = format!("{dst}/{rest}");
+            }
+        }
+        paths.insert(a.inode, dst);
+        Ok(())
+    }
+
+    fn new_handle(&self, f: OpenFile) -> u64 {
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        self.files.lock().insert(fh, Arc::new(f));
+        fh
+    }
+
+    /// `open`: `truncate` for O_TRUNC.
+    pub fn open(&self, ino: u64, writable: bool, truncate: bool) -> FsResult<u64> {
+        let path = self.path(ino)?;
+        let f = OpenFile { ino, writable, reader: tokio::sync::Mutex::new(None), staging: Mutex::new(None) };
+        if writable && truncate {
+            let s = self.new_staging()?;
+            *f.staging.lock() = Some(Staging { dirty: true, ..s });
+        }
+        let _ = path;
+        Ok(self.new_handle(f))
+    }
+
+    /// `create`: a new empty file, opened.
+    pub fn create(
+        &self,
+        parent: u64,
+        name: &std::ffi::OsStr,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+    ) -> FsResult<(FileAttr, u64)> {
+        let path = self.child_path(parent, name)?;
+        let owner = Owner { mode: mode & 0o7777, uid, gid };
+        let a = self
+            .block_on(async {
+                let w = self.client.create_as(&path, false, self.cfg.block_size, owner).await?;
+                w.close().await
+            })
+            .map_err(|e| errno(&e))?;
+        self.remember(path, &a);
+        let s = self.new_staging()?;
+        let f = OpenFile {
+            ino: a.inode,
+            writable: true,
+            reader: tokio::sync::Mutex::new(None),
+            staging: Mutex::new(Some(s)),
+        };
+        Ok((file_attr(&a), self.new_handle(f)))
+    }
+
+    fn new_staging(&self) -> FsResult<Staging> {
+        let path = self.cfg.staging_dir.join(format!(
+            "stage-{}-{}",
+            std::process::id(),
+            self.next_fh.fetch_add(1, Ordering::Relaxed)
+        ));
+        let file = std::fs::OpenOptions::new().read(true).write(true).create_new(true).open(&path).map_err(io_err)?;
+        Ok(Staging { file, path, dirty: false })
+    }
+
+    /// Runs `op` on the handle's staging file, creating it first from the
+    /// file's current content. Marks it dirty.
+    fn with_staging<R>(&self, f: &OpenFile, path: &str, op: impl FnOnce(&mut Staging) -> FsResult<R>) -> FsResult<R> {
+        let mut guard = f.staging.lock();
+        if guard.is_none() {
+            let s = self.new_staging()?;
+            self.block_on(self.seed(&s.file, path)).map_err(|e| errno(&e))?;
+            *guard = Some(s);
+        }
+        let s = guard.as_mut().expect("created above");
+        s.dirty = true;
+        op(s)
+    }
+
+    /// Copies the file's current content into a staging file.
+    async fn seed(&self, file: &File, path: &str) -> Result<(), ClientError> {
+        let mut r = self.client.open(path).await?;
+        let mut buf = vec![0u8; 8 << 20];
+        let mut off = 0u64;
+        loop {
+            let n = r.read(&mut buf).await?;
+            if n == 0 {
+                return Ok(());
+            }
+            file.write_all_at(&buf[..n], off)?;
+            off += n as u64;
+        }
+    }
+
+    fn handle(&self, fh: u64) -> FsResult<Arc<OpenFile>> {
+        self.files.lock().get(&fh).cloned().ok_or(Errno::EBADF)
+    }
+
+    /// `read`.
+    pub fn read(&self, ino: u64, fh: u64, offset: u64, size: u32) -> FsResult<Vec<u8>> {
+        let f = self.handle(fh)?;
+        if let Some(s) = f.staging.lock().as_ref() {
+            let len = s.file.metadata().map_err(io_err)?.len();
+            let n = (size as u64).min(len.saturating_sub(offset)) as usize;
+            let mut buf = vec![0u8; n];
+            s.file.read_exact_at(&mut buf, offset).map_err(io_err)?;
+            return Ok(buf);
+        }
+        let path = self.path(ino)?;
+        self.block_on(async {
+            let mut guard = f.reader.lock().await;
+            if guard.is_none() {
+                *guard = Some(self.client.open(&path).await?);
+            }
+            let r = guard.as_mut().expect("opened above");
+            r.seek(offset);
+            let mut out = vec![0u8; size as usize];
+            let mut filled = 0;
+            while filled < out.len() {
+                let n = r.read(&mut out[filled..]).await?;
+                if n == 0 {
+                    break;
+                }
+                filled += n;
+            }
+            out.truncate(filled);
+            Ok::<_, ClientError>(out)
+        })
+        .map_err(|e| errno(&e))
+    }
+
+    /// `write`.
+    pub fn write(&self, ino: u64, fh: u64, offset: u64, data: &[u8]) -> FsResult<u32> {
+        let f = self.handle(fh)?;
+        if !f.writable {
+            return Err(Errno::EBADF);
+        }
+        let path = self.path(ino)?;
+        self.with_staging(&f, &path, |s| s.file.write_all_at(data, offset).map_err(io_err))?;
+        Ok(data.len() as u32)
+    }
+
+    /// Publishes a dirty staging file: new blocks in a detached file, then
+    /// an atomic swap into the inode.
+    fn publish(&self, f: &OpenFile) -> FsResult<()> {
+        let mut guard = f.staging.lock();
+        let Some(s) = guard.as_mut().filter(|s| s.dirty) else { return Ok(()) };
+        let len = s.file.metadata().map_err(io_err)?.len();
+        let file = &s.file;
+        self.block_on(async {
+            let mut w = self.client.create_detached(self.cfg.block_size).await?;
+            let mut buf = vec![0u8; 8 << 20];
+            let mut off = 0u64;
+            while off < len {
+                let n = ((len - off) as usize).min(buf.len());
+                file.read_exact_at(&mut buf[..n], off)?;
+                w.write(&buf[..n]).await?;
+                off += n as u64;
+            }
+            let staged = w.close().await?;
+            self.client.swap_content(staged.inode, f.ino).await
+        })
+        .map_err(|e| errno(&e))?;
+        s.dirty = false;
+        // Readers of this handle must see the new content.
+        if let Ok(mut r) = f.reader.try_lock() {
+            *r = None;
+        }
+        Ok(())
+    }
+
+    fn drop_staging(&self, f: &OpenFile) {
+        if let Some(s) = f.staging.lock().take() {
+            let _ = std::fs::remove_file(&s.path);
+        }
+    }
+
+    /// `flush` / `fsync`: publish pending writes.
+    pub fn flush(&self, fh: u64) -> FsResult<()> {
+        let f = self.handle(fh)?;
+        self.publish(&f)
+    }
+
+    /// `release`: publish and forget the handle.
+    pub fn release(&self, fh: u64) -> FsResult<()> {
+        let Some(f) = self.files.lock().remove(&fh) else { return Ok(()) };
+        let r = self.publish(&f);
+        self.drop_staging(&f);
+        r
+    }
+
+    /// `opendir`: snapshots the listing so offsets stay stable.
+    pub fn opendir(&self, ino: u64) -> FsResult<u64> {
+        let path = self.path(ino)?;
+        let list = self.block_on(self.client.list(&path)).map_err(|e| errno(&e))?;
+        let parent = if ino == 1 { 1 } else { self.stat_path(parent_of(&path)).map(|a| a.inode).unwrap_or(1) };
+        let mut entries = vec![
+            Entry { ino, kind: FileType::Directory, name: ".".into(), attr: None },
+            Entry { ino: parent, kind: FileType::Directory, name: "..".into(), attr: None },
+        ];
+        {
+            let mut paths = self.paths.write();
+            for e in list {
+                let fa = file_attr(&e.attr);
+                paths.insert(e.attr.inode, join(&path, &e.name));
+                entries.push(Entry { ino: e.attr.inode, kind: fa.kind, name: e.name, attr: Some(fa) });
+            }
+        }
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        self.dirs.lock().insert(fh, Arc::new(entries));
+        Ok(fh)
+    }
+
+    /// The snapshot taken at `opendir`.
+    pub fn readdir(&self, fh: u64) -> FsResult<Arc<Vec<Entry>>> {
+        self.dirs.lock().get(&fh).cloned().ok_or(Errno::EBADF)
+    }
+
+    /// `releasedir`.
+    pub fn releasedir(&self, fh: u64) {
+        self.dirs.lock().remove(&fh);
+    }
+
+    /// `statfs`: (total bytes, free bytes, inodes).
+    pub fn statfs(&self) -> FsResult<(u64, u64, u64)> {
+        let r = self.block_on(self.client.report()).map_err(|e| errno(&e))?;
+        let (mut cap, mut used) = (0u64, 0u64);
+        for w in r.workers.iter().filter(|w| w.live) {
+            for t in &w.tiers {
+                cap += t.capacity_bytes;
+                used += t.used_bytes;
+            }
+        }
+        Ok((cap, cap.saturating_sub(used), r.inodes))
+    }
+}
+
+fn parent_of(path: &str) -> &str {
+    match path.rfind('/') {
+        Some(0) | None => "/",
+        Some(i) => &path[..i],
+    }
+}
