@@ -241,7 +241,13 @@ impl Client {
     }
 
     /// Creates a file for writing with a given block size, mode and owner.
-    pub async fn create_as(&self, p: &str, overwrite: bool, block_size: u64, o: Owner) -> Result<FileWriter, ClientError> {
+    pub async fn create_as(
+        &self,
+        p: &str,
+        overwrite: bool,
+        block_size: u64,
+        o: Owner,
+    ) -> Result<FileWriter, ClientError> {
         path::components(p)?;
         let req = MasterRequest::Create { path: p.into(), block_size, mode: o.mode, uid: o.uid, gid: o.gid, overwrite };
         let attr = self.call_attr(req).await?;

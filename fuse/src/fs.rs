@@ -50,6 +50,12 @@ struct OpenFile {
 
 /// The filesystem.
 pub struct StrataFs {
+    /// Size and mtime of each file as last told to the kernel: an open that
+    /// finds them changed invalidates the kernel's cached attributes and pages
+    /// (close-to-open consistency across mounts).
+    seen: Mutex<HashMap<u64, (u64, i64)>>,
+    /// Set once the session exists.
+    notifier: Arc<std::sync::OnceLock<fuser::Notifier>>,
     client: Client,
     rt: tokio::runtime::Handle,
     cfg: MountConfig,
@@ -111,10 +117,17 @@ fn io_err(e: std::io::Error) -> Errno {
 
 impl StrataFs {
     /// A filesystem over `client`; async calls run on `rt`.
-    pub fn new(client: Client, rt: tokio::runtime::Handle, cfg: MountConfig) -> Self {
+    pub fn new(
+        client: Client,
+        rt: tokio::runtime::Handle,
+        cfg: MountConfig,
+        notifier: Arc<std::sync::OnceLock<fuser::Notifier>>,
+    ) -> Self {
         let mut paths = HashMap::new();
         paths.insert(1, "/".to_string());
         StrataFs {
+            seen: Mutex::new(HashMap::new()),
+            notifier,
             client,
             rt,
             cfg,
@@ -146,6 +159,34 @@ impl StrataFs {
         self.paths.write().insert(a.inode, path);
     }
 
+    /// Converts attributes for the kernel and records what it was told.
+    fn observe(&self, a: &Attr) -> FileAttr {
+        if a.file_type == strata_client::FileType::File {
+            self.seen.lock().insert(a.inode, (a.size, a.mtime_ms));
+        }
+        file_attr(a)
+    }
+
+    /// Drops the kernel's cached attributes and pages of `ino` if the file
+    /// changed since the kernel last saw it (another mount wrote it).
+    fn revalidate(&self, ino: u64, fresh: &Attr) {
+        let changed = {
+            let mut seen = self.seen.lock();
+            let now = (fresh.size, fresh.mtime_ms);
+            seen.insert(ino, now) != Some(now)
+        };
+        let Some(n) = self.notifier.get().cloned().filter(|_| changed) else { return };
+        // Invalidation is a write to the FUSE device: do it off this request
+        // thread and wait briefly, so the kernel sees fresh attributes before
+        // the open returns but a busy inode can never deadlock the handler.
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = n.inval_inode(INodeNo(ino), 0, 0);
+            let _ = tx.send(());
+        });
+        let _ = rx.recv_timeout(Duration::from_millis(200));
+    }
+
     fn stat_path(&self, path: &str) -> FsResult<Attr> {
         self.block_on(self.client.stat(path)).map_err(|e| errno(&e))
     }
@@ -168,13 +209,13 @@ impl StrataFs {
         let path = self.child_path(parent, name)?;
         let a = self.stat_path(&path)?;
         self.remember(path, &a);
-        Ok(file_attr(&self.with_staged_size(a)))
+        Ok(self.observe(&self.with_staged_size(a)))
     }
 
     /// `getattr`.
     pub fn getattr(&self, ino: u64) -> FsResult<FileAttr> {
         let a = self.stat_path(&self.path(ino)?)?;
-        Ok(file_attr(&self.with_staged_size(a)))
+        Ok(self.observe(&self.with_staged_size(a)))
     }
 
     /// `setattr`: mode, owner, times and size.
@@ -216,7 +257,7 @@ impl StrataFs {
         } else {
             self.stat_path(&path)?
         };
-        Ok(file_attr(&self.with_staged_size(a)))
+        Ok(self.observe(&self.with_staged_size(a)))
     }
 
     /// `readlink`.
@@ -312,12 +353,13 @@ impl StrataFs {
     /// `open`: `truncate` for O_TRUNC.
     pub fn open(&self, ino: u64, writable: bool, truncate: bool) -> FsResult<u64> {
         let path = self.path(ino)?;
+        let fresh = self.stat_path(&path)?;
+        self.revalidate(ino, &fresh);
         let f = OpenFile { ino, writable, reader: tokio::sync::Mutex::new(None), staging: Mutex::new(None) };
         if writable && truncate {
             let s = self.new_staging()?;
             *f.staging.lock() = Some(Staging { dirty: true, ..s });
         }
-        let _ = path;
         Ok(self.new_handle(f))
     }
 
@@ -339,6 +381,7 @@ impl StrataFs {
             })
             .map_err(|e| errno(&e))?;
         self.remember(path, &a);
+        let fa = self.observe(&a);
         let s = self.new_staging()?;
         let f = OpenFile {
             ino: a.inode,
@@ -346,7 +389,7 @@ impl StrataFs {
             reader: tokio::sync::Mutex::new(None),
             staging: Mutex::new(Some(s)),
         };
-        Ok((file_attr(&a), self.new_handle(f)))
+        Ok((fa, self.new_handle(f)))
     }
 
     fn new_staging(&self) -> FsResult<Staging> {
@@ -454,9 +497,14 @@ impl StrataFs {
                 off += n as u64;
             }
             let staged = w.close().await?;
-            self.client.swap_content(staged.inode, f.ino).await
+            self.client.swap_content(staged.inode, f.ino).await?;
+            self.client.stat(&self.path(f.ino).unwrap_or_default()).await
         })
-        .map_err(|e| errno(&e))?;
+        .map_err(|e| errno(&e))
+        .map(|a| {
+            // This mount's kernel already has these bytes; don't invalidate on the next open.
+            self.seen.lock().insert(f.ino, (a.size, a.mtime_ms));
+        })?;
         s.dirty = false;
         // Readers of this handle must see the new content.
         if let Ok(mut r) = f.reader.try_lock() {
@@ -497,7 +545,7 @@ impl StrataFs {
         {
             let mut paths = self.paths.write();
             for e in list {
-                let fa = file_attr(&e.attr);
+                let fa = self.observe(&e.attr);
                 paths.insert(e.attr.inode, join(&path, &e.name));
                 entries.push(Entry { ino: e.attr.inode, kind: fa.kind, name: e.name, attr: Some(fa) });
             }

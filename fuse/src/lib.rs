@@ -82,7 +82,8 @@ pub fn mount(
 ) -> std::io::Result<Mount> {
     std::fs::create_dir_all(mountpoint)?;
     std::fs::create_dir_all(&cfg.staging_dir)?;
-    let fs = fs::StrataFs::new(client, rt, cfg.clone());
+    let notifier = std::sync::Arc::new(std::sync::OnceLock::new());
+    let fs = fs::StrataFs::new(client, rt, cfg.clone(), notifier.clone());
     let mut c = Config::default();
     c.mount_options = vec![
         MountOption::FSName("strata".into()),
@@ -96,6 +97,7 @@ pub fn mount(
     c.n_threads = Some(cfg.threads.max(1));
     c.clone_fd = true;
     let session = fuser::Session::new(adapter::Adapter::new(fs), mountpoint, &c)?;
+    let _ = notifier.set(session.notifier());
     let bg = session.spawn()?;
     Ok(Mount { session: Some(bg), mountpoint: mountpoint.to_path_buf() })
 }

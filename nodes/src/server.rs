@@ -260,8 +260,10 @@ async fn unmount(mount: Option<strata_fuse::Mount>) {
 /// `strata fuse MOUNTPOINT`: mounts a cluster until SIGINT/SIGTERM.
 pub async fn run_fuse(cfg: &Config, a: crate::cli::FuseArgs) -> anyhow::Result<()> {
     let addr = a.client.master.clone().unwrap_or_else(|| cfg.client.master.clone());
-    let staging = a.staging_dir.unwrap_or_else(|| std::env::temp_dir().join(format!("strata-fuse-{}", std::process::id())));
-    let m = mount_fs(&addr, cfg.client.block_size.0, &a.mountpoint, staging.clone(), Duration::from_millis(a.ttl_ms)).await?;
+    let staging =
+        a.staging_dir.unwrap_or_else(|| std::env::temp_dir().join(format!("strata-fuse-{}", std::process::id())));
+    let m = mount_fs(&addr, cfg.client.block_size.0, &a.mountpoint, staging.clone(), Duration::from_millis(a.ttl_ms))
+        .await?;
     ready_line(&format!("mount: {}", a.mountpoint.display()));
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;

@@ -1,0 +1,157 @@
+//! The FUSE mount through the kernel: POSIX file operations on a mount of
+//! `strata local`, and close-to-open consistency between two mounts of the
+//! same cluster (write and close in one, open in the other sees the new
+//! bytes and size at once, although both cache attributes for a second).
+
+mod common;
+
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+use std::time::Duration;
+
+use common::*;
+use strata_chaos::{local_args, Node};
+
+fn start_mounted(dir: &Path) -> (Node, std::path::PathBuf) {
+    let mnt = dir.join("mnt");
+    let mut args: Vec<String> = local_args(dir, 256 << 20, 2 << 30).into_iter().filter(|a| a != "--no-mount").collect();
+    args.push("--mount".into());
+    args.push(mnt.display().to_string());
+    let node = Node::start(Path::new(BIN), &args, "mount: ", &dir.join("local.log"), Duration::from_secs(60))
+        .expect("strata local mounts (needs root and /dev/fuse)");
+    (node, mnt)
+}
+
+#[test]
+fn posix_operations_through_the_kernel() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut node, m) = start_mounted(dir.path());
+
+    // create, write, read back
+    let data = bytes(3 << 20, 5);
+    std::fs::write(m.join("f.bin"), &data).unwrap();
+    assert!(std::fs::read(m.join("f.bin")).unwrap() == data);
+    assert_eq!(std::fs::metadata(m.join("f.bin")).unwrap().len(), data.len() as u64);
+
+    // overwrite in place and random writes into the existing file
+    let mut expect = data.clone();
+    {
+        let mut f = std::fs::OpenOptions::new().write(true).open(m.join("f.bin")).unwrap();
+        for (off, byte) in [(0u64, 1u8), (1 << 20, 2), (3_000_000, 3), (100, 4)] {
+            f.seek(SeekFrom::Start(off)).unwrap();
+            f.write_all(&[byte; 4096]).unwrap();
+            expect[off as usize..off as usize + 4096].fill(byte);
+        }
+    }
+    assert!(std::fs::read(m.join("f.bin")).unwrap() == expect, "random writes");
+    let ino = std::fs::metadata(m.join("f.bin")).unwrap().ino();
+
+    // append
+    {
+        let mut f = std::fs::OpenOptions::new().append(true).open(m.join("f.bin")).unwrap();
+        f.write_all(b"tail").unwrap();
+        expect.extend_from_slice(b"tail");
+    }
+    assert!(std::fs::read(m.join("f.bin")).unwrap() == expect, "append");
+    assert_eq!(std::fs::metadata(m.join("f.bin")).unwrap().ino(), ino, "rewrites keep the inode");
+
+    // read at an offset
+    {
+        let mut f = std::fs::File::open(m.join("f.bin")).unwrap();
+        f.seek(SeekFrom::Start(2_000_000)).unwrap();
+        let mut buf = vec![0u8; 10_000];
+        f.read_exact(&mut buf).unwrap();
+        assert!(buf[..] == expect[2_000_000..2_010_000]);
+    }
+
+    // truncate down and up (sparse tail reads as zeros)
+    let f = std::fs::OpenOptions::new().write(true).open(m.join("f.bin")).unwrap();
+    f.set_len(1000).unwrap();
+    drop(f);
+    assert!(std::fs::read(m.join("f.bin")).unwrap() == expect[..1000]);
+    {
+        let mut f = std::fs::OpenOptions::new().write(true).open(m.join("f.bin")).unwrap();
+        f.seek(SeekFrom::Start(10_000)).unwrap();
+        f.write_all(b"end").unwrap();
+    }
+    let got = std::fs::read(m.join("f.bin")).unwrap();
+    assert_eq!(got.len(), 10_003);
+    assert!(got[..1000] == expect[..1000] && got[1000..10_000].iter().all(|b| *b == 0) && &got[10_000..] == b"end");
+
+    // O_TRUNC
+    std::fs::write(m.join("f.bin"), b"short").unwrap();
+    assert_eq!(std::fs::read(m.join("f.bin")).unwrap(), b"short");
+
+    // directories, rename (also over an existing file), readdir
+    std::fs::create_dir_all(m.join("a/b/c")).unwrap();
+    std::fs::write(m.join("a/b/c/x"), b"x").unwrap();
+    std::fs::write(m.join("a/y"), b"y").unwrap();
+    std::fs::rename(m.join("a/b/c/x"), m.join("a/y")).unwrap();
+    assert_eq!(std::fs::read(m.join("a/y")).unwrap(), b"x");
+    std::fs::rename(m.join("a/b"), m.join("moved")).unwrap();
+    assert!(m.join("moved/c").is_dir());
+    std::fs::write(m.join("moved/c/z"), b"z").unwrap();
+    assert_eq!(std::fs::read(m.join("moved/c/z")).unwrap(), b"z", "paths below a renamed dir still resolve");
+    let mut names: Vec<String> =
+        std::fs::read_dir(&m).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    names.sort();
+    assert_eq!(names, vec!["a", "f.bin", "moved"]);
+    assert_eq!(std::fs::remove_dir(m.join("moved")).unwrap_err().raw_os_error(), Some(libc::ENOTEMPTY));
+    assert_eq!(std::fs::remove_file(m.join("a")).unwrap_err().raw_os_error(), Some(libc::EISDIR));
+    assert_eq!(std::fs::read(m.join("nope")).unwrap_err().raw_os_error(), Some(libc::ENOENT));
+
+    // symlinks, chmod, chown
+    std::os::unix::fs::symlink("f.bin", m.join("link")).unwrap();
+    assert_eq!(std::fs::read_link(m.join("link")).unwrap(), Path::new("f.bin"));
+    assert_eq!(std::fs::read(m.join("link")).unwrap(), b"short");
+    std::fs::set_permissions(m.join("f.bin"), std::fs::Permissions::from_mode(0o600)).unwrap();
+    assert_eq!(std::fs::metadata(m.join("f.bin")).unwrap().permissions().mode() & 0o7777, 0o600);
+    std::os::unix::fs::chown(m.join("f.bin"), Some(1234), Some(5678)).unwrap();
+    let md = std::fs::metadata(m.join("f.bin")).unwrap();
+    assert_eq!((md.uid(), md.gid()), (1234, 5678));
+
+    // remove everything
+    std::fs::remove_dir_all(m.join("moved")).unwrap();
+    std::fs::remove_dir_all(m.join("a")).unwrap();
+    std::fs::remove_file(m.join("link")).unwrap();
+    std::fs::remove_file(m.join("f.bin")).unwrap();
+    assert_eq!(std::fs::read_dir(&m).unwrap().count(), 0);
+
+    // The data is in the cluster: unmount on SIGTERM, restart, it's there.
+    std::fs::write(m.join("persist"), b"kept").unwrap();
+    assert!(node.stop(Duration::from_secs(20)), "clean stop unmounts");
+    assert!(!std::fs::read_to_string("/proc/mounts").unwrap().contains(&m.display().to_string()), "unmounted");
+    node.restart(Duration::from_secs(60)).unwrap();
+    assert_eq!(std::fs::read(m.join("persist")).unwrap(), b"kept");
+}
+
+#[test]
+fn close_to_open_across_two_mounts() {
+    let dir = tempfile::tempdir().unwrap();
+    let (node_a, a) = start_mounted(dir.path());
+    let master = node_a.line("master: ").expect("master line");
+    let b = dir.path().join("mnt-b");
+    let _node_b = Node::start(
+        Path::new(BIN),
+        &["fuse".into(), "--master".into(), master, b.display().to_string()],
+        "mount: ",
+        &dir.path().join("fuse-b.log"),
+        Duration::from_secs(60),
+    )
+    .unwrap();
+
+    for round in 0..5u64 {
+        let data = bytes(100_000 + round as usize * 7_777, round);
+        std::fs::write(a.join("shared"), &data).unwrap(); // closed here
+                                                          // Open in the other mount: size (fstat after open) and bytes are the new ones.
+        let mut f = std::fs::File::open(b.join("shared")).unwrap();
+        assert_eq!(f.metadata().unwrap().len(), data.len() as u64, "round {round}: size seen by the other mount");
+        let mut got = Vec::new();
+        f.read_to_end(&mut got).unwrap();
+        assert!(got == data, "round {round}: bytes seen by the other mount");
+    }
+    // And the other direction.
+    std::fs::write(b.join("back"), b"from b").unwrap();
+    assert_eq!(std::fs::read(a.join("back")).unwrap(), b"from b");
+}
