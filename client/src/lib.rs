@@ -24,7 +24,7 @@ use std::time::Duration;
 
 pub use error::ClientError;
 pub use reader::FileReader;
-pub use strata_protocol::messages::{Attr, ClusterReport, DirEntry, FileBlocks, FileType};
+pub use strata_protocol::messages::{Attr, ClusterReport, DirEntry, FileBlocks, FileType, SetAttrs};
 pub use strata_protocol::{ErrorCode, ErrorInfo};
 pub use writer::FileWriter;
 
@@ -169,17 +169,10 @@ impl Client {
         self.symlink_as(target, link, o.uid, o.gid).await
     }
 
-    /// Changes mode, owner or mtime.
-    pub async fn set_attr(
-        &self,
-        p: &str,
-        mode: Option<u32>,
-        uid: Option<u32>,
-        gid: Option<u32>,
-        mtime_ms: Option<i64>,
-    ) -> Result<Attr, ClientError> {
+    /// Changes mode, owner or times.
+    pub async fn set_attr(&self, p: &str, attrs: SetAttrs) -> Result<Attr, ClientError> {
         path::components(p)?;
-        self.call_attr(MasterRequest::SetAttr { path: p.into(), mode, uid, gid, mtime_ms }).await
+        self.call_attr(MasterRequest::SetAttr { path: p.into(), attrs }).await
     }
 
     /// The cluster report.
@@ -238,6 +231,19 @@ impl Client {
     pub async fn symlink_as(&self, target: &str, link: &str, uid: u32, gid: u32) -> Result<Attr, ClientError> {
         path::components(link)?;
         self.call_attr(MasterRequest::Symlink { target: target.into(), link: link.into(), uid, gid }).await
+    }
+
+    /// Creates a special file (FIFO, socket, device).
+    pub async fn mknod(&self, p: &str, kind: FileType, rdev: u32, o: Owner) -> Result<Attr, ClientError> {
+        path::components(p)?;
+        self.call_attr(MasterRequest::Mknod { path: p.into(), kind, mode: o.mode, rdev, uid: o.uid, gid: o.gid }).await
+    }
+
+    /// Adds the name `link` for the file at `target`.
+    pub async fn link(&self, target: &str, link: &str) -> Result<Attr, ClientError> {
+        path::components(target)?;
+        path::components(link)?;
+        self.call_attr(MasterRequest::Link { target: target.into(), link: link.into() }).await
     }
 
     /// Creates a file for writing with a given block size, mode and owner.

@@ -85,7 +85,7 @@ impl Filesystem for Adapter {
         uid: Option<u32>,
         gid: Option<u32>,
         size: Option<u64>,
-        _atime: Option<TimeOrNow>,
+        atime: Option<TimeOrNow>,
         mtime: Option<TimeOrNow>,
         _ctime: Option<SystemTime>,
         fh: Option<FileHandle>,
@@ -95,7 +95,7 @@ impl Filesystem for Adapter {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
-        match self.fs.setattr(ino.0, mode, uid, gid, size, mtime.map(to_time), fh.map(|f| f.0)) {
+        match self.fs.setattr(ino.0, mode, uid, gid, size, atime.map(to_time), mtime.map(to_time), fh.map(|f| f.0)) {
             Ok(a) => reply.attr(&self.fs.ttl(), &a),
             Err(e) => reply_err!(reply, "setattr", e),
         }
@@ -112,6 +112,21 @@ impl Filesystem for Adapter {
         match self.fs.mkdir(parent.0, name, mode & !umask, req.uid(), req.gid()) {
             Ok(a) => reply.entry(&self.fs.ttl(), &a, GEN),
             Err(e) => reply_err!(reply, "mkdir", e),
+        }
+    }
+
+    fn mknod(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, rdev: u32, reply: ReplyEntry) {
+        let mode = (mode & libc::S_IFMT) | (mode & 0o7777 & !umask);
+        match self.fs.mknod(parent.0, name, mode, rdev, req.uid(), req.gid()) {
+            Ok(a) => reply.entry(&self.fs.ttl(), &a, GEN),
+            Err(e) => reply_err!(reply, "mknod", e),
+        }
+    }
+
+    fn link(&self, _req: &Request, ino: INodeNo, newparent: INodeNo, newname: &OsStr, reply: ReplyEntry) {
+        match self.fs.link(ino.0, newparent.0, newname) {
+            Ok(a) => reply.entry(&self.fs.ttl(), &a, GEN),
+            Err(e) => reply_err!(reply, "link", e),
         }
     }
 
@@ -242,6 +257,22 @@ impl Filesystem for Adapter {
         match self.fs.release(fh.0) {
             Ok(()) => reply.ok(),
             Err(e) => reply_err!(reply, "release", e),
+        }
+    }
+
+    fn fallocate(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        length: u64,
+        mode: i32,
+        reply: ReplyEmpty,
+    ) {
+        match self.fs.fallocate(fh.0, offset, length, mode) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply_err!(reply, "fallocate", e),
         }
     }
 

@@ -13,7 +13,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fuser::{Errno, FileAttr, FileType, INodeNo};
 use parking_lot::{Mutex, RwLock};
-use strata_client::{Attr, Client, ClientError, FileReader, Owner};
+use strata_client::{Attr, Client, ClientError, FileReader, Owner, SetAttrs};
 
 use crate::errno::errno;
 use crate::MountConfig;
@@ -40,12 +40,16 @@ struct Staging {
     dirty: bool,
 }
 
+type SharedStaging = Arc<Mutex<Option<Staging>>>;
+
 struct OpenFile {
     ino: u64,
     writable: bool,
     reader: tokio::sync::Mutex<Option<FileReader>>,
-    /// Created on the first write or truncate (seeded with the current content).
-    staging: Mutex<Option<Staging>>,
+    /// The inode's staging file, shared by every handle of the inode in this
+    /// mount; created on the first write or truncate (seeded with the
+    /// current content).
+    staging: SharedStaging,
 }
 
 /// The filesystem.
@@ -56,17 +60,26 @@ pub struct StrataFs {
     seen: Mutex<HashMap<u64, (u64, i64)>>,
     /// Set once the session exists.
     notifier: Arc<std::sync::OnceLock<fuser::Notifier>>,
+    /// Files unlinked while open here: their bytes live on in the handles'
+    /// staging files until the last one closes (POSIX unlink-while-open).
+    orphans: Mutex<HashMap<u64, Attr>>,
     client: Client,
     rt: tokio::runtime::Handle,
     cfg: MountConfig,
     paths: RwLock<HashMap<u64, String>>,
     files: Mutex<HashMap<u64, Arc<OpenFile>>>,
+    /// Staging per inode with open handles.
+    staged: Mutex<HashMap<u64, SharedStaging>>,
     dirs: Mutex<HashMap<u64, Arc<Vec<Entry>>>>,
     next_fh: AtomicU64,
 }
 
 fn time(ms: i64) -> SystemTime {
-    UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64)
+    if ms >= 0 {
+        UNIX_EPOCH + Duration::from_millis(ms as u64)
+    } else {
+        UNIX_EPOCH - Duration::from_millis(ms.unsigned_abs())
+    }
 }
 
 /// Converts Strata attributes to the kernel's.
@@ -75,21 +88,25 @@ pub fn file_attr(a: &Attr) -> FileAttr {
         strata_client::FileType::Directory => FileType::Directory,
         strata_client::FileType::Symlink => FileType::Symlink,
         strata_client::FileType::File => FileType::RegularFile,
+        strata_client::FileType::Fifo => FileType::NamedPipe,
+        strata_client::FileType::Socket => FileType::Socket,
+        strata_client::FileType::CharDevice => FileType::CharDevice,
+        strata_client::FileType::BlockDevice => FileType::BlockDevice,
     };
     FileAttr {
         ino: INodeNo(a.inode),
         size: a.size,
         blocks: a.size.div_ceil(512),
-        atime: time(a.mtime_ms),
+        atime: time(a.atime_ms),
         mtime: time(a.mtime_ms),
         ctime: time(a.ctime_ms),
         crtime: time(a.ctime_ms),
         kind,
         perm: (a.mode & 0o7777) as u16,
-        nlink: a.nlink.max(1),
+        nlink: a.nlink,
         uid: a.uid,
         gid: a.gid,
-        rdev: 0,
+        rdev: a.rdev,
         blksize: 1 << 20,
         flags: 0,
     }
@@ -128,11 +145,13 @@ impl StrataFs {
         StrataFs {
             seen: Mutex::new(HashMap::new()),
             notifier,
+            orphans: Mutex::new(HashMap::new()),
             client,
             rt,
             cfg,
             paths: RwLock::new(paths),
             files: Mutex::new(HashMap::new()),
+            staged: Mutex::new(HashMap::new()),
             dirs: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
         }
@@ -191,13 +210,19 @@ impl StrataFs {
         self.block_on(self.client.stat(path)).map_err(|e| errno(&e))
     }
 
-    /// Attributes, with the size of a dirty open file taken from its staging file.
+    /// Attributes, with the size and times of a dirty open file taken from its staging file.
     fn with_staged_size(&self, mut a: Attr) -> Attr {
-        let files = self.files.lock();
-        for f in files.values().filter(|f| f.ino == a.inode) {
-            if let Some(s) = f.staging.lock().as_ref().filter(|s| s.dirty) {
+        let shared = self.staged.lock().get(&a.inode).cloned();
+        if let Some(shared) = shared {
+            if let Some(s) = shared.lock().as_ref().filter(|s| s.dirty) {
                 if let Ok(m) = s.file.metadata() {
                     a.size = m.len();
+                    if let Ok(t) =
+                        m.modified().and_then(|t| t.duration_since(UNIX_EPOCH).map_err(std::io::Error::other))
+                    {
+                        a.mtime_ms = a.mtime_ms.max(t.as_millis() as i64);
+                        a.ctime_ms = a.ctime_ms.max(a.mtime_ms);
+                    }
                 }
             }
         }
@@ -214,6 +239,10 @@ impl StrataFs {
 
     /// `getattr`.
     pub fn getattr(&self, ino: u64) -> FsResult<FileAttr> {
+        let orphan = self.orphans.lock().get(&ino).cloned();
+        if let Some(a) = orphan {
+            return Ok(file_attr(&self.with_staged_size(a)));
+        }
         let a = self.stat_path(&self.path(ino)?)?;
         Ok(self.observe(&self.with_staged_size(a)))
     }
@@ -227,6 +256,7 @@ impl StrataFs {
         uid: Option<u32>,
         gid: Option<u32>,
         size: Option<u64>,
+        atime: Option<SystemTime>,
         mtime: Option<SystemTime>,
         fh: Option<u64>,
     ) -> FsResult<FileAttr> {
@@ -234,26 +264,26 @@ impl StrataFs {
         if let Some(size) = size {
             match fh.and_then(|fh| self.files.lock().get(&fh).cloned()) {
                 Some(f) if f.writable => {
-                    self.with_staging(&f, &path, |s| s.file.set_len(size).map_err(io_err))?;
+                    self.with_staging(&f, |s| s.file.set_len(size).map_err(io_err))?;
                 }
                 _ => {
                     // truncate(2) on a path: stage, cut, publish.
-                    let f = Arc::new(OpenFile {
-                        ino,
-                        writable: true,
-                        reader: tokio::sync::Mutex::new(None),
-                        staging: Mutex::new(None),
-                    });
-                    self.with_staging(&f, &path, |s| s.file.set_len(size).map_err(io_err))?;
-                    self.publish(&f)?;
-                    self.drop_staging(&f);
+                    let f = self.open_file(ino, true);
+                    self.with_staging(&f, |s| s.file.set_len(size).map_err(io_err))?;
+                    let r = self.publish(&f);
+                    self.forget_staging_if_unused(ino);
+                    r?;
                 }
             }
         }
-        let mtime_ms = mtime.map(|t| t.duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0));
-        let a = if mode.is_some() || uid.is_some() || gid.is_some() || mtime_ms.is_some() {
-            self.block_on(self.client.set_attr(&path, mode.map(|m| m & 0o7777), uid, gid, mtime_ms))
-                .map_err(|e| errno(&e))?
+        let ms = |t: SystemTime| match t.duration_since(UNIX_EPOCH) {
+            Ok(d) => d.as_millis() as i64,
+            Err(e) => -(e.duration().as_millis() as i64),
+        };
+        let attrs =
+            SetAttrs { mode: mode.map(|m| m & 0o7777), uid, gid, atime_ms: atime.map(ms), mtime_ms: mtime.map(ms) };
+        let a = if attrs != SetAttrs::default() {
+            self.block_on(self.client.set_attr(&path, attrs)).map_err(|e| errno(&e))?
         } else {
             self.stat_path(&path)?
         };
@@ -283,9 +313,61 @@ impl StrataFs {
         if a.file_type == strata_client::FileType::Directory {
             return Err(Errno::EISDIR);
         }
+        let open: Vec<Arc<OpenFile>> = self.files.lock().values().filter(|f| f.ino == a.inode).cloned().collect();
+        if a.nlink <= 1 && !open.is_empty() {
+            // Keep the bytes for the open handles, then let the name go.
+            for f in &open {
+                self.ensure_staging(f, false)?;
+            }
+            let mut gone = a.clone();
+            gone.nlink = 0;
+            self.orphans.lock().insert(a.inode, gone);
+        }
         self.block_on(self.client.delete(&path, false)).map_err(|e| errno(&e))?;
-        self.paths.write().remove(&a.inode);
+        // A file with other names stays reachable through them.
+        let mut paths = self.paths.write();
+        if paths.get(&a.inode) == Some(&path) {
+            paths.remove(&a.inode);
+        }
         Ok(())
+    }
+
+    /// `mknod`: FIFOs, sockets and devices.
+    pub fn mknod(
+        &self,
+        parent: u64,
+        name: &std::ffi::OsStr,
+        mode: u32,
+        rdev: u32,
+        uid: u32,
+        gid: u32,
+    ) -> FsResult<FileAttr> {
+        let path = self.child_path(parent, name)?;
+        let kind = match mode & libc::S_IFMT {
+            libc::S_IFIFO => strata_client::FileType::Fifo,
+            libc::S_IFSOCK => strata_client::FileType::Socket,
+            libc::S_IFCHR => strata_client::FileType::CharDevice,
+            libc::S_IFBLK => strata_client::FileType::BlockDevice,
+            libc::S_IFREG | 0 => {
+                let (a, fh) = self.create(parent, name, mode, uid, gid)?;
+                self.release(fh)?;
+                return Ok(a);
+            }
+            _ => return Err(Errno::EINVAL),
+        };
+        let a = self
+            .block_on(self.client.mknod(&path, kind, rdev, Owner { mode: mode & 0o7777, uid, gid }))
+            .map_err(|e| errno(&e))?;
+        self.remember(path, &a);
+        Ok(self.observe(&a))
+    }
+
+    /// `link`: a new name for `ino`.
+    pub fn link(&self, ino: u64, newparent: u64, newname: &std::ffi::OsStr) -> FsResult<FileAttr> {
+        let target = self.path(ino)?;
+        let path = self.child_path(newparent, newname)?;
+        let a = self.block_on(self.client.link(&target, &path)).map_err(|e| errno(&e))?;
+        Ok(self.observe(&a))
     }
 
     /// `rmdir`.
@@ -350,15 +432,36 @@ impl StrataFs {
         fh
     }
 
+    /// A handle state for `ino`, sharing the inode's staging.
+    fn open_file(&self, ino: u64, writable: bool) -> OpenFile {
+        let staging = self.staged.lock().entry(ino).or_default().clone();
+        OpenFile { ino, writable, reader: tokio::sync::Mutex::new(None), staging }
+    }
+
+    /// Drops the inode's staging once no handle uses it.
+    fn forget_staging_if_unused(&self, ino: u64) {
+        if self.files.lock().values().any(|o| o.ino == ino) {
+            return;
+        }
+        if let Some(shared) = self.staged.lock().remove(&ino) {
+            if let Some(s) = shared.lock().take() {
+                let _ = std::fs::remove_file(&s.path);
+            }
+        }
+        self.orphans.lock().remove(&ino);
+    }
+
     /// `open`: `truncate` for O_TRUNC.
     pub fn open(&self, ino: u64, writable: bool, truncate: bool) -> FsResult<u64> {
         let path = self.path(ino)?;
         let fresh = self.stat_path(&path)?;
         self.revalidate(ino, &fresh);
-        let f = OpenFile { ino, writable, reader: tokio::sync::Mutex::new(None), staging: Mutex::new(None) };
+        let f = self.open_file(ino, writable);
         if writable && truncate {
             let s = self.new_staging()?;
-            *f.staging.lock() = Some(Staging { dirty: true, ..s });
+            if let Some(old) = f.staging.lock().replace(Staging { dirty: true, ..s }) {
+                let _ = std::fs::remove_file(old.path);
+            }
         }
         Ok(self.new_handle(f))
     }
@@ -383,12 +486,8 @@ impl StrataFs {
         self.remember(path, &a);
         let fa = self.observe(&a);
         let s = self.new_staging()?;
-        let f = OpenFile {
-            ino: a.inode,
-            writable: true,
-            reader: tokio::sync::Mutex::new(None),
-            staging: Mutex::new(Some(s)),
-        };
+        let f = self.open_file(a.inode, true);
+        *f.staging.lock() = Some(s);
         Ok((fa, self.new_handle(f)))
     }
 
@@ -404,16 +503,24 @@ impl StrataFs {
 
     /// Runs `op` on the handle's staging file, creating it first from the
     /// file's current content. Marks it dirty.
-    fn with_staging<R>(&self, f: &OpenFile, path: &str, op: impl FnOnce(&mut Staging) -> FsResult<R>) -> FsResult<R> {
+    fn with_staging<R>(&self, f: &OpenFile, op: impl FnOnce(&mut Staging) -> FsResult<R>) -> FsResult<R> {
+        self.ensure_staging(f, true)?;
+        let mut guard = f.staging.lock();
+        op(guard.as_mut().expect("ensured above"))
+    }
+
+    /// Creates the handle's staging file from the file's content if it has none.
+    fn ensure_staging(&self, f: &OpenFile, dirty: bool) -> FsResult<()> {
         let mut guard = f.staging.lock();
         if guard.is_none() {
+            let path = self.path(f.ino)?;
             let s = self.new_staging()?;
-            self.block_on(self.seed(&s.file, path)).map_err(|e| errno(&e))?;
+            self.block_on(self.seed(&s.file, &path)).map_err(|e| errno(&e))?;
             *guard = Some(s);
         }
         let s = guard.as_mut().expect("created above");
-        s.dirty = true;
-        op(s)
+        s.dirty |= dirty;
+        Ok(())
     }
 
     /// Copies the file's current content into a staging file.
@@ -469,19 +576,40 @@ impl StrataFs {
     }
 
     /// `write`.
-    pub fn write(&self, ino: u64, fh: u64, offset: u64, data: &[u8]) -> FsResult<u32> {
+    pub fn write(&self, _ino: u64, fh: u64, offset: u64, data: &[u8]) -> FsResult<u32> {
         let f = self.handle(fh)?;
         if !f.writable {
             return Err(Errno::EBADF);
         }
-        let path = self.path(ino)?;
-        self.with_staging(&f, &path, |s| s.file.write_all_at(data, offset).map_err(io_err))?;
+        self.with_staging(&f, |s| s.file.write_all_at(data, offset).map_err(io_err))?;
         Ok(data.len() as u32)
+    }
+
+    /// `fallocate` (mode 0): make sure `offset + length` bytes exist.
+    pub fn fallocate(&self, fh: u64, offset: u64, length: u64, mode: i32) -> FsResult<()> {
+        if mode != 0 {
+            return Err(Errno::EOPNOTSUPP);
+        }
+        let f = self.handle(fh)?;
+        if !f.writable {
+            return Err(Errno::EBADF);
+        }
+        let end = offset.checked_add(length).ok_or(Errno::EFBIG)?;
+        self.with_staging(&f, |s| {
+            let len = s.file.metadata().map_err(io_err)?.len();
+            if end > len {
+                s.file.set_len(end).map_err(io_err)?;
+            }
+            Ok(())
+        })
     }
 
     /// Publishes a dirty staging file: new blocks in a detached file, then
     /// an atomic swap into the inode.
     fn publish(&self, f: &OpenFile) -> FsResult<()> {
+        if self.orphans.lock().contains_key(&f.ino) {
+            return Ok(()); // unlinked: nothing to publish to
+        }
         let mut guard = f.staging.lock();
         let Some(s) = guard.as_mut().filter(|s| s.dirty) else { return Ok(()) };
         let len = s.file.metadata().map_err(io_err)?.len();
@@ -513,12 +641,6 @@ impl StrataFs {
         Ok(())
     }
 
-    fn drop_staging(&self, f: &OpenFile) {
-        if let Some(s) = f.staging.lock().take() {
-            let _ = std::fs::remove_file(&s.path);
-        }
-    }
-
     /// `flush` / `fsync`: publish pending writes.
     pub fn flush(&self, fh: u64) -> FsResult<()> {
         let f = self.handle(fh)?;
@@ -529,7 +651,7 @@ impl StrataFs {
     pub fn release(&self, fh: u64) -> FsResult<()> {
         let Some(f) = self.files.lock().remove(&fh) else { return Ok(()) };
         let r = self.publish(&f);
-        self.drop_staging(&f);
+        self.forget_staging_if_unused(f.ino);
         r
     }
 

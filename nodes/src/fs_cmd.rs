@@ -48,6 +48,10 @@ fn mode_string(a: &Attr) -> String {
         FileType::Directory => 'd',
         FileType::Symlink => 'l',
         FileType::File => '-',
+        FileType::Fifo => 'p',
+        FileType::Socket => 's',
+        FileType::CharDevice => 'c',
+        FileType::BlockDevice => 'b',
     };
     let mut s = String::from(t);
     for shift in [6, 3, 0] {
@@ -179,7 +183,7 @@ pub async fn run(cfg: &Config, args: &ClientArgs, cmd: FsCmd) -> Result<()> {
                             total += e.attr.size;
                             files += 1;
                         }
-                        FileType::Symlink => {}
+                        _ => {}
                     }
                 }
             }

@@ -123,7 +123,8 @@ async fn namespace_operations_match_a_model() {
     }
     let link = c.symlink("/d/f1", "/d/link").await.unwrap();
     assert_eq!(link.symlink_target.as_deref(), Some("/d/f1"));
-    let a = c.set_attr("/d", Some(0o700), Some(12), Some(34), None).await.unwrap();
+    let attrs = strata_client::SetAttrs { mode: Some(0o700), uid: Some(12), gid: Some(34), ..Default::default() };
+    let a = c.set_attr("/d", attrs).await.unwrap();
     assert_eq!((a.mode, a.uid, a.gid), (0o700, 12, 34));
     // Deleted files' blocks leave the worker.
     c.delete("/d", true).await.unwrap();

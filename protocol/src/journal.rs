@@ -5,7 +5,7 @@
 use rkyv::{Archive, Deserialize, Serialize};
 
 use crate::ids::InodeId;
-use crate::messages::Attr;
+use crate::messages::{Attr, FileType, SetAttrs};
 use crate::ErrorInfo;
 
 /// One namespace mutation, as stored in the replicated journal.
@@ -26,9 +26,13 @@ pub enum JournalEntry {
     /// Remove a file, symlink or (empty, or with `recursive` any) directory.
     Delete { path: String, recursive: bool, time_ms: i64 },
     /// Change attributes; `None` leaves one unchanged.
-    SetAttr { path: String, mode: Option<u32>, uid: Option<u32>, gid: Option<u32>, mtime_ms: Option<i64>, time_ms: i64 },
+    SetAttr { path: String, attrs: SetAttrs, time_ms: i64 },
     /// Create a symbolic link at `link` pointing to `target` (not resolved).
     Symlink { target: String, link: String, uid: u32, gid: u32, time_ms: i64 },
+    /// Create a special file (FIFO, socket, device) at `path`.
+    Mknod { path: String, kind: FileType, mode: u32, rdev: u32, uid: u32, gid: u32, time_ms: i64 },
+    /// Add the name `link` for the inode at `target` (not a directory).
+    Link { target: String, link: String, time_ms: i64 },
     /// Create an incomplete file with no name: new content for an existing
     /// file is written into it, then moved over with `SwapContent`.
     CreateDetached { mode: u32, uid: u32, gid: u32, block_size: u64, time_ms: i64 },

@@ -16,6 +16,14 @@ pub enum FileType {
     Directory,
     /// A symbolic link.
     Symlink,
+    /// A named pipe (FIFO).
+    Fifo,
+    /// A Unix socket.
+    Socket,
+    /// A character device.
+    CharDevice,
+    /// A block device.
+    BlockDevice,
 }
 
 /// Inode attributes as clients see them.
@@ -46,6 +54,28 @@ pub struct Attr {
     pub complete: bool,
     /// Target of a symlink.
     pub symlink_target: Option<String>,
+    /// Access time, ms since the epoch (set explicitly; reads do not update it).
+    pub atime_ms: i64,
+    /// Device number of a device file.
+    pub rdev: u32,
+}
+
+/// Attribute changes; `None` leaves one unchanged.
+#[derive(
+    Archive, Serialize, Deserialize, serde::Serialize, serde::Deserialize, Debug, Clone, Default, PartialEq, Eq,
+)]
+#[rkyv(derive(Debug))]
+pub struct SetAttrs {
+    /// Permission bits.
+    pub mode: Option<u32>,
+    /// Owner.
+    pub uid: Option<u32>,
+    /// Group.
+    pub gid: Option<u32>,
+    /// Access time, ms since the epoch.
+    pub atime_ms: Option<i64>,
+    /// Modification time, ms since the epoch.
+    pub mtime_ms: Option<i64>,
 }
 
 /// Where a worker serves block bytes.
@@ -173,9 +203,13 @@ pub enum MasterRequest {
     /// Delete.
     Delete { path: String, recursive: bool },
     /// Change attributes.
-    SetAttr { path: String, mode: Option<u32>, uid: Option<u32>, gid: Option<u32>, mtime_ms: Option<i64> },
+    SetAttr { path: String, attrs: SetAttrs },
     /// Create a symlink.
     Symlink { target: String, link: String, uid: u32, gid: u32 },
+    /// Create a special file (FIFO, socket, device).
+    Mknod { path: String, kind: FileType, mode: u32, rdev: u32, uid: u32, gid: u32 },
+    /// Create a hard link `link` to the file at `target`.
+    Link { target: String, link: String },
     /// Create an unnamed file to stage new content for an existing one.
     CreateDetached { block_size: u64, mode: u32, uid: u32, gid: u32 },
     /// Replace file `to`'s content with detached file `from`'s.

@@ -231,13 +231,22 @@ async fn handle(req: MasterRequest) -> Result<MasterResponse, ErrorInfo> {
             check_path(&path)?;
             freed_of(propose(JournalEntry::Delete { path, recursive, time_ms: t }).await?)
         }
-        MasterRequest::SetAttr { path, mode, uid, gid, mtime_ms } => {
+        MasterRequest::SetAttr { path, attrs } => {
             check_path(&path)?;
-            attr_of(propose(JournalEntry::SetAttr { path, mode, uid, gid, mtime_ms, time_ms: t }).await?)
+            attr_of(propose(JournalEntry::SetAttr { path, attrs, time_ms: t }).await?)
         }
         MasterRequest::Symlink { target, link, uid, gid } => {
             check_path(&link)?;
             attr_of(propose(JournalEntry::Symlink { target, link, uid, gid, time_ms: t }).await?)
+        }
+        MasterRequest::Mknod { path, kind, mode, rdev, uid, gid } => {
+            check_path(&path)?;
+            attr_of(propose(JournalEntry::Mknod { path, kind, mode, rdev, uid, gid, time_ms: t }).await?)
+        }
+        MasterRequest::Link { target, link } => {
+            check_path(&target)?;
+            check_path(&link)?;
+            attr_of(propose(JournalEntry::Link { target, link, time_ms: t }).await?)
         }
         MasterRequest::CreateDetached { block_size, mode, uid, gid } => {
             if !(MIN_BLOCK_SIZE..=MAX_BLOCK_SIZE).contains(&block_size) {

@@ -318,6 +318,8 @@ fn new_attr(inode: InodeId, file_type: FileType, mode: u32, uid: u32, gid: u32, 
         block_size: 0,
         complete: file_type != FileType::File,
         symlink_target: None,
+        atime_ms: time_ms,
+        rdev: 0,
     }
 }
 
@@ -350,10 +352,31 @@ impl Tx<'_> {
         id
     }
 
-    fn touch_dir(&mut self, mut dir: InodeRecord, time_ms: i64) {
+    fn touch_dir(&mut self, dir: InodeRecord, time_ms: i64) {
+        self.adjust_dir(dir, 0, time_ms);
+    }
+
+    /// Updates a directory's times and link count (`2 + subdirectories`:
+    /// `delta` is +1 when a subdirectory arrives, -1 when one leaves).
+    fn adjust_dir(&mut self, mut dir: InodeRecord, delta: i32, time_ms: i64) -> InodeRecord {
         dir.attr.mtime_ms = time_ms;
         dir.attr.ctime_ms = time_ms;
+        dir.attr.nlink = (dir.attr.nlink as i64 + delta as i64).max(2) as u32;
         self.put_inode(&dir);
+        dir
+    }
+
+    /// Removes one name of an inode: with other names left it only loses a
+    /// link; with none it is dropped and its blocks are freed.
+    fn unlink_inode(&mut self, rec: &InodeRecord, time_ms: i64) -> Vec<BlockId> {
+        if rec.attr.file_type != FileType::Directory && rec.attr.nlink > 1 {
+            let mut r = rec.clone();
+            r.attr.nlink -= 1;
+            r.attr.ctime_ms = time_ms;
+            self.put_inode(&r);
+            return Vec::new();
+        }
+        self.drop_inode(rec)
     }
 
     /// Removes an inode record and its block map entries; returns freed blocks.
@@ -368,7 +391,7 @@ impl Tx<'_> {
     }
 
     /// Removes a whole subtree below (and including) `rec`; returns freed blocks.
-    fn drop_tree(&mut self, rec: &InodeRecord) -> Result<Vec<BlockId>, NsError> {
+    fn drop_tree(&mut self, rec: &InodeRecord, time_ms: i64) -> Result<Vec<BlockId>, NsError> {
         let mut freed = Vec::new();
         let mut stack = vec![rec.clone()];
         while let Some(cur) = stack.pop() {
@@ -380,7 +403,7 @@ impl Tx<'_> {
                     }
                 }
             }
-            freed.extend(self.drop_inode(&cur));
+            freed.extend(self.unlink_inode(&cur, time_ms));
         }
         Ok(freed)
     }
@@ -432,9 +455,7 @@ impl Tx<'_> {
                             };
                             self.put_edge(cur.attr.inode, name, id);
                             self.put_inode(&rec);
-                            if created_under.is_none() {
-                                self.touch_dir(cur.clone(), *time_ms);
-                            }
+                            self.adjust_dir(cur.clone(), 1, *time_ms);
                             created_under = Some(rec.clone());
                             cur = rec;
                         }
@@ -451,7 +472,7 @@ impl Tx<'_> {
                     match old.attr.file_type {
                         FileType::Directory => return Err(ns(ErrorCode::IsADirectory, format!("{p} is a directory"))),
                         _ if !overwrite => return Err(ns(ErrorCode::AlreadyExists, format!("{p} already exists"))),
-                        _ => freed = self.drop_inode(&old),
+                        _ => freed = self.unlink_inode(&old, *time_ms),
                     }
                 }
                 let id = self.next_inode();
@@ -505,26 +526,65 @@ impl Tx<'_> {
                     return Err(ns(ErrorCode::DirectoryNotEmpty, format!("{p} is not empty")));
                 }
                 self.delete_edge(parent.attr.inode, name);
-                let freed = self.drop_tree(&rec)?;
-                self.touch_dir(parent, *time_ms);
+                let freed = self.drop_tree(&rec, *time_ms)?;
+                let delta = if rec.attr.file_type == FileType::Directory { -1 } else { 0 };
+                self.adjust_dir(parent, delta, *time_ms);
                 Ok(ApplyResult::Freed { blocks: freed })
             }
-            JournalEntry::SetAttr { path: p, mode, uid, gid, mtime_ms, time_ms } => {
+            JournalEntry::SetAttr { path: p, attrs, time_ms } => {
                 let mut rec = self.ns.resolve(p)?;
-                if let Some(m) = mode {
+                if let Some(m) = attrs.mode {
                     rec.attr.mode = m & 0o7777;
                 }
-                if let Some(u) = uid {
-                    rec.attr.uid = *u;
+                if let Some(u) = attrs.uid {
+                    rec.attr.uid = u;
                 }
-                if let Some(g) = gid {
-                    rec.attr.gid = *g;
+                if let Some(g) = attrs.gid {
+                    rec.attr.gid = g;
                 }
-                if let Some(t) = mtime_ms {
-                    rec.attr.mtime_ms = *t;
+                if let Some(t) = attrs.atime_ms {
+                    rec.attr.atime_ms = t;
+                }
+                if let Some(t) = attrs.mtime_ms {
+                    rec.attr.mtime_ms = t;
                 }
                 rec.attr.ctime_ms = *time_ms;
                 self.put_inode(&rec);
+                Ok(ApplyResult::Attr(rec.attr))
+            }
+            JournalEntry::Mknod { path: p, kind, mode, rdev, uid, gid, time_ms } => {
+                if matches!(kind, FileType::File | FileType::Directory | FileType::Symlink) {
+                    return Err(ns(ErrorCode::InvalidArgument, "mknod makes FIFOs, sockets and devices only"));
+                }
+                let comps = path::components(p)?;
+                let (parent, name) = self.ns.resolve_parent(&comps, p)?;
+                if self.ns.child(parent.attr.inode, name)?.is_some() {
+                    return Err(ns(ErrorCode::AlreadyExists, format!("{p} already exists")));
+                }
+                let id = self.next_inode();
+                let mut attr = new_attr(id, *kind, *mode, *uid, *gid, *time_ms);
+                attr.rdev = *rdev;
+                let rec = InodeRecord { attr, blocks: vec![] };
+                self.put_edge(parent.attr.inode, name, id);
+                self.put_inode(&rec);
+                self.touch_dir(parent, *time_ms);
+                Ok(ApplyResult::Attr(rec.attr))
+            }
+            JournalEntry::Link { target, link, time_ms } => {
+                let mut rec = self.ns.resolve(target)?;
+                if rec.attr.file_type == FileType::Directory {
+                    return Err(ns(ErrorCode::PermissionDenied, format!("{target} is a directory: no hard links")));
+                }
+                let comps = path::components(link)?;
+                let (parent, name) = self.ns.resolve_parent(&comps, link)?;
+                if self.ns.child(parent.attr.inode, name)?.is_some() {
+                    return Err(ns(ErrorCode::AlreadyExists, format!("{link} already exists")));
+                }
+                rec.attr.nlink += 1;
+                rec.attr.ctime_ms = *time_ms;
+                self.put_edge(parent.attr.inode, name, rec.attr.inode);
+                self.put_inode(&rec);
+                self.touch_dir(parent, *time_ms);
                 Ok(ApplyResult::Attr(rec.attr))
             }
             JournalEntry::CreateDetached { mode, uid, gid, block_size, time_ms } => {
@@ -622,6 +682,7 @@ impl Tx<'_> {
         }
         let (dparent, dname) = self.ns.resolve_parent(&d, dst)?;
         let mut freed = Vec::new();
+        let mut replaced_dir = false;
         if let Some(did) = self.ns.child(dparent.attr.inode, dname)? {
             let drec = self.ns.inode(did)?.ok_or_else(|| ns(ErrorCode::Internal, "dangling edge"))?;
             match (srec.attr.file_type == FileType::Directory, drec.attr.file_type == FileType::Directory) {
@@ -634,17 +695,26 @@ impl Tx<'_> {
                 (false, true) => return Err(ns(ErrorCode::IsADirectory, format!("{dst} is a directory"))),
                 (false, false) => {}
             }
-            freed = self.drop_inode(&drec);
+            if drec.attr.inode == sid {
+                // Two names of one inode: rename does nothing (POSIX).
+                return Ok(ApplyResult::Freed { blocks: vec![] });
+            }
+            replaced_dir = drec.attr.file_type == FileType::Directory;
+            freed = self.unlink_inode(&drec, time_ms);
         }
         self.delete_edge(sparent.attr.inode, sname);
         self.put_edge(dparent.attr.inode, dname, sid);
         srec.attr.ctime_ms = time_ms;
         self.put_inode(&srec);
+        // Link counts: a moved directory leaves its old parent and joins the
+        // new one; a replaced empty directory leaves the new parent.
+        let moved_dir = i32::from(srec.attr.file_type == FileType::Directory);
+        let replaced_dir = i32::from(replaced_dir);
         if sparent.attr.inode == dparent.attr.inode {
-            self.touch_dir(sparent, time_ms);
+            self.adjust_dir(sparent, -replaced_dir, time_ms);
         } else {
-            self.touch_dir(sparent, time_ms);
-            self.touch_dir(dparent, time_ms);
+            self.adjust_dir(sparent, -moved_dir, time_ms);
+            self.adjust_dir(dparent, moved_dir - replaced_dir, time_ms);
         }
         Ok(ApplyResult::Freed { blocks: freed })
     }
@@ -730,6 +800,23 @@ mod tests {
         assert_eq!(blocks.len(), 2);
         assert!(ns.list("/").unwrap().is_empty());
         assert_eq!(ns.block_owner(b1).unwrap(), None);
+    }
+
+    #[test]
+    fn directory_link_counts_follow_subdirectories() {
+        let d = tempfile::tempdir().unwrap();
+        let ns = ns_in(&d);
+        ok(&ns, mkdir("/a/b/c", true));
+        ok(&ns, mkdir("/x", false));
+        let n = |p: &str| ns.resolve(p).unwrap().attr.nlink;
+        assert_eq!((n("/"), n("/a"), n("/a/b"), n("/a/b/c")), (4, 3, 3, 2));
+        ok(&ns, JournalEntry::Rename { src: "/a/b".into(), dst: "/x/b".into(), time_ms: 2 });
+        assert_eq!((n("/a"), n("/x")), (2, 3));
+        ok(&ns, mkdir("/y", false));
+        ok(&ns, JournalEntry::Rename { src: "/y".into(), dst: "/x/b/c".into(), time_ms: 3 });
+        assert_eq!((n("/"), n("/x/b")), (4, 3));
+        ok(&ns, JournalEntry::Delete { path: "/x".into(), recursive: true, time_ms: 4 });
+        assert_eq!(n("/"), 3);
     }
 
     #[test]
