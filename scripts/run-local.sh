@@ -4,6 +4,6 @@
 # arguments go to `strata local`. Stop it with Ctrl-C.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-. scripts/setup.sh
+STRATA_SKIP_TOOLS=1 . scripts/setup.sh
 cargo build --release --bin strata
 exec "$CARGO_TARGET_DIR/release/strata" local "$@"

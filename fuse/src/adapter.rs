@@ -65,14 +65,14 @@ impl Filesystem for Adapter {
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         match self.fs.lookup(parent.0, name) {
-            Ok(a) => reply.entry(&self.fs.ttl(), &a, GEN),
+            Ok(a) => reply.entry(&self.fs.attr_ttl(a.ino.0), &a, GEN),
             Err(e) => reply_err!(reply, "lookup", e),
         }
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         match self.fs.getattr(ino.0) {
-            Ok(a) => reply.attr(&self.fs.ttl(), &a),
+            Ok(a) => reply.attr(&self.fs.attr_ttl(a.ino.0), &a),
             Err(e) => reply_err!(reply, "getattr", e),
         }
     }
@@ -96,7 +96,7 @@ impl Filesystem for Adapter {
         reply: ReplyAttr,
     ) {
         match self.fs.setattr(ino.0, mode, uid, gid, size, atime.map(to_time), mtime.map(to_time), fh.map(|f| f.0)) {
-            Ok(a) => reply.attr(&self.fs.ttl(), &a),
+            Ok(a) => reply.attr(&self.fs.attr_ttl(a.ino.0), &a),
             Err(e) => reply_err!(reply, "setattr", e),
         }
     }
@@ -110,7 +110,7 @@ impl Filesystem for Adapter {
 
     fn mkdir(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, reply: ReplyEntry) {
         match self.fs.mkdir(parent.0, name, mode & !umask, req.uid(), req.gid()) {
-            Ok(a) => reply.entry(&self.fs.ttl(), &a, GEN),
+            Ok(a) => reply.entry(&self.fs.attr_ttl(a.ino.0), &a, GEN),
             Err(e) => reply_err!(reply, "mkdir", e),
         }
     }
@@ -118,14 +118,14 @@ impl Filesystem for Adapter {
     fn mknod(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, rdev: u32, reply: ReplyEntry) {
         let mode = (mode & libc::S_IFMT) | (mode & 0o7777 & !umask);
         match self.fs.mknod(parent.0, name, mode, rdev, req.uid(), req.gid()) {
-            Ok(a) => reply.entry(&self.fs.ttl(), &a, GEN),
+            Ok(a) => reply.entry(&self.fs.attr_ttl(a.ino.0), &a, GEN),
             Err(e) => reply_err!(reply, "mknod", e),
         }
     }
 
     fn link(&self, _req: &Request, ino: INodeNo, newparent: INodeNo, newname: &OsStr, reply: ReplyEntry) {
         match self.fs.link(ino.0, newparent.0, newname) {
-            Ok(a) => reply.entry(&self.fs.ttl(), &a, GEN),
+            Ok(a) => reply.entry(&self.fs.attr_ttl(a.ino.0), &a, GEN),
             Err(e) => reply_err!(reply, "link", e),
         }
     }
@@ -146,7 +146,7 @@ impl Filesystem for Adapter {
 
     fn symlink(&self, req: &Request, parent: INodeNo, link_name: &OsStr, target: &Path, reply: ReplyEntry) {
         match self.fs.symlink(parent.0, link_name, target, req.uid(), req.gid()) {
-            Ok(a) => reply.entry(&self.fs.ttl(), &a, GEN),
+            Ok(a) => reply.entry(&self.fs.attr_ttl(a.ino.0), &a, GEN),
             Err(e) => reply_err!(reply, "symlink", e),
         }
     }
@@ -190,7 +190,7 @@ impl Filesystem for Adapter {
         reply: ReplyCreate,
     ) {
         match self.fs.create(parent.0, name, mode & !umask, req.uid(), req.gid()) {
-            Ok((a, fh)) => reply.created(&self.fs.ttl(), &a, GEN, FileHandle(fh), FopenFlags::empty()),
+            Ok((a, fh)) => reply.created(&self.fs.attr_ttl(a.ino.0), &a, GEN, FileHandle(fh), FopenFlags::empty()),
             Err(e) => reply_err!(reply, "create", e),
         }
     }

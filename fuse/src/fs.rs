@@ -162,6 +162,18 @@ impl StrataFs {
         self.cfg.ttl
     }
 
+    /// How long the kernel may cache `ino`'s attributes: not at all while a
+    /// handle in this mount stages writes to it (its size moves with every
+    /// write, truncate and mmap writeback, and a cached stale size would cut
+    /// reads short), else the mount's TTL.
+    pub fn attr_ttl(&self, ino: u64) -> Duration {
+        if self.staged.lock().contains_key(&ino) {
+            Duration::ZERO
+        } else {
+            self.cfg.ttl
+        }
+    }
+
     fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
         self.rt.block_on(f)
     }

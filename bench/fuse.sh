@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# FUSE benchmarks, all in one run on the same disk: fio (1 MiB sequential
+# write and read, 4 KiB random read) and the realistic workload
+# (bench/workload.sh) on
+#   plain   a directory on the local filesystem,
+#   bindfs  a FUSE passthrough (bindfs) of that directory,
+#   strata  a Strata mount (strata local, one SSD tier on the same disk).
+# Prints a table and the ratios strata/bindfs and strata/plain.
+# Usage: bench/fuse.sh [SIZE_MiB]   (needs root, fio, bindfs; run from the repo)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/setup.sh
+size=${1:-512}
+cargo build --release --bin strata >/dev/null 2>&1
+bin="$CARGO_TARGET_DIR/release/strata"
+root=$(mktemp -d /var/tmp/strata-bench.XXXXXX)
+plain="$root/plain"; bind="$root/bindfs"; smnt="$root/strata-mnt"
+mkdir -p "$plain" "$bind" "$smnt"
+cleanup() {
+  fusermount -u "$bind" 2>/dev/null || umount "$bind" 2>/dev/null || true
+  [ -n "${spid:-}" ] && kill "$spid" 2>/dev/null && wait "$spid" 2>/dev/null || true
+  umount "$smnt" 2>/dev/null || true
+  rm -rf "$root"
+}
+trap cleanup EXIT
+bindfs "$plain" "$bind"
+"$bin" local --data-dir "$root/strata" --rpc-port 0 --data-port 0 --mesh-port 0 \
+  --tier "SSD:$root/strata/ssd:$((4 * size + 8192))MiB" --mount "$smnt" >"$root/strata.out" 2>"$root/strata.log" &
+spid=$!
+for _ in $(seq 100); do grep -q '^mount:' "$root/strata.out" 2>/dev/null && break; sleep 0.2; done
+grep -q '^mount:' "$root/strata.out" || { cat "$root/strata.log" >&2; exit 1; }
+
+fio_bw() { # dir rw bs -> MiB/s (or IOPS for randread)
+  local out
+  out=$(fio --name=b --directory="$1" --rw="$2" --bs="$3" --size="${size}M" --ioengine=psync \
+        --end_fsync=1 --numjobs=1 --group_reporting --output-format=json --filename=fio.dat 2>/dev/null)
+  python3 -c 'import json,sys; j=json.load(sys.stdin)["jobs"][0]; k="write" if j["write"]["io_bytes"] else "read"; print(round(j[k]["iops"]) if sys.argv[1]=="randread" else round(j[k]["bw_bytes"]/1048576))' "$2" <<<"$out"
+}
+
+declare -A r
+for t in plain bind strata; do
+  case $t in plain) d=$plain;; bind) d=$bind;; strata) d=$smnt;; esac
+  r[$t,write]=$(fio_bw "$d" write 1M)
+  sync; echo 3 > /proc/sys/vm/drop_caches 2>/dev/null || true
+  r[$t,read]=$(fio_bw "$d" read 1M)
+  r[$t,randread]=$(fio_bw "$d" randread 4k)
+  rm -f "$d/fio.dat"
+  r[$t,workload]=$(bash bench/workload.sh "$d" "$root/scratch" | awk '$1=="total"{print $2}')
+done
+printf '%-22s %10s %10s %10s %14s %14s\n' test plain bindfs strata strata/bindfs strata/plain
+for k in write read randread workload; do
+  unit=$([ $k = randread ] && echo IOPS || ([ $k = workload ] && echo s || echo MiB/s))
+  p=${r[plain,$k]}; b=${r[bind,$k]}; s=${r[strata,$k]}
+  if [ $k = workload ]; then
+    printf '%-22s %10s %10s %10s %14.2f %14.2f\n' "$k ($unit, lower=better)" "$p" "$b" "$s" "$(echo "$b/$s" | bc -l)" "$(echo "$p/$s" | bc -l)"
+  else
+    printf '%-22s %10s %10s %10s %14.2f %14.2f\n' "$k ($unit)" "$p" "$b" "$s" "$(echo "$s/$b" | bc -l)" "$(echo "$s/$p" | bc -l)"
+  fi
+done
+echo "(ratios: >1 means strata is faster; size ${size} MiB)"
