@@ -132,7 +132,6 @@ pub async fn run(cfg: &Config, args: &ClientArgs, cmd: FsCmd) -> Result<()> {
                 pb.inc(n as u64);
             }
             f.flush().await?;
-            f.sync_all().await?;
             drop(f);
             tokio::fs::rename(&tmp, &local).await.with_context(|| format!("renaming into {}", local.display()))?;
             pb.finish_and_clear();

@@ -66,9 +66,9 @@ entries = [["nobody", "nogroup"], ["daemon", "daemon"], ["bin", "bin"]]
 fn fsx_random_operations() {
     let dir = tempfile::tempdir().unwrap();
     let (_node, mnt) = start_mounted(dir.path());
-    let ops: u32 = std::env::var("STRATA_FSX_OPS").ok().and_then(|v| v.parse().ok()).unwrap_or(20_000);
+    let ops: u32 = std::env::var("STRATA_FSX_OPS").ok().and_then(|v| v.parse().ok()).unwrap_or(100_000);
     let out = Command::new(tool("fsx"))
-        .args(["-N", &ops.to_string(), "-S", "7"])
+        .args(["-N", &ops.to_string(), "-S", "42"])
         .arg("-P")
         .arg(dir.path())
         .arg(mnt.join("fsx.bin"))
