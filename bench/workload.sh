@@ -22,16 +22,18 @@ step() { printf '%-7s %.2f\n' "$1" "$(echo "$(now) - $2" | bc)"; }
 # The reference tree: Rust sources from the cargo registry (always present
 # where Strata was built), the first $files of them, deterministic order.
 if [ ! -f "$scratch/src.tar" ]; then
-  reg=$(ls -d "$HOME"/.cargo/registry/src/*/ | head -n1)
+  for reg in "$HOME"/.cargo/registry/src/*/; do break; done
   mkdir -p "$scratch/ref"
-  (cd "$reg" && find . -type f \( -name '*.rs' -o -name '*.toml' -o -name '*.md' \) | LC_ALL=C sort | head -n "$files" \
-     | tar -cf "$scratch/src.tar" -T -)
+  (cd "$reg" && find . -type f \( -name '*.rs' -o -name '*.toml' -o -name '*.md' \) | LC_ALL=C sort >"$scratch/all.txt")
+  sed -n "1,${files}p" "$scratch/all.txt" >"$scratch/list.txt"
+  (cd "$reg" && tar -cf "$scratch/src.tar" -T "$scratch/list.txt")
   tar -xf "$scratch/src.tar" -C "$scratch/ref"
   git init -q "$scratch/repo"
   cp -r "$scratch/ref/." "$scratch/repo/"
   git -C "$scratch/repo" add -A
   git -C "$scratch/repo" -c user.name=w -c user.email=w@localhost commit -qm one
-  find "$scratch/repo" -name '*.md' -not -path '*/.git/*' | head -n 200 | xargs rm -f
+  find "$scratch/repo" -name '*.md' -not -path '*/.git/*' | LC_ALL=C sort >"$scratch/md.txt"
+  sed -n '1,200p' "$scratch/md.txt" | xargs rm -f
   git -C "$scratch/repo" add -A
   git -C "$scratch/repo" -c user.name=w -c user.email=w@localhost commit -qm two
 fi

@@ -136,6 +136,16 @@ impl Mesh {
         }
     }
 
+    /// Whether an authenticated session to `addr` (as dialled) exists.
+    pub async fn connected_to(&self, addr: &str) -> bool {
+        match ractor::call_t!(self.server, NodeServerMessage::GetSessions, 2000) {
+            Ok(sessions) => sessions
+                .values()
+                .any(|s| s.peer_addr == addr || s.peer_name.as_ref().is_some_and(|n| n.connection_string == addr)),
+            Err(_) => false,
+        }
+    }
+
     /// Stops the mesh server.
     pub fn stop(&self) {
         self.server.stop(None);

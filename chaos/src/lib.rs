@@ -27,6 +27,7 @@ pub struct Node {
     /// Every stdout line up to and including the ready line.
     pub lines: Vec<String>,
     log: PathBuf,
+    rx: Option<mpsc::Receiver<String>>,
 }
 
 fn send_signal(pid: u32, sig: libc::c_int) -> Result<()> {
@@ -51,6 +52,13 @@ impl Node {
     /// Starts `bin args…` and waits (up to `timeout`) for a stdout line
     /// starting with `ready_prefix`. Stderr goes to `log`.
     pub fn start(bin: &Path, args: &[String], ready_prefix: &str, log: &Path, timeout: Duration) -> Result<Node> {
+        let mut n = Node::spawn(bin, args, ready_prefix, log)?;
+        n.wait_ready(timeout)?;
+        Ok(n)
+    }
+
+    /// Starts the process without waiting for its ready line (see [`Node::wait_ready`]).
+    pub fn spawn(bin: &Path, args: &[String], ready_prefix: &str, log: &Path) -> Result<Node> {
         let mut n = Node {
             bin: bin.to_path_buf(),
             args: args.to_vec(),
@@ -59,12 +67,18 @@ impl Node {
             ready: String::new(),
             lines: Vec::new(),
             log: log.to_path_buf(),
+            rx: None,
         };
-        n.launch(timeout)?;
+        n.spawn_process()?;
         Ok(n)
     }
 
     fn launch(&mut self, timeout: Duration) -> Result<()> {
+        self.spawn_process()?;
+        self.wait_ready(timeout)
+    }
+
+    fn spawn_process(&mut self) -> Result<()> {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log)?;
         let mut child = Command::new(&self.bin)
             .args(&self.args)
@@ -83,9 +97,16 @@ impl Node {
                 }
             }
         });
-        let deadline = Instant::now() + timeout;
         self.child = Some(child);
         self.lines.clear();
+        self.rx = Some(rx);
+        Ok(())
+    }
+
+    /// Waits for the ready line of a spawned process.
+    pub fn wait_ready(&mut self, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        let rx = self.rx.take().context("already ready")?;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match rx.recv_timeout(left) {
@@ -222,6 +243,89 @@ pub fn local_args(dir: &Path, mem_bytes: u64, ssd_bytes: u64) -> Vec<String> {
         format!("SSD:{d}/ssd:{ssd_bytes}"),
         "--no-mount".into(),
     ]
+}
+
+/// Several masters (one Raft group) and workers, each a process with its own ports and data dir.
+pub struct HaCluster {
+    /// Masters, in id order (id = index + 1).
+    pub masters: Vec<Node>,
+    /// Client address of each master.
+    pub master_addrs: Vec<String>,
+    /// Workers.
+    pub workers: Vec<Node>,
+}
+
+impl HaCluster {
+    /// Starts `masters` masters and `workers` workers under `root`.
+    pub fn start(bin: &Path, root: &Path, masters: usize, workers: usize, secret: &str) -> Result<HaCluster> {
+        std::fs::create_dir_all(root)?;
+        let ports: Vec<(u16, u16)> = (0..masters).map(|_| (free_port(), free_port())).collect();
+        let peer = |i: usize| format!("{}=127.0.0.1:{}:{}", i + 1, ports[i].0, ports[i].1);
+        let mut nodes = Vec::new();
+        for i in 0..masters {
+            let peers: Vec<String> = (0..masters).filter(|j| *j != i).map(peer).collect();
+            let args: Vec<String> = vec![
+                "master".into(),
+                "--id".into(),
+                (i + 1).to_string(),
+                "--data-dir".into(),
+                root.join(format!("master{}", i + 1)).display().to_string(),
+                "--rpc-port".into(),
+                ports[i].0.to_string(),
+                "--mesh-port".into(),
+                ports[i].1.to_string(),
+                "--secret".into(),
+                secret.into(),
+                "--worker-lost-timeout-ms".into(),
+                "3000".into(),
+                "--peers".into(),
+                peers.join(","),
+            ];
+            nodes.push(Node::spawn(bin, &args, "master: ", &root.join(format!("master{}.log", i + 1)))?);
+        }
+        for n in nodes.iter_mut() {
+            n.wait_ready(Duration::from_secs(60))?;
+        }
+        let mesh: Vec<String> = ports.iter().map(|(_, m)| format!("127.0.0.1:{m}")).collect();
+        let mut ws = Vec::new();
+        for i in 0..workers {
+            let wdir = root.join(format!("worker{i}"));
+            let args: Vec<String> = vec![
+                "worker".into(),
+                "--data-dir".into(),
+                wdir.display().to_string(),
+                "--data-port".into(),
+                "0".into(),
+                "--mesh-port".into(),
+                "0".into(),
+                "--master-mesh".into(),
+                mesh.join(","),
+                "--secret".into(),
+                secret.into(),
+                "--heartbeat-interval-ms".into(),
+                "200".into(),
+                "--tier".into(),
+                format!("SSD:{}/ssd:4294967296", wdir.display()),
+            ];
+            ws.push(Node::start(
+                bin,
+                &args,
+                "worker: ",
+                &root.join(format!("worker{i}.log")),
+                Duration::from_secs(60),
+            )?);
+        }
+        Ok(HaCluster {
+            masters: nodes,
+            master_addrs: ports.iter().map(|(r, _)| format!("127.0.0.1:{r}")).collect(),
+            workers: ws,
+        })
+    }
+
+    /// All master client addresses, comma-separated (a client's master list).
+    pub fn master_list(&self) -> String {
+        self.master_addrs.join(",")
+    }
 }
 
 /// A master process and worker processes, each with its own ports and data dir.

@@ -34,8 +34,11 @@ use strata_protocol::{path, DEFAULT_BLOCK_SIZE};
 /// Client settings.
 #[derive(Clone, Debug)]
 pub struct ClientConfig {
-    /// Master client address, `host:port`.
+    /// Master client addresses, `host:port`, comma-separated when there are
+    /// several; the client finds and follows the leader among them.
     pub master: String,
+    /// How long a call keeps retrying through a leader change before failing.
+    pub failover_timeout: Duration,
     /// Block size for files this client creates.
     pub block_size: u64,
     /// This client's host, for local-first placement.
@@ -57,6 +60,7 @@ impl ClientConfig {
     pub fn new(master: impl Into<String>) -> Self {
         ClientConfig {
             master: master.into(),
+            failover_timeout: Duration::from_secs(15),
             block_size: DEFAULT_BLOCK_SIZE,
             client_host: "127.0.0.1".into(),
             rpc_timeout: Duration::from_secs(30),
@@ -87,14 +91,14 @@ pub struct Client {
 
 struct Inner {
     cfg: ClientConfig,
-    master: master::MasterConnection,
+    master: master::Masters,
     data: data::DataPool,
 }
 
 impl Client {
     /// Connects to the master.
     pub async fn connect(cfg: ClientConfig) -> Result<Client, ClientError> {
-        let master = master::MasterConnection::connect(&cfg.master, cfg.rpc_timeout).await?;
+        let master = master::Masters::connect(&cfg.master, cfg.rpc_timeout, cfg.failover_timeout).await?;
         let data = data::DataPool::new(cfg.data_timeout);
         Ok(Client { inner: Arc::new(Inner { cfg, master, data }) })
     }

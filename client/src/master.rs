@@ -1,6 +1,12 @@
 //! The multiplexed metadata connection to the master: one TCP stream, many
 //! requests in flight, answers matched by request id. A broken connection
 //! fails the calls in flight and is re-opened by the next call.
+//!
+//! [`Masters`] follows the leader among several masters: a `NotLeader`
+//! answer names the leader (or not yet), an unreachable master is skipped,
+//! and calls retry with back-off until `failover_timeout`. A mutation is
+//! retried only when it certainly did not run (refused by a follower, or
+//! never sent); reads are retried after any failure.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -10,7 +16,7 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use strata_protocol::frame::{encode_frame, read_frame, FrameKind, ReadFrameError};
 use strata_protocol::messages::{MasterRequest, MasterResponse, RequestEnvelope, ResponseEnvelope};
-use strata_protocol::MAX_FRAME_BYTES;
+use strata_protocol::{ErrorCode, MAX_FRAME_BYTES};
 use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::TcpStream;
@@ -128,5 +134,124 @@ impl MasterConnection {
 
     fn lost(&self, reason: &str) -> ClientError {
         ClientError::Disconnected { addr: self.addr.clone(), reason: reason.to_string() }
+    }
+}
+
+/// Whether a request changes the namespace (not safe to resend blindly).
+fn is_mutation(r: &MasterRequest) -> bool {
+    !matches!(
+        r,
+        MasterRequest::Stat { .. }
+            | MasterRequest::List { .. }
+            | MasterRequest::GetBlocks { .. }
+            | MasterRequest::Report
+    )
+}
+
+/// Connections to every known master; calls go to the current leader.
+pub(crate) struct Masters {
+    addrs: parking_lot::Mutex<Vec<String>>,
+    conns: tokio::sync::Mutex<HashMap<String, Arc<MasterConnection>>>,
+    current: parking_lot::Mutex<String>,
+    timeout: Duration,
+    failover: Duration,
+}
+
+impl Masters {
+    pub(crate) async fn connect(list: &str, timeout: Duration, failover: Duration) -> Result<Self, ClientError> {
+        let addrs: Vec<String> = list.split(',').map(|a| a.trim().to_string()).filter(|a| !a.is_empty()).collect();
+        let first = addrs.first().cloned().unwrap_or_default();
+        let m = Masters {
+            addrs: parking_lot::Mutex::new(addrs.clone()),
+            conns: tokio::sync::Mutex::new(HashMap::new()),
+            current: parking_lot::Mutex::new(first),
+            timeout,
+            failover,
+        };
+        // Any reachable master will do to start; the leader is found on the first call.
+        let mut last = None;
+        for a in &addrs {
+            match m.conn(a).await {
+                Ok(_) => {
+                    *m.current.lock() = a.clone();
+                    return Ok(m);
+                }
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| ClientError::Connect {
+            addr: list.to_string(),
+            source: std::io::Error::other("no master address given"),
+        }))
+    }
+
+    async fn conn(&self, addr: &str) -> Result<Arc<MasterConnection>, ClientError> {
+        let mut conns = self.conns.lock().await;
+        if let Some(c) = conns.get(addr) {
+            return Ok(c.clone());
+        }
+        let c = Arc::new(MasterConnection::connect(addr, self.timeout).await?);
+        conns.insert(addr.to_string(), c.clone());
+        Ok(c)
+    }
+
+    fn rotate(&self) {
+        let addrs = self.addrs.lock();
+        let mut cur = self.current.lock();
+        let i = addrs.iter().position(|a| *a == *cur).map(|i| (i + 1) % addrs.len()).unwrap_or(0);
+        if let Some(a) = addrs.get(i) {
+            *cur = a.clone();
+        }
+    }
+
+    fn follow(&self, leader: &str) {
+        let mut addrs = self.addrs.lock();
+        if !addrs.iter().any(|a| a == leader) {
+            addrs.push(leader.to_string());
+        }
+        *self.current.lock() = leader.to_string();
+    }
+
+    pub(crate) async fn call(&self, req: MasterRequest) -> Result<MasterResponse, ClientError> {
+        let deadline = tokio::time::Instant::now() + self.failover;
+        let mutation = is_mutation(&req);
+        let mut backoff = Duration::from_millis(20);
+        loop {
+            let addr = self.current.lock().clone();
+            let outcome = match self.conn(&addr).await {
+                Ok(c) => c.call(req.clone()).await,
+                Err(e) => Err(e),
+            };
+            let retry = match &outcome {
+                Ok(MasterResponse::Error(e)) if e.code == ErrorCode::NotLeader => {
+                    if e.message.is_empty() || e.message == addr {
+                        self.rotate();
+                    } else {
+                        self.follow(&e.message);
+                    }
+                    true
+                }
+                // No leader yet (election) on a read; a mutation answered
+                // Unavailable may still commit, so it is not resent.
+                Ok(MasterResponse::Error(e)) if e.code == ErrorCode::Unavailable => !mutation,
+                Ok(_) => false,
+                Err(ClientError::Connect { .. }) => {
+                    self.conns.lock().await.remove(&addr);
+                    self.rotate();
+                    true
+                }
+                Err(ClientError::Disconnected { .. }) | Err(ClientError::Timeout { .. }) => {
+                    self.conns.lock().await.remove(&addr);
+                    self.rotate();
+                    !mutation
+                }
+                Err(_) => false,
+            };
+            if !retry || tokio::time::Instant::now() + backoff > deadline {
+                return outcome;
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_millis(300));
+        }
     }
 }

@@ -54,6 +54,11 @@ pub struct Mount {
 }
 
 impl Mount {
+    /// Whether the kernel mount is still served (false once someone ran `umount`).
+    pub fn is_mounted(&self) -> bool {
+        self.session.as_ref().is_some_and(|s| !s.guard.is_finished())
+    }
+
     /// Unmounts and waits for the request threads to finish.
     pub fn unmount(mut self) -> std::io::Result<()> {
         match self.session.take() {

@@ -74,6 +74,9 @@ pub struct MasterArgs {
     /// Heartbeat silence after which a worker is lost, in ms.
     #[arg(long)]
     pub worker_lost_timeout_ms: Option<u64>,
+    /// The other initial masters: `ID=HOST:RPC_PORT:MESH_PORT`, comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    pub peers: Vec<String>,
 }
 
 /// `strata worker`.
@@ -90,7 +93,7 @@ pub struct WorkerArgs {
     /// Mesh port (0 picks a free one).
     #[arg(long)]
     pub mesh_port: Option<u16>,
-    /// The master's mesh address.
+    /// The masters' mesh addresses, comma-separated.
     #[arg(long)]
     pub master_mesh: Option<String>,
     /// A tier, `NAME:PATH:SIZE` (repeat, fastest first); replaces configured tiers.
@@ -274,6 +277,9 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             }
             if let Some(v) = a.worker_lost_timeout_ms {
                 cfg.master.worker_lost_timeout_ms = v;
+            }
+            if !a.peers.is_empty() {
+                cfg.master.peers = a.peers;
             }
             cfg.validate().map_err(anyhow::Error::msg).context("invalid configuration")?;
             crate::server::run_master(cfg).await

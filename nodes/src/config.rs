@@ -78,6 +78,8 @@ pub struct MasterConfig {
     pub snapshot_entries: u64,
     /// Heartbeat silence after which a worker is lost.
     pub worker_lost_timeout_ms: u64,
+    /// The other initial masters, `ID=HOST:RPC_PORT:MESH_PORT`.
+    pub peers: Vec<String>,
 }
 
 /// `[worker]`.
@@ -90,7 +92,7 @@ pub struct WorkerConfig {
     pub data_port: u16,
     /// Mesh port.
     pub mesh_port: u16,
-    /// The master's mesh address.
+    /// The masters' mesh addresses, comma-separated.
     pub master_mesh: String,
     /// Heartbeat period.
     pub heartbeat_interval_ms: u64,
@@ -141,6 +143,7 @@ impl Default for MasterConfig {
             mesh_port: 19997,
             snapshot_entries: 20_000,
             worker_lost_timeout_ms: 10_000,
+            peers: Vec::new(),
         }
     }
 }
@@ -201,6 +204,12 @@ impl Config {
         if !(strata_protocol::MIN_BLOCK_SIZE..=strata_protocol::MAX_BLOCK_SIZE).contains(&bs) {
             return Err(format!("client.block-size {bs} is outside 4KiB..=4GiB"));
         }
+        for p in &self.master.peers {
+            let peer = parse_peer(p)?;
+            if peer.id == self.master.id {
+                return Err(format!("master.peers lists this master's own id {}", peer.id));
+            }
+        }
         let mut seen = std::collections::HashSet::new();
         for t in &self.worker.tiers {
             if !matches!(t.name.as_str(), "MEM" | "SSD" | "HDD") {
@@ -215,6 +224,32 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// Another master: its Raft id, client address and mesh address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Peer {
+    /// Raft id.
+    pub id: u64,
+    /// Client RPC address.
+    pub rpc: String,
+    /// Mesh address.
+    pub mesh: String,
+}
+
+/// Parses `ID=HOST:RPC_PORT:MESH_PORT`.
+pub fn parse_peer(s: &str) -> Result<Peer, String> {
+    let bad = || format!("peer {s:?} must look like 2=10.0.0.2:19998:19997");
+    let (id, rest) = s.split_once('=').ok_or_else(bad)?;
+    let id: u64 = id.trim().parse().map_err(|_| bad())?;
+    let mut parts = rest.rsplitn(3, ':');
+    let (mesh, rpc, host) =
+        (parts.next().ok_or_else(bad)?, parts.next().ok_or_else(bad)?, parts.next().ok_or_else(bad)?);
+    let (rpc, mesh): (u16, u16) = (rpc.parse().map_err(|_| bad())?, mesh.parse().map_err(|_| bad())?);
+    if id == 0 || host.is_empty() {
+        return Err(bad());
+    }
+    Ok(Peer { id, rpc: format!("{host}:{rpc}"), mesh: format!("{host}:{mesh}") })
 }
 
 /// Parses a `NAME:PATH:SIZE` tier flag.
@@ -243,6 +278,9 @@ mod tests {
         assert_eq!(c.worker.tiers.len(), 2);
         let bad: Result<Config, _> = toml::from_str("no-such-key = 1");
         assert!(bad.is_err());
+        let p = parse_peer("2=10.0.0.2:19998:19997").unwrap();
+        assert_eq!((p.id, p.rpc.as_str(), p.mesh.as_str()), (2, "10.0.0.2:19998", "10.0.0.2:19997"));
+        assert!(parse_peer("x=1:2:3").is_err());
         let t = parse_tier("ssd:/tmp/x:10GiB").unwrap();
         assert_eq!((t.name.as_str(), t.capacity.0), ("SSD", 10 << 30));
     }

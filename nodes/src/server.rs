@@ -62,15 +62,38 @@ fn tiers(cfg: &Config) -> Vec<TierConfig> {
     ]
 }
 
-fn master_options(cfg: &Config, client_addr: String) -> MasterOptions {
-    MasterOptions {
+fn master_options(cfg: &Config, client_addr: String) -> anyhow::Result<MasterOptions> {
+    let mut members = std::collections::BTreeMap::new();
+    for p in &cfg.master.peers {
+        let peer = crate::config::parse_peer(p).map_err(anyhow::Error::msg)?;
+        members.insert(peer.id, peer.rpc);
+    }
+    if !members.is_empty() {
+        members.insert(cfg.master.id, client_addr.clone());
+    }
+    Ok(MasterOptions {
         node_id: cfg.master.id,
         data_dir: cfg.data_dir.join("master"),
         client_addr,
-        members: Default::default(),
+        members,
         snapshot_entries: cfg.master.snapshot_entries,
         worker_lost_timeout: Duration::from_millis(cfg.master.worker_lost_timeout_ms),
-    }
+    })
+}
+
+/// Keeps this master on the mesh with every peer master: a peer whose
+/// RaftServer is not visible is (re)joined, so restarted peers are found.
+fn keep_peers_joined(mesh: Mesh, peers: Vec<crate::config::Peer>) {
+    tokio::spawn(async move {
+        loop {
+            for p in &peers {
+                if ractor::pg::get_members(&strata_actors::master::raft_net::group(p.id)).is_empty() {
+                    let _ = mesh.join(&p.mesh, Duration::from_secs(2)).await;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    });
 }
 
 async fn wait_until<F, Fut>(what: &str, timeout: Duration, mut check: F) -> anyhow::Result<()>
@@ -151,7 +174,15 @@ pub async fn run_master(cfg: Config) -> anyhow::Result<()> {
     let mesh =
         Mesh::start(&format!("master-{}", cfg.master.id), &cfg.master.host, cfg.master.mesh_port, &cfg.cluster_secret)
             .await?;
-    let specs = master::children(&master_options(&cfg, addr.clone()), listener).map_err(anyhow::Error::msg)?;
+    let peers: Vec<crate::config::Peer> = cfg
+        .master
+        .peers
+        .iter()
+        .map(|p| crate::config::parse_peer(p))
+        .collect::<Result<_, _>>()
+        .map_err(anyhow::Error::msg)?;
+    keep_peers_joined(mesh.clone(), peers);
+    let specs = master::children(&master_options(&cfg, addr.clone())?, listener).map_err(anyhow::Error::msg)?;
     let (sup, handle) = supervise(specs).await?;
     wait_until("the journal", Duration::from_secs(60), journal_ready).await?;
     ready_line(&format!("master: {addr}"));
@@ -166,14 +197,32 @@ pub async fn run_worker(cfg: Config) -> anyhow::Result<()> {
     let data_addr = format!("{}:{}", cfg.worker.host, listener.local_addr()?.port());
     let mesh =
         Mesh::start(&format!("worker-{id:x}"), &cfg.worker.host, cfg.worker.mesh_port, &cfg.cluster_secret).await?;
-    mesh.join(&cfg.worker.master_mesh, Duration::from_secs(15))
-        .await
-        .context("joining the cluster (is the master up, and is the cluster secret the same?)")?;
+    let masters: Vec<String> =
+        cfg.worker.master_mesh.split(',').map(|a| a.trim().to_string()).filter(|a| !a.is_empty()).collect();
+    // Join every master at once; one is enough to start, the WorkerActor
+    // keeps joining the others.
+    let mut joins = tokio::task::JoinSet::new();
+    for m in masters.clone() {
+        let mesh = mesh.clone();
+        joins.spawn(async move { mesh.join(&m, Duration::from_secs(15)).await });
+    }
+    let mut joined = Err(anyhow!("no master mesh address configured"));
+    while let Some(r) = joins.join_next().await {
+        match r {
+            Ok(Ok(())) => joined = Ok(()),
+            Ok(Err(e)) if joined.is_err() => {
+                joined = Err(anyhow::Error::new(e)
+                    .context("joining the cluster (is a master up, and is the cluster secret the same?)"))
+            }
+            _ => {}
+        }
+    }
+    joined?;
     let opts = WorkerOptions {
         data_dir: dir,
         host: cfg.worker.host.clone(),
         tiers: tiers(&cfg),
-        mesh: Some((mesh.clone(), cfg.worker.master_mesh.clone())),
+        mesh: Some((mesh.clone(), masters)),
         heartbeat_interval: Duration::from_millis(cfg.worker.heartbeat_interval_ms),
     };
     let specs = worker::children(&opts, listener).map_err(anyhow::Error::msg)?;
@@ -190,7 +239,7 @@ pub async fn run_local(cfg: Config, mount: Option<PathBuf>) -> anyhow::Result<()
     let addr = format!("{host}:{}", listener.local_addr()?.port());
     let data_listener = bind(&host, cfg.worker.data_port)?;
     let mesh = Mesh::start("local", &host, cfg.master.mesh_port, &cfg.cluster_secret).await?;
-    let mut specs = master::children(&master_options(&cfg, addr.clone()), listener).map_err(anyhow::Error::msg)?;
+    let mut specs = master::children(&master_options(&cfg, addr.clone())?, listener).map_err(anyhow::Error::msg)?;
     let opts = WorkerOptions {
         data_dir: cfg.data_dir.join("worker"),
         host: host.clone(),
@@ -267,9 +316,14 @@ pub async fn run_fuse(cfg: &Config, a: crate::cli::FuseArgs) -> anyhow::Result<(
     ready_line(&format!("mount: {}", a.mountpoint.display()));
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
-    tokio::select! {
-        _ = term.recv() => {},
-        _ = int.recv() => {},
+    // Also stop when the mount goes away (`umount MOUNTPOINT`).
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = tick.tick() => if !m.is_mounted() { break },
+        }
     }
     unmount(Some(m)).await;
     let _ = std::fs::remove_dir_all(&staging);

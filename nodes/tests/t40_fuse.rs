@@ -155,3 +155,47 @@ fn close_to_open_across_two_mounts() {
     std::fs::write(b.join("back"), b"from b").unwrap();
     assert_eq!(std::fs::read(a.join("back")).unwrap(), b"from b");
 }
+
+/// The mount(8) helper mounts in the background and returns once the mount
+/// is up; a plain `umount` stops its `strata fuse` process.
+#[test]
+fn mount_helper_and_umount() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = strata_chaos::Node::start(
+        Path::new(BIN),
+        &local_args(dir.path(), 64 << 20, 1 << 30),
+        "master: ",
+        &dir.path().join("local.log"),
+        Duration::from_secs(60),
+    )
+    .unwrap();
+    let mnt = dir.path().join("helper-mnt");
+    std::fs::create_dir_all(&mnt).unwrap();
+    let helper = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/mount.fuse.strata");
+    let st = std::process::Command::new(&helper)
+        .arg(&node.ready)
+        .arg(&mnt)
+        .args(["-o", "rw"])
+        .env("STRATA_BIN", BIN)
+        .env("STRATA_FUSE_LOG", dir.path().join("helper.log"))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    std::fs::write(mnt.join("x"), b"via helper").unwrap();
+    assert_eq!(std::fs::read(mnt.join("x")).unwrap(), b"via helper");
+    let st = std::process::Command::new("umount").arg(&mnt).status().unwrap();
+    assert!(st.success());
+    // The background `strata fuse` notices and exits.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let ps = std::process::Command::new("pgrep")
+            .args(["-f", &format!("fuse --master {} {}", node.ready, mnt.display())])
+            .output()
+            .unwrap();
+        if ps.stdout.is_empty() {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "strata fuse still running after umount");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

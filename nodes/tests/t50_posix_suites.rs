@@ -53,7 +53,8 @@ entries = [["nobody", "nogroup"], ["daemon", "daemon"], ["bin", "bin"]]
     .unwrap();
     let work = mnt.join("pjd");
     std::fs::create_dir(&work).unwrap();
-    let out = Command::new(tool("pjdfstest")).arg("-c").arg(&cfg).arg("-p").arg(&work).current_dir(&work).output().unwrap();
+    let out =
+        Command::new(tool("pjdfstest")).arg("-c").arg(&cfg).arg("-p").arg(&work).current_dir(&work).output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     let summary = text.lines().find(|l| l.starts_with("Summary:")).unwrap_or_else(|| panic!("no summary:\n{text}"));
     eprintln!("pjdfstest: {summary}");

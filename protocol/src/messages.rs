@@ -318,6 +318,9 @@ pub struct WorkerHeartbeat {
     pub tiers: Vec<TierUsage>,
     /// Blocks it dropped since the last heartbeat.
     pub removed: Vec<BlockId>,
+    /// Blocks it stored since the last heartbeat (also committed one by one
+    /// as they arrive; this makes sure every master hears of them).
+    pub added: Vec<BlockId>,
 }
 
 /// Master → worker heartbeat answer.

@@ -277,10 +277,17 @@ async fn handle(req: MasterRequest) -> Result<MasterResponse, ErrorInfo> {
             MasterResponse::Blocks(file_blocks(rec).await?)
         }
         MasterRequest::Report => {
+            // The leader has the complete picture (followers' progress); send
+            // clients there. Without any leader, answer with this master's view.
+            if let Err(e) = journal::read_barrier().await {
+                if e.code == ErrorCode::NotLeader && !e.message.is_empty() {
+                    return Err(e);
+                }
+            }
             let mut masters = Vec::new();
             if let Some(j) = journal::actor() {
-                if let Ok(s) = ractor::call_t!(j, journal::JournalMsg::Status, 5000) {
-                    masters.push(s);
+                if let Ok(s) = ractor::call_t!(j, journal::JournalMsg::Members, 5000) {
+                    masters = s;
                 }
             }
             let workers = wm_call(WorkerManagerMsg::Report).await?.0 .0;

@@ -2,21 +2,15 @@
 //! the `Raft` handle; mutations are proposed here and answered only after
 //! their entry is committed and applied.
 //!
-//! This build runs the group with the masters given at start-up; replication
-//! between masters over the mesh arrives with the multi-master work, and
-//! until then a peer is reported unreachable (a single voter never asks).
+//! The group's RPCs travel over the mesh (`raft_net`). The master with the
+//! lowest id among the initial members initializes the group on first start;
+//! the others wait to be contacted.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use openraft::error::{InstallSnapshotError, RPCError, RaftError, Unreachable};
-use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
-use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
-    VoteResponse,
-};
 use openraft::{BasicNode, Config, ServerState, SnapshotPolicy};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use ractor_cluster::RactorMessage;
@@ -27,7 +21,8 @@ use strata_protocol::{ErrorCode, ErrorInfo};
 use tokio::sync::Mutex;
 
 use super::namespace_actor::ActorNamespace;
-use super::raft::{LogStore, NodeId, Raft, StateMachine, TypeConfig};
+use super::raft::{LogStore, NodeId, Raft, StateMachine};
+use super::raft_net::MeshNetwork;
 
 /// Registered name of the JournalActor.
 pub const NAME: &str = "strata.journal";
@@ -41,6 +36,8 @@ pub enum JournalMsg {
     ReadBarrier(RpcReplyPort<Result<(), ErrorInfo>>),
     /// This master's Raft status.
     Status(RpcReplyPort<MasterStatus>),
+    /// Every member as this master sees it (complete on the leader).
+    Members(RpcReplyPort<Vec<MasterStatus>>),
 }
 
 /// Start-up arguments.
@@ -111,7 +108,8 @@ impl Actor for JournalActor {
         .validate()?;
         let sm = StateMachine::new(ActorNamespace::new(args.db.clone()), &args.snapshot_dir)?;
         let raft = Raft::new(args.node_id, Arc::new(config), MeshNetwork, LogStore::new(args.db.clone()), sm).await?;
-        if !raft.is_initialized().await? {
+        let first = args.members.keys().next().copied().unwrap_or(args.node_id);
+        if first == args.node_id && !raft.is_initialized().await? {
             let members: BTreeMap<NodeId, BasicNode> =
                 args.members.iter().map(|(id, addr)| (*id, BasicNode::new(addr.clone()))).collect();
             raft.initialize(members).await.map_err(|e| format!("initializing the journal: {e}"))?;
@@ -156,26 +154,53 @@ impl Actor for JournalActor {
                 });
             }
             JournalMsg::Status(reply) => {
+                let _ = reply.send(self_status(state));
+            }
+            JournalMsg::Members(reply) => {
+                let me = self_status(state);
                 let m = state.raft.metrics().borrow().clone();
-                let role = match m.state {
-                    ServerState::Leader => "leader",
-                    ServerState::Follower => "follower",
-                    ServerState::Candidate => "candidate",
-                    ServerState::Learner => "learner",
-                    ServerState::Shutdown => "shutdown",
-                };
-                let _ = reply.send(MasterStatus {
-                    id: m.id,
-                    addr: state.args.client_addr.clone(),
-                    role: role.to_string(),
-                    term: m.current_term,
-                    last_log_index: m.last_log_index.unwrap_or(0),
-                    applied_index: m.last_applied.map(|l| l.index).unwrap_or(0),
-                    leader: m.current_leader,
-                });
+                let mut out = vec![me.clone()];
+                for (id, node) in m.membership_config.membership().nodes() {
+                    if *id == m.id {
+                        continue;
+                    }
+                    // The leader knows how far each follower's log matches its own.
+                    let matched = m.replication.as_ref().and_then(|r| r.get(id).cloned().flatten()).map(|l| l.index);
+                    out.push(MasterStatus {
+                        id: *id,
+                        addr: node.addr.clone(),
+                        role: if me.role == "leader" { "follower".into() } else { "unknown".into() },
+                        term: me.term,
+                        last_log_index: matched.unwrap_or(0),
+                        applied_index: matched.unwrap_or(0),
+                        leader: me.leader,
+                    });
+                }
+                out.sort_by_key(|s| s.id);
+                let _ = reply.send(out);
             }
         }
         Ok(())
+    }
+}
+
+fn self_status(state: &JournalState) -> MasterStatus {
+    let m = state.raft.metrics().borrow().clone();
+    let role = match m.state {
+        ServerState::Leader => "leader",
+        ServerState::Follower => "follower",
+        ServerState::Candidate => "candidate",
+        ServerState::Learner => "learner",
+        ServerState::Shutdown => "shutdown",
+    };
+    MasterStatus {
+        id: m.id,
+        addr: state.args.client_addr.clone(),
+        role: role.to_string(),
+        term: m.current_term,
+        last_log_index: m.last_log_index.unwrap_or(0),
+        applied_index: m.last_applied.map(|l| l.index).unwrap_or(0),
+        leader: m.current_leader,
     }
 }
 
@@ -201,50 +226,5 @@ pub async fn read_barrier() -> Result<(), ErrorInfo> {
         Ok(ractor::rpc::CallResult::Success(r)) => r,
         Ok(ractor::rpc::CallResult::Timeout) => Err(ErrorInfo::new(ErrorCode::Timeout, "read barrier timed out")),
         _ => Err(ErrorInfo::new(ErrorCode::Unavailable, "journal is restarting")),
-    }
-}
-
-/// Raft transport between masters. Not wired yet: see the module doc.
-#[derive(Clone)]
-pub struct MeshNetwork;
-
-#[derive(Debug, thiserror::Error)]
-#[error("raft transport to master {0} is not available in this build")]
-struct NoTransport(NodeId);
-
-/// A connection to one peer master.
-pub struct MeshConnection {
-    target: NodeId,
-}
-
-impl RaftNetworkFactory<TypeConfig> for MeshNetwork {
-    type Network = MeshConnection;
-    async fn new_client(&mut self, target: NodeId, _node: &BasicNode) -> MeshConnection {
-        MeshConnection { target }
-    }
-}
-
-impl RaftNetwork<TypeConfig> for MeshConnection {
-    async fn append_entries(
-        &mut self,
-        _rpc: AppendEntriesRequest<TypeConfig>,
-        _o: RPCOption,
-    ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
-        Err(RPCError::Unreachable(Unreachable::new(&NoTransport(self.target))))
-    }
-    async fn install_snapshot(
-        &mut self,
-        _rpc: InstallSnapshotRequest<TypeConfig>,
-        _o: RPCOption,
-    ) -> Result<InstallSnapshotResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId, InstallSnapshotError>>>
-    {
-        Err(RPCError::Unreachable(Unreachable::new(&NoTransport(self.target))))
-    }
-    async fn vote(
-        &mut self,
-        _rpc: VoteRequest<NodeId>,
-        _o: RPCOption,
-    ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
-        Err(RPCError::Unreachable(Unreachable::new(&NoTransport(self.target))))
     }
 }

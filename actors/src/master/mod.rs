@@ -4,6 +4,7 @@
 //! NodeSupervisor
 //! ├─ NamespaceActor  applies committed entries to the RocksDB inode store
 //! ├─ JournalActor    openraft member; proposals, read barriers, status
+//! ├─ RaftServer      peers' Raft RPCs over the mesh, into the JournalActor's Raft
 //! ├─ WorkerManager   worker registry, liveness, block locations, placement
 //! └─ ClientGateway   client RPC port
 //! ```
@@ -13,6 +14,7 @@ pub mod journal;
 pub mod namespace;
 pub mod namespace_actor;
 pub mod raft;
+pub mod raft_net;
 pub mod store;
 pub mod workers;
 
@@ -49,6 +51,8 @@ pub fn children(opts: &MasterOptions, listener: Arc<std::net::TcpListener>) -> R
     if members.is_empty() {
         members.insert(opts.node_id, opts.client_addr.clone());
     }
+    let slot = Arc::new(tokio::sync::Mutex::new(None));
+    let raft_server = raft_net::RaftServerArgs { node_id: opts.node_id, slot: slot.clone() };
     let journal_args = journal::JournalArgs {
         node_id: opts.node_id,
         client_addr: opts.client_addr.clone(),
@@ -56,12 +60,13 @@ pub fn children(opts: &MasterOptions, listener: Arc<std::net::TcpListener>) -> R
         db,
         snapshot_dir: opts.data_dir.join("snapshots"),
         snapshot_entries: opts.snapshot_entries,
-        slot: Arc::new(tokio::sync::Mutex::new(None)),
+        slot,
     };
     let wm_args = workers::WorkerManagerArgs { lost_timeout: opts.worker_lost_timeout };
     Ok(vec![
         ChildSpec::actor(namespace_actor::NAME, move || (namespace_actor::NamespaceActor, ns.clone())),
         ChildSpec::actor(journal::NAME, move || (journal::JournalActor, journal_args.clone())),
+        ChildSpec::actor(raft_net::NAME, move || (raft_net::RaftServer, raft_server.clone())),
         ChildSpec::actor(workers::NAME, move || (workers::WorkerManager, wm_args.clone())),
         ChildSpec::actor(gateway::NAME, move || {
             (gateway::ClientGateway, gateway::GatewayArgs { listener: listener.clone() })

@@ -162,12 +162,18 @@ impl Actor for WorkerManager {
                 let id = reg.addr.worker_id;
                 tracing::info!(worker = id, host = %reg.addr.host, port = reg.addr.data_port, blocks = reg.blocks.len(), "worker registered");
                 st.forget_worker_blocks(id);
-                // Blocks no file owns (deleted while the worker was away) are dropped.
-                let orphans = namespace_actor::call(Duration::from_secs(5), |r| {
-                    namespace_actor::NamespaceMsg::Orphans(reg.blocks.clone(), r)
-                })
-                .await
-                .unwrap_or_default();
+                // Blocks no file owns (deleted while the worker was away) are
+                // dropped. Only the leader decides, after a read barrier: a
+                // follower's namespace may lag and not know a block yet.
+                let orphans = if super::journal::read_barrier().await.is_ok() {
+                    namespace_actor::call(Duration::from_secs(5), |r| {
+                        namespace_actor::NamespaceMsg::Orphans(reg.blocks.clone(), r)
+                    })
+                    .await
+                    .unwrap_or_default()
+                } else {
+                    Vec::new()
+                };
                 let orphan_set: HashSet<BlockId> = orphans.iter().copied().collect();
                 st.workers.insert(
                     id,
@@ -196,6 +202,9 @@ impl Actor for WorkerManager {
                 let remove_blocks = std::mem::take(&mut w.to_remove);
                 for b in hb.removed {
                     st.remove_location(hb.worker_id, b);
+                }
+                for b in hb.added {
+                    st.add_location(hb.worker_id, b);
                 }
                 // A worker that was declared lost had its locations dropped: it must report them again.
                 let _ = reply.send(Wire(HeartbeatReply { reregister: was_lost, remove_blocks }));
@@ -295,9 +304,12 @@ impl Actor for WorkerManager {
     }
 }
 
-/// The local WorkerManager by name.
+/// The local WorkerManager. Found through the process group's local
+/// members, not the name registry: the WorkerManagers of other masters carry
+/// the same name on their nodes, and ractor drops a name from the local
+/// registry when a remote actor of that name goes away.
 pub fn actor() -> Option<ActorRef<WorkerManagerMsg>> {
-    ractor::registry::where_is(NAME).map(ActorRef::from)
+    ractor::pg::get_local_members(&GROUP.to_string()).into_iter().next().map(ActorRef::from)
 }
 
 /// The WorkerManager as a worker finds it: any member of [`GROUP`], local or remote.

@@ -334,16 +334,36 @@ async fn drain(stream: &mut TcpStream, n: u64) -> bool {
     matches!(tokio::io::copy(&mut (&mut *stream).take(n), &mut sink).await, Ok(copied) if copied == n)
 }
 
+/// Commits a stored block to every master: the answer of the first one is
+/// enough (the others hear of it by heartbeat if their call fails), so a
+/// stopped master does not hold up writes.
 async fn commit_to_master(worker_id: WorkerId, block_id: BlockId, length: u64, tier: &str) -> Result<(), ErrorInfo> {
-    let master =
-        workers::find_in_group().ok_or_else(|| ErrorInfo::new(ErrorCode::Unavailable, "no master on the mesh"))?;
-    let commit = BlockCommit { worker_id, block_id, length, tier: tier.to_string() };
-    match ractor::call_t!(master, WorkerManagerMsg::CommitBlock, 5000, Wire(commit)).map(|w| w.0) {
-        Ok(CommitReply::Ok) => Ok(()),
-        Ok(CommitReply::UnknownWorker) => {
-            Err(ErrorInfo::new(ErrorCode::Unavailable, "the master does not know this worker yet; retry"))
-        }
-        Ok(CommitReply::Orphan) => Err(ErrorInfo::new(ErrorCode::InvalidState, "the block's file is gone")),
-        Err(e) => Err(ErrorInfo::new(ErrorCode::Unavailable, format!("committing to the master: {e}"))),
+    let masters = ractor::pg::get_members(&workers::GROUP.to_string());
+    if masters.is_empty() {
+        return Err(ErrorInfo::new(ErrorCode::Unavailable, "no master on the mesh"));
     }
+    let (tx, mut rx) = tokio::sync::mpsc::channel(masters.len());
+    for m in masters {
+        let master: ActorRef<WorkerManagerMsg> = m.into();
+        let commit = BlockCommit { worker_id, block_id, length, tier: tier.to_string() };
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            let r = ractor::call_t!(master, WorkerManagerMsg::CommitBlock, 5000, Wire(commit)).map(|w| w.0);
+            let _ = tx.send(r).await;
+        });
+    }
+    drop(tx);
+    worker_actor::report_added(vec![block_id]);
+    let mut last = ErrorInfo::new(ErrorCode::Unavailable, "no master answered the block commit");
+    while let Some(r) = rx.recv().await {
+        match r {
+            Ok(CommitReply::Ok) => return Ok(()),
+            Ok(CommitReply::UnknownWorker) => {
+                last = ErrorInfo::new(ErrorCode::Unavailable, "the master does not know this worker yet; retry")
+            }
+            Ok(CommitReply::Orphan) => last = ErrorInfo::new(ErrorCode::InvalidState, "the block's file is gone"),
+            Err(e) => last = ErrorInfo::new(ErrorCode::Unavailable, format!("committing to a master: {e}")),
+        }
+    }
+    Err(last)
 }

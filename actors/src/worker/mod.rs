@@ -33,8 +33,8 @@ pub struct WorkerOptions {
     pub host: String,
     /// Tiers, fastest first.
     pub tiers: Vec<TierConfig>,
-    /// Mesh and master mesh address, when the master is another process.
-    pub mesh: Option<(Mesh, String)>,
+    /// Mesh and the masters' mesh addresses, when the masters are other processes.
+    pub mesh: Option<(Mesh, Vec<String>)>,
     /// Heartbeat period.
     pub heartbeat_interval: Duration,
 }

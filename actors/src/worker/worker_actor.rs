@@ -1,9 +1,12 @@
-//! WorkerActor: joins the mesh, registers with the master (full block
-//! report), heartbeats (tier usage, dropped blocks) and carries out the
-//! master's answers (drop blocks of deleted files, register again after a
-//! master restart). Finds the master's WorkerManager through its process
-//! group, so a restarted master is found again without configuration.
+//! WorkerActor: joins the mesh of every master, registers with each
+//! master's WorkerManager (full block report), heartbeats (tier usage,
+//! blocks stored and dropped since the last heartbeat) and carries out the
+//! answers (drop blocks of deleted files, register again after a master
+//! restart). Every master keeps the block map, so a new leader already knows
+//! where every block is. Masters are found through their process group, so
+//! a restarted master is found again without configuration.
 
+use std::collections::HashSet;
 use std::time::Duration;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
@@ -26,8 +29,13 @@ pub enum WorkerMsg {
     Tick,
     /// Blocks dropped locally (evicted); reported with the next heartbeat.
     Removed(Vec<BlockId>),
-    /// Whether the master has accepted this worker's registration.
+    /// Blocks stored locally; reported with the next heartbeat.
+    Added(Vec<BlockId>),
+    /// Whether some master has accepted this worker's registration.
     Registered(ractor::RpcReplyPort<bool>),
+    /// A heartbeat or registration call to one master finished: `Ok(true)`
+    /// registered, `Ok(false)` asked to register again.
+    Done(ractor::ActorId, Result<bool, String>),
 }
 
 /// Arguments.
@@ -37,9 +45,9 @@ pub struct WorkerArgs {
     pub addr: WorkerAddr,
     /// Tiers, fastest first.
     pub tiers: Vec<TierConfig>,
-    /// The mesh and the master's mesh address to (re)join; `None` when the
+    /// The mesh and the masters' mesh addresses to (re)join; `None` when the
     /// master runs in this process.
-    pub mesh: Option<(Mesh, String)>,
+    pub mesh: Option<(Mesh, Vec<String>)>,
     /// Heartbeat period.
     pub heartbeat_interval: Duration,
 }
@@ -50,16 +58,30 @@ pub struct WorkerActor;
 /// State.
 pub struct WorkerState {
     args: WorkerArgs,
-    registered: bool,
+    /// Masters (their WorkerManagers) that accepted this worker's registration.
+    registered: HashSet<ractor::ActorId>,
     removed: Vec<BlockId>,
+    added: Vec<BlockId>,
     joining: Option<JoinHandle<()>>,
+    /// Masters with a call in flight: each master is served independently,
+    /// so a dead or stopped one never delays the others.
+    in_flight: HashSet<ractor::ActorId>,
+}
+
+fn cast(msg: WorkerMsg) {
+    if let Some(w) = ractor::registry::where_is(NAME) {
+        let _ = ActorRef::<WorkerMsg>::from(w).cast(msg);
+    }
 }
 
 /// Reports locally dropped blocks to the WorkerActor.
 pub fn report_removed(blocks: Vec<BlockId>) {
-    if let Some(w) = ractor::registry::where_is(NAME) {
-        let _ = ActorRef::<WorkerMsg>::from(w).cast(WorkerMsg::Removed(blocks));
-    }
+    cast(WorkerMsg::Removed(blocks));
+}
+
+/// Reports newly stored blocks to the WorkerActor.
+pub fn report_added(blocks: Vec<BlockId>) {
+    cast(WorkerMsg::Added(blocks));
 }
 
 fn tier_ref(t: &TierConfig) -> Option<ActorRef<TierMsg>> {
@@ -90,51 +112,39 @@ async fn remove_blocks(tiers: &[TierConfig], blocks: &[BlockId]) {
     }
 }
 
-impl WorkerActor {
-    async fn register(&self, st: &mut WorkerState, master: ActorRef<WorkerManagerMsg>) -> Result<(), String> {
-        let mut blocks = Vec::new();
-        for t in &st.args.tiers {
-            let a = tier_ref(t).ok_or_else(|| format!("tier {} is restarting", t.name))?;
-            blocks.extend(ractor::call_t!(a, TierMsg::List, 5000).map_err(|e| e.to_string())?);
-        }
-        let reg = RegisterWorker { addr: st.args.addr.clone(), tiers: usage(&st.args.tiers).await, blocks };
-        let n = reg.blocks.len();
-        let reply =
-            ractor::call_t!(master, WorkerManagerMsg::Register, 10_000, Wire(reg)).map_err(|e| e.to_string())?.0;
-        remove_blocks(&st.args.tiers, &reply.remove_blocks).await;
-        tracing::info!(
-            worker = st.args.addr.worker_id,
-            blocks = n,
-            dropped = reply.remove_blocks.len(),
-            "registered with the master"
-        );
-        st.registered = true;
-        st.removed.clear();
-        Ok(())
+/// Registers with one master (full block report).
+async fn register(args: WorkerArgs, master: ActorRef<WorkerManagerMsg>) -> Result<(), String> {
+    let mut blocks = Vec::new();
+    for t in &args.tiers {
+        let a = tier_ref(t).ok_or_else(|| format!("tier {} is restarting", t.name))?;
+        blocks.extend(ractor::call_t!(a, TierMsg::List, 5000).map_err(|e| e.to_string())?);
     }
+    let reg = RegisterWorker { addr: args.addr.clone(), tiers: usage(&args.tiers).await, blocks };
+    let n = reg.blocks.len();
+    let reply = ractor::call_t!(master, WorkerManagerMsg::Register, 5000, Wire(reg)).map_err(|e| e.to_string())?.0;
+    remove_blocks(&args.tiers, &reply.remove_blocks).await;
+    tracing::info!(
+        worker = args.addr.worker_id,
+        blocks = n,
+        dropped = reply.remove_blocks.len(),
+        "registered with a master"
+    );
+    Ok(())
+}
 
-    async fn heartbeat(&self, st: &mut WorkerState, master: ActorRef<WorkerManagerMsg>) -> Result<(), String> {
-        let removed = std::mem::take(&mut st.removed);
-        let hb = WorkerHeartbeat {
-            worker_id: st.args.addr.worker_id,
-            tiers: usage(&st.args.tiers).await,
-            removed: removed.clone(),
-        };
-        match ractor::call_t!(master, WorkerManagerMsg::Heartbeat, 5000, Wire(hb)) {
-            Ok(Wire(reply)) => {
-                remove_blocks(&st.args.tiers, &reply.remove_blocks).await;
-                if reply.reregister {
-                    st.registered = false;
-                }
-                Ok(())
-            }
-            Err(e) => {
-                st.removed.extend(removed);
-                st.registered = false;
-                Err(e.to_string())
-            }
-        }
-    }
+/// Heartbeats one master; `Ok(false)` when it asks for a new registration.
+async fn heartbeat(
+    args: WorkerArgs,
+    master: ActorRef<WorkerManagerMsg>,
+    tiers: Vec<TierUsage>,
+    removed: Vec<BlockId>,
+    added: Vec<BlockId>,
+) -> Result<bool, String> {
+    let hb = WorkerHeartbeat { worker_id: args.addr.worker_id, tiers, removed, added };
+    let Wire(reply) =
+        ractor::call_t!(master, WorkerManagerMsg::Heartbeat, 2000, Wire(hb)).map_err(|e| e.to_string())?;
+    remove_blocks(&args.tiers, &reply.remove_blocks).await;
+    Ok(!reply.reregister)
 }
 
 impl Actor for WorkerActor {
@@ -149,7 +159,14 @@ impl Actor for WorkerActor {
     ) -> Result<Self::State, ActorProcessingErr> {
         myself.send_interval(args.heartbeat_interval, || WorkerMsg::Tick);
         let _ = myself.cast(WorkerMsg::Tick);
-        Ok(WorkerState { args, registered: false, removed: Vec::new(), joining: None })
+        Ok(WorkerState {
+            args,
+            registered: HashSet::new(),
+            removed: Vec::new(),
+            added: Vec::new(),
+            joining: None,
+            in_flight: HashSet::new(),
+        })
     }
 
     async fn post_stop(&self, _myself: ActorRef<Self::Msg>, st: &mut Self::State) -> Result<(), ActorProcessingErr> {
@@ -161,39 +178,77 @@ impl Actor for WorkerActor {
 
     async fn handle(
         &self,
-        _myself: ActorRef<Self::Msg>,
+        myself: ActorRef<Self::Msg>,
         msg: Self::Msg,
         st: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             WorkerMsg::Tick => {
-                let Some(master) = workers::find_in_group() else {
-                    st.registered = false;
-                    if let Some((mesh, addr)) = &st.args.mesh {
-                        if st.joining.as_ref().is_none_or(|j| j.is_finished()) {
-                            let (mesh, addr) = (mesh.clone(), addr.clone());
-                            st.joining = Some(tokio::spawn(async move {
-                                if let Err(e) = mesh.join(&addr, Duration::from_secs(5)).await {
-                                    tracing::warn!(error = %e, "cannot reach the master on the mesh; retrying");
-                                }
-                            }));
-                        }
+                let masters: Vec<ActorRef<WorkerManagerMsg>> =
+                    ractor::pg::get_members(&workers::GROUP.to_string()).into_iter().map(ActorRef::from).collect();
+                if let Some((mesh, addrs)) = &st.args.mesh {
+                    if masters.len() < addrs.len() && st.joining.as_ref().is_none_or(|j| j.is_finished()) {
+                        let (mesh, addrs) = (mesh.clone(), addrs.clone());
+                        st.joining = Some(tokio::spawn(async move {
+                            let mut joins = tokio::task::JoinSet::new();
+                            for a in addrs {
+                                let mesh = mesh.clone();
+                                joins.spawn(async move {
+                                    if !mesh.connected_to(&a).await {
+                                        if let Err(e) = mesh.join(&a, Duration::from_secs(2)).await {
+                                            tracing::debug!(error = %e, "a master is not reachable on the mesh");
+                                        }
+                                    }
+                                });
+                            }
+                            while joins.join_next().await.is_some() {}
+                        }));
                     }
-                    return Ok(());
-                };
-                let r = if st.registered { self.heartbeat(st, master.clone()).await } else { Ok(()) };
-                if let Err(e) = r {
-                    tracing::warn!(error = %e, "heartbeat failed");
                 }
-                if !st.registered {
-                    if let Err(e) = self.register(st, master).await {
-                        tracing::warn!(error = %e, "registration failed; retrying");
+                let live: HashSet<ractor::ActorId> = masters.iter().map(|m| m.get_id()).collect();
+                st.registered.retain(|id| live.contains(id));
+                let removed = std::mem::take(&mut st.removed);
+                let added = std::mem::take(&mut st.added);
+                let tiers = usage(&st.args.tiers).await;
+                for master in masters {
+                    let id = master.get_id();
+                    if !st.in_flight.insert(id) {
+                        continue;
+                    }
+                    let args = st.args.clone();
+                    let me = myself.clone();
+                    if st.registered.contains(&id) {
+                        let (t, r, a) = (tiers.clone(), removed.clone(), added.clone());
+                        tokio::spawn(async move {
+                            let _ = me.cast(WorkerMsg::Done(id, heartbeat(args, master, t, r, a).await));
+                        });
+                    } else {
+                        tokio::spawn(async move {
+                            let _ = me.cast(WorkerMsg::Done(id, register(args, master).await.map(|_| true)));
+                        });
+                    }
+                }
+            }
+            WorkerMsg::Done(id, r) => {
+                st.in_flight.remove(&id);
+                match r {
+                    Ok(true) => {
+                        st.registered.insert(id);
+                    }
+                    Ok(false) => {
+                        st.registered.remove(&id);
+                    }
+                    Err(e) => {
+                        // A master that missed a heartbeat gets a full report later.
+                        st.registered.remove(&id);
+                        tracing::warn!(error = %e, "heartbeat or registration failed; retrying");
                     }
                 }
             }
             WorkerMsg::Removed(blocks) => st.removed.extend(blocks),
+            WorkerMsg::Added(blocks) => st.added.extend(blocks),
             WorkerMsg::Registered(reply) => {
-                let _ = reply.send(st.registered);
+                let _ = reply.send(!st.registered.is_empty());
             }
         }
         Ok(())

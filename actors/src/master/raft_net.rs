@@ -1,0 +1,209 @@
+//! Raft RPCs between masters over the mesh. Every master runs a RaftServer
+//! in the process group `strata.raft.<id>`; a peer's `MeshNetwork`
+//! connection finds it there and calls it with the openraft request as a
+//! bincode payload inside an rkyv envelope (openraft's types are serde),
+//! bounded by the RPC's deadline. A peer that is not on the mesh, or does not
+//! answer in time, is reported unreachable and openraft backs off.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
+    VoteResponse,
+};
+use openraft::BasicNode;
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use ractor_cluster::RactorClusterMessage;
+use rkyv::{Archive, Deserialize, Serialize};
+use serde::de::DeserializeOwned;
+use tokio::sync::Mutex;
+
+use super::raft::{NodeId, Raft, TypeConfig};
+use crate::mesh::Wire;
+
+/// Registered name of the RaftServer.
+pub const NAME: &str = "strata.raft";
+
+/// The process group of master `id`'s RaftServer.
+pub fn group(id: NodeId) -> String {
+    format!("strata.raft.{id}")
+}
+
+/// A bincode-encoded openraft request or response.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Default)]
+pub struct RaftBytes(pub Vec<u8>);
+
+/// Inbound Raft RPCs. Variant names are wire tags: never rename.
+#[derive(RactorClusterMessage)]
+pub enum RaftServerMsg {
+    /// AppendEntries.
+    #[rpc]
+    Append(Wire<RaftBytes>, RpcReplyPort<Wire<RaftBytes>>),
+    /// RequestVote.
+    #[rpc]
+    Vote(Wire<RaftBytes>, RpcReplyPort<Wire<RaftBytes>>),
+    /// InstallSnapshot (one chunk).
+    #[rpc]
+    Snapshot(Wire<RaftBytes>, RpcReplyPort<Wire<RaftBytes>>),
+}
+
+/// Arguments: this master's id and the slot holding its Raft handle.
+#[derive(Clone)]
+pub struct RaftServerArgs {
+    /// This master.
+    pub node_id: NodeId,
+    /// The JournalActor's Raft, once started.
+    pub slot: Arc<Mutex<Option<Raft>>>,
+}
+
+/// Serves peers' Raft RPCs.
+pub struct RaftServer;
+
+fn de<T: DeserializeOwned>(b: &[u8]) -> Option<T> {
+    bincode::deserialize(b).ok()
+}
+
+fn en<T: serde::Serialize>(v: &T) -> Wire<RaftBytes> {
+    Wire(RaftBytes(bincode::serialize(v).expect("openraft types serialize")))
+}
+
+impl Actor for RaftServer {
+    type Msg = RaftServerMsg;
+    type State = RaftServerArgs;
+    type Arguments = RaftServerArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        args: RaftServerArgs,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        ractor::pg::join(group(args.node_id), vec![myself.get_cell()]);
+        Ok(args)
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        msg: Self::Msg,
+        st: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        // No Raft yet (starting or restarting): drop the call; the peer times out and retries.
+        let Some(raft) = st.slot.lock().await.clone() else { return Ok(()) };
+        tokio::spawn(async move {
+            match msg {
+                RaftServerMsg::Append(Wire(req), reply) => {
+                    if let Some(req) = de::<AppendEntriesRequest<TypeConfig>>(&req.0) {
+                        let _ = reply.send(en(&raft.append_entries(req).await));
+                    }
+                }
+                RaftServerMsg::Vote(Wire(req), reply) => {
+                    if let Some(req) = de::<VoteRequest<NodeId>>(&req.0) {
+                        let _ = reply.send(en(&raft.vote(req).await));
+                    }
+                }
+                RaftServerMsg::Snapshot(Wire(req), reply) => {
+                    if let Some(req) = de::<InstallSnapshotRequest<TypeConfig>>(&req.0) {
+                        let _ = reply.send(en(&raft.install_snapshot(req).await));
+                    }
+                }
+            }
+        });
+        Ok(())
+    }
+}
+
+/// Raft transport between masters over the mesh.
+#[derive(Clone)]
+pub struct MeshNetwork;
+
+/// A connection to one peer master.
+pub struct MeshConnection {
+    target: NodeId,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("master {0} is not on the mesh")]
+struct NotOnMesh(NodeId);
+
+#[derive(Debug, thiserror::Error)]
+#[error("master {target}: {what}")]
+struct CallFailed {
+    target: NodeId,
+    what: String,
+}
+
+impl RaftNetworkFactory<TypeConfig> for MeshNetwork {
+    type Network = MeshConnection;
+    async fn new_client(&mut self, target: NodeId, _node: &BasicNode) -> MeshConnection {
+        MeshConnection { target }
+    }
+}
+
+impl MeshConnection {
+    async fn call<Resp, E>(
+        &self,
+        make: fn(Wire<RaftBytes>, RpcReplyPort<Wire<RaftBytes>>) -> RaftServerMsg,
+        body: Wire<RaftBytes>,
+        ttl: Duration,
+    ) -> Result<Resp, RPCError<NodeId, BasicNode, RaftError<NodeId, E>>>
+    where
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
+        let peer: ActorRef<RaftServerMsg> = ractor::pg::get_members(&group(self.target))
+            .into_iter()
+            .next()
+            .map(ActorRef::from)
+            .ok_or_else(|| RPCError::Unreachable(Unreachable::new(&NotOnMesh(self.target))))?;
+        let r = peer.call(|port| make(body, port), Some(ttl)).await;
+        let bytes = match r {
+            Ok(ractor::rpc::CallResult::Success(Wire(b))) => b,
+            Ok(ractor::rpc::CallResult::Timeout) => {
+                let e = CallFailed { target: self.target, what: format!("no answer within {ttl:?}") };
+                return Err(RPCError::Unreachable(Unreachable::new(&e)));
+            }
+            other => {
+                let e = CallFailed { target: self.target, what: format!("{:?}", other.err()) };
+                return Err(RPCError::Network(NetworkError::new(&e)));
+            }
+        };
+        let decoded: Result<Resp, RaftError<NodeId, E>> = bincode::deserialize(&bytes.0).map_err(|e| {
+            RPCError::Network(NetworkError::new(&CallFailed { target: self.target, what: e.to_string() }))
+        })?;
+        decoded.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+    }
+}
+
+impl RaftNetwork<TypeConfig> for MeshConnection {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        o: RPCOption,
+    ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
+        self.call(RaftServerMsg::Append, en(&rpc), o.hard_ttl()).await
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        o: RPCOption,
+    ) -> Result<InstallSnapshotResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId, InstallSnapshotError>>>
+    {
+        self.call(RaftServerMsg::Snapshot, en(&rpc), o.hard_ttl()).await
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<NodeId>,
+        o: RPCOption,
+    ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
+        self.call(RaftServerMsg::Vote, en(&rpc), o.hard_ttl()).await
+    }
+
+    fn backoff(&self) -> openraft::network::Backoff {
+        openraft::network::Backoff::new(std::iter::repeat(Duration::from_millis(200)))
+    }
+}
