@@ -185,6 +185,13 @@ impl Node {
         send_signal(self.pid().context("not running")?, libc::SIGCONT)
     }
 
+    /// Starts the process again without waiting for its ready line (see
+    /// [`Node::wait_ready`]): for nodes that only become ready together.
+    pub fn respawn(&mut self) -> Result<()> {
+        self.kill();
+        self.spawn_process()
+    }
+
     /// Starts the process again with the same arguments.
     pub fn restart(&mut self, timeout: Duration) -> Result<()> {
         self.kill();
@@ -258,13 +265,25 @@ pub struct HaCluster {
 impl HaCluster {
     /// Starts `masters` masters and `workers` workers under `root`.
     pub fn start(bin: &Path, root: &Path, masters: usize, workers: usize, secret: &str) -> Result<HaCluster> {
+        Self::start_with(bin, root, masters, workers, secret, &[])
+    }
+
+    /// Like [`HaCluster::start`], with extra arguments for every master.
+    pub fn start_with(
+        bin: &Path,
+        root: &Path,
+        masters: usize,
+        workers: usize,
+        secret: &str,
+        master_args: &[&str],
+    ) -> Result<HaCluster> {
         std::fs::create_dir_all(root)?;
         let ports: Vec<(u16, u16)> = (0..masters).map(|_| (free_port(), free_port())).collect();
         let peer = |i: usize| format!("{}=127.0.0.1:{}:{}", i + 1, ports[i].0, ports[i].1);
         let mut nodes = Vec::new();
         for i in 0..masters {
             let peers: Vec<String> = (0..masters).filter(|j| *j != i).map(peer).collect();
-            let args: Vec<String> = vec![
+            let mut args: Vec<String> = vec![
                 "master".into(),
                 "--id".into(),
                 (i + 1).to_string(),
@@ -281,6 +300,7 @@ impl HaCluster {
                 "--peers".into(),
                 peers.join(","),
             ];
+            args.extend(master_args.iter().map(|a| a.to_string()));
             nodes.push(Node::spawn(bin, &args, "master: ", &root.join(format!("master{}.log", i + 1)))?);
         }
         for n in nodes.iter_mut() {
@@ -320,6 +340,11 @@ impl HaCluster {
             master_addrs: ports.iter().map(|(r, _)| format!("127.0.0.1:{r}")).collect(),
             workers: ws,
         })
+    }
+
+    /// Data directory of master `id` (1-based).
+    pub fn master_dir(root: &Path, id: u64) -> std::path::PathBuf {
+        root.join(format!("master{id}"))
     }
 
     /// All master client addresses, comma-separated (a client's master list).

@@ -74,6 +74,9 @@ pub struct MasterArgs {
     /// Heartbeat silence after which a worker is lost, in ms.
     #[arg(long)]
     pub worker_lost_timeout_ms: Option<u64>,
+    /// Take a journal snapshot after this many entries.
+    #[arg(long)]
+    pub snapshot_entries: Option<u64>,
     /// The other initial masters: `ID=HOST:RPC_PORT:MESH_PORT`, comma-separated.
     #[arg(long, value_delimiter = ',')]
     pub peers: Vec<String>,
@@ -280,6 +283,9 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             }
             if !a.peers.is_empty() {
                 cfg.master.peers = a.peers;
+            }
+            if let Some(v) = a.snapshot_entries {
+                cfg.master.snapshot_entries = v;
             }
             cfg.validate().map_err(anyhow::Error::msg).context("invalid configuration")?;
             crate::server::run_master(cfg).await

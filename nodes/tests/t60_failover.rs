@@ -144,3 +144,68 @@ async fn minority_stopped_keeps_serving_majority_stopped_refuses_then_recovers()
         .await;
     assert!(c.stat("/one-stopped").await.is_ok());
 }
+
+/// A follower whose journal directory was wiped rejoins from its peers
+/// (replaying the leader's log; snapshots are taken every 100 entries
+/// meanwhile), can then serve as leader, and a restart of every master keeps
+/// the namespace and the data identical.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wiped_follower_rejoins_and_full_restart_keeps_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster =
+        HaCluster::start_with(Path::new(BIN), dir.path(), 3, 1, "ha-secret-3", &["--snapshot-entries", "100"]).unwrap();
+    let c = ha_client(&cluster.master_list()).await;
+    eventually("worker registered", Duration::from_secs(20), || async {
+        c.report().await.map(|r| r.workers.iter().any(|w| w.live)).unwrap_or(false)
+    })
+    .await;
+    let mut files = Vec::new();
+    for i in 0..120u64 {
+        let (p, data) = (format!("/s{i}"), bytes(3000 + i as usize, i));
+        let mut w = c.create(&p, false).await.unwrap();
+        w.write(&data).await.unwrap();
+        w.close().await.unwrap();
+        files.push((p, data));
+    }
+    let (leader_id, _) = leader(&c).await;
+    let follower = (1..=3u64).find(|i| *i != leader_id).unwrap();
+    let fnode = &mut cluster.masters[(follower - 1) as usize];
+    fnode.kill();
+    std::fs::remove_dir_all(HaCluster::master_dir(dir.path(), follower)).unwrap();
+    fnode.restart(Duration::from_secs(60)).unwrap();
+    eventually("the wiped follower caught up", Duration::from_secs(30), || async {
+        let r = c.report().await.unwrap();
+        let last = r.masters.iter().find(|m| m.role == "leader").map(|m| m.last_log_index).unwrap_or(0);
+        r.masters.iter().any(|m| m.id == follower && m.applied_index == last && last > 0)
+    })
+    .await;
+    assert!(
+        HaCluster::master_dir(dir.path(), leader_id).join("master/snapshots/snapshot.bin").exists(),
+        "the leader took snapshots"
+    );
+    // Make the rejoined follower's copy matter: stop the leader.
+    cluster.masters[(leader_id - 1) as usize].kill();
+    for (p, data) in &files {
+        assert!(&c.read_all(p).await.unwrap() == data, "{p} after the leader died");
+    }
+    c.mkdir("/after-failover", false).await.unwrap();
+    // Restart everything.
+    for m in cluster.masters.iter_mut() {
+        m.kill();
+    }
+    for m in cluster.masters.iter_mut() {
+        m.respawn().unwrap();
+    }
+    for m in cluster.masters.iter_mut() {
+        m.wait_ready(Duration::from_secs(60)).unwrap();
+    }
+    let c = ha_client(&cluster.master_list()).await;
+    eventually("worker re-registered", Duration::from_secs(30), || async {
+        c.report().await.map(|r| r.workers.iter().any(|w| w.live && w.blocks >= 120)).unwrap_or(false)
+    })
+    .await;
+    for (p, data) in &files {
+        assert!(&c.read_all(p).await.unwrap() == data, "{p} after a full restart");
+    }
+    assert!(c.stat("/after-failover").await.is_ok());
+}
