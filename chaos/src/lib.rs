@@ -281,7 +281,7 @@ impl HaCluster {
         let ports: Vec<(u16, u16)> = (0..masters).map(|_| (free_port(), free_port())).collect();
         let peer = |i: usize| format!("{}=127.0.0.1:{}:{}", i + 1, ports[i].0, ports[i].1);
         let mut nodes = Vec::new();
-        for i in 0..masters {
+        for (i, (rpc_port, mesh_port)) in ports.iter().enumerate() {
             let peers: Vec<String> = (0..masters).filter(|j| *j != i).map(peer).collect();
             let mut args: Vec<String> = vec![
                 "master".into(),
@@ -290,9 +290,9 @@ impl HaCluster {
                 "--data-dir".into(),
                 root.join(format!("master{}", i + 1)).display().to_string(),
                 "--rpc-port".into(),
-                ports[i].0.to_string(),
+                rpc_port.to_string(),
                 "--mesh-port".into(),
-                ports[i].1.to_string(),
+                mesh_port.to_string(),
                 "--secret".into(),
                 secret.into(),
                 "--worker-lost-timeout-ms".into(),
