@@ -252,6 +252,41 @@ pub fn local_args(dir: &Path, mem_bytes: u64, ssd_bytes: u64) -> Vec<String> {
     ]
 }
 
+/// Arguments of a master with its own data dir and ports.
+fn master_args(dir: &Path, rpc_port: u16, mesh_port: u16, secret: &str) -> Vec<String> {
+    let mut a: Vec<String> = vec!["master".into(), "--data-dir".into(), dir.display().to_string()];
+    for (flag, value) in [
+        ("--rpc-port", rpc_port.to_string()),
+        ("--mesh-port", mesh_port.to_string()),
+        ("--secret", secret.to_string()),
+        ("--worker-lost-timeout-ms", "3000".to_string()),
+    ] {
+        a.push(flag.into());
+        a.push(value);
+    }
+    a
+}
+
+/// Arguments of a worker in `dir` joining the masters' mesh addresses, with the given tiers.
+fn worker_args(dir: &Path, masters_mesh: &str, secret: &str, tiers: &[String]) -> Vec<String> {
+    let mut a: Vec<String> = vec!["worker".into(), "--data-dir".into(), dir.display().to_string()];
+    for (flag, value) in [
+        ("--data-port", "0".to_string()),
+        ("--mesh-port", "0".to_string()),
+        ("--master-mesh", masters_mesh.to_string()),
+        ("--secret", secret.to_string()),
+        ("--heartbeat-interval-ms", "200".to_string()),
+    ] {
+        a.push(flag.into());
+        a.push(value);
+    }
+    for t in tiers {
+        a.push("--tier".into());
+        a.push(t.clone());
+    }
+    a
+}
+
 /// Several masters (one Raft group) and workers, each a process with its own ports and data dir.
 pub struct HaCluster {
     /// Masters, in id order (id = index + 1).
@@ -275,7 +310,7 @@ impl HaCluster {
         masters: usize,
         workers: usize,
         secret: &str,
-        master_args: &[&str],
+        extra_master_args: &[&str],
     ) -> Result<HaCluster> {
         std::fs::create_dir_all(root)?;
         let ports: Vec<(u16, u16)> = (0..masters).map(|_| (free_port(), free_port())).collect();
@@ -283,24 +318,9 @@ impl HaCluster {
         let mut nodes = Vec::new();
         for (i, (rpc_port, mesh_port)) in ports.iter().enumerate() {
             let peers: Vec<String> = (0..masters).filter(|j| *j != i).map(peer).collect();
-            let mut args: Vec<String> = vec![
-                "master".into(),
-                "--id".into(),
-                (i + 1).to_string(),
-                "--data-dir".into(),
-                root.join(format!("master{}", i + 1)).display().to_string(),
-                "--rpc-port".into(),
-                rpc_port.to_string(),
-                "--mesh-port".into(),
-                mesh_port.to_string(),
-                "--secret".into(),
-                secret.into(),
-                "--worker-lost-timeout-ms".into(),
-                "3000".into(),
-                "--peers".into(),
-                peers.join(","),
-            ];
-            args.extend(master_args.iter().map(|a| a.to_string()));
+            let mut args = master_args(&root.join(format!("master{}", i + 1)), *rpc_port, *mesh_port, secret);
+            args.extend(["--id".to_string(), (i + 1).to_string(), "--peers".to_string(), peers.join(",")]);
+            args.extend(extra_master_args.iter().map(|a| a.to_string()));
             nodes.push(Node::spawn(bin, &args, "master: ", &root.join(format!("master{}.log", i + 1)))?);
         }
         for n in nodes.iter_mut() {
@@ -310,23 +330,7 @@ impl HaCluster {
         let mut ws = Vec::new();
         for i in 0..workers {
             let wdir = root.join(format!("worker{i}"));
-            let args: Vec<String> = vec![
-                "worker".into(),
-                "--data-dir".into(),
-                wdir.display().to_string(),
-                "--data-port".into(),
-                "0".into(),
-                "--mesh-port".into(),
-                "0".into(),
-                "--master-mesh".into(),
-                mesh.join(","),
-                "--secret".into(),
-                secret.into(),
-                "--heartbeat-interval-ms".into(),
-                "200".into(),
-                "--tier".into(),
-                format!("SSD:{}/ssd:4294967296", wdir.display()),
-            ];
+            let args = worker_args(&wdir, &mesh.join(","), secret, &[format!("SSD:{}/ssd:4294967296", wdir.display())]);
             ws.push(Node::start(
                 bin,
                 &args,
@@ -371,20 +375,7 @@ impl Cluster {
     pub fn start(bin: &Path, root: &Path, workers: usize, secret: &str) -> Result<Cluster> {
         let mesh_port = free_port();
         let rpc_port = free_port();
-        let mdir = root.join("master");
-        let args = vec![
-            "master".into(),
-            "--data-dir".into(),
-            mdir.display().to_string(),
-            "--rpc-port".into(),
-            rpc_port.to_string(),
-            "--mesh-port".into(),
-            mesh_port.to_string(),
-            "--secret".into(),
-            secret.into(),
-            "--worker-lost-timeout-ms".into(),
-            "3000".into(),
-        ];
+        let args = master_args(&root.join("master"), rpc_port, mesh_port, secret);
         std::fs::create_dir_all(root)?;
         let master = Node::start(bin, &args, "master: ", &root.join("master.log"), Duration::from_secs(60))?;
         let mut c = Cluster {
@@ -405,25 +396,8 @@ impl Cluster {
     /// Arguments of worker number `i` (its own data dir and ports).
     pub fn worker_args(&self, i: usize, secret: &str) -> Vec<String> {
         let wdir = self.root.join(format!("worker{i}"));
-        vec![
-            "worker".into(),
-            "--data-dir".into(),
-            wdir.display().to_string(),
-            "--data-port".into(),
-            "0".into(),
-            "--mesh-port".into(),
-            "0".into(),
-            "--master-mesh".into(),
-            self.master_mesh.clone(),
-            "--secret".into(),
-            secret.into(),
-            "--heartbeat-interval-ms".into(),
-            "200".into(),
-            "--tier".into(),
-            format!("MEM:{}/mem:268435456", wdir.display()),
-            "--tier".into(),
-            format!("SSD:{}/ssd:4294967296", wdir.display()),
-        ]
+        let tiers = [format!("MEM:{}/mem:268435456", wdir.display()), format!("SSD:{}/ssd:4294967296", wdir.display())];
+        worker_args(&wdir, &self.master_mesh, secret, &tiers)
     }
 
     /// Starts one more worker with the given secret (not added to `workers`).
