@@ -222,7 +222,7 @@ impl Client {
 
     /// Atomically moves the content of the closed detached file `from` into file `to`.
     pub async fn swap_content(&self, from: u64, to: u64) -> Result<(), ClientError> {
-        self.call_done(MasterRequest::SwapContent { from, to }).await
+        self.call_done(MasterRequest::SwapContent { from, to, length: None }).await
     }
 
     /// Creates a directory with a given mode and owner.
@@ -259,9 +259,32 @@ impl Client {
         o: Owner,
     ) -> Result<FileWriter, ClientError> {
         path::components(p)?;
-        let req = MasterRequest::Create { path: p.into(), block_size, mode: o.mode, uid: o.uid, gid: o.gid, overwrite };
+        let req = MasterRequest::Create {
+            path: p.into(),
+            block_size,
+            mode: o.mode,
+            uid: o.uid,
+            gid: o.gid,
+            overwrite,
+            complete: false,
+        };
         let attr = self.call_attr(req).await?;
         Ok(FileWriter::new(self.clone(), attr))
+    }
+
+    /// Creates an empty, complete file in one journal entry (no writer).
+    pub async fn create_empty_as(&self, p: &str, block_size: u64, o: Owner) -> Result<Attr, ClientError> {
+        path::components(p)?;
+        let req = MasterRequest::Create {
+            path: p.into(),
+            block_size,
+            mode: o.mode,
+            uid: o.uid,
+            gid: o.gid,
+            overwrite: false,
+            complete: true,
+        };
+        self.call_attr(req).await
     }
 
     /// Opens a complete file for reading.

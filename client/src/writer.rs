@@ -73,6 +73,20 @@ impl FileWriter {
         Ok(())
     }
 
+    /// Writes the last block, then seals this (detached) file and moves its
+    /// content into file `to` in one journal entry (see `SwapContent`).
+    pub async fn close_into(mut self, to: InodeId) -> Result<(), ClientError> {
+        if !self.buf.is_empty() {
+            self.send_block().await?;
+        }
+        self.wait_in_flight().await?;
+        let req = MasterRequest::SwapContent { from: self.attr.inode, to, length: Some(self.length) };
+        match self.client.call(req).await? {
+            MasterResponse::Done => Ok(()),
+            other => Err(ClientError::unexpected(other)),
+        }
+    }
+
     /// Writes the last block and seals the file.
     pub async fn close(mut self) -> Result<Attr, ClientError> {
         if !self.buf.is_empty() {

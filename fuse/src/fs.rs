@@ -489,12 +489,7 @@ impl StrataFs {
     ) -> FsResult<(FileAttr, u64)> {
         let path = self.child_path(parent, name)?;
         let owner = Owner { mode: mode & 0o7777, uid, gid };
-        let a = self
-            .block_on(async {
-                let w = self.client.create_as(&path, false, self.cfg.block_size, owner).await?;
-                w.close().await
-            })
-            .map_err(|e| errno(&e))?;
+        let a = self.block_on(self.client.create_empty_as(&path, self.cfg.block_size, owner)).map_err(|e| errno(&e))?;
         self.remember(path, &a);
         let fa = self.observe(&a);
         let s = self.new_staging()?;
@@ -636,8 +631,7 @@ impl StrataFs {
                 w.write(&buf[..n]).await?;
                 off += n as u64;
             }
-            let staged = w.close().await?;
-            self.client.swap_content(staged.inode, f.ino).await?;
+            w.close_into(f.ino).await?;
             self.client.stat(&self.path(f.ino).unwrap_or_default()).await
         })
         .map_err(|e| errno(&e))

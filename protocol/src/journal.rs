@@ -16,7 +16,17 @@ pub enum JournalEntry {
     Mkdir { path: String, recursive: bool, mode: u32, uid: u32, gid: u32, time_ms: i64 },
     /// Create an empty, incomplete file; with `overwrite` an existing file is
     /// replaced (its blocks are freed).
-    CreateFile { path: String, mode: u32, uid: u32, gid: u32, block_size: u64, overwrite: bool, time_ms: i64 },
+    /// With `complete` the file is created empty and sealed in one entry.
+    CreateFile {
+        path: String,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+        block_size: u64,
+        overwrite: bool,
+        complete: bool,
+        time_ms: i64,
+    },
     /// Allocate the next block of an incomplete file.
     AddBlock { inode: InodeId, time_ms: i64 },
     /// Seal a file at `length` bytes; every block but the last is full.
@@ -39,7 +49,8 @@ pub enum JournalEntry {
     /// Atomically give file `to` the blocks and length of the complete,
     /// detached file `from` (which disappears); `to` keeps its inode and
     /// name, its old blocks are freed.
-    SwapContent { from: InodeId, to: InodeId, time_ms: i64 },
+    /// With `length`, an incomplete `from` is sealed at that length in the same entry.
+    SwapContent { from: InodeId, to: InodeId, length: Option<u64>, time_ms: i64 },
 }
 
 /// What applying an entry produced. Errors are results too: an entry that

@@ -193,7 +193,7 @@ pub enum MasterRequest {
     /// Create a directory.
     Mkdir { path: String, recursive: bool, mode: u32, uid: u32, gid: u32 },
     /// Create a file for writing.
-    Create { path: String, block_size: u64, mode: u32, uid: u32, gid: u32, overwrite: bool },
+    Create { path: String, block_size: u64, mode: u32, uid: u32, gid: u32, overwrite: bool, complete: bool },
     /// Allocate the next block of a file being written; the reply names the workers to write it to.
     AddBlock { inode: InodeId, client_host: String },
     /// Seal a file.
@@ -213,7 +213,7 @@ pub enum MasterRequest {
     /// Create an unnamed file to stage new content for an existing one.
     CreateDetached { block_size: u64, mode: u32, uid: u32, gid: u32 },
     /// Replace file `to`'s content with detached file `from`'s.
-    SwapContent { from: InodeId, to: InodeId },
+    SwapContent { from: InodeId, to: InodeId, length: Option<u64> },
     /// Attributes of a path (symlinks not followed).
     Stat { path: String },
     /// Directory listing (or the entry itself for a file).

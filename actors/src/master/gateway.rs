@@ -192,7 +192,7 @@ async fn handle(req: MasterRequest) -> Result<MasterResponse, ErrorInfo> {
             check_path(&path)?;
             attr_of(propose(JournalEntry::Mkdir { path, recursive, mode, uid, gid, time_ms: t }).await?)
         }
-        MasterRequest::Create { path, block_size, mode, uid, gid, overwrite } => {
+        MasterRequest::Create { path, block_size, mode, uid, gid, overwrite, complete } => {
             check_path(&path)?;
             if !(MIN_BLOCK_SIZE..=MAX_BLOCK_SIZE).contains(&block_size) {
                 return Ok(err(
@@ -200,7 +200,18 @@ async fn handle(req: MasterRequest) -> Result<MasterResponse, ErrorInfo> {
                     format!("block size {block_size} is outside {MIN_BLOCK_SIZE}..={MAX_BLOCK_SIZE}"),
                 ));
             }
-            match propose(JournalEntry::CreateFile { path, mode, uid, gid, block_size, overwrite, time_ms: t }).await? {
+            match propose(JournalEntry::CreateFile {
+                path,
+                mode,
+                uid,
+                gid,
+                block_size,
+                overwrite,
+                complete,
+                time_ms: t,
+            })
+            .await?
+            {
                 ApplyResult::Created { attr, freed } => {
                     free(freed);
                     MasterResponse::Attr(attr)
@@ -257,8 +268,8 @@ async fn handle(req: MasterRequest) -> Result<MasterResponse, ErrorInfo> {
             }
             attr_of(propose(JournalEntry::CreateDetached { mode, uid, gid, block_size, time_ms: t }).await?)
         }
-        MasterRequest::SwapContent { from, to } => {
-            freed_of(propose(JournalEntry::SwapContent { from, to, time_ms: t }).await?)
+        MasterRequest::SwapContent { from, to, length } => {
+            freed_of(propose(JournalEntry::SwapContent { from, to, length, time_ms: t }).await?)
         }
         MasterRequest::Stat { path } => {
             check_path(&path)?;

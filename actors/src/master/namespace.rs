@@ -304,6 +304,16 @@ impl Namespace {
     }
 }
 
+/// Whether a file of `n` blocks of `bs` bytes can be `length` long (every
+/// block but the last full).
+fn length_fits(n: u64, bs: u64, length: u64) -> bool {
+    if n == 0 {
+        length == 0
+    } else {
+        (n - 1) * bs < length && length <= n * bs
+    }
+}
+
 fn new_attr(inode: InodeId, file_type: FileType, mode: u32, uid: u32, gid: u32, time_ms: i64) -> Attr {
     Attr {
         inode,
@@ -463,7 +473,7 @@ impl Tx<'_> {
                 }
                 Ok(ApplyResult::Attr(cur.attr))
             }
-            JournalEntry::CreateFile { path: p, mode, uid, gid, block_size, overwrite, time_ms } => {
+            JournalEntry::CreateFile { path: p, mode, uid, gid, block_size, overwrite, complete, time_ms } => {
                 let comps = path::components(p)?;
                 let (parent, name) = self.ns.resolve_parent(&comps, p)?;
                 let mut freed = Vec::new();
@@ -478,6 +488,7 @@ impl Tx<'_> {
                 let id = self.next_inode();
                 let mut attr = new_attr(id, FileType::File, *mode, *uid, *gid, *time_ms);
                 attr.block_size = *block_size;
+                attr.complete = *complete;
                 let rec = InodeRecord { attr, blocks: vec![] };
                 self.put_edge(parent.attr.inode, name, id);
                 self.put_inode(&rec);
@@ -499,7 +510,7 @@ impl Tx<'_> {
                 let mut rec = self.open_for_write(*inode)?;
                 let n = rec.blocks.len() as u64;
                 let bs = rec.attr.block_size;
-                let fits = if n == 0 { *length == 0 } else { (n - 1) * bs < *length && *length <= n * bs };
+                let fits = length_fits(n, bs, *length);
                 if !fits {
                     return Err(ns(
                         ErrorCode::InvalidArgument,
@@ -596,8 +607,8 @@ impl Tx<'_> {
                 self.put_inode(&rec);
                 Ok(ApplyResult::Created { attr: rec.attr, freed: vec![] })
             }
-            JournalEntry::SwapContent { from, to, time_ms } => {
-                let src = self
+            JournalEntry::SwapContent { from, to, length, time_ms } => {
+                let mut src = self
                     .ns
                     .inode(*from)?
                     .ok_or_else(|| ns(ErrorCode::NotFound, format!("inode {from} does not exist")))?;
@@ -605,6 +616,16 @@ impl Tx<'_> {
                     self.ns.inode(*to)?.ok_or_else(|| ns(ErrorCode::NotFound, format!("inode {to} does not exist")))?;
                 if src.attr.file_type != FileType::File || dst.attr.file_type != FileType::File {
                     return Err(ns(ErrorCode::IsADirectory, "content can only move between files"));
+                }
+                if let (false, Some(l)) = (src.attr.complete, length) {
+                    if !length_fits(src.blocks.len() as u64, src.attr.block_size, *l) {
+                        return Err(ns(
+                            ErrorCode::InvalidArgument,
+                            format!("length {l} does not fit inode {from}'s blocks"),
+                        ));
+                    }
+                    src.attr.size = *l;
+                    src.attr.complete = true;
                 }
                 if !src.attr.complete || src.attr.nlink != 0 || from == to {
                     return Err(ns(ErrorCode::InvalidState, format!("inode {from} is not a complete detached file")));
@@ -747,7 +768,16 @@ mod tests {
     }
 
     fn create(p: &str, overwrite: bool) -> JournalEntry {
-        JournalEntry::CreateFile { path: p.into(), mode: 0o644, uid: 0, gid: 0, block_size: 10, overwrite, time_ms: 1 }
+        JournalEntry::CreateFile {
+            path: p.into(),
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            block_size: 10,
+            overwrite,
+            complete: false,
+            time_ms: 1,
+        }
     }
 
     #[test]
@@ -835,7 +865,7 @@ mod tests {
             panic!()
         };
         assert_eq!(
-            err(&ns, JournalEntry::SwapContent { from: t.inode, to: f.inode, time_ms: 5 }),
+            err(&ns, JournalEntry::SwapContent { from: t.inode, to: f.inode, length: None, time_ms: 5 }),
             ErrorCode::InvalidState
         );
         let ApplyResult::Block { block_id: new } = ok(&ns, JournalEntry::AddBlock { inode: t.inode, time_ms: 5 })
@@ -844,7 +874,7 @@ mod tests {
         };
         ok(&ns, JournalEntry::CompleteFile { inode: t.inode, length: 7, time_ms: 6 });
         assert_eq!(
-            ok(&ns, JournalEntry::SwapContent { from: t.inode, to: f.inode, time_ms: 7 }),
+            ok(&ns, JournalEntry::SwapContent { from: t.inode, to: f.inode, length: None, time_ms: 7 }),
             ApplyResult::Freed { blocks: vec![old] }
         );
         let r = ns.resolve("/f").unwrap();
@@ -852,6 +882,21 @@ mod tests {
         assert_eq!(ns.block_owner(new).unwrap(), Some(f.inode));
         assert_eq!(ns.block_owner(old).unwrap(), None);
         assert!(ns.inode(t.inode).unwrap().is_none());
+        // An incomplete detached file is sealed by the swap itself when given a length.
+        let ApplyResult::Created { attr: t2, .. } =
+            ok(&ns, JournalEntry::CreateDetached { mode: 0o644, uid: 0, gid: 0, block_size: 10, time_ms: 8 })
+        else {
+            panic!()
+        };
+        let ApplyResult::Block { block_id: b2 } = ok(&ns, JournalEntry::AddBlock { inode: t2.inode, time_ms: 8 })
+        else {
+            panic!()
+        };
+        let swap = |length| JournalEntry::SwapContent { from: t2.inode, to: f.inode, length, time_ms: 9 };
+        assert_eq!(err(&ns, swap(Some(11))), ErrorCode::InvalidArgument);
+        assert_eq!(ok(&ns, swap(Some(3))), ApplyResult::Freed { blocks: vec![new] });
+        let r = ns.resolve("/f").unwrap();
+        assert_eq!((r.attr.size, r.blocks.clone(), r.attr.complete), (3, vec![b2], true));
     }
 
     #[test]
