@@ -258,6 +258,23 @@ impl Client {
         block_size: u64,
         o: Owner,
     ) -> Result<FileWriter, ClientError> {
+        let attr = self.create_inode(p, overwrite, block_size, o, false).await?;
+        Ok(FileWriter::new(self.clone(), attr))
+    }
+
+    /// Creates an empty, complete file in one journal entry (no writer).
+    pub async fn create_empty_as(&self, p: &str, block_size: u64, o: Owner) -> Result<Attr, ClientError> {
+        self.create_inode(p, false, block_size, o, true).await
+    }
+
+    async fn create_inode(
+        &self,
+        p: &str,
+        overwrite: bool,
+        block_size: u64,
+        o: Owner,
+        complete: bool,
+    ) -> Result<Attr, ClientError> {
         path::components(p)?;
         let req = MasterRequest::Create {
             path: p.into(),
@@ -266,23 +283,7 @@ impl Client {
             uid: o.uid,
             gid: o.gid,
             overwrite,
-            complete: false,
-        };
-        let attr = self.call_attr(req).await?;
-        Ok(FileWriter::new(self.clone(), attr))
-    }
-
-    /// Creates an empty, complete file in one journal entry (no writer).
-    pub async fn create_empty_as(&self, p: &str, block_size: u64, o: Owner) -> Result<Attr, ClientError> {
-        path::components(p)?;
-        let req = MasterRequest::Create {
-            path: p.into(),
-            block_size,
-            mode: o.mode,
-            uid: o.uid,
-            gid: o.gid,
-            overwrite: false,
-            complete: true,
+            complete,
         };
         self.call_attr(req).await
     }
