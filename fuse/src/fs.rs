@@ -283,6 +283,7 @@ impl StrataFs {
                     let f = self.open_file(ino, true);
                     self.with_staging(&f, |s| s.file.set_len(size).map_err(io_err))?;
                     let r = self.publish(&f);
+                    drop(f);
                     self.forget_staging_if_unused(ino);
                     r?;
                 }
@@ -451,15 +452,20 @@ impl StrataFs {
     }
 
     /// Drops the inode's staging once no handle uses it.
+    /// Callers drop their own `OpenFile` first: a handle that holds the
+    /// staging (even one still being opened, not yet in `files`) keeps it.
     fn forget_staging_if_unused(&self, ino: u64) {
-        if self.files.lock().values().any(|o| o.ino == ino) {
+        let mut staged = self.staged.lock();
+        let in_use = staged.get(&ino).is_some_and(|shared| Arc::strong_count(shared) > 1);
+        if in_use || self.files.lock().values().any(|o| o.ino == ino) {
             return;
         }
-        if let Some(shared) = self.staged.lock().remove(&ino) {
+        if let Some(shared) = staged.remove(&ino) {
             if let Some(s) = shared.lock().take() {
                 let _ = std::fs::remove_file(&s.path);
             }
         }
+        drop(staged);
         self.orphans.lock().remove(&ino);
     }
 
@@ -657,7 +663,9 @@ impl StrataFs {
     pub fn release(&self, fh: u64) -> FsResult<()> {
         let Some(f) = self.files.lock().remove(&fh) else { return Ok(()) };
         let r = self.publish(&f);
-        self.forget_staging_if_unused(f.ino);
+        let ino = f.ino;
+        drop(f);
+        self.forget_staging_if_unused(ino);
         r
     }
 
