@@ -102,7 +102,14 @@ pub struct WorkerManagerState {
     workers: HashMap<WorkerId, WorkerEntry>,
     locations: HashMap<BlockId, HashSet<WorkerId>>,
     next_rr: usize,
+    /// Recently freed blocks (ids are never reused): a late "added" report
+    /// or commit of one of them must not bring its location back.
+    freed: HashSet<BlockId>,
+    freed_order: std::collections::VecDeque<BlockId>,
 }
+
+/// How many freed block ids are remembered.
+const FREED_MEMORY: usize = 1 << 20;
 
 impl WorkerManagerState {
     fn add_location(&mut self, worker: WorkerId, block: BlockId) {
@@ -148,7 +155,14 @@ impl Actor for WorkerManager {
     ) -> Result<Self::State, ActorProcessingErr> {
         ractor::pg::join(GROUP.to_string(), vec![myself.get_cell()]);
         myself.send_interval(Duration::from_millis(500), || WorkerManagerMsg::Tick);
-        Ok(WorkerManagerState { args, workers: HashMap::new(), locations: HashMap::new(), next_rr: 0 })
+        Ok(WorkerManagerState {
+            args,
+            workers: HashMap::new(),
+            locations: HashMap::new(),
+            next_rr: 0,
+            freed: HashSet::new(),
+            freed_order: std::collections::VecDeque::new(),
+        })
     }
 
     async fn handle(
@@ -204,7 +218,9 @@ impl Actor for WorkerManager {
                     st.remove_location(hb.worker_id, b);
                 }
                 for b in hb.added {
-                    st.add_location(hb.worker_id, b);
+                    if !st.freed.contains(&b) {
+                        st.add_location(hb.worker_id, b);
+                    }
                 }
                 // A worker that was declared lost had its locations dropped: it must report them again.
                 let _ = reply.send(Wire(HeartbeatReply { reregister: was_lost, remove_blocks }));
@@ -212,6 +228,10 @@ impl Actor for WorkerManager {
             WorkerManagerMsg::CommitBlock(Wire(c), reply) => {
                 if !st.workers.contains_key(&c.worker_id) {
                     let _ = reply.send(Wire(CommitReply::UnknownWorker));
+                    return Ok(());
+                }
+                if st.freed.contains(&c.block_id) {
+                    let _ = reply.send(Wire(CommitReply::Orphan));
                     return Ok(());
                 }
                 st.add_location(c.worker_id, c.block_id);
@@ -255,6 +275,16 @@ impl Actor for WorkerManager {
                 let _ = reply.send(Wire(Placement(live.into_iter().map(|w| w.addr.clone()).collect())));
             }
             WorkerManagerMsg::Free(Wire(blocks)) => {
+                for b in &blocks.0 {
+                    if st.freed.insert(*b) {
+                        st.freed_order.push_back(*b);
+                        if st.freed_order.len() > FREED_MEMORY {
+                            if let Some(old) = st.freed_order.pop_front() {
+                                st.freed.remove(&old);
+                            }
+                        }
+                    }
+                }
                 for b in blocks.0 {
                     if let Some(ws) = st.locations.remove(&b) {
                         for w in ws {
