@@ -33,3 +33,10 @@ if [ "${STRATA_SKIP_TOOLS:-0}" != 1 ]; then
   install_tool pjdfstest 0.2.2
   install_tool fsx 0.3.2
 fi
+
+# A real S3 server on loopback for the UFS tests: moto's server (PyPI).
+if [ "${STRATA_SKIP_TOOLS:-0}" != 1 ] && ! command -v moto_server >/dev/null 2>&1; then
+  echo "installing moto[server] (pip)" >&2
+  python3 -m pip install --quiet 'moto[server]' 2>/dev/null \
+    || python3 -m pip install --quiet --break-system-packages 'moto[server]'
+fi

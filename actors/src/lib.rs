@@ -4,9 +4,11 @@
 //! - [`worker`]: worker registration and heartbeats, storage tiers, data server.
 //! - [`supervisor`]: the root supervisor of a node.
 //! - [`mesh`]: the ractor_cluster mesh between server nodes.
+//! - [`ufs`]: under-file-systems through OpenDAL.
 
 pub mod master;
 pub mod mesh;
 pub mod net;
 pub mod supervisor;
+pub mod ufs;
 pub mod worker;

@@ -3,6 +3,8 @@
 //! (SIGSTOP), continue, restart it. Every process is killed when its handle
 //! drops, so a failing test never leaves nodes behind.
 
+pub mod s3;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -30,7 +32,8 @@ pub struct Node {
     rx: Option<mpsc::Receiver<String>>,
 }
 
-fn send_signal(pid: u32, sig: libc::c_int) -> Result<()> {
+/// Sends a signal to a process.
+pub fn signal(pid: u32, sig: libc::c_int) -> Result<()> {
     // `kill` via the libc binding is the one place we need it; the command
     // line tool keeps this crate free of unsafe.
     let name = match sig {
@@ -160,7 +163,7 @@ impl Node {
         let Some(mut c) = self.child.take() else {
             return true;
         };
-        let _ = send_signal(c.id(), libc::SIGTERM);
+        let _ = signal(c.id(), libc::SIGTERM);
         let deadline = Instant::now() + grace;
         loop {
             if let Ok(Some(st)) = c.try_wait() {
@@ -177,12 +180,12 @@ impl Node {
 
     /// SIGSTOP.
     pub fn pause(&self) -> Result<()> {
-        send_signal(self.pid().context("not running")?, libc::SIGSTOP)
+        signal(self.pid().context("not running")?, libc::SIGSTOP)
     }
 
     /// SIGCONT.
     pub fn resume(&self) -> Result<()> {
-        send_signal(self.pid().context("not running")?, libc::SIGCONT)
+        signal(self.pid().context("not running")?, libc::SIGCONT)
     }
 
     /// Starts the process again without waiting for its ready line (see

@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 use strata_protocol::frame::{read_frame, write_frame, FrameKind, ReadFrameError};
-use strata_protocol::messages::{DataRequest, DataResponse, WorkerAddr};
+use strata_protocol::messages::{BlockLocation, DataRequest, DataResponse, WorkerAddr};
+use strata_protocol::ufs::UfsSource;
 use strata_protocol::{BlockId, ErrorCode, ErrorInfo};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -15,7 +16,8 @@ use crate::ClientError;
 const MAX_RESPONSE_FRAME: u32 = 64 * 1024;
 const IDLE_PER_WORKER: usize = 8;
 
-pub(crate) struct DataPool {
+/// Pooled connections to workers' data ports.
+pub struct DataPool {
     idle: Mutex<HashMap<String, Vec<TcpStream>>>,
     timeout: Duration,
 }
@@ -25,7 +27,8 @@ fn key(w: &WorkerAddr) -> String {
 }
 
 impl DataPool {
-    pub(crate) fn new(timeout: Duration) -> Self {
+    /// A pool whose requests time out after `timeout`.
+    pub fn new(timeout: Duration) -> Self {
         DataPool { idle: Mutex::new(HashMap::new()), timeout }
     }
 
@@ -60,7 +63,7 @@ impl DataPool {
     }
 
     /// Writes a whole block to one worker.
-    pub(crate) async fn write_block(&self, w: &WorkerAddr, block_id: BlockId, data: &[u8]) -> Result<(), ClientError> {
+    pub async fn write_block(&self, w: &WorkerAddr, block_id: BlockId, data: &[u8]) -> Result<(), ClientError> {
         let addr = key(w);
         let mut s = self.take(&addr).await?;
         let fut = async {
@@ -89,17 +92,48 @@ impl DataPool {
     }
 
     /// Reads a range of a block from one worker.
-    pub(crate) async fn read_block(
+    pub async fn read_block(
         &self,
         w: &WorkerAddr,
         block_id: BlockId,
         offset: u64,
         length: u64,
     ) -> Result<Vec<u8>, ClientError> {
+        self.read(w, block_id, DataRequest::Read { block_id, offset, length }, length).await
+    }
+
+    /// Reads a range of a block only the UFS has, through worker `w`, which
+    /// fetches (and, as the read type says, keeps) the whole block. A
+    /// `length` of 0 only warms the block.
+    pub async fn read_ufs(
+        &self,
+        w: &WorkerAddr,
+        block: &BlockLocation,
+        offset: u64,
+        length: u64,
+        source: &UfsSource,
+    ) -> Result<Vec<u8>, ClientError> {
+        let req = DataRequest::ReadUfs {
+            block_id: block.block_id,
+            offset,
+            length,
+            block_offset: block.offset,
+            block_length: block.length,
+            source: source.clone(),
+        };
+        self.read(w, block.block_id, req, length).await
+    }
+
+    async fn read(
+        &self,
+        w: &WorkerAddr,
+        block_id: BlockId,
+        req: DataRequest,
+        length: u64,
+    ) -> Result<Vec<u8>, ClientError> {
         let addr = key(w);
         let mut s = self.take(&addr).await?;
         let fut = async {
-            let req = DataRequest::Read { block_id, offset, length };
             write_frame(&mut s, FrameKind::Request, &req)
                 .await
                 .map_err(|e| ClientError::Disconnected { addr: addr.clone(), reason: e.to_string() })?;

@@ -13,7 +13,7 @@
 //! # Ok(()) }
 //! ```
 
-mod data;
+pub mod data;
 mod error;
 mod master;
 mod reader;
@@ -25,6 +25,7 @@ use std::time::Duration;
 pub use error::ClientError;
 pub use reader::FileReader;
 pub use strata_protocol::messages::{Attr, ClusterReport, DirEntry, FileBlocks, FileType, SetAttrs};
+pub use strata_protocol::ufs::{MountInfo, MountOptions, ReadType, UfsSpec, WriteType};
 pub use strata_protocol::{ErrorCode, ErrorInfo};
 pub use writer::FileWriter;
 
@@ -211,18 +212,64 @@ impl Client {
         self.create_as(p, overwrite, block_size, self.owner(0o644)).await
     }
 
-    /// Creates an unnamed file whose content will replace an existing
-    /// file's with [`Client::swap_content`] (keeps the target's inode).
-    pub async fn create_detached(&self, block_size: u64) -> Result<FileWriter, ClientError> {
+    /// Creates an unnamed file whose content will replace that of the file
+    /// at `target` with [`FileWriter::close_into`] (keeps its inode).
+    pub async fn create_detached(&self, block_size: u64, target: &str) -> Result<FileWriter, ClientError> {
         let c = &self.inner.cfg;
         let attr =
             self.call_attr(MasterRequest::CreateDetached { block_size, mode: 0o644, uid: c.uid, gid: c.gid }).await?;
-        Ok(FileWriter::new(self.clone(), attr))
+        Ok(FileWriter::new(self.clone(), target.to_string(), attr))
     }
 
-    /// Atomically moves the content of the closed detached file `from` into file `to`.
-    pub async fn swap_content(&self, from: u64, to: u64) -> Result<(), ClientError> {
-        self.call_done(MasterRequest::SwapContent { from, to, length: None }).await
+    /// Atomically moves the content of the closed detached file `from` into
+    /// file `to` at `path`.
+    pub async fn swap_content(&self, from: u64, to: u64, path: &str) -> Result<(), ClientError> {
+        self.call_done(MasterRequest::SwapContent { from, to, length: None, path: path.into() }).await
+    }
+
+    /// Mounts a UFS at `info.path`.
+    pub async fn mount(&self, info: MountInfo) -> Result<(), ClientError> {
+        path::components(&info.path)?;
+        self.call_done(MasterRequest::Mount { info }).await
+    }
+
+    /// Removes the mount at `p` and its cached subtree (the UFS is untouched).
+    pub async fn unmount(&self, p: &str) -> Result<(), ClientError> {
+        path::components(p)?;
+        self.call_done(MasterRequest::Unmount { path: p.into() }).await
+    }
+
+    /// The mount table (secret options shown as `***`).
+    pub async fn mounts(&self) -> Result<Vec<MountInfo>, ClientError> {
+        match self.call(MasterRequest::Mounts).await? {
+            MasterResponse::Mounts(m) => Ok(m),
+            other => Err(ClientError::unexpected(other)),
+        }
+    }
+
+    /// Persists every file under `p` to its UFS now.
+    pub async fn persist(&self, p: &str) -> Result<(), ClientError> {
+        path::components(p)?;
+        self.call_done(MasterRequest::Persist { path: p.into() }).await
+    }
+
+    /// Drops the cached copies of persisted files under `p`.
+    pub async fn free(&self, p: &str) -> Result<(), ClientError> {
+        path::components(p)?;
+        self.call_done(MasterRequest::Free { path: p.into() }).await
+    }
+
+    /// Warms the cache with every block of the file at `p` that only the
+    /// UFS has; returns the bytes fetched.
+    pub async fn load_file(&self, p: &str) -> Result<u64, ClientError> {
+        let fb = self.blocks(p).await?;
+        let Some(src) = fb.ufs.as_ref() else { return Ok(0) };
+        let mut n = 0;
+        for b in fb.blocks.iter().filter(|b| b.from_ufs) {
+            reader::fetch(self, p, b.clone(), 0, 0, Some(src)).await?;
+            n += b.length;
+        }
+        Ok(n)
     }
 
     /// Creates a directory with a given mode and owner.
@@ -259,7 +306,7 @@ impl Client {
         o: Owner,
     ) -> Result<FileWriter, ClientError> {
         let attr = self.create_inode(p, overwrite, block_size, o, false).await?;
-        Ok(FileWriter::new(self.clone(), attr))
+        Ok(FileWriter::new(self.clone(), p.to_string(), attr))
     }
 
     /// Creates an empty, complete file in one journal entry (no writer).

@@ -3,6 +3,7 @@
 //! prefetched while it consumes the current one (read-ahead).
 
 use strata_protocol::messages::{BlockLocation, FileBlocks};
+use strata_protocol::ufs::UfsSource;
 use strata_protocol::{ErrorCode, ErrorInfo};
 use tokio::task::JoinHandle;
 
@@ -60,7 +61,8 @@ impl FileReader {
         let (block, in_block, len) = self.chunk_at(off, self.client.inner.cfg.read_chunk_bytes)?;
         let client = self.client.clone();
         let path = self.path.clone();
-        Some((off, tokio::spawn(async move { fetch(&client, &path, block, in_block, len).await })))
+        let ufs = self.file.ufs.clone();
+        Some((off, tokio::spawn(async move { fetch(&client, &path, block, in_block, len, ufs.as_ref()).await })))
     }
 
     /// Reads up to `buf.len()` bytes at the current position; 0 at the end.
@@ -92,7 +94,7 @@ impl FileReader {
                             format!("no block covers offset {chunk_start}"),
                         ))
                     })?;
-                    fetch(&self.client, &self.path, block, in_block, len).await?
+                    fetch(&self.client, &self.path, block, in_block, len, self.file.ufs.as_ref()).await?
                 }
             };
             let next = chunk_start + data.len() as u64;
@@ -119,24 +121,31 @@ impl Drop for FileReader {
     }
 }
 
-/// Fetches a range of a block from its workers, refreshing locations once
-/// if none of the known ones has it.
-async fn fetch(
+/// Fetches a range of a block from its workers (through a worker from the
+/// UFS when no worker has it), refreshing locations once if none of the
+/// known ones answers.
+pub(crate) async fn fetch(
     client: &Client,
     path: &str,
     block: BlockLocation,
     offset: u64,
     len: u64,
+    ufs: Option<&UfsSource>,
 ) -> Result<Vec<u8>, ClientError> {
-    let mut workers = block.workers.clone();
+    let mut block = block;
+    let mut ufs = ufs.cloned();
     let mut refreshed = false;
     loop {
         let mut last = None;
-        for w in &workers {
-            match client.inner.data.read_block(w, block.block_id, offset, len).await {
+        for w in &block.workers {
+            let r = match (&ufs, block.from_ufs) {
+                (Some(src), true) => client.inner.data.read_ufs(w, &block, offset, len, src).await,
+                _ => client.inner.data.read_block(w, block.block_id, offset, len).await,
+            };
+            match r {
                 Ok(data) => return Ok(data),
                 // Corruption is reported, never papered over by another copy silently.
-                Err(e) if e.code() == ErrorCode::ChecksumMismatch && workers.len() == 1 => return Err(e),
+                Err(e) if e.code() == ErrorCode::ChecksumMismatch && block.workers.len() == 1 => return Err(e),
                 Err(e) => {
                     tracing::debug!(worker = w.worker_id, error = %e, "block read failed");
                     last = Some(e);
@@ -158,7 +167,10 @@ async fn fetch(
         }
         refreshed = true;
         let fresh = client.blocks(path).await?;
-        workers =
-            fresh.blocks.iter().find(|b| b.block_id == block.block_id).map(|b| b.workers.clone()).unwrap_or_default();
+        match fresh.blocks.iter().find(|b| b.block_id == block.block_id) {
+            Some(b) => block = b.clone(),
+            None => block.workers.clear(),
+        }
+        ufs = fresh.ufs;
     }
 }

@@ -14,6 +14,8 @@ use crate::{Client, ClientError};
 /// an incomplete file that readers refuse.
 pub struct FileWriter {
     client: Client,
+    /// The file's path (empty for a detached file until `close_into`).
+    path: String,
     attr: Attr,
     buf: Vec<u8>,
     length: u64,
@@ -21,9 +23,9 @@ pub struct FileWriter {
 }
 
 impl FileWriter {
-    pub(crate) fn new(client: Client, attr: Attr) -> Self {
+    pub(crate) fn new(client: Client, path: String, attr: Attr) -> Self {
         let cap = attr.block_size.min(64 << 20) as usize;
-        FileWriter { client, attr, buf: Vec::with_capacity(cap), length: 0, in_flight: None }
+        FileWriter { client, path, attr, buf: Vec::with_capacity(cap), length: 0, in_flight: None }
     }
 
     /// The file's inode.
@@ -69,18 +71,21 @@ impl FileWriter {
         let data = Arc::new(std::mem::replace(&mut self.buf, Vec::with_capacity(cap)));
         let client = self.client.clone();
         let inode = self.attr.inode;
-        self.in_flight = Some(tokio::spawn(async move { write_block(&client, inode, data).await }));
+        let path = self.path.clone();
+        self.in_flight = Some(tokio::spawn(async move { write_block(&client, inode, &path, data).await }));
         Ok(())
     }
 
     /// Writes the last block, then seals this (detached) file and moves its
-    /// content into file `to` in one journal entry (see `SwapContent`).
-    pub async fn close_into(mut self, to: InodeId) -> Result<(), ClientError> {
+    /// content into file `to`, named `path`, in one journal entry (see
+    /// `SwapContent`); under a mount, `path`'s write type applies.
+    pub async fn close_into(mut self, to: InodeId, path: &str) -> Result<(), ClientError> {
         if !self.buf.is_empty() {
             self.send_block().await?;
         }
         self.wait_in_flight().await?;
-        let req = MasterRequest::SwapContent { from: self.attr.inode, to, length: Some(self.length) };
+        let req =
+            MasterRequest::SwapContent { from: self.attr.inode, to, length: Some(self.length), path: path.to_string() };
         match self.client.call(req).await? {
             MasterResponse::Done => Ok(()),
             other => Err(ClientError::unexpected(other)),
@@ -93,28 +98,42 @@ impl FileWriter {
             self.send_block().await?;
         }
         self.wait_in_flight().await?;
-        match self.client.call(MasterRequest::Complete { inode: self.attr.inode, length: self.length }).await? {
+        let req = MasterRequest::Complete { inode: self.attr.inode, length: self.length, path: self.path.clone() };
+        match self.client.call(req).await? {
             MasterResponse::Attr(a) => Ok(a),
             other => Err(ClientError::unexpected(other)),
         }
     }
 }
 
-async fn write_block(client: &Client, inode: InodeId, data: Arc<Vec<u8>>) -> Result<(), ClientError> {
+/// Allocates the next block and writes it to as many of the offered
+/// workers as the master asks for (two for async-through data), trying the
+/// next worker when one fails. One copy suffices if no second worker is live.
+async fn write_block(client: &Client, inode: InodeId, path: &str, data: Arc<Vec<u8>>) -> Result<(), ClientError> {
     let host = client.inner.cfg.client_host.clone();
-    let loc = match client.call(MasterRequest::AddBlock { inode, client_host: host }).await? {
-        MasterResponse::Block(b) => b,
+    let req = MasterRequest::AddBlock { inode, client_host: host, path: path.to_string() };
+    let (loc, copies) = match client.call(req).await? {
+        MasterResponse::NewBlock { block, copies } => (block, copies.max(1) as usize),
         other => return Err(ClientError::unexpected(other)),
     };
     let mut last = None;
+    let mut written = 0;
     for w in &loc.workers {
         match client.inner.data.write_block(w, loc.block_id, &data).await {
-            Ok(()) => return Ok(()),
+            Ok(()) => {
+                written += 1;
+                if written == copies {
+                    return Ok(());
+                }
+            }
             Err(e) => {
                 tracing::debug!(worker = w.worker_id, error = %e, "block write failed; trying the next worker");
                 last = Some(e);
             }
         }
+    }
+    if written > 0 {
+        return Ok(());
     }
     Err(last.unwrap_or_else(|| ClientError::Remote(ErrorInfo::new(ErrorCode::NoWorkers, "no worker to write to"))))
 }

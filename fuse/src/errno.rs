@@ -17,6 +17,9 @@ pub fn errno(e: &ClientError) -> Errno {
         ErrorCode::Timeout => Errno::ETIMEDOUT,
         ErrorCode::InvalidState => Errno::EBUSY,
         ErrorCode::NotLeader | ErrorCode::Unavailable => Errno::EAGAIN,
-        ErrorCode::ChecksumMismatch | ErrorCode::Io | ErrorCode::Protocol | ErrorCode::Internal => Errno::EIO,
+        ErrorCode::CrossMount => Errno::EXDEV,
+        ErrorCode::ChecksumMismatch | ErrorCode::Io | ErrorCode::Protocol | ErrorCode::Internal | ErrorCode::Ufs => {
+            Errno::EIO
+        }
     }
 }

@@ -627,8 +627,9 @@ impl StrataFs {
         let Some(s) = guard.as_mut().filter(|s| s.dirty) else { return Ok(()) };
         let len = s.file.metadata().map_err(io_err)?.len();
         let file = &s.file;
+        let path = self.path(f.ino).unwrap_or_default();
         self.block_on(async {
-            let mut w = self.client.create_detached(self.cfg.block_size).await?;
+            let mut w = self.client.create_detached(self.cfg.block_size, &path).await?;
             let mut buf = vec![0u8; 8 << 20];
             let mut off = 0u64;
             while off < len {
@@ -637,8 +638,8 @@ impl StrataFs {
                 w.write(&buf[..n]).await?;
                 off += n as u64;
             }
-            w.close_into(f.ino).await?;
-            self.client.stat(&self.path(f.ino).unwrap_or_default()).await
+            w.close_into(f.ino, &path).await?;
+            self.client.stat(&path).await
         })
         .map_err(|e| errno(&e))
         .map(|a| {

@@ -34,6 +34,59 @@ pub enum Command {
     Fs(FsArgs),
     /// Workers, capacity per tier, block counts, masters.
     Report(ReportArgs),
+    /// Mount a UFS (`s3://bucket/prefix`, `file:///dir`) into the namespace;
+    /// without arguments, list the mounts.
+    Mount(MountArgs),
+    /// Remove a mount and its cached data from the namespace (the UFS keeps its data).
+    Unmount(PathArgs),
+    /// Warm the cache with a file or tree from its UFS (progress bar).
+    Load(PathArgs),
+    /// Drop cached copies of persisted files (the UFS keeps the data).
+    Free(PathArgs),
+    /// Write files not yet in their UFS to it now.
+    Persist(PathArgs),
+}
+
+/// `strata mount`.
+#[derive(Args, Debug)]
+pub struct MountArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// Namespace path to mount at (created if missing; must be empty).
+    pub path: Option<String>,
+    /// UFS URI: `s3://bucket/prefix`, `file:///dir`, or another OpenDAL `scheme://...`.
+    pub uri: Option<String>,
+    /// cache | through | cache-through | async-through.
+    #[arg(long, default_value = "cache-through")]
+    pub write_type: String,
+    /// cache | cache-promote | no-cache.
+    #[arg(long, default_value = "cache")]
+    pub read_type: String,
+    /// Metadata sync: `never`, `always`, or an interval (`30s`, `5m`).
+    #[arg(long, default_value = "never")]
+    pub sync: String,
+    /// Block size of files loaded from the UFS.
+    #[arg(long, value_parser = config::parse_size, default_value = "64MiB")]
+    pub block_size: u64,
+    /// Copies of async-through blocks kept on workers until persisted.
+    #[arg(long, default_value_t = 2)]
+    pub replicas: u32,
+    /// Backend option `KEY=VALUE` (repeat): endpoint, region, access_key_id,
+    /// secret_access_key, … (see OpenDAL's service docs).
+    #[arg(long = "option", short = 'o')]
+    pub options: Vec<String>,
+    /// Machine-readable listing.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// A command on one path.
+#[derive(Args, Debug)]
+pub struct PathArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// Path.
+    pub path: String,
 }
 
 impl Command {
@@ -334,5 +387,10 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Fuse(a) => crate::server::run_fuse(&cfg, a).await,
         Command::Fs(a) => crate::fs_cmd::run(&cfg, &a.client, a.cmd).await,
         Command::Report(a) => crate::fs_cmd::report(&cfg, &a.client, a.json).await,
+        Command::Mount(a) => crate::fs_cmd::mount(&cfg, a).await,
+        Command::Unmount(a) => crate::fs_cmd::unmount(&cfg, a).await,
+        Command::Load(a) => crate::fs_cmd::load(&cfg, a).await,
+        Command::Free(a) => crate::fs_cmd::free(&cfg, a).await,
+        Command::Persist(a) => crate::fs_cmd::persist(&cfg, a).await,
     }
 }

@@ -238,3 +238,143 @@ pub async fn report(cfg: &Config, args: &ClientArgs, json: bool) -> Result<()> {
     }
     Ok(())
 }
+
+/// `strata mount [PATH URI ...]`.
+pub async fn mount(cfg: &Config, a: crate::cli::MountArgs) -> Result<()> {
+    use strata_client::{MountInfo, MountOptions, UfsSpec};
+    let client = connect(cfg, &a.client).await?;
+    let (Some(path), Some(uri)) = (a.path, a.uri) else {
+        let mounts = client.mounts().await?;
+        if a.json {
+            println!("{}", serde_json::to_string_pretty(&mounts)?);
+            return Ok(());
+        }
+        for m in mounts {
+            let sync = match m.options.sync_interval_ms {
+                i if i < 0 => "never".to_string(),
+                0 => "always".to_string(),
+                i => humantime::format_duration(Duration::from_millis(i as u64)).to_string(),
+            };
+            let opts: Vec<String> = m.spec.options.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            println!(
+                "{} on {} write={} read={} sync={} block={} replicas={} {}",
+                m.spec.uri,
+                m.path,
+                m.options.write_type,
+                m.options.read_type,
+                sync,
+                m.options.block_size,
+                m.options.replicas,
+                opts.join(",")
+            );
+        }
+        return Ok(());
+    };
+    let sync_interval_ms = match a.sync.as_str() {
+        "never" => -1,
+        "always" => 0,
+        s => humantime::parse_duration(s)
+            .with_context(|| format!("--sync {s:?}: use never, always or a duration like 30s"))?
+            .as_millis() as i64,
+    };
+    let mut options = Vec::new();
+    for o in &a.options {
+        let (k, v) = o.split_once('=').with_context(|| format!("--option {o:?}: expected KEY=VALUE"))?;
+        options.push((k.trim().to_string(), v.to_string()));
+    }
+    options.sort();
+    let info = MountInfo {
+        path: path.clone(),
+        spec: UfsSpec { uri: uri.clone(), options },
+        options: MountOptions {
+            write_type: a.write_type.parse().map_err(anyhow::Error::msg)?,
+            read_type: a.read_type.parse().map_err(anyhow::Error::msg)?,
+            sync_interval_ms,
+            block_size: a.block_size,
+            replicas: a.replicas.max(1),
+        },
+    };
+    client.mount(info).await.with_context(|| format!("mounting {uri} at {path}"))?;
+    println!("mounted {uri} at {path}");
+    Ok(())
+}
+
+/// `strata unmount PATH`.
+pub async fn unmount(cfg: &Config, a: crate::cli::PathArgs) -> Result<()> {
+    let client = connect(cfg, &a.client).await?;
+    client.unmount(&a.path).await.with_context(|| format!("unmounting {}", a.path))?;
+    println!("unmounted {}", a.path);
+    Ok(())
+}
+
+/// `strata free PATH`.
+pub async fn free(cfg: &Config, a: crate::cli::PathArgs) -> Result<()> {
+    let client = connect(cfg, &a.client).await?;
+    client.free(&a.path).await.with_context(|| format!("freeing {}", a.path))?;
+    Ok(())
+}
+
+/// `strata persist PATH`.
+pub async fn persist(cfg: &Config, a: crate::cli::PathArgs) -> Result<()> {
+    let client = connect(cfg, &a.client).await?;
+    client.persist(&a.path).await.with_context(|| format!("persisting {}", a.path))?;
+    Ok(())
+}
+
+/// Every file at or below `root` with its size.
+async fn files_under(client: &Client, root: &str) -> Result<Vec<(String, u64)>> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_string()];
+    while let Some(p) = stack.pop() {
+        let a = client.stat(&p).await.with_context(|| format!("stat {p}"))?;
+        match a.file_type {
+            FileType::File => out.push((p, a.size)),
+            FileType::Directory => {
+                for e in client.list(&p).await.with_context(|| format!("listing {p}"))? {
+                    let child = if p == "/" { format!("/{}", e.name) } else { format!("{p}/{}", e.name) };
+                    match e.attr.file_type {
+                        FileType::File => out.push((child, e.attr.size)),
+                        FileType::Directory => stack.push(child),
+                        _ => {}
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(out)
+}
+
+/// `strata load PATH`: fetches every uncached block, four files at a time.
+pub async fn load(cfg: &Config, a: crate::cli::PathArgs) -> Result<()> {
+    let client = connect(cfg, &a.client).await?;
+    let files = files_under(&client, &a.path).await?;
+    let total: u64 = files.iter().map(|f| f.1).sum();
+    let pb = bar(total, "load");
+    let started = std::time::Instant::now();
+    let sem = std::sync::Arc::new(tokio::sync::Semaphore::new(4));
+    let mut tasks = tokio::task::JoinSet::new();
+    for (p, size) in files.clone() {
+        let (client, pb, sem) = (client.clone(), pb.clone(), sem.clone());
+        tasks.spawn(async move {
+            let _permit = sem.acquire_owned().await;
+            let fetched = client.load_file(&p).await.with_context(|| format!("loading {p}"))?;
+            pb.inc(size);
+            Ok::<u64, anyhow::Error>(fetched)
+        });
+    }
+    let mut fetched = 0;
+    while let Some(r) = tasks.join_next().await {
+        fetched += r??;
+    }
+    pb.finish_and_clear();
+    let secs = started.elapsed().as_secs_f64().max(1e-6);
+    println!(
+        "loaded {} files, {} bytes fetched from the UFS in {:.2} s ({:.1} MiB/s)",
+        files.len(),
+        fetched,
+        secs,
+        fetched as f64 / secs / (1 << 20) as f64
+    );
+    Ok(())
+}

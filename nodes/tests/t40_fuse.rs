@@ -23,6 +23,21 @@ fn start_mounted(dir: &Path) -> (Node, std::path::PathBuf) {
     (node, mnt)
 }
 
+/// Asserts equal bytes; on a mismatch says where and shows the node's log.
+fn same(node: &Node, got: &[u8], want: &[u8], what: &str) {
+    if got == want {
+        return;
+    }
+    let first = got.iter().zip(want).position(|(a, b)| a != b);
+    let log = node.log();
+    let tail: String = log.lines().rev().take(40).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
+    panic!(
+        "{what}: got {} bytes, want {}; first differing byte at {first:?}\nnode log tail:\n{tail}",
+        got.len(),
+        want.len()
+    );
+}
+
 #[test]
 fn posix_operations_through_the_kernel() {
     let dir = tempfile::tempdir().unwrap();
@@ -31,7 +46,7 @@ fn posix_operations_through_the_kernel() {
     // create, write, read back
     let data = bytes(3 << 20, 5);
     std::fs::write(m.join("f.bin"), &data).unwrap();
-    assert!(std::fs::read(m.join("f.bin")).unwrap() == data);
+    same(&node, &std::fs::read(m.join("f.bin")).unwrap(), &data, "write then read");
     assert_eq!(std::fs::metadata(m.join("f.bin")).unwrap().len(), data.len() as u64);
 
     // overwrite in place and random writes into the existing file
@@ -44,7 +59,7 @@ fn posix_operations_through_the_kernel() {
             expect[off as usize..off as usize + 4096].fill(byte);
         }
     }
-    assert!(std::fs::read(m.join("f.bin")).unwrap() == expect, "random writes");
+    same(&node, &std::fs::read(m.join("f.bin")).unwrap(), &expect, "random writes");
     let ino = std::fs::metadata(m.join("f.bin")).unwrap().ino();
 
     // append
@@ -53,7 +68,7 @@ fn posix_operations_through_the_kernel() {
         f.write_all(b"tail").unwrap();
         expect.extend_from_slice(b"tail");
     }
-    assert!(std::fs::read(m.join("f.bin")).unwrap() == expect, "append");
+    same(&node, &std::fs::read(m.join("f.bin")).unwrap(), &expect, "append");
     assert_eq!(std::fs::metadata(m.join("f.bin")).unwrap().ino(), ino, "rewrites keep the inode");
 
     // read at an offset

@@ -48,6 +48,12 @@ pub enum ErrorCode {
     InvalidState = 18,
     /// Permission denied.
     PermissionDenied = 19,
+    /// An under-file-system failed (unreachable, bad credentials, missing
+    /// bucket); the message names the UFS and its answer.
+    Ufs = 20,
+    /// The operation crosses a mount boundary (rename between a mount and
+    /// the rest of the namespace or another mount).
+    CrossMount = 21,
 }
 
 impl ErrorCode {
@@ -73,6 +79,8 @@ impl ErrorCode {
             ErrorCode::Timeout => "timeout",
             ErrorCode::InvalidState => "invalid state",
             ErrorCode::PermissionDenied => "permission denied",
+            ErrorCode::Ufs => "ufs error",
+            ErrorCode::CrossMount => "cross-mount operation",
         }
     }
 }

@@ -6,6 +6,7 @@ use rkyv::{Archive, Deserialize, Serialize};
 
 use crate::ids::InodeId;
 use crate::messages::{Attr, FileType, SetAttrs};
+use crate::ufs::{Fingerprint, MountInfo, UfsEntry};
 use crate::ErrorInfo;
 
 /// One namespace mutation, as stored in the replicated journal.
@@ -51,6 +52,20 @@ pub enum JournalEntry {
     /// name, its old blocks are freed.
     /// With `length`, an incomplete `from` is sealed at that length in the same entry.
     SwapContent { from: InodeId, to: InodeId, length: Option<u64>, time_ms: i64 },
+    /// Mount a UFS at `info.path`: the directory is created if missing and
+    /// must be empty; no mount may contain another.
+    Mount { info: MountInfo, time_ms: i64 },
+    /// Remove the mount at `path` and its subtree from the namespace (cached
+    /// blocks are freed; the UFS is untouched).
+    Unmount { path: String, time_ms: i64 },
+    /// Reconcile the mounted directory `dir` with a listing of its UFS
+    /// directory: new UFS entries appear, persisted entries gone from the UFS
+    /// disappear, files whose fingerprint changed lose their cached blocks;
+    /// entries not yet persisted are kept.
+    UfsSync { dir: String, entries: Vec<UfsEntry>, time_ms: i64 },
+    /// File `inode`, still made of exactly `blocks`, is in the UFS as
+    /// `fingerprint` (refused if its content changed meanwhile).
+    Persisted { inode: InodeId, blocks: Vec<u64>, fingerprint: Fingerprint, time_ms: i64 },
 }
 
 /// What applying an entry produced. Errors are results too: an entry that

@@ -11,6 +11,7 @@ pub mod ids;
 pub mod journal;
 pub mod messages;
 pub mod path;
+pub mod ufs;
 
 pub use error::{ErrorCode, ErrorInfo};
 pub use frame::{FrameError, FrameHeader, FrameKind, MAX_FRAME_BYTES};

@@ -5,6 +5,7 @@ use rkyv::{Archive, Deserialize, Serialize};
 
 use crate::error::ErrorInfo;
 use crate::ids::{BlockId, InodeId, RequestId, WorkerId};
+use crate::ufs::{Fingerprint, MountInfo, UfsSource, UfsSpec};
 
 /// The kind of an inode.
 #[derive(Archive, Serialize, Deserialize, serde::Serialize, serde::Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,8 +101,11 @@ pub struct BlockLocation {
     pub offset: u64,
     /// Length of the block (the last block of a file may be short).
     pub length: u64,
-    /// Workers holding a copy, best first.
+    /// Workers holding a copy, best first; for a block only in the UFS
+    /// (`from_ufs`), the workers to ask to fetch it.
     pub workers: Vec<WorkerAddr>,
+    /// No worker has the block: read it through a worker from the UFS.
+    pub from_ufs: bool,
 }
 
 /// A directory entry.
@@ -122,6 +126,8 @@ pub struct FileBlocks {
     pub attr: Attr,
     /// Its blocks in order.
     pub blocks: Vec<BlockLocation>,
+    /// Where uncached blocks come from, for a persisted file under a mount.
+    pub ufs: Option<UfsSource>,
 }
 
 /// Usage of one storage tier of one worker.
@@ -195,9 +201,10 @@ pub enum MasterRequest {
     /// Create a file for writing.
     Create { path: String, block_size: u64, mode: u32, uid: u32, gid: u32, overwrite: bool, complete: bool },
     /// Allocate the next block of a file being written; the reply names the workers to write it to.
-    AddBlock { inode: InodeId, client_host: String },
-    /// Seal a file.
-    Complete { inode: InodeId, length: u64 },
+    AddBlock { inode: InodeId, client_host: String, path: String },
+    /// Seal a file; `path` names it, so a file under a mount is persisted
+    /// as its write type says.
+    Complete { inode: InodeId, length: u64, path: String },
     /// Rename.
     Rename { src: String, dst: String },
     /// Delete.
@@ -212,8 +219,8 @@ pub enum MasterRequest {
     Link { target: String, link: String },
     /// Create an unnamed file to stage new content for an existing one.
     CreateDetached { block_size: u64, mode: u32, uid: u32, gid: u32 },
-    /// Replace file `to`'s content with detached file `from`'s.
-    SwapContent { from: InodeId, to: InodeId, length: Option<u64> },
+    /// Replace file `to`'s content with detached file `from`'s; `path` names `to`.
+    SwapContent { from: InodeId, to: InodeId, length: Option<u64>, path: String },
     /// Attributes of a path (symlinks not followed).
     Stat { path: String },
     /// Directory listing (or the entry itself for a file).
@@ -222,6 +229,16 @@ pub enum MasterRequest {
     GetBlocks { path: String },
     /// Cluster report.
     Report,
+    /// Mount a UFS.
+    Mount { info: MountInfo },
+    /// Remove a mount from the namespace.
+    Unmount { path: String },
+    /// The mount table (secrets redacted).
+    Mounts,
+    /// Persist files under `path` to their UFS now.
+    Persist { path: String },
+    /// Drop cached copies of persisted files under `path`.
+    Free { path: String },
 }
 
 /// A metadata response.
@@ -238,6 +255,11 @@ pub enum MasterResponse {
     Blocks(FileBlocks),
     /// The cluster report.
     Report(ClusterReport),
+    /// A new block: write it to `copies` of the workers, in order.
+    NewBlock { block: BlockLocation, copies: u32 },
+    /// The mount table.
+    Mounts(Vec<MountInfo>),
+
     /// Success with nothing to return.
     Done,
     /// The request failed.
@@ -274,6 +296,13 @@ pub enum DataRequest {
     /// Write a whole block; exactly `length` raw bytes follow this frame,
     /// with their crc32c in `crc` (end-to-end check).
     Write { block_id: BlockId, length: u64, crc: u32 },
+    /// Read a range of a block that only the UFS has: the worker fetches the
+    /// whole block (`block_offset`, `block_length` in the object) once, keeps
+    /// it unless the read type says no, and answers like `Read`. A `length`
+    /// of 0 only caches the block.
+    ReadUfs { block_id: BlockId, offset: u64, length: u64, block_offset: u64, block_length: u64, source: UfsSource },
+    /// Write a file made of `blocks` (`length` bytes) to `key` in the UFS.
+    Persist { spec: UfsSpec, key: String, blocks: Vec<BlockLocation>, length: u64 },
 }
 
 /// A response on a worker's data port.
@@ -284,6 +313,8 @@ pub enum DataResponse {
     ReadOk { length: u64 },
     /// The block is stored (and committed to the master) on this tier.
     WriteOk { tier: String },
+    /// The file is in the UFS as this version.
+    Persisted(Fingerprint),
     /// The request failed; nothing follows.
     Error(ErrorInfo),
 }
@@ -306,6 +337,8 @@ pub struct RegisterWorker {
 pub struct RegisterReply {
     /// Orphan blocks to delete.
     pub remove_blocks: Vec<BlockId>,
+    /// Blocks persisted to a UFS: they may be evicted.
+    pub clean_blocks: Vec<BlockId>,
 }
 
 /// Worker → master over the mesh, every heartbeat interval.
@@ -329,8 +362,10 @@ pub struct WorkerHeartbeat {
 pub struct HeartbeatReply {
     /// The master does not know this worker (it restarted): register again.
     pub reregister: bool,
-    /// Blocks whose files are gone.
+    /// Blocks whose files are gone, or whose cached copies were freed.
     pub remove_blocks: Vec<BlockId>,
+    /// Blocks now persisted to a UFS: they may be evicted.
+    pub clean_blocks: Vec<BlockId>,
 }
 
 /// Worker → master: a block is stored and may be served.

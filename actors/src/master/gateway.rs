@@ -15,12 +15,14 @@ use strata_protocol::messages::{
     BlockLocation, ClusterReport, FileBlocks, FileType, MasterRequest, MasterResponse, RequestEnvelope,
     ResponseEnvelope,
 };
+use strata_protocol::ufs::{UfsSource, WriteType};
 use strata_protocol::{now_ms, path, ErrorCode, ErrorInfo, MAX_BLOCK_SIZE, MIN_BLOCK_SIZE};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinHandle;
 
+use super::mounts;
 use super::namespace_actor::{self, NamespaceMsg};
 use super::workers::{self, BlockList, PlaceRequest, WorkerManagerMsg};
 use super::{journal, namespace::InodeRecord};
@@ -145,18 +147,20 @@ fn err(code: ErrorCode, msg: impl Into<String>) -> MasterResponse {
     MasterResponse::Error(ErrorInfo::new(code, msg))
 }
 
-async fn propose(entry: JournalEntry) -> Result<ApplyResult, ErrorInfo> {
+pub(super) async fn propose(entry: JournalEntry) -> Result<ApplyResult, ErrorInfo> {
     match journal::propose(entry).await? {
         ApplyResult::Error(e) => Err(e),
         other => Ok(other),
     }
 }
 
-async fn ns_call<R: Send + 'static>(make: impl Fn(ractor::RpcReplyPort<R>) -> NamespaceMsg) -> Result<R, ErrorInfo> {
+pub(super) async fn ns_call<R: Send + 'static>(
+    make: impl Fn(ractor::RpcReplyPort<R>) -> NamespaceMsg,
+) -> Result<R, ErrorInfo> {
     namespace_actor::call(Duration::from_secs(5), make).await.map_err(|e| ErrorInfo::new(ErrorCode::Unavailable, e))
 }
 
-async fn wm_call<R: Send + 'static>(
+pub(super) async fn wm_call<R: Send + 'static>(
     make: impl FnOnce(ractor::RpcReplyPort<R>) -> WorkerManagerMsg,
 ) -> Result<R, ErrorInfo> {
     let wm = workers::actor().ok_or_else(|| ErrorInfo::new(ErrorCode::Unavailable, "worker manager is restarting"))?;
@@ -166,7 +170,8 @@ async fn wm_call<R: Send + 'static>(
     }
 }
 
-fn free(blocks: Vec<u64>) {
+/// Tells the workers holding these blocks to drop them (their files are gone).
+pub(super) fn free(blocks: Vec<u64>) {
     if !blocks.is_empty() {
         if let Some(wm) = workers::actor() {
             let _ = wm.cast(WorkerManagerMsg::Free(Wire(BlockList(blocks))));
@@ -190,10 +195,12 @@ async fn handle(req: MasterRequest) -> Result<MasterResponse, ErrorInfo> {
     Ok(match req {
         MasterRequest::Mkdir { path, recursive, mode, uid, gid } => {
             check_path(&path)?;
+            mounts::before_mkdir(&path).await?;
             attr_of(propose(JournalEntry::Mkdir { path, recursive, mode, uid, gid, time_ms: t }).await?)
         }
         MasterRequest::Create { path, block_size, mode, uid, gid, overwrite, complete } => {
             check_path(&path)?;
+            mounts::ensure_synced(&path, false).await?;
             if !(MIN_BLOCK_SIZE..=MAX_BLOCK_SIZE).contains(&block_size) {
                 return Ok(err(
                     ErrorCode::InvalidArgument,
@@ -201,7 +208,7 @@ async fn handle(req: MasterRequest) -> Result<MasterResponse, ErrorInfo> {
                 ));
             }
             match propose(JournalEntry::CreateFile {
-                path,
+                path: path.clone(),
                 mode,
                 uid,
                 gid,
@@ -214,12 +221,15 @@ async fn handle(req: MasterRequest) -> Result<MasterResponse, ErrorInfo> {
             {
                 ApplyResult::Created { attr, freed } => {
                     free(freed);
+                    if complete {
+                        after_write(&path, attr.inode).await?;
+                    }
                     MasterResponse::Attr(attr)
                 }
                 other => unexpected(other),
             }
         }
-        MasterRequest::AddBlock { inode, client_host } => {
+        MasterRequest::AddBlock { inode, client_host, path } => {
             let ApplyResult::Block { block_id } = propose(JournalEntry::AddBlock { inode, time_ms: t }).await? else {
                 return Ok(err(ErrorCode::Internal, "AddBlock applied without a block"));
             };
@@ -228,19 +238,58 @@ async fn handle(req: MasterRequest) -> Result<MasterResponse, ErrorInfo> {
             if placement.0.is_empty() {
                 return Ok(err(ErrorCode::NoWorkers, "no live worker can take the block"));
             }
-            MasterResponse::Block(BlockLocation { block_id, offset: 0, length: 0, workers: placement.0 })
+            // Async-through data lives only on workers until persisted: keep two copies.
+            let copies = match mounts::mount_of(&path).await? {
+                Some(m) if m.options.write_type == WriteType::AsyncThrough => m.options.replicas.max(1),
+                _ => 1,
+            };
+            let block = BlockLocation { block_id, offset: 0, length: 0, workers: placement.0, from_ufs: false };
+            MasterResponse::NewBlock { block, copies }
         }
-        MasterRequest::Complete { inode, length } => {
-            attr_of(propose(JournalEntry::CompleteFile { inode, length, time_ms: t }).await?)
+        MasterRequest::Complete { inode, length, path } => {
+            let r = attr_of(propose(JournalEntry::CompleteFile { inode, length, time_ms: t }).await?);
+            after_write(&path, inode).await?;
+            r
         }
         MasterRequest::Rename { src, dst } => {
             check_path(&src)?;
             check_path(&dst)?;
-            freed_of(propose(JournalEntry::Rename { src, dst, time_ms: t }).await?)
+            let refresh = mounts::before_rename(&src, &dst).await?;
+            let r = freed_of(propose(JournalEntry::Rename { src, dst, time_ms: t }).await?);
+            if let Some((m, dst)) = refresh {
+                mounts::after_rename(&m, &dst).await;
+            }
+            r
         }
         MasterRequest::Delete { path, recursive } => {
             check_path(&path)?;
+            mounts::before_delete(&path, recursive).await?;
             freed_of(propose(JournalEntry::Delete { path, recursive, time_ms: t }).await?)
+        }
+        MasterRequest::Mount { info } => {
+            check_path(&info.path)?;
+            mounts::mount(info).await?;
+            MasterResponse::Done
+        }
+        MasterRequest::Unmount { path } => {
+            check_path(&path)?;
+            freed_of(propose(JournalEntry::Unmount { path, time_ms: t }).await?)
+        }
+        MasterRequest::Mounts => {
+            journal::read_barrier().await?;
+            MasterResponse::Mounts(mounts::redacted_mounts().await?)
+        }
+        MasterRequest::Persist { path } => {
+            check_path(&path)?;
+            mounts::ensure_synced(&path, false).await?;
+            mounts::persist_tree(&path).await?;
+            MasterResponse::Done
+        }
+        MasterRequest::Free { path } => {
+            check_path(&path)?;
+            mounts::ensure_synced(&path, false).await?;
+            mounts::free_tree(&path).await?;
+            MasterResponse::Done
         }
         MasterRequest::SetAttr { path, attrs } => {
             check_path(&path)?;
@@ -268,24 +317,29 @@ async fn handle(req: MasterRequest) -> Result<MasterResponse, ErrorInfo> {
             }
             attr_of(propose(JournalEntry::CreateDetached { mode, uid, gid, block_size, time_ms: t }).await?)
         }
-        MasterRequest::SwapContent { from, to, length } => {
-            freed_of(propose(JournalEntry::SwapContent { from, to, length, time_ms: t }).await?)
+        MasterRequest::SwapContent { from, to, length, path } => {
+            let r = freed_of(propose(JournalEntry::SwapContent { from, to, length, time_ms: t }).await?);
+            after_write(&path, to).await?;
+            r
         }
         MasterRequest::Stat { path } => {
             check_path(&path)?;
             journal::read_barrier().await?;
+            mounts::ensure_synced(&path, false).await?;
             MasterResponse::Attr(ns_call(|r| NamespaceMsg::Stat(path.clone(), r)).await??)
         }
         MasterRequest::List { path } => {
             check_path(&path)?;
             journal::read_barrier().await?;
+            mounts::ensure_synced(&path, true).await?;
             MasterResponse::Listing(ns_call(|r| NamespaceMsg::List(path.clone(), r)).await??)
         }
         MasterRequest::GetBlocks { path } => {
             check_path(&path)?;
             journal::read_barrier().await?;
+            mounts::ensure_synced(&path, false).await?;
             let rec = ns_call(|r| NamespaceMsg::File(path.clone(), r)).await??;
-            MasterResponse::Blocks(file_blocks(rec).await?)
+            MasterResponse::Blocks(file_blocks_at(&path, rec).await?)
         }
         MasterRequest::Report => {
             // The leader has the complete picture (followers' progress); send
@@ -308,7 +362,51 @@ async fn handle(req: MasterRequest) -> Result<MasterResponse, ErrorInfo> {
     })
 }
 
-async fn file_blocks(rec: InodeRecord) -> Result<FileBlocks, ErrorInfo> {
+/// Runs the write type of `path`'s mount once the file `inode` is complete.
+async fn after_write(path: &str, inode: u64) -> Result<(), ErrorInfo> {
+    if path.is_empty() || check_path(path).is_err() {
+        return Ok(());
+    }
+    match ns_call(|r| NamespaceMsg::Stat(path.to_string(), r)).await? {
+        Ok(a) if a.inode == inode => mounts::after_write(path).await,
+        _ => Ok(()), // renamed or replaced meanwhile: the new name's owner decides
+    }
+}
+
+/// A file's blocks; a persisted file under a mount also says where its
+/// uncached blocks come from, and which workers should fetch them.
+pub async fn file_blocks_at(path: &str, rec: InodeRecord) -> Result<FileBlocks, ErrorInfo> {
+    let persisted = rec.ufs.as_ref().filter(|u| u.persisted).map(|u| u.fingerprint.clone());
+    let mut fb = file_blocks(rec).await?;
+    let Some(fingerprint) = persisted else { return Ok(fb) };
+    let Some(m) = mounts::mount_of(path).await? else { return Ok(fb) };
+    if fb.blocks.iter().any(|b| b.workers.is_empty()) {
+        let placement =
+            wm_call(|r| WorkerManagerMsg::Place(Wire(PlaceRequest { client_host: String::new(), length: 0 }), r))
+                .await?
+                .0;
+        for (i, b) in fb.blocks.iter_mut().filter(|b| b.workers.is_empty()).enumerate() {
+            // Spread misses of one file over the workers.
+            let mut ws = placement.0.clone();
+            if !ws.is_empty() {
+                let n = ws.len();
+                ws.rotate_left(i % n);
+            }
+            b.workers = ws;
+            b.from_ufs = true;
+        }
+    }
+    fb.ufs = Some(UfsSource {
+        spec: m.spec.clone(),
+        key: strata_protocol::ufs::key_of(path, &m.path),
+        fingerprint,
+        read_type: m.options.read_type,
+    });
+    Ok(fb)
+}
+
+/// A file's blocks and their cached locations.
+pub async fn file_blocks(rec: InodeRecord) -> Result<FileBlocks, ErrorInfo> {
     if rec.attr.file_type != FileType::File {
         return Err(ErrorInfo::new(ErrorCode::IsADirectory, format!("inode {} is not a file", rec.attr.inode)));
     }
@@ -322,10 +420,10 @@ async fn file_blocks(rec: InodeRecord) -> Result<FileBlocks, ErrorInfo> {
         .map(|(i, (b, workers))| {
             let offset = i as u64 * bs;
             let length = if rec.attr.complete { bs.min(rec.attr.size.saturating_sub(offset)) } else { bs };
-            BlockLocation { block_id: *b, offset, length, workers }
+            BlockLocation { block_id: *b, offset, length, workers, from_ufs: false }
         })
         .collect();
-    Ok(FileBlocks { attr: rec.attr, blocks })
+    Ok(FileBlocks { attr: rec.attr, blocks, ufs: None })
 }
 
 fn attr_of(r: ApplyResult) -> MasterResponse {

@@ -6,11 +6,13 @@
 //! ├─ JournalActor    openraft member; proposals, read barriers, status
 //! ├─ RaftServer      peers' Raft RPCs over the mesh, into the JournalActor's Raft
 //! ├─ WorkerManager   worker registry, liveness, block locations, placement
+//! ├─ MountSyncer     persists async-through files (on the leader)
 //! └─ ClientGateway   client RPC port
 //! ```
 
 pub mod gateway;
 pub mod journal;
+pub mod mounts;
 pub mod namespace;
 pub mod namespace_actor;
 pub mod raft;
@@ -68,6 +70,7 @@ pub fn children(opts: &MasterOptions, listener: Arc<std::net::TcpListener>) -> R
         ChildSpec::actor(journal::NAME, move || (journal::JournalActor, journal_args.clone())),
         ChildSpec::actor(raft_net::NAME, move || (raft_net::RaftServer, raft_server.clone())),
         ChildSpec::actor(workers::NAME, move || (workers::WorkerManager, wm_args.clone())),
+        ChildSpec::actor(mounts::SYNCER, move || (mounts::MountSyncer, ())),
         ChildSpec::actor(gateway::NAME, move || {
             (gateway::ClientGateway, gateway::GatewayArgs { listener: listener.clone() })
         }),

@@ -9,6 +9,7 @@ use rocksdb::{IteratorMode, WriteBatch, DB};
 use serde::{Deserialize, Serialize};
 use strata_protocol::journal::{ApplyResult, JournalEntry};
 use strata_protocol::messages::{Attr, DirEntry, FileType};
+use strata_protocol::ufs::{self, Fingerprint, MountInfo, UfsEntry};
 use strata_protocol::{path, BlockId, ErrorCode, ErrorInfo, InodeId, ROOT_INODE};
 
 use super::store::{cf, handle, StateRow};
@@ -20,6 +21,32 @@ pub struct InodeRecord {
     pub attr: Attr,
     /// Block ids of a file, in file order.
     pub blocks: Vec<BlockId>,
+    /// UFS state of an inode under a mount (`None`: Strata-only so far).
+    pub ufs: Option<UfsMeta>,
+}
+
+/// What the namespace knows of an inode's UFS counterpart.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct UfsMeta {
+    /// A file's current content is in the UFS as `fingerprint`.
+    pub persisted: bool,
+    /// The UFS object's version (files).
+    pub fingerprint: Fingerprint,
+    /// A directory's last applied UFS listing, ms since the epoch
+    /// ([`NEVER_SYNCED`] if never).
+    pub synced_ms: i64,
+}
+
+/// `synced_ms` of a directory never listed from its UFS.
+pub const NEVER_SYNCED: i64 = i64::MIN;
+
+impl UfsMeta {
+    fn dir() -> Self {
+        UfsMeta { persisted: true, fingerprint: Fingerprint::default(), synced_ms: NEVER_SYNCED }
+    }
+    fn file(fingerprint: Fingerprint) -> Self {
+        UfsMeta { persisted: true, fingerprint, synced_ms: NEVER_SYNCED }
+    }
 }
 
 /// A storage failure; namespace-level failures are [`ApplyResult::Error`].
@@ -57,6 +84,12 @@ fn ns(code: ErrorCode, msg: impl Into<String>) -> NsError {
 const NEXT_INODE: &[u8] = b"next_inode";
 const NEXT_BLOCK: &[u8] = b"next_block";
 const APPLIED_INDEX: &[u8] = b"applied_index";
+/// Mount records live in `sm_meta` under this prefix followed by the path.
+const MOUNT_PREFIX: &[u8] = b"mount:";
+
+fn mount_key(p: &str) -> Vec<u8> {
+    [MOUNT_PREFIX, p.as_bytes()].concat()
+}
 
 fn edge_key(parent: InodeId, name: &str) -> Vec<u8> {
     let mut k = Vec::with_capacity(8 + name.len());
@@ -104,7 +137,11 @@ impl Namespace {
         };
         *self.counters.lock() = (read(NEXT_INODE, ROOT_INODE + 1)?, read(NEXT_BLOCK, 1)?);
         if self.inode(ROOT_INODE)?.is_none() {
-            let root = InodeRecord { attr: new_attr(ROOT_INODE, FileType::Directory, 0o755, 0, 0, 0), blocks: vec![] };
+            let root = InodeRecord {
+                attr: new_attr(ROOT_INODE, FileType::Directory, 0o755, 0, 0, 0),
+                blocks: vec![],
+                ufs: None,
+            };
             self.db.put_cf(handle(&self.db, cf::INODES), ROOT_INODE.to_be_bytes(), encode(&root))?;
         }
         Ok(())
@@ -211,6 +248,43 @@ impl Namespace {
             Some(item) => Ok(item?.0.starts_with(&prefix)),
             None => Ok(false),
         }
+    }
+
+    /// Every inode at or below `p` with its path, parents before children.
+    pub fn walk(&self, p: &str) -> Result<Vec<(String, InodeRecord)>, NsError> {
+        let root = self.resolve(p)?;
+        let mut out = Vec::new();
+        let mut stack = vec![(p.to_string(), root)];
+        while let Some((at, rec)) = stack.pop() {
+            if rec.attr.file_type == FileType::Directory {
+                for (name, child) in self.children(rec.attr.inode)? {
+                    if let Some(c) = self.inode(child)? {
+                        let cp = if at == "/" { format!("/{name}") } else { format!("{at}/{name}") };
+                        stack.push((cp, c));
+                    }
+                }
+            }
+            out.push((at, rec));
+        }
+        Ok(out)
+    }
+
+    /// The mount table, ordered by path.
+    pub fn mounts(&self) -> Result<Vec<MountInfo>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.db.prefix_iterator_cf(handle(&self.db, cf::SM_META), MOUNT_PREFIX) {
+            let (k, v) = item?;
+            if !k.starts_with(MOUNT_PREFIX) {
+                break;
+            }
+            out.push(decode::<MountInfo>(&k, &v)?);
+        }
+        Ok(out)
+    }
+
+    /// The mount `p` is in, if any.
+    pub fn mount_of(&self, p: &str) -> Result<Option<MountInfo>, StoreError> {
+        Ok(self.mounts()?.into_iter().find(|m| ufs::is_under(p, &m.path)))
     }
 
     /// Number of inodes (approximate for big trees: RocksDB's estimate).
@@ -462,6 +536,7 @@ impl Tx<'_> {
                             let rec = InodeRecord {
                                 attr: new_attr(id, FileType::Directory, *mode, *uid, *gid, *time_ms),
                                 blocks: vec![],
+                                ufs: None,
                             };
                             self.put_edge(cur.attr.inode, name, id);
                             self.put_inode(&rec);
@@ -489,7 +564,7 @@ impl Tx<'_> {
                 let mut attr = new_attr(id, FileType::File, *mode, *uid, *gid, *time_ms);
                 attr.block_size = *block_size;
                 attr.complete = *complete;
-                let rec = InodeRecord { attr, blocks: vec![] };
+                let rec = InodeRecord { attr, blocks: vec![], ufs: None };
                 self.put_edge(parent.attr.inode, name, id);
                 self.put_inode(&rec);
                 self.touch_dir(parent, *time_ms);
@@ -519,6 +594,7 @@ impl Tx<'_> {
                 }
                 rec.attr.size = *length;
                 rec.attr.complete = true;
+                rec.ufs = None;
                 rec.attr.mtime_ms = *time_ms;
                 rec.attr.ctime_ms = *time_ms;
                 self.put_inode(&rec);
@@ -575,7 +651,7 @@ impl Tx<'_> {
                 let id = self.next_inode();
                 let mut attr = new_attr(id, *kind, *mode, *uid, *gid, *time_ms);
                 attr.rdev = *rdev;
-                let rec = InodeRecord { attr, blocks: vec![] };
+                let rec = InodeRecord { attr, blocks: vec![], ufs: None };
                 self.put_edge(parent.attr.inode, name, id);
                 self.put_inode(&rec);
                 self.touch_dir(parent, *time_ms);
@@ -603,7 +679,7 @@ impl Tx<'_> {
                 let mut attr = new_attr(id, FileType::File, *mode, *uid, *gid, *time_ms);
                 attr.block_size = *block_size;
                 attr.nlink = 0;
-                let rec = InodeRecord { attr, blocks: vec![] };
+                let rec = InodeRecord { attr, blocks: vec![], ufs: None };
                 self.put_inode(&rec);
                 Ok(ApplyResult::Created { attr: rec.attr, freed: vec![] })
             }
@@ -639,6 +715,7 @@ impl Tx<'_> {
                     self.batch.put_cf(hb, b.to_be_bytes(), to.to_be_bytes());
                 }
                 dst.blocks = src.blocks.clone();
+                dst.ufs = None; // new content: not in the UFS yet
                 dst.attr.size = src.attr.size;
                 dst.attr.block_size = src.attr.block_size;
                 dst.attr.complete = true;
@@ -662,13 +739,213 @@ impl Tx<'_> {
                 let mut attr = new_attr(id, FileType::Symlink, 0o777, *uid, *gid, *time_ms);
                 attr.size = target.len() as u64;
                 attr.symlink_target = Some(target.clone());
-                let rec = InodeRecord { attr, blocks: vec![] };
+                let rec = InodeRecord { attr, blocks: vec![], ufs: None };
                 self.put_edge(parent.attr.inode, name, id);
                 self.put_inode(&rec);
                 self.touch_dir(parent, *time_ms);
                 Ok(ApplyResult::Attr(rec.attr))
             }
+            JournalEntry::Mount { info, time_ms } => self.mount(info, *time_ms),
+            JournalEntry::Unmount { path: p, time_ms } => {
+                let meta = handle(&self.ns.db, cf::SM_META);
+                let key = mount_key(p);
+                if self.ns.db.get_cf(meta, &key)?.is_none() {
+                    return Err(ns(ErrorCode::NotFound, format!("nothing is mounted at {p}")));
+                }
+                let comps = path::components(p)?;
+                let (parent, name) = self.ns.resolve_parent(&comps, p)?;
+                let mut freed = Vec::new();
+                if let Some(id) = self.ns.child(parent.attr.inode, name)? {
+                    let rec = self.ns.inode(id)?.ok_or_else(|| ns(ErrorCode::Internal, "dangling edge"))?;
+                    self.delete_edge(parent.attr.inode, name);
+                    freed = self.drop_tree(&rec, *time_ms)?;
+                    self.adjust_dir(parent, -1, *time_ms);
+                }
+                self.batch.delete_cf(meta, key);
+                Ok(ApplyResult::Freed { blocks: freed })
+            }
+            JournalEntry::UfsSync { dir, entries, time_ms } => self.ufs_sync(dir, entries, *time_ms),
+            JournalEntry::Persisted { inode, blocks, fingerprint, time_ms: _ } => {
+                let mut rec = self
+                    .ns
+                    .inode(*inode)?
+                    .ok_or_else(|| ns(ErrorCode::NotFound, format!("inode {inode} does not exist")))?;
+                if rec.blocks != *blocks || !rec.attr.complete {
+                    return Err(ns(ErrorCode::InvalidState, format!("inode {inode} changed while it was persisted")));
+                }
+                rec.ufs = Some(UfsMeta::file(fingerprint.clone()));
+                self.put_inode(&rec);
+                Ok(ApplyResult::Done)
+            }
         }
+    }
+
+    fn mount(&mut self, info: &MountInfo, time_ms: i64) -> Result<ApplyResult, NsError> {
+        let comps = path::components(&info.path)?;
+        if comps.is_empty() {
+            return Err(ns(ErrorCode::InvalidArgument, "a UFS cannot be mounted at /"));
+        }
+        for m in self.ns.mounts()? {
+            if ufs::is_under(&info.path, &m.path) || ufs::is_under(&m.path, &info.path) {
+                return Err(ns(ErrorCode::AlreadyExists, format!("{} overlaps the mount at {}", info.path, m.path)));
+            }
+        }
+        let mut rec = match self.ns.resolve_components(&comps) {
+            Ok(rec) => {
+                if rec.attr.file_type != FileType::Directory {
+                    return Err(ns(ErrorCode::NotADirectory, format!("{} is not a directory", info.path)));
+                }
+                if self.ns.has_children(rec.attr.inode)? {
+                    return Err(ns(ErrorCode::DirectoryNotEmpty, format!("{} is not empty", info.path)));
+                }
+                rec
+            }
+            Err(NsError::Ns(e)) if e.code == ErrorCode::NotFound => {
+                let mkdir = JournalEntry::Mkdir {
+                    path: info.path.clone(),
+                    recursive: true,
+                    mode: 0o755,
+                    uid: 0,
+                    gid: 0,
+                    time_ms,
+                };
+                match self.apply(&mkdir)? {
+                    ApplyResult::Attr(attr) => InodeRecord { attr, blocks: vec![], ufs: None },
+                    other => return Err(ns(ErrorCode::Internal, format!("mkdir for the mount gave {other:?}"))),
+                }
+            }
+            Err(e) => return Err(e),
+        };
+        rec.ufs = Some(UfsMeta::dir());
+        self.put_inode(&rec);
+        self.batch.put_cf(handle(&self.ns.db, cf::SM_META), mount_key(&info.path), encode(info));
+        Ok(ApplyResult::Attr(rec.attr))
+    }
+
+    /// New block ids for a file of `size` bytes, mapped to `inode`.
+    fn alloc_blocks(&mut self, inode: InodeId, size: u64, bs: u64) -> Vec<BlockId> {
+        let hb = handle(&self.ns.db, cf::BLOCKS);
+        (0..size.div_ceil(bs))
+            .map(|_| {
+                let id = self.counters.1;
+                self.counters.1 += 1;
+                self.batch.put_cf(hb, id.to_be_bytes(), inode.to_be_bytes());
+                id
+            })
+            .collect()
+    }
+
+    /// Whether a subtree holds anything not in the UFS (files written here
+    /// and not persisted, directories made here).
+    fn has_unpersisted(&self, rec: &InodeRecord) -> Result<bool, NsError> {
+        let mut stack = vec![rec.clone()];
+        while let Some(cur) = stack.pop() {
+            if !cur.ufs.as_ref().is_some_and(|u| u.persisted) {
+                return Ok(true);
+            }
+            if cur.attr.file_type == FileType::Directory {
+                for (_, child) in self.ns.children(cur.attr.inode)? {
+                    if let Some(c) = self.ns.inode(child)? {
+                        stack.push(c);
+                    }
+                }
+            }
+        }
+        Ok(false)
+    }
+
+    fn ufs_sync(&mut self, dir: &str, entries: &[UfsEntry], time_ms: i64) -> Result<ApplyResult, NsError> {
+        let m = self
+            .ns
+            .mount_of(dir)?
+            .ok_or_else(|| ns(ErrorCode::InvalidArgument, format!("{dir} is not under a mount")))?;
+        let mut d = self.ns.resolve(dir)?;
+        if d.attr.file_type != FileType::Directory {
+            return Err(ns(ErrorCode::NotADirectory, format!("{dir} is not a directory")));
+        }
+        let bs = m.options.block_size;
+        let existing: std::collections::HashMap<String, InodeId> =
+            self.ns.children(d.attr.inode)?.into_iter().collect();
+        let listed: std::collections::HashSet<&str> = entries.iter().map(|e| e.name.as_str()).collect();
+        let mut freed = Vec::new();
+        let mut subdirs = 0i32;
+        let mut changed = false;
+        for e in entries {
+            let valid = !e.name.is_empty()
+                && e.name != "."
+                && e.name != ".."
+                && !e.name.contains('/')
+                && !e.name.contains('\0')
+                && e.name.len() <= path::MAX_NAME_BYTES;
+            if !valid {
+                continue;
+            }
+            let fp = &e.fingerprint;
+            let mtime = if fp.mtime_ms > 0 { fp.mtime_ms } else { time_ms };
+            match existing.get(&e.name) {
+                None => {
+                    let id = self.next_inode();
+                    let rec = if e.is_dir {
+                        subdirs += 1;
+                        let attr = new_attr(id, FileType::Directory, 0o755, 0, 0, time_ms);
+                        InodeRecord { attr, blocks: vec![], ufs: Some(UfsMeta::dir()) }
+                    } else {
+                        let mut attr = new_attr(id, FileType::File, 0o644, 0, 0, mtime);
+                        attr.size = fp.size;
+                        attr.block_size = bs;
+                        attr.complete = true;
+                        let blocks = self.alloc_blocks(id, fp.size, bs);
+                        InodeRecord { attr, blocks, ufs: Some(UfsMeta::file(fp.clone())) }
+                    };
+                    self.put_edge(d.attr.inode, &e.name, id);
+                    self.put_inode(&rec);
+                    changed = true;
+                }
+                Some(id) => {
+                    let Some(mut rec) = self.ns.inode(*id)? else { continue };
+                    let stale = rec.attr.file_type == FileType::File
+                        && !e.is_dir
+                        && rec.ufs.as_ref().is_some_and(|u| u.persisted && u.fingerprint != *fp);
+                    if stale {
+                        // Changed behind Strata's back: drop the cached blocks.
+                        let hb = handle(&self.ns.db, cf::BLOCKS);
+                        for b in &rec.blocks {
+                            self.batch.delete_cf(hb, b.to_be_bytes());
+                        }
+                        freed.extend(rec.blocks.iter().copied());
+                        let bsz = if rec.attr.block_size > 0 { rec.attr.block_size } else { bs };
+                        rec.blocks = self.alloc_blocks(rec.attr.inode, fp.size, bsz);
+                        rec.attr.size = fp.size;
+                        rec.attr.mtime_ms = mtime;
+                        rec.attr.ctime_ms = time_ms;
+                        rec.ufs = Some(UfsMeta::file(fp.clone()));
+                        self.put_inode(&rec);
+                    }
+                }
+            }
+        }
+        for (name, id) in &existing {
+            if listed.contains(name.as_str()) {
+                continue;
+            }
+            let Some(rec) = self.ns.inode(*id)? else { continue };
+            // Gone from the UFS: drop it unless it holds data the UFS never had.
+            if rec.ufs.as_ref().is_some_and(|u| u.persisted) && !self.has_unpersisted(&rec)? {
+                self.delete_edge(d.attr.inode, name);
+                freed.extend(self.drop_tree(&rec, time_ms)?);
+                if rec.attr.file_type == FileType::Directory {
+                    subdirs -= 1;
+                }
+                changed = true;
+            }
+        }
+        d.ufs = Some(UfsMeta { synced_ms: time_ms, ..UfsMeta::dir() });
+        if changed {
+            self.adjust_dir(d, subdirs, time_ms);
+        } else {
+            self.put_inode(&d);
+        }
+        Ok(ApplyResult::Freed { blocks: freed })
     }
 
     fn open_for_write(&self, inode: InodeId) -> Result<InodeRecord, NsError> {

@@ -11,6 +11,7 @@ use ractor_cluster::RactorMessage;
 use rocksdb::DB;
 use strata_protocol::journal::{ApplyResult, JournalEntry};
 use strata_protocol::messages::{Attr, DirEntry};
+use strata_protocol::ufs::MountInfo;
 use strata_protocol::{BlockId, ErrorCode, ErrorInfo};
 
 use super::namespace::{InodeRecord, Namespace, NsError};
@@ -45,6 +46,12 @@ pub enum NamespaceMsg {
     Orphans(Vec<BlockId>, RpcReplyPort<Vec<BlockId>>),
     /// Approximate inode count.
     InodeCount(RpcReplyPort<u64>),
+    /// The mount table.
+    Mounts(RpcReplyPort<Result<Vec<MountInfo>, ErrorInfo>>),
+    /// Every inode at or below a path, with its path (files before nothing in particular).
+    Walk(String, RpcReplyPort<Result<Vec<(String, InodeRecord)>, ErrorInfo>>),
+    /// Those of the blocks whose files are persisted to a UFS.
+    PersistedBlocks(Vec<BlockId>, RpcReplyPort<Vec<BlockId>>),
 }
 
 /// The actor.
@@ -123,6 +130,25 @@ impl Actor for NamespaceActor {
             }
             NamespaceMsg::InodeCount(reply) => {
                 let _ = reply.send(ns.inode_count());
+            }
+            NamespaceMsg::Mounts(reply) => {
+                let _ = reply.send(ns.mounts().map_err(|e| to_info(e.into())));
+            }
+            NamespaceMsg::Walk(path, reply) => {
+                let _ = reply.send(ns.walk(&path).map_err(to_info));
+            }
+            NamespaceMsg::PersistedBlocks(blocks, reply) => {
+                let mut out = Vec::new();
+                for b in blocks {
+                    if let Ok(Some(owner)) = ns.block_owner(b) {
+                        if let Ok(Some(rec)) = ns.inode(owner) {
+                            if rec.ufs.as_ref().is_some_and(|u| u.persisted) {
+                                out.push(b);
+                            }
+                        }
+                    }
+                }
+                let _ = reply.send(out);
             }
         }
         Ok(())

@@ -67,6 +67,11 @@ pub enum WorkerManagerMsg {
     Place(Wire<PlaceRequest>, RpcReplyPort<Wire<Placement>>),
     /// These blocks belong to no file any more: tell their workers.
     Free(Wire<BlockList>),
+    /// Drop the cached copies of these blocks (their data is in a UFS; the
+    /// file keeps them and a read fetches them again).
+    Evict(Wire<BlockList>),
+    /// These blocks are persisted to a UFS: their workers may evict them.
+    Clean(Wire<BlockList>),
     /// All workers, for `strata report`.
     #[rpc]
     Report(RpcReplyPort<Wire<WorkerReports>>),
@@ -88,6 +93,7 @@ struct WorkerEntry {
     live: bool,
     blocks: HashSet<BlockId>,
     to_remove: Vec<BlockId>,
+    to_clean: Vec<BlockId>,
 }
 
 impl WorkerEntry {
@@ -128,6 +134,20 @@ impl WorkerManagerState {
         }
         if let Some(w) = self.workers.get_mut(&worker) {
             w.blocks.remove(&block);
+        }
+    }
+
+    /// Forgets every copy of the blocks and tells their workers to drop them.
+    fn drop_copies(&mut self, blocks: Vec<BlockId>) {
+        for b in blocks {
+            if let Some(ws) = self.locations.remove(&b) {
+                for w in ws {
+                    if let Some(entry) = self.workers.get_mut(&w) {
+                        entry.blocks.remove(&b);
+                        entry.to_remove.push(b);
+                    }
+                }
+            }
         }
     }
 
@@ -189,6 +209,11 @@ impl Actor for WorkerManager {
                     Vec::new()
                 };
                 let orphan_set: HashSet<BlockId> = orphans.iter().copied().collect();
+                let clean_blocks = namespace_actor::call(Duration::from_secs(5), |r| {
+                    namespace_actor::NamespaceMsg::PersistedBlocks(reg.blocks.clone(), r)
+                })
+                .await
+                .unwrap_or_default();
                 st.workers.insert(
                     id,
                     WorkerEntry {
@@ -198,22 +223,28 @@ impl Actor for WorkerManager {
                         live: true,
                         blocks: HashSet::new(),
                         to_remove: Vec::new(),
+                        to_clean: Vec::new(),
                     },
                 );
                 for b in reg.blocks.into_iter().filter(|b| !orphan_set.contains(b)) {
                     st.add_location(id, b);
                 }
-                let _ = reply.send(Wire(RegisterReply { remove_blocks: orphans }));
+                let _ = reply.send(Wire(RegisterReply { remove_blocks: orphans, clean_blocks }));
             }
             WorkerManagerMsg::Heartbeat(Wire(hb), reply) => {
                 let Some(w) = st.workers.get_mut(&hb.worker_id) else {
-                    let _ = reply.send(Wire(HeartbeatReply { reregister: true, remove_blocks: vec![] }));
+                    let _ = reply.send(Wire(HeartbeatReply {
+                        reregister: true,
+                        remove_blocks: vec![],
+                        clean_blocks: vec![],
+                    }));
                     return Ok(());
                 };
                 let was_lost = !w.live;
                 w.last_heartbeat = Instant::now();
                 w.tiers = hb.tiers;
                 let remove_blocks = std::mem::take(&mut w.to_remove);
+                let clean_blocks = std::mem::take(&mut w.to_clean);
                 for b in hb.removed {
                     st.remove_location(hb.worker_id, b);
                 }
@@ -223,7 +254,7 @@ impl Actor for WorkerManager {
                     }
                 }
                 // A worker that was declared lost had its locations dropped: it must report them again.
-                let _ = reply.send(Wire(HeartbeatReply { reregister: was_lost, remove_blocks }));
+                let _ = reply.send(Wire(HeartbeatReply { reregister: was_lost, remove_blocks, clean_blocks }));
             }
             WorkerManagerMsg::CommitBlock(Wire(c), reply) => {
                 if !st.workers.contains_key(&c.worker_id) {
@@ -285,13 +316,14 @@ impl Actor for WorkerManager {
                         }
                     }
                 }
+                st.drop_copies(blocks.0);
+            }
+            WorkerManagerMsg::Evict(Wire(blocks)) => st.drop_copies(blocks.0),
+            WorkerManagerMsg::Clean(Wire(blocks)) => {
                 for b in blocks.0 {
-                    if let Some(ws) = st.locations.remove(&b) {
-                        for w in ws {
-                            if let Some(entry) = st.workers.get_mut(&w) {
-                                entry.blocks.remove(&b);
-                                entry.to_remove.push(b);
-                            }
+                    for w in st.locations.get(&b).into_iter().flatten() {
+                        if let Some(entry) = st.workers.get_mut(w) {
+                            entry.to_clean.push(b);
                         }
                     }
                 }

@@ -7,13 +7,17 @@
 //! disk tiers) and the master has recorded its location. A malformed frame
 //! gets a `Protocol` error and the connection is closed.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
+
+use parking_lot::Mutex;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use ractor_cluster::RactorMessage;
 use strata_protocol::frame::{read_frame, write_frame, FrameKind, ReadFrameError};
-use strata_protocol::messages::{BlockCommit, CommitReply, DataRequest, DataResponse};
+use strata_protocol::messages::{BlockCommit, BlockLocation, CommitReply, DataRequest, DataResponse};
+use strata_protocol::ufs::{Fingerprint, ReadType, UfsSource, UfsSpec};
 use strata_protocol::{BlockId, ErrorCode, ErrorInfo, WorkerId, MAX_BLOCK_SIZE};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -24,6 +28,7 @@ use super::tier::{TierConfig, TierMsg};
 use super::worker_actor;
 use crate::master::workers::{self, WorkerManagerMsg};
 use crate::mesh::Wire;
+use crate::ufs;
 
 /// Registered name of the DataServer.
 pub const NAME: &str = "strata.dataserver";
@@ -149,6 +154,20 @@ async fn serve(mut stream: TcpStream, ctx: Arc<Ctx>) {
                 serve_read(&mut stream, &ctx, block_id, offset, length).await
             }
             DataRequest::Write { block_id, length, crc } => serve_write(&mut stream, &ctx, block_id, length, crc).await,
+            DataRequest::ReadUfs { block_id, offset, length, block_offset, block_length, source } => {
+                let miss = UfsMiss { block_id, block_offset, block_length, source };
+                serve_read_ufs(&mut stream, &ctx, miss, offset, length).await
+            }
+            DataRequest::Persist { spec, key, blocks, length } => {
+                let r = match persist(&ctx, &spec, &key, &blocks, length).await {
+                    Ok(fp) => DataResponse::Persisted(fp),
+                    Err(e) => {
+                        tracing::warn!(key = %key, uri = %spec.uri, error = %e, "persist failed");
+                        DataResponse::Error(e)
+                    }
+                };
+                respond(&mut stream, &r).await
+            }
         };
         if !keep_going {
             return;
@@ -197,6 +216,188 @@ async fn serve_read(stream: &mut TcpStream, ctx: &Ctx, block_id: BlockId, offset
             respond(stream, &DataResponse::Error(e)).await
         }
     }
+}
+
+/// A block to read from the UFS.
+struct UfsMiss {
+    block_id: BlockId,
+    block_offset: u64,
+    block_length: u64,
+    source: UfsSource,
+}
+
+async fn send_bytes(stream: &mut TcpStream, bytes: &[u8]) -> bool {
+    respond_header(stream, &DataResponse::ReadOk { length: bytes.len() as u64 }).await
+        && stream.write_all(bytes).await.is_ok()
+        && stream.flush().await.is_ok()
+}
+
+/// A read of a block only the UFS has. With a caching read type the whole
+/// block is fetched once (concurrent misses wait for the first) and kept
+/// clean; with `no-cache` only the asked range is read and nothing is kept.
+async fn serve_read_ufs(stream: &mut TcpStream, ctx: &Ctx, miss: UfsMiss, offset: u64, length: u64) -> bool {
+    let bad = if length > MAX_READ_BYTES {
+        Some(format!("read of {length} bytes exceeds {MAX_READ_BYTES}"))
+    } else if offset.checked_add(length).is_none_or(|end| end > miss.block_length) {
+        Some(format!("range {offset}+{length} is outside the block's {} bytes", miss.block_length))
+    } else {
+        None
+    };
+    if let Some(msg) = bad {
+        return respond(stream, &DataResponse::Error(ErrorInfo::new(ErrorCode::InvalidArgument, msg))).await;
+    }
+    if find_block(ctx, miss.block_id).await.is_ok() {
+        return serve_read(stream, ctx, miss.block_id, offset, length).await;
+    }
+    let r = if miss.source.read_type == ReadType::NoCache {
+        ufs_range(&miss.source, miss.block_offset + offset, length).await.map(Some)
+    } else {
+        fetch_and_cache(ctx, &miss).await.map(|b| b.map(|b| b[offset as usize..(offset + length) as usize].to_vec()))
+    };
+    match r {
+        Ok(Some(bytes)) => send_bytes(stream, &bytes).await,
+        Ok(None) => serve_read(stream, ctx, miss.block_id, offset, length).await,
+        Err(e) => respond(stream, &DataResponse::Error(e)).await,
+    }
+}
+
+/// One fetch per block at a time.
+fn miss_lock(block_id: BlockId) -> Arc<tokio::sync::Mutex<()>> {
+    static LOCKS: OnceLock<Mutex<HashMap<BlockId, Arc<tokio::sync::Mutex<()>>>>> = OnceLock::new();
+    let mut locks = LOCKS.get_or_init(Default::default).lock();
+    if locks.len() > 1024 {
+        locks.retain(|_, l| Arc::strong_count(l) > 1);
+    }
+    locks.entry(block_id).or_default().clone()
+}
+
+/// Fetches a whole block from the UFS and keeps it; `None` if another
+/// request cached it meanwhile. A block that cannot be kept (no space) is
+/// still served.
+async fn fetch_and_cache(ctx: &Ctx, miss: &UfsMiss) -> Result<Option<Arc<Vec<u8>>>, ErrorInfo> {
+    let lock = miss_lock(miss.block_id);
+    let _g = lock.lock().await;
+    if find_block(ctx, miss.block_id).await.is_ok() {
+        return Ok(None);
+    }
+    let data = Arc::new(ufs_range(&miss.source, miss.block_offset, miss.block_length).await?);
+    let promote = miss.source.read_type == ReadType::CachePromote;
+    if let Err(e) = store_block(ctx, miss.block_id, data.clone(), promote).await {
+        tracing::warn!(block = miss.block_id, error = %e, "serving a UFS block without caching it");
+    }
+    Ok(Some(data))
+}
+
+/// Reads `length` bytes at `offset` of a UFS object, refusing an object
+/// that changed since the namespace loaded it.
+async fn ufs_range(src: &UfsSource, offset: u64, length: u64) -> Result<Vec<u8>, ErrorInfo> {
+    if length == 0 {
+        return Ok(Vec::new());
+    }
+    let op = ufs::operator(&src.spec)?;
+    let mut read = op.read_with(&src.key).range(offset..offset + length);
+    let etag = src.fingerprint.etag.as_ref().map(|e| format!("\"{e}\""));
+    if let Some(e) = etag.as_deref().filter(|_| op.info().capability().read_with_if_match) {
+        read = read.if_match(e);
+    }
+    let buf = read.await.map_err(|e| {
+        if e.kind() == opendal::ErrorKind::ConditionNotMatch {
+            ErrorInfo::new(
+                ErrorCode::InvalidState,
+                format!("{} changed in the UFS; it reloads at the next sync", src.key),
+            )
+        } else {
+            ufs::ufs_error(&src.spec, &format!("reading {}", src.key), e)
+        }
+    })?;
+    if buf.len() as u64 != length {
+        return Err(ErrorInfo::new(
+            ErrorCode::InvalidState,
+            format!(
+                "{} changed in the UFS: {} bytes at {offset} instead of {length}; it reloads at the next sync",
+                src.key,
+                buf.len()
+            ),
+        ));
+    }
+    Ok(buf.to_vec())
+}
+
+fn peers() -> &'static strata_client::data::DataPool {
+    static POOL: OnceLock<strata_client::data::DataPool> = OnceLock::new();
+    POOL.get_or_init(|| strata_client::data::DataPool::new(Duration::from_secs(60)))
+}
+
+/// A range of a block from this worker's tiers or a peer holding it.
+async fn block_range(ctx: &Ctx, b: &BlockLocation, offset: u64, length: u64) -> Result<Vec<u8>, ErrorInfo> {
+    if let Ok((tier, _)) = find_block(ctx, b.block_id).await {
+        let id = b.block_id;
+        return tokio::task::spawn_blocking(move || {
+            let meta = blockfile::read_meta(&tier.dir, id)?;
+            blockfile::read_range(&tier.dir, &meta, offset, length)
+        })
+        .await
+        .map_err(|e| ErrorInfo::new(ErrorCode::Internal, e.to_string()))?
+        .map_err(block_error);
+    }
+    let mut last = ErrorInfo::new(ErrorCode::BlockNotFound, format!("block {:016x} has no live copy", b.block_id));
+    for w in b.workers.iter().filter(|w| w.worker_id != ctx.worker_id) {
+        match peers().read_block(w, b.block_id, offset, length).await {
+            Ok(bytes) => return Ok(bytes),
+            Err(e) => last = ErrorInfo::new(e.code(), e.to_string()),
+        }
+    }
+    Err(last)
+}
+
+/// Writes a file's blocks, in order, to `key` in the UFS (multipart on
+/// object stores) and returns the object's version.
+async fn persist(
+    ctx: &Ctx,
+    spec: &UfsSpec,
+    key: &str,
+    blocks: &[BlockLocation],
+    length: u64,
+) -> Result<Fingerprint, ErrorInfo> {
+    const CHUNK: u64 = 8 << 20;
+    let op = ufs::operator(spec)?;
+    let mut w = op
+        .writer_with(key)
+        .chunk(CHUNK as usize)
+        .await
+        .map_err(|e| ufs::ufs_error(spec, &format!("writing {key}"), e))?;
+    let mut written = 0u64;
+    for b in blocks {
+        let mut off = 0;
+        while off < b.length {
+            let n = (b.length - off).min(CHUNK);
+            let bytes = match block_range(ctx, b, off, n).await {
+                Ok(bytes) => bytes,
+                Err(e) => {
+                    let _ = w.abort().await;
+                    return Err(e);
+                }
+            };
+            if let Err(e) = w.write(bytes).await {
+                let _ = w.abort().await;
+                return Err(ufs::ufs_error(spec, &format!("writing {key}"), e));
+            }
+            off += n;
+            written += n;
+        }
+    }
+    if written != length {
+        let _ = w.abort().await;
+        return Err(ErrorInfo::new(ErrorCode::InvalidState, format!("blocks hold {written} bytes, the file {length}")));
+    }
+    w.close().await.map_err(|e| ufs::ufs_error(spec, &format!("completing {key}"), e))?;
+    let fp = ufs::stat(spec, key)
+        .await?
+        .ok_or_else(|| ErrorInfo::new(ErrorCode::Ufs, format!("{key} is missing right after it was written")))?;
+    if fp.size != length {
+        return Err(ErrorInfo::new(ErrorCode::Ufs, format!("{key} has {} bytes after writing {length}", fp.size)));
+    }
+    Ok(fp)
 }
 
 async fn respond_header(stream: &mut TcpStream, r: &DataResponse) -> bool {
@@ -297,6 +498,28 @@ async fn serve_write(stream: &mut TcpStream, ctx: &Ctx, block_id: BlockId, lengt
         let e = ErrorInfo::new(ErrorCode::ChecksumMismatch, format!("block {block_id:016x} arrived damaged"));
         return respond(stream, &DataResponse::Error(e)).await;
     }
+    match seal_block(ctx, &tier, writer, block_id, length, false).await {
+        Ok(()) => respond(stream, &DataResponse::WriteOk { tier: tier.name.clone() }).await,
+        Err(e) => respond(stream, &DataResponse::Error(e)).await,
+    }
+}
+
+/// Finishes a received block file, hands it to its tier (which accounts
+/// the reserved space) and commits its location to the masters. On failure
+/// the block is gone and the reservation released.
+async fn seal_block(
+    ctx: &Ctx,
+    tier: &TierConfig,
+    writer: BlockWriter,
+    block_id: BlockId,
+    length: u64,
+    clean: bool,
+) -> Result<(), ErrorInfo> {
+    let release = |t: &TierConfig| {
+        if let Ok(a) = tier_actor(t) {
+            let _ = a.cast(TierMsg::Release(length));
+        }
+    };
     let durable = tier.durable;
     let finished = tokio::task::spawn_blocking(move || writer.finish(durable)).await;
     if let Err(msg) = match finished {
@@ -304,26 +527,64 @@ async fn serve_write(stream: &mut TcpStream, ctx: &Ctx, block_id: BlockId, lengt
         Ok(Err(e)) => Err(e.to_string()),
         Err(e) => Err(e.to_string()),
     } {
-        release(&tier);
+        release(tier);
         let _ = blockfile::remove(&tier.dir, block_id);
-        return respond(stream, &DataResponse::Error(ErrorInfo::new(ErrorCode::Io, msg))).await;
+        return Err(ErrorInfo::new(ErrorCode::Io, msg));
     }
-    let committed = match tier_actor(&tier) {
+    let committed = match tier_actor(tier) {
         Ok(a) => {
-            ractor::call_t!(a, |reply| TierMsg::Commit { block_id, reserved: length, length, reply }, 10_000).is_ok()
+            ractor::call_t!(a, |reply| TierMsg::Commit { block_id, reserved: length, length, clean, reply }, 10_000)
+                .is_ok()
         }
         Err(_) => false,
     };
     if !committed {
         let _ = blockfile::remove(&tier.dir, block_id);
-        let e = ErrorInfo::new(ErrorCode::Unavailable, "tier restarted during the write");
-        return respond(stream, &DataResponse::Error(e)).await;
+        return Err(ErrorInfo::new(ErrorCode::Unavailable, "tier restarted during the write"));
     }
-    match commit_to_master(ctx.worker_id, block_id, length, &tier.name).await {
-        Ok(()) => respond(stream, &DataResponse::WriteOk { tier: tier.name.clone() }).await,
+    if let Err(e) = commit_to_master(ctx.worker_id, block_id, length, &tier.name).await {
+        let _ = tier_call(tier, |r| TierMsg::Remove(block_id, r)).await;
+        return Err(e);
+    }
+    Ok(())
+}
+
+/// Stores a whole block held in memory (fetched from a UFS) as a clean
+/// block: on the fastest tier with room, or only the fastest (`promote`).
+async fn store_block(ctx: &Ctx, block_id: BlockId, data: Arc<Vec<u8>>, promote: bool) -> Result<(), ErrorInfo> {
+    let length = data.len() as u64;
+    let tier = if promote {
+        let t = ctx.tiers.first().ok_or_else(|| ErrorInfo::new(ErrorCode::NoSpace, "the worker has no tiers"))?;
+        match tier_call(t, |r| TierMsg::Reserve(length, r)).await? {
+            Ok(evicted) => {
+                if !evicted.is_empty() {
+                    worker_actor::report_removed(evicted);
+                }
+                t.clone()
+            }
+            Err(_) => reserve(ctx, length).await?,
+        }
+    } else {
+        reserve(ctx, length).await?
+    };
+    let dir = tier.dir.clone();
+    let written = tokio::task::spawn_blocking(move || {
+        let mut w = BlockWriter::create(&dir, block_id)?;
+        if let Err(e) = w.write(&data) {
+            w.abort();
+            return Err(e);
+        }
+        Ok(w)
+    })
+    .await
+    .map_err(|e| ErrorInfo::new(ErrorCode::Internal, e.to_string()))?;
+    match written {
+        Ok(w) => seal_block(ctx, &tier, w, block_id, length, true).await,
         Err(e) => {
-            let _ = tier_call(&tier, |r| TierMsg::Remove(block_id, r)).await;
-            respond(stream, &DataResponse::Error(e)).await
+            if let Ok(a) = tier_actor(&tier) {
+                let _ = a.cast(TierMsg::Release(length));
+            }
+            Err(ErrorInfo::new(ErrorCode::Io, format!("caching block {block_id:016x}: {e}")))
         }
     }
 }

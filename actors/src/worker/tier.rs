@@ -44,7 +44,7 @@ pub enum TierMsg {
     /// Give back an unused reservation.
     Release(u64),
     /// A reserved block was written: account it (reservation → block).
-    Commit { block_id: BlockId, reserved: u64, length: u64, reply: RpcReplyPort<()> },
+    Commit { block_id: BlockId, reserved: u64, length: u64, clean: bool, reply: RpcReplyPort<()> },
     /// Length of a block if this tier has it; marks it recently used.
     Lookup(BlockId, RpcReplyPort<Option<u64>>),
     /// Delete a block; answers whether it was here.
@@ -162,9 +162,9 @@ impl Actor for TierActor {
                 let _ = reply.send(r);
             }
             TierMsg::Release(bytes) => st.reserved = st.reserved.saturating_sub(bytes),
-            TierMsg::Commit { block_id, reserved, length, reply } => {
+            TierMsg::Commit { block_id, reserved, length, clean, reply } => {
                 st.reserved = st.reserved.saturating_sub(reserved);
-                if let Some(old) = st.lru.put(block_id, Entry { length, clean: false, pinned: false }) {
+                if let Some(old) = st.lru.put(block_id, Entry { length, clean, pinned: false }) {
                     st.used -= old.length;
                 }
                 st.used += length;
@@ -217,8 +217,14 @@ mod tests {
         let mut w = BlockWriter::create(dir, id).unwrap();
         w.write(&vec![1u8; len]).unwrap();
         w.finish(false).unwrap();
-        ractor::call!(t, |reply| TierMsg::Commit { block_id: id, reserved: len as u64, length: len as u64, reply })
-            .unwrap();
+        ractor::call!(t, |reply| TierMsg::Commit {
+            block_id: id,
+            reserved: len as u64,
+            length: len as u64,
+            clean: false,
+            reply
+        })
+        .unwrap();
         Ok(evicted)
     }
 

@@ -112,6 +112,17 @@ async fn remove_blocks(tiers: &[TierConfig], blocks: &[BlockId]) {
     }
 }
 
+/// Marks blocks persisted to a UFS as evictable on whichever tier has them.
+fn mark_clean(tiers: &[TierConfig], blocks: &[BlockId]) {
+    for t in tiers {
+        if let Some(a) = tier_ref(t) {
+            for b in blocks {
+                let _ = a.cast(TierMsg::SetClean(*b, true));
+            }
+        }
+    }
+}
+
 /// Registers with one master (full block report).
 async fn register(args: WorkerArgs, master: ActorRef<WorkerManagerMsg>) -> Result<(), String> {
     let mut blocks = Vec::new();
@@ -123,6 +134,7 @@ async fn register(args: WorkerArgs, master: ActorRef<WorkerManagerMsg>) -> Resul
     let n = reg.blocks.len();
     let reply = ractor::call_t!(master, WorkerManagerMsg::Register, 5000, Wire(reg)).map_err(|e| e.to_string())?.0;
     remove_blocks(&args.tiers, &reply.remove_blocks).await;
+    mark_clean(&args.tiers, &reply.clean_blocks);
     tracing::info!(
         worker = args.addr.worker_id,
         blocks = n,
@@ -144,6 +156,7 @@ async fn heartbeat(
     let Wire(reply) =
         ractor::call_t!(master, WorkerManagerMsg::Heartbeat, 2000, Wire(hb)).map_err(|e| e.to_string())?;
     remove_blocks(&args.tiers, &reply.remove_blocks).await;
+    mark_clean(&args.tiers, &reply.clean_blocks);
     Ok(!reply.reregister)
 }
 

@@ -1,0 +1,504 @@
+//! UFS mounts on the master: loading UFS metadata into the namespace (with
+//! the mount's sync policy), forwarding namespace changes under a mount to
+//! its UFS before they are journaled, persisting files through a worker as
+//! their write type says, and the MountSyncer that persists async-through
+//! files in the background, with retries and back-off.
+//!
+//! Every change lands in the namespace as a journal entry (`Mount`,
+//! `UfsSync`, `Persisted`, …), so followers and a new leader see the same
+//! mount table and persistence state. The master never carries file bytes:
+//! a worker reads blocks and writes the UFS object (`DataRequest::Persist`).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use ractor_cluster::RactorMessage;
+use strata_protocol::frame::{read_frame, write_frame, FrameKind};
+use strata_protocol::journal::{ApplyResult, JournalEntry};
+use strata_protocol::messages::{DataRequest, DataResponse, FileType, WorkerAddr};
+use strata_protocol::ufs::{self as pufs, Fingerprint, MountInfo, WriteType};
+use strata_protocol::{now_ms, ErrorCode, ErrorInfo};
+use tokio::io::AsyncWriteExt;
+
+use super::gateway::{free, ns_call, propose, wm_call};
+use super::journal;
+use super::namespace::{InodeRecord, NEVER_SYNCED};
+use super::namespace_actor::NamespaceMsg;
+use super::workers::{self, BlockList, PlaceRequest, WorkerManagerMsg};
+use crate::mesh::Wire;
+use crate::ufs;
+
+/// The mount table.
+pub async fn mounts() -> Result<Vec<MountInfo>, ErrorInfo> {
+    ns_call(NamespaceMsg::Mounts).await?
+}
+
+/// The mount `path` is under, if any.
+pub async fn mount_of(path: &str) -> Result<Option<MountInfo>, ErrorInfo> {
+    Ok(mounts().await?.into_iter().find(|m| pufs::is_under(path, &m.path)))
+}
+
+/// The inode at `path`, `None` if there is none.
+async fn lookup(path: &str) -> Result<Option<InodeRecord>, ErrorInfo> {
+    match ns_call(|r| NamespaceMsg::File(path.to_string(), r)).await? {
+        Ok(rec) => Ok(Some(rec)),
+        Err(e) if e.code == ErrorCode::NotFound || e.code == ErrorCode::NotADirectory => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+fn needs_sync(rec: &InodeRecord, interval_ms: i64, now: i64) -> bool {
+    let synced = rec.ufs.as_ref().map(|u| u.synced_ms).unwrap_or(NEVER_SYNCED);
+    if synced == NEVER_SYNCED {
+        return true;
+    }
+    match interval_ms {
+        i if i < 0 => false,
+        0 => true,
+        i => now.saturating_sub(synced) >= i,
+    }
+}
+
+/// One sync at a time per directory: concurrent misses wait for it.
+fn sync_lock(dir: &str) -> Arc<tokio::sync::Mutex<()>> {
+    static LOCKS: OnceLock<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>> = OnceLock::new();
+    let mut locks = LOCKS.get_or_init(Default::default).lock();
+    if locks.len() > 4096 {
+        locks.retain(|_, l| Arc::strong_count(l) > 1);
+    }
+    locks.entry(dir.to_string()).or_default().clone()
+}
+
+/// Brings the namespace up to date with the UFS for an access to `path`:
+/// every directory from the mount point down to `path`'s parent (and `path`
+/// itself when `list`) is listed from the UFS if the mount's sync policy
+/// says it is due. A UFS that cannot be reached leaves already loaded
+/// metadata in place (logged) and fails only what was never loaded.
+pub async fn ensure_synced(path: &str, list: bool) -> Result<(), ErrorInfo> {
+    let Some(m) = mount_of(path).await? else { return Ok(()) };
+    let rel = pufs::key_of(path, &m.path);
+    let comps: Vec<&str> = rel.split('/').filter(|c| !c.is_empty()).collect();
+    let n = if list { comps.len() } else { comps.len().saturating_sub(1) };
+    let mut dirs = vec![m.path.clone()];
+    for i in 0..n {
+        dirs.push(format!("{}/{}", m.path, comps[..=i].join("/")));
+    }
+    for dir in dirs {
+        let Some(rec) = lookup(&dir).await? else { return Ok(()) };
+        if rec.attr.file_type != FileType::Directory {
+            return Ok(());
+        }
+        let now = now_ms();
+        if !needs_sync(&rec, m.options.sync_interval_ms, now) {
+            continue;
+        }
+        let lock = sync_lock(&dir);
+        let _g = lock.lock().await;
+        let Some(rec) = lookup(&dir).await? else { return Ok(()) };
+        if !needs_sync(&rec, m.options.sync_interval_ms, now) {
+            continue; // another access synced it while this one waited
+        }
+        let entries = match ufs::list_dir(&m.spec, &pufs::key_of(&dir, &m.path)).await {
+            Ok(e) => e,
+            Err(e) if e.code == ErrorCode::NotFound => Vec::new(),
+            Err(e) => {
+                let loaded = rec.ufs.as_ref().is_some_and(|u| u.synced_ms != NEVER_SYNCED);
+                if loaded {
+                    tracing::warn!(dir = %dir, error = %e, "UFS listing failed; serving loaded metadata");
+                    continue;
+                }
+                return Err(e);
+            }
+        };
+        if let ApplyResult::Freed { blocks } = propose(JournalEntry::UfsSync { dir, entries, time_ms: now }).await? {
+            free(blocks);
+        }
+    }
+    Ok(())
+}
+
+/// Checks that a UFS answers before it is mounted: a bad endpoint,
+/// credentials or bucket fail the mount with the backend's error.
+pub async fn mount(info: MountInfo) -> Result<(), ErrorInfo> {
+    if !(strata_protocol::MIN_BLOCK_SIZE..=strata_protocol::MAX_BLOCK_SIZE).contains(&info.options.block_size) {
+        return Err(ErrorInfo::new(ErrorCode::InvalidArgument, "mount block size out of range"));
+    }
+    match ufs::list_dir(&info.spec, "").await {
+        Ok(_) => {}
+        Err(e) if e.code == ErrorCode::NotFound && info.spec.uri.starts_with("s3") => return Err(e),
+        Err(e) if e.code == ErrorCode::NotFound => {
+            return Err(ErrorInfo::new(e.code, format!("{} does not exist: {}", info.spec.uri, e.message)))
+        }
+        Err(e) => return Err(e),
+    }
+    propose(JournalEntry::Mount { info, time_ms: now_ms() }).await.map(|_| ())
+}
+
+/// The mount table with secret options hidden.
+pub async fn redacted_mounts() -> Result<Vec<MountInfo>, ErrorInfo> {
+    let mut ms = mounts().await?;
+    for m in &mut ms {
+        for (k, v) in &mut m.spec.options {
+            if ufs::SECRET_OPTIONS.contains(&k.as_str()) {
+                *v = "***".into();
+            }
+        }
+    }
+    Ok(ms)
+}
+
+/// What the gateway must do in the UFS before journaling a mkdir.
+pub async fn before_mkdir(path: &str) -> Result<(), ErrorInfo> {
+    if let Some(m) = mount_of(path).await? {
+        ensure_synced(path, false).await?;
+        ufs::mkdir(&m.spec, &pufs::key_of(path, &m.path)).await?;
+    }
+    Ok(())
+}
+
+/// Whether the inode has a counterpart in the UFS.
+fn in_ufs(rec: &InodeRecord) -> bool {
+    rec.attr.file_type == FileType::Directory || rec.ufs.as_ref().is_some_and(|u| u.persisted)
+}
+
+/// Whether a directory has entries.
+async fn non_empty(path: &str) -> Result<bool, ErrorInfo> {
+    Ok(!ns_call(|r| NamespaceMsg::List(path.to_string(), r)).await??.is_empty())
+}
+
+/// Deletes the UFS counterpart of `path` before the delete is journaled.
+pub async fn before_delete(path: &str, recursive: bool) -> Result<(), ErrorInfo> {
+    let Some(m) = mount_of(path).await? else { return Ok(()) };
+    if path == m.path {
+        return Err(ErrorInfo::new(ErrorCode::InvalidArgument, format!("{path} is a mount point: unmount it")));
+    }
+    ensure_synced(path, true).await?;
+    if let Some(rec) = lookup(path).await? {
+        let is_dir = rec.attr.file_type == FileType::Directory;
+        if is_dir && !recursive && non_empty(path).await? {
+            return Err(ErrorInfo::new(ErrorCode::DirectoryNotEmpty, format!("{path} is not empty")));
+        }
+        if in_ufs(&rec) {
+            let is_dir = rec.attr.file_type == FileType::Directory;
+            ufs::remove(&m.spec, &pufs::key_of(path, &m.path), is_dir).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Renames the UFS counterpart of `src` before the rename is journaled.
+/// Returns the file to re-fingerprint afterwards (a copy on S3 changes it).
+pub async fn before_rename(src: &str, dst: &str) -> Result<Option<(MountInfo, String)>, ErrorInfo> {
+    let (ms, md) = (mount_of(src).await?, mount_of(dst).await?);
+    let m = match (ms, md) {
+        (None, None) => return Ok(None),
+        (Some(a), Some(b)) if a.path == b.path => a,
+        _ => {
+            return Err(ErrorInfo::new(
+                ErrorCode::CrossMount,
+                format!("{src} and {dst} are not in the same mount: copy instead"),
+            ))
+        }
+    };
+    if src == m.path || dst == m.path {
+        return Err(ErrorInfo::new(ErrorCode::InvalidArgument, "a mount point cannot be renamed"));
+    }
+    ensure_synced(src, false).await?;
+    ensure_synced(dst, false).await?;
+    let Some(rec) = lookup(src).await? else { return Ok(None) };
+    let (skey, dkey) = (pufs::key_of(src, &m.path), pufs::key_of(dst, &m.path));
+    let is_dir = rec.attr.file_type == FileType::Directory;
+    if let Some(old) = lookup(dst).await? {
+        if old.attr.file_type == FileType::Directory && non_empty(dst).await? {
+            return Err(ErrorInfo::new(ErrorCode::DirectoryNotEmpty, format!("{dst} is not empty")));
+        }
+    }
+    if in_ufs(&rec) {
+        if let Some(old) = lookup(dst).await? {
+            if in_ufs(&old) && old.attr.file_type != FileType::Directory {
+                ufs::remove(&m.spec, &dkey, false).await?;
+            }
+        }
+        ufs::rename(&m.spec, &skey, &dkey, is_dir).await?;
+        if !is_dir {
+            return Ok(Some((m, dst.to_string())));
+        }
+    }
+    Ok(None)
+}
+
+/// After a UFS rename: record the renamed object's new version, so the next
+/// sync does not take it for a change behind Strata's back.
+pub async fn after_rename(m: &MountInfo, dst: &str) {
+    let r: Result<(), ErrorInfo> = async {
+        let Some(rec) = lookup(dst).await? else { return Ok(()) };
+        if let Some(fp) = ufs::stat(&m.spec, &pufs::key_of(dst, &m.path)).await? {
+            let blocks = rec.blocks.clone();
+            propose(JournalEntry::Persisted { inode: rec.attr.inode, blocks, fingerprint: fp, time_ms: now_ms() })
+                .await?;
+        }
+        Ok(())
+    }
+    .await;
+    if let Err(e) = r {
+        tracing::debug!(path = dst, error = %e, "re-fingerprinting a renamed file failed; the next sync reloads it");
+    }
+}
+
+/// Sends one request to a worker's data port and waits for its answer.
+async fn worker_request(w: &WorkerAddr, req: &DataRequest, patience: Duration) -> Result<DataResponse, ErrorInfo> {
+    let addr = format!("{}:{}", w.host, w.data_port);
+    let io = |e: std::io::Error| ErrorInfo::new(ErrorCode::Unavailable, format!("worker {addr}: {e}"));
+    let fut = async {
+        let mut s = tokio::net::TcpStream::connect(&addr).await.map_err(io)?;
+        write_frame(&mut s, FrameKind::Request, req)
+            .await
+            .map_err(|e| ErrorInfo::new(ErrorCode::Unavailable, e.to_string()))?;
+        s.flush().await.map_err(io)?;
+        match read_frame::<_, DataResponse>(&mut s, 64 * 1024).await {
+            Ok(Some((_, r))) => Ok(r),
+            Ok(None) => Err(ErrorInfo::new(ErrorCode::Unavailable, format!("worker {addr} closed the connection"))),
+            Err(e) => Err(ErrorInfo::new(ErrorCode::Unavailable, format!("worker {addr}: {e}"))),
+        }
+    };
+    tokio::time::timeout(patience, fut)
+        .await
+        .map_err(|_| ErrorInfo::new(ErrorCode::Timeout, format!("worker {addr} did not answer in {patience:?}")))?
+}
+
+/// Writes a complete file to its UFS through a worker and journals it as
+/// persisted. Returns the blocks that are now clean.
+pub async fn persist_file(m: &MountInfo, path: &str, rec: &InodeRecord) -> Result<Vec<u64>, ErrorInfo> {
+    if !rec.attr.complete {
+        return Err(ErrorInfo::new(ErrorCode::InvalidState, format!("{path} is still being written")));
+    }
+    if rec.ufs.as_ref().is_some_and(|u| u.persisted) {
+        return Ok(Vec::new());
+    }
+    let blocks = super::gateway::file_blocks(rec.clone()).await?.blocks;
+    if let Some(b) = blocks.iter().find(|b| b.workers.is_empty()) {
+        return Err(ErrorInfo::new(
+            ErrorCode::BlockNotFound,
+            format!("block {:016x} of {path} has no live copy to persist", b.block_id),
+        ));
+    }
+    let mut candidates: Vec<WorkerAddr> = blocks.first().map(|b| b.workers.clone()).unwrap_or_default();
+    if candidates.is_empty() {
+        let placed =
+            wm_call(|r| WorkerManagerMsg::Place(Wire(PlaceRequest { client_host: String::new(), length: 0 }), r))
+                .await?
+                .0;
+        candidates = placed.0;
+    }
+    let req = DataRequest::Persist {
+        spec: m.spec.clone(),
+        key: pufs::key_of(path, &m.path),
+        blocks: blocks.clone(),
+        length: rec.attr.size,
+    };
+    let patience = Duration::from_secs(60) + Duration::from_millis(rec.attr.size / (1 << 20) * 100);
+    let mut last = ErrorInfo::new(ErrorCode::NoWorkers, "no live worker to persist through");
+    let mut fp: Option<Fingerprint> = None;
+    for w in candidates.iter().take(3) {
+        match worker_request(w, &req, patience).await {
+            Ok(DataResponse::Persisted(f)) => {
+                fp = Some(f);
+                break;
+            }
+            Ok(DataResponse::Error(e)) => last = e,
+            Ok(other) => last = ErrorInfo::new(ErrorCode::Protocol, format!("unexpected answer {other:?}")),
+            Err(e) => last = e,
+        }
+    }
+    let fingerprint = fp.ok_or(last)?;
+    let ids: Vec<u64> = rec.blocks.clone();
+    propose(JournalEntry::Persisted { inode: rec.attr.inode, blocks: ids.clone(), fingerprint, time_ms: now_ms() })
+        .await?;
+    if let Some(wm) = workers::actor() {
+        let _ = wm.cast(WorkerManagerMsg::Clean(Wire(BlockList(ids.clone()))));
+    }
+    Ok(ids)
+}
+
+/// Drops the cached copies of blocks whose data is safe in the UFS.
+pub fn evict(blocks: Vec<u64>) {
+    if !blocks.is_empty() {
+        if let Some(wm) = workers::actor() {
+            let _ = wm.cast(WorkerManagerMsg::Evict(Wire(BlockList(blocks))));
+        }
+    }
+}
+
+/// What a completed write under a mount needs before it is acknowledged.
+pub async fn after_write(path: &str) -> Result<(), ErrorInfo> {
+    let Some(m) = mount_of(path).await? else { return Ok(()) };
+    let Some(rec) = lookup(path).await? else { return Ok(()) };
+    match m.options.write_type {
+        WriteType::Cache => Ok(()),
+        WriteType::CacheThrough => persist_file(&m, path, &rec).await.map(|_| ()),
+        WriteType::Through => {
+            let blocks = persist_file(&m, path, &rec).await?;
+            evict(blocks);
+            Ok(())
+        }
+        WriteType::AsyncThrough => {
+            if let Some(s) = syncer() {
+                let _ = s.cast(SyncerMsg::Enqueue(path.to_string()));
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Persists every complete, unpersisted file at or below `path`.
+pub async fn persist_tree(path: &str) -> Result<u64, ErrorInfo> {
+    let m = mount_of(path)
+        .await?
+        .ok_or_else(|| ErrorInfo::new(ErrorCode::InvalidArgument, format!("{path} is not under a mount")))?;
+    let mut n = 0;
+    for (p, rec) in ns_call(|r| NamespaceMsg::Walk(path.to_string(), r)).await?? {
+        if rec.attr.file_type == FileType::File && rec.attr.complete && !rec.ufs.as_ref().is_some_and(|u| u.persisted) {
+            persist_file(&m, &p, &rec).await?;
+            n += 1;
+        }
+    }
+    Ok(n)
+}
+
+/// Drops cached copies of the persisted files at or below `path`; files
+/// not in the UFS keep theirs (they are the only copy).
+pub async fn free_tree(path: &str) -> Result<u64, ErrorInfo> {
+    mount_of(path)
+        .await?
+        .ok_or_else(|| ErrorInfo::new(ErrorCode::InvalidArgument, format!("{path} is not under a mount")))?;
+    let mut blocks = Vec::new();
+    let mut files = 0;
+    for (_, rec) in ns_call(|r| NamespaceMsg::Walk(path.to_string(), r)).await?? {
+        if rec.attr.file_type == FileType::File && rec.ufs.as_ref().is_some_and(|u| u.persisted) {
+            blocks.extend(rec.blocks.iter().copied());
+            files += 1;
+        }
+    }
+    evict(blocks);
+    Ok(files)
+}
+
+/// Registered name of the MountSyncer.
+pub const SYNCER: &str = "strata.mountsyncer";
+
+/// The local MountSyncer.
+pub fn syncer() -> Option<ActorRef<SyncerMsg>> {
+    ractor::registry::where_is(SYNCER).map(ActorRef::from)
+}
+
+/// Messages to the MountSyncer.
+#[derive(RactorMessage)]
+pub enum SyncerMsg {
+    /// A file under an async-through mount was written.
+    Enqueue(String),
+    /// Periodic work.
+    Tick,
+}
+
+/// The MountSyncer: persists async-through files on the leader. Its queue
+/// is soft state: on becoming leader (and every `RESCAN` after) it scans the
+/// async-through mounts for complete files not yet persisted, so nothing is
+/// forgotten across a failover or a restart.
+pub struct MountSyncer;
+
+/// State.
+pub struct SyncerState {
+    queue: BTreeMap<String, (u32, Instant)>,
+    leader: bool,
+    last_scan: Option<Instant>,
+}
+
+const RESCAN: Duration = Duration::from_secs(30);
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+impl Actor for MountSyncer {
+    type Msg = SyncerMsg;
+    type State = SyncerState;
+    type Arguments = ();
+
+    async fn pre_start(&self, myself: ActorRef<Self::Msg>, _: ()) -> Result<Self::State, ActorProcessingErr> {
+        myself.send_interval(Duration::from_millis(500), || SyncerMsg::Tick);
+        Ok(SyncerState { queue: BTreeMap::new(), leader: false, last_scan: None })
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        msg: Self::Msg,
+        st: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            SyncerMsg::Enqueue(p) => {
+                st.queue.insert(p, (0, Instant::now()));
+            }
+            SyncerMsg::Tick => {
+                let leader = journal::read_barrier().await.is_ok();
+                if !leader {
+                    st.leader = false;
+                    st.queue.clear();
+                    return Ok(());
+                }
+                if !st.leader || st.last_scan.is_none_or(|t| t.elapsed() > RESCAN) {
+                    st.leader = true;
+                    st.last_scan = Some(Instant::now());
+                    if let Err(e) = scan(&mut st.queue).await {
+                        tracing::warn!(error = %e, "scanning async-through mounts failed");
+                    }
+                }
+                let now = Instant::now();
+                let due: Vec<String> =
+                    st.queue.iter().filter(|(_, (_, at))| *at <= now).map(|(p, _)| p.clone()).collect();
+                for p in due {
+                    match persist_path(&p).await {
+                        Ok(()) => {
+                            st.queue.remove(&p);
+                        }
+                        Err(e) => {
+                            let Some((attempts, at)) = st.queue.get_mut(&p) else { continue };
+                            *attempts += 1;
+                            let backoff = Duration::from_millis(200u64 << (*attempts).min(8)).min(MAX_BACKOFF);
+                            *at = Instant::now() + backoff;
+                            tracing::warn!(path = %p, attempts = *attempts, ?backoff, error = %e, "async persist failed; retrying");
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+async fn scan(queue: &mut BTreeMap<String, (u32, Instant)>) -> Result<(), ErrorInfo> {
+    for m in mounts().await? {
+        if m.options.write_type != WriteType::AsyncThrough {
+            continue;
+        }
+        for (p, rec) in ns_call(|r| NamespaceMsg::Walk(m.path.clone(), r)).await?? {
+            if rec.attr.file_type == FileType::File
+                && rec.attr.complete
+                && !rec.ufs.as_ref().is_some_and(|u| u.persisted)
+            {
+                queue.entry(p).or_insert((0, Instant::now()));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Persists the file now at `p` (gone or already persisted: done).
+async fn persist_path(p: &str) -> Result<(), ErrorInfo> {
+    let Some(m) = mount_of(p).await? else { return Ok(()) };
+    let Some(rec) = lookup(p).await? else { return Ok(()) };
+    if rec.attr.file_type != FileType::File || !rec.attr.complete {
+        return Ok(());
+    }
+    persist_file(&m, p, &rec).await.map(|_| ())
+}

@@ -1,0 +1,323 @@
+//! Under-file-systems against a real S3 server on loopback (moto) and a
+//! local directory: every write type, metadata sync, cache-miss reads,
+//! load/free/persist, UFS failures, and async-through data surviving a
+//! worker crash.
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::*;
+use strata_chaos::s3::S3Server;
+use strata_chaos::Cluster;
+use strata_client::{Client, ErrorCode, UfsSpec};
+
+const MIB: usize = 1 << 20;
+
+/// The S3 options of a mount on `s3`.
+fn s3_opts(s3: &S3Server) -> Vec<String> {
+    ["endpoint", "access_key_id", "secret_access_key", "region"]
+        .iter()
+        .zip([s3.endpoint.as_str(), "test", "test", "us-east-1"])
+        .flat_map(|(k, v)| ["-o".to_string(), format!("{k}={v}")])
+        .collect()
+}
+
+/// Direct access to the bucket, bypassing Strata.
+fn bucket(s3: &S3Server, name: &str) -> opendal::Operator {
+    let spec = UfsSpec {
+        uri: format!("s3://{name}"),
+        options: vec![
+            ("access_key_id".into(), "test".into()),
+            ("endpoint".into(), s3.endpoint.clone()),
+            ("secret_access_key".into(), "test".into()),
+        ],
+    };
+    strata_actors::ufs::operator(&spec).expect("operator")
+}
+
+fn mount(master: &str, path: &str, uri: &str, extra: &[&str], opts: &[String]) {
+    let mut args: Vec<&str> = vec!["mount", path, uri, "--block-size", "1MiB"];
+    args.extend_from_slice(extra);
+    args.extend(opts.iter().map(|s| s.as_str()));
+    let (ok, out, err) = strata(master, &args);
+    assert!(ok, "mount {path} {uri}: {out} {err}");
+}
+
+async fn put(c: &Client, path: &str, data: &[u8]) -> Result<(), strata_client::ClientError> {
+    let mut w = c.create(path, true).await?;
+    w.write(data).await?;
+    w.close().await.map(|_| ())
+}
+
+async fn object(op: &opendal::Operator, key: &str) -> Option<Vec<u8>> {
+    op.read(key).await.ok().map(|b| b.to_vec())
+}
+
+async fn cached(c: &Client, path: &str) -> (usize, usize) {
+    let fb = c.blocks(path).await.expect("blocks");
+    let n = fb.blocks.iter().filter(|b| !b.from_ufs && !b.workers.is_empty()).count();
+    (n, fb.blocks.len())
+}
+
+fn setup(dir: &Path) -> (S3Server, opendal::Operator) {
+    let s3 = S3Server::start(&dir.join("moto.log")).expect("moto_server runs (pip install 'moto[server]')");
+    s3.create_bucket("bkt").unwrap();
+    let op = bucket(&s3, "bkt");
+    (s3, op)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn write_types_put_bytes_where_they_say() {
+    let dir = tempfile::tempdir().unwrap();
+    let (s3, op) = setup(dir.path());
+    let node = start_local(dir.path(), 256 << 20, 2 << 30);
+    let m = node.ready.clone();
+    let o = s3_opts(&s3);
+    for wt in ["cache", "through", "cache-through", "async-through"] {
+        mount(&m, &format!("/{wt}"), &format!("s3://bkt/{wt}"), &["--write-type", wt], &o);
+    }
+    let (ok, out, _) = strata(&m, &["mount"]);
+    assert!(ok && out.contains("s3://bkt/async-through on /async-through write=async-through"), "{out}");
+    assert!(out.contains("secret_access_key=***") && !out.contains("secret_access_key=test"), "{out}");
+
+    let c = client(&m, MIB as u64).await;
+    let data = bytes(3 * MIB + MIB / 2, 7);
+    for wt in ["cache", "through", "cache-through", "async-through"] {
+        put(&c, &format!("/{wt}/f.bin"), &data).await.unwrap_or_else(|e| panic!("{wt}: {e}"));
+    }
+    // cache: workers only.
+    assert_eq!(object(&op, "cache/f.bin").await, None, "cache writes never reach the UFS by themselves");
+    assert_eq!(cached(&c, "/cache/f.bin").await, (4, 4));
+    // through: in S3 before the close returned; no cached copy left; reads come from S3.
+    assert!(object(&op, "through/f.bin").await.as_deref() == Some(&data[..]));
+    assert_eq!(cached(&c, "/through/f.bin").await, (0, 4));
+    assert!(c.read_all("/through/f.bin").await.unwrap() == data, "through read-back");
+    // cache-through: both, before the close returned.
+    assert!(object(&op, "cache-through/f.bin").await.as_deref() == Some(&data[..]));
+    assert_eq!(cached(&c, "/cache-through/f.bin").await, (4, 4));
+    // async-through: cached now, in S3 soon.
+    assert_eq!(cached(&c, "/async-through/f.bin").await, (4, 4));
+    eventually("async-through object in S3", Duration::from_secs(20), || async {
+        object(&op, "async-through/f.bin").await.as_deref() == Some(&data[..])
+    })
+    .await;
+    // An explicit persist of cache data.
+    let (ok, _, err) = strata(&m, &["persist", "/cache"]);
+    assert!(ok, "{err}");
+    assert!(object(&op, "cache/f.bin").await.as_deref() == Some(&data[..]));
+    // Delete and rename reach S3.
+    c.rename("/cache-through/f.bin", "/cache-through/g.bin").await.unwrap();
+    assert_eq!(object(&op, "cache-through/f.bin").await, None);
+    assert!(object(&op, "cache-through/g.bin").await.as_deref() == Some(&data[..]));
+    assert!(c.read_all("/cache-through/g.bin").await.unwrap() == data);
+    c.delete("/cache-through/g.bin", false).await.unwrap();
+    assert_eq!(object(&op, "cache-through/g.bin").await, None);
+    // Renames across a mount boundary are refused.
+    let e = c.rename("/cache/f.bin", "/f.bin").await.unwrap_err();
+    assert_eq!(e.code(), ErrorCode::CrossMount);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn ufs_metadata_loads_and_changes_are_seen_per_sync_policy() {
+    let dir = tempfile::tempdir().unwrap();
+    let (s3, op) = setup(dir.path());
+    op.write("always/a.txt", b"one".to_vec()).await.unwrap();
+    op.write("always/sub/b.txt", b"bee".to_vec()).await.unwrap();
+    op.write("lazy/a.txt", b"one".to_vec()).await.unwrap();
+    let big = bytes(2 * MIB + 123, 3);
+    op.write("always/big.bin", big.clone()).await.unwrap();
+    let node = start_local(dir.path(), 256 << 20, 2 << 30);
+    let m = node.ready.clone();
+    let o = s3_opts(&s3);
+    mount(&m, "/always", "s3://bkt/always", &["--sync", "always"], &o);
+    mount(&m, "/lazy", "s3://bkt/lazy", &["--sync", "1s"], &o);
+    let c = client(&m, MIB as u64).await;
+
+    let names = |v: Vec<strata_client::DirEntry>| v.into_iter().map(|e| e.name).collect::<Vec<_>>();
+    assert_eq!(names(c.list("/always").await.unwrap()), ["a.txt", "big.bin", "sub"]);
+    assert_eq!(names(c.list("/always/sub").await.unwrap()), ["b.txt"]);
+    assert_eq!(c.read_all("/always/a.txt").await.unwrap(), b"one");
+    assert!(c.read_all("/always/big.bin").await.unwrap() == big, "a 3-block object read through the cache");
+    assert_eq!(cached(&c, "/always/big.bin").await, (3, 3), "misses keep the blocks");
+
+    // Changed behind Strata's back: seen at once with sync=always.
+    op.write("always/a.txt", b"second version".to_vec()).await.unwrap();
+    assert_eq!(c.read_all("/always/a.txt").await.unwrap(), b"second version");
+    let big2 = bytes(2 * MIB + 123, 4);
+    op.write("always/big.bin", big2.clone()).await.unwrap();
+    assert!(c.read_all("/always/big.bin").await.unwrap() == big2, "same size, new content: cached blocks dropped");
+    // S3 has no directories: with its last object gone, `sub/` is gone too.
+    op.delete("always/sub/b.txt").await.unwrap();
+    assert_eq!(c.list("/always/sub").await.unwrap_err().code(), ErrorCode::NotFound);
+    assert_eq!(names(c.list("/always").await.unwrap()), ["a.txt", "big.bin"]);
+    op.write("always/new.txt", b"n".to_vec()).await.unwrap();
+    assert_eq!(c.stat("/always/new.txt").await.unwrap().size, 1);
+
+    // With a 1 s interval the change shows up after the interval.
+    assert_eq!(c.read_all("/lazy/a.txt").await.unwrap(), b"one");
+    op.write("lazy/a.txt", b"two!".to_vec()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(c.read_all("/lazy/a.txt").await.unwrap(), b"two!");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn load_warms_and_free_drops() {
+    let dir = tempfile::tempdir().unwrap();
+    let (s3, op) = setup(dir.path());
+    let a = bytes(3 * MIB, 1);
+    let b = bytes(MIB + 5, 2);
+    op.write("data/a.bin", a.clone()).await.unwrap();
+    op.write("data/d/b.bin", b.clone()).await.unwrap();
+    let node = start_local(dir.path(), 256 << 20, 2 << 30);
+    let m = node.ready.clone();
+    mount(&m, "/data", "s3://bkt/data", &[], &s3_opts(&s3));
+    let c = client(&m, MIB as u64).await;
+    assert_eq!(cached(&c, "/data/a.bin").await, (0, 3));
+    let (ok, out, err) = strata(&m, &["load", "/data"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("loaded 2 files"), "{out}");
+    assert_eq!(cached(&c, "/data/a.bin").await, (3, 3));
+    assert_eq!(cached(&c, "/data/d/b.bin").await, (2, 2));
+    let (ok, _, err) = strata(&m, &["free", "/data"]);
+    assert!(ok, "{err}");
+    assert_eq!(cached(&c, "/data/a.bin").await, (0, 3));
+    assert!(c.read_all("/data/a.bin").await.unwrap() == a && c.read_all("/data/d/b.bin").await.unwrap() == b);
+    // Free drops only what the UFS has: a file written with write type
+    // `cache` is the only copy and keeps its blocks.
+    let mut args = vec!["mount", "/scratch", "s3://bkt/scratch", "--write-type", "cache"];
+    let o = s3_opts(&s3);
+    args.extend(o.iter().map(|s| s.as_str()));
+    let (ok, _, err) = strata(&m, &args);
+    assert!(ok, "{err}");
+    put(&c, "/scratch/only-here.bin", &a).await.unwrap();
+    let (ok, _, err) = strata(&m, &["free", "/scratch"]);
+    assert!(ok, "{err}");
+    assert_eq!(cached(&c, "/scratch/only-here.bin").await, (3, 3));
+    assert!(c.read_all("/scratch/only-here.bin").await.unwrap() == a);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn ufs_failures_are_clear_and_the_mount_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let (s3, op) = setup(dir.path());
+    let node = start_local(dir.path(), 256 << 20, 2 << 30);
+    let m = node.ready.clone();
+    let fast = ["-o", "timeout_ms=1500", "-o", "retries=0"];
+
+    // Unreachable endpoint and missing bucket: the mount is refused with the reason.
+    let mut dead = s3_opts(&s3);
+    let port = strata_chaos::free_port();
+    for o in dead.iter_mut() {
+        if o.starts_with("endpoint=") {
+            *o = format!("endpoint=http://127.0.0.1:{port}");
+        }
+    }
+    let mut args = vec!["mount", "/dead", "s3://bkt/x"];
+    args.extend(fast);
+    args.extend(dead.iter().map(|s| s.as_str()));
+    let (ok, _, err) = strata(&m, &args);
+    assert!(!ok && err.contains("ufs s3://bkt/x"), "unreachable endpoint: {err}");
+    let mut args = vec!["mount", "/nobucket", "s3://no-such-bucket/x"];
+    let o = s3_opts(&s3);
+    args.extend(o.iter().map(|s| s.as_str()));
+    let (ok, _, err) = strata(&m, &args);
+    assert!(!ok && err.contains("no-such-bucket"), "missing bucket: {err}");
+    let (_, out, _) = strata(&m, &["mount"]);
+    assert!(out.trim().is_empty(), "failed mounts leave nothing behind: {out}");
+
+    // A working mount keeps serving what it has while S3 is frozen.
+    let a = bytes(2 * MIB, 5);
+    let b = bytes(2 * MIB, 6);
+    op.write("ok/a.bin", a.clone()).await.unwrap();
+    op.write("ok/b.bin", b.clone()).await.unwrap();
+    let mut args = vec!["mount", "/ok", "s3://bkt/ok"];
+    args.extend(fast);
+    args.extend(o.iter().map(|s| s.as_str()));
+    let (ok, _, err) = strata(&m, &args);
+    assert!(ok, "{err}");
+    let c = client(&m, MIB as u64).await;
+    assert!(c.read_all("/ok/a.bin").await.unwrap() == a);
+    assert_eq!(c.stat("/ok/b.bin").await.unwrap().size, b.len() as u64);
+    s3.pause().unwrap();
+    assert!(c.read_all("/ok/a.bin").await.unwrap() == a, "cached data is served while the UFS is down");
+    let e = c.read_all("/ok/b.bin").await.unwrap_err();
+    assert!(e.to_string().contains("ufs"), "an uncached read fails clearly: {e}");
+    // A cache-through write cannot be acknowledged, but its bytes are kept.
+    let n = bytes(MIB + 1, 9);
+    let e = put(&c, "/ok/new.bin", &n).await.unwrap_err();
+    assert!(e.to_string().contains("ufs"), "{e}");
+    s3.resume().unwrap();
+    assert!(c.read_all("/ok/b.bin").await.unwrap() == b, "the mount works again once S3 is back");
+    let (ok, _, err) = strata(&m, &["persist", "/ok"]);
+    assert!(ok, "{err}");
+    assert!(object(&op, "ok/new.bin").await.as_deref() == Some(&n[..]), "nothing was lost");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn async_through_data_survives_a_worker_crash_before_persist() {
+    let dir = tempfile::tempdir().unwrap();
+    let (s3, op) = setup(dir.path());
+    let mut cluster = Cluster::start(Path::new(BIN), &dir.path().join("c"), 2, "ufs-secret").unwrap();
+    let m = cluster.master_addr().to_string();
+    let mut args = vec!["mount", "/async", "s3://bkt/async", "--write-type", "async-through", "--replicas", "2"];
+    let o = s3_opts(&s3);
+    args.extend(["-o", "timeout_ms=1000", "-o", "retries=0"]);
+    args.extend(o.iter().map(|s| s.as_str()));
+    let (ok, _, err) = strata(&m, &args);
+    assert!(ok, "{err}");
+    let c = client(&m, MIB as u64).await;
+    eventually("two workers", Duration::from_secs(20), || async {
+        c.report().await.map(|r| r.workers.iter().filter(|w| w.live).count() == 2).unwrap_or(false)
+    })
+    .await;
+    assert!(c.list("/async").await.unwrap().is_empty()); // metadata loaded
+    s3.pause().unwrap(); // nothing can be persisted yet
+    let data = bytes(3 * MIB + 77, 11);
+    put(&c, "/async/f.bin", &data).await.unwrap();
+    let fb = c.blocks("/async/f.bin").await.unwrap();
+    assert!(fb.blocks.iter().all(|b| b.workers.len() == 2), "two copies before persist: {:?}", fb.blocks);
+    cluster.workers[0].kill();
+    s3.resume().unwrap();
+    eventually("the object arrives from the surviving worker", Duration::from_secs(60), || async {
+        object(&op, "async/f.bin").await.as_deref() == Some(&data[..])
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn local_directory_ufs() {
+    let dir = tempfile::tempdir().unwrap();
+    let ufs = dir.path().join("ufs");
+    std::fs::create_dir_all(ufs.join("sub")).unwrap();
+    std::fs::write(ufs.join("old.txt"), b"hello").unwrap();
+    let node = start_local(dir.path(), 256 << 20, 2 << 30);
+    let m = node.ready.clone();
+    mount(&m, "/local", &format!("file://{}", ufs.display()), &["--sync", "always"], &[]);
+    let c = client(&m, MIB as u64).await;
+    let names: Vec<String> = c.list("/local").await.unwrap().into_iter().map(|e| e.name).collect();
+    assert_eq!(names, ["old.txt", "sub"]);
+    assert_eq!(c.read_all("/local/old.txt").await.unwrap(), b"hello");
+
+    let data = bytes(3 * MIB + MIB / 2, 8);
+    put(&c, "/local/sub/new.bin", &data).await.unwrap();
+    assert!(std::fs::read(ufs.join("sub/new.bin")).unwrap() == data, "cache-through wrote the directory");
+    c.rename("/local/sub/new.bin", "/local/moved.bin").await.unwrap();
+    assert!(!ufs.join("sub/new.bin").exists() && std::fs::read(ufs.join("moved.bin")).unwrap() == data);
+    c.mkdir("/local/made", false).await.unwrap();
+    assert!(ufs.join("made").is_dir());
+    c.rename("/local/sub", "/local/sub2").await.unwrap();
+    assert!(ufs.join("sub2").is_dir() && !ufs.join("sub").exists());
+    c.delete("/local/moved.bin", false).await.unwrap();
+    assert!(!ufs.join("moved.bin").exists());
+    std::fs::write(ufs.join("old.txt"), b"changed behind the cache").unwrap();
+    assert_eq!(c.read_all("/local/old.txt").await.unwrap(), b"changed behind the cache");
+
+    let (ok, _, err) = strata(&m, &["unmount", "/local"]);
+    assert!(ok, "{err}");
+    assert_eq!(c.stat("/local").await.unwrap_err().code(), ErrorCode::NotFound);
+    assert!(ufs.join("old.txt").exists(), "unmount leaves the UFS alone");
+    let (ok, _, err) = strata(&m, &["mount", "/rel", "file://relative/dir"]);
+    assert!(!ok && err.contains("absolute"), "{err}");
+}
