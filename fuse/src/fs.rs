@@ -515,11 +515,19 @@ impl StrataFs {
     }
 
     /// Runs `op` on the handle's staging file, creating it first from the
-    /// file's current content. Marks it dirty.
+    /// file's current content, and marks it dirty in the same critical
+    /// section: a publish by another handle of the inode (a release) either
+    /// sees the change and publishes it, or runs before it and leaves it
+    /// dirty for the next flush. (Marking it dirty before the change let a
+    /// racing release publish the old bytes and clear the flag, losing the
+    /// write: seen as a rare append failure in CI.)
     fn with_staging<R>(&self, f: &OpenFile, op: impl FnOnce(&mut Staging) -> FsResult<R>) -> FsResult<R> {
-        self.ensure_staging(f, true)?;
+        self.ensure_staging(f, false)?;
         let mut guard = f.staging.lock();
-        op(guard.as_mut().expect("ensured above"))
+        let s = guard.as_mut().ok_or(Errno::EIO)?;
+        let r = op(s)?;
+        s.dirty = true;
+        Ok(r)
     }
 
     /// Creates the handle's staging file from the file's content if it has none.
