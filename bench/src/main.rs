@@ -6,6 +6,10 @@
 //!   `cp` of the same file on the local filesystem.
 //! - `meta`: create, stat, list and delete of N files (default 10,000) from
 //!   one client against the same operations on the local filesystem.
+//! - `ufs`: one object (default 1 GiB) in a real S3 server on loopback
+//!   (moto): read straight from S3 (OpenDAL, the baseline), read cold
+//!   through Strata (every block a miss), read warm from Strata, and
+//!   `load` throughput after `free`.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -45,6 +49,12 @@ enum Cmd {
         #[arg(long, default_value_t = 10_000)]
         files: usize,
     },
+    /// Cold (S3) against warm (Strata) reads of one object, and load throughput.
+    Ufs {
+        /// Object size in MiB.
+        #[arg(long, default_value_t = 1024)]
+        mib: u64,
+    },
 }
 
 fn rate(bytes: u64, d: Duration) -> f64 {
@@ -77,6 +87,7 @@ async fn main() -> Result<()> {
     match args.cmd {
         Cmd::Io { mib, block_mib } => io(&client, dir, mib, block_mib).await,
         Cmd::Meta { files } => meta(&client, dir, files).await,
+        Cmd::Ufs { mib } => ufs(&client, dir, mib).await,
     }
 }
 
@@ -226,5 +237,101 @@ async fn meta(client: &Client, dir: &Path, files: usize) -> Result<()> {
             l.as_secs_f64() / s.as_secs_f64()
         );
     }
+    Ok(())
+}
+
+/// Reads a whole Strata file, discarding the bytes; returns their crc32c.
+async fn drain(client: &Client, path: &str) -> Result<u32> {
+    let mut r = client.open(path).await?;
+    let mut buf = vec![0u8; 8 << 20];
+    let mut crc = 0;
+    loop {
+        let n = r.read(&mut buf).await?;
+        if n == 0 {
+            return Ok(crc);
+        }
+        crc = crc32c::crc32c_append(crc, &buf[..n]);
+    }
+}
+
+async fn ufs(client: &Client, dir: &Path, mib: u64) -> Result<()> {
+    use strata_client::{MountInfo, MountOptions, ReadType, UfsSpec, WriteType};
+    let s3 = strata_chaos::s3::S3Server::start(&dir.join("moto.log"))?;
+    s3.create_bucket("bench")?;
+    let options = vec![
+        ("access_key_id".to_string(), "bench".to_string()),
+        ("endpoint".to_string(), s3.endpoint.clone()),
+        ("region".to_string(), "us-east-1".to_string()),
+        ("secret_access_key".to_string(), "bench".to_string()),
+    ];
+    let op = strata_actors::ufs::operator(&UfsSpec { uri: "s3://bench".into(), options: options.clone() })
+        .map_err(anyhow::Error::msg)?;
+    let len = mib << 20;
+    let mut w = op.writer_with("data/big.bin").chunk(16 << 20).await?;
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let mut crc = 0;
+    for _ in 0..mib {
+        let mut chunk = vec![0u8; 1 << 20];
+        for b in chunk.chunks_mut(8) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            b.copy_from_slice(&x.to_le_bytes()[..b.len()]);
+        }
+        crc = crc32c::crc32c_append(crc, &chunk);
+        w.write(chunk).await?;
+    }
+    w.close().await?;
+
+    // Baseline: the object straight from S3, 64 MiB ranges in order.
+    let t = Instant::now();
+    let mut off = 0;
+    let mut direct_crc = 0;
+    while off < len {
+        let n = (len - off).min(64 << 20);
+        let b = op.read_with("data/big.bin").range(off..off + n).await?;
+        direct_crc = crc32c::crc32c_append(direct_crc, &b.to_vec());
+        off += n;
+    }
+    let direct = t.elapsed();
+    anyhow::ensure!(direct_crc == crc, "S3 returned different bytes");
+
+    let mount = MountInfo {
+        path: "/s3".into(),
+        spec: UfsSpec { uri: "s3://bench/data".into(), options },
+        options: MountOptions {
+            write_type: WriteType::CacheThrough,
+            read_type: ReadType::Cache,
+            sync_interval_ms: -1,
+            block_size: 64 << 20,
+            replicas: 1,
+        },
+    };
+    client.mount(mount).await?;
+    let t = Instant::now();
+    anyhow::ensure!(drain(client, "/s3/big.bin").await? == crc, "cold read returned different bytes");
+    let cold = t.elapsed();
+    let t = Instant::now();
+    anyhow::ensure!(drain(client, "/s3/big.bin").await? == crc, "warm read returned different bytes");
+    let warm = t.elapsed();
+    client.free("/s3").await?;
+    let t = Instant::now();
+    let loaded = client.load_file("/s3/big.bin").await?;
+    let load = t.elapsed();
+    anyhow::ensure!(loaded == len, "load fetched {loaded} of {len} bytes");
+
+    println!("object {mib} MiB in S3 (moto on 127.0.0.1), 64 MiB blocks");
+    println!("S3 direct read     {:>8.1} MiB/s", rate(len, direct));
+    println!(
+        "strata cold read   {:>8.1} MiB/s   ratio cold/S3 {:.2}",
+        rate(len, cold),
+        direct.as_secs_f64() / cold.as_secs_f64()
+    );
+    println!(
+        "strata warm read   {:>8.1} MiB/s   ratio warm/S3 {:.2}",
+        rate(len, warm),
+        direct.as_secs_f64() / warm.as_secs_f64()
+    );
+    println!("strata load        {:>8.1} MiB/s", rate(len, load));
     Ok(())
 }
