@@ -315,6 +315,15 @@ async fn ufs(client: &Client, dir: &Path, mib: u64) -> Result<()> {
     anyhow::ensure!(drain(client, "/s3/big.bin").await? == crc, "warm read returned different bytes");
     let warm = t.elapsed();
     client.free("/s3").await?;
+    // The workers drop the freed copies at their next heartbeat.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let used = |r: strata_client::ClusterReport| -> u64 {
+        r.workers.iter().flat_map(|w| w.tiers.iter()).map(|t| t.used_bytes).sum()
+    };
+    while used(client.report().await?) > 0 {
+        anyhow::ensure!(Instant::now() < deadline, "freed blocks still cached after 30 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let t = Instant::now();
     let loaded = client.load_file("/s3/big.bin").await?;
     let load = t.elapsed();

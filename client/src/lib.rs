@@ -263,11 +263,20 @@ impl Client {
     /// UFS has; returns the bytes fetched.
     pub async fn load_file(&self, p: &str) -> Result<u64, ClientError> {
         let fb = self.blocks(p).await?;
-        let Some(src) = fb.ufs.as_ref() else { return Ok(0) };
+        let Some(src) = fb.ufs else { return Ok(0) };
+        // Four blocks in flight: the workers fetch them from the UFS in parallel.
+        let mut tasks = tokio::task::JoinSet::new();
         let mut n = 0;
-        for b in fb.blocks.iter().filter(|b| b.from_ufs) {
-            reader::fetch(self, p, b.clone(), 0, 0, Some(src)).await?;
+        for b in fb.blocks.into_iter().filter(|b| b.from_ufs) {
+            if tasks.len() == 4 {
+                tasks.join_next().await.expect("a task is running").map_err(join_error)??;
+            }
             n += b.length;
+            let (client, path, src) = (self.clone(), p.to_string(), src.clone());
+            tasks.spawn(async move { reader::fetch(&client, &path, b, 0, 0, Some(&src)).await });
+        }
+        while let Some(r) = tasks.join_next().await {
+            r.map_err(join_error)??;
         }
         Ok(n)
     }
@@ -360,4 +369,8 @@ impl Client {
             out.extend_from_slice(&buf[..n]);
         }
     }
+}
+
+fn join_error(e: tokio::task::JoinError) -> ClientError {
+    ClientError::Remote(ErrorInfo::new(ErrorCode::Internal, e.to_string()))
 }
