@@ -321,3 +321,35 @@ async fn local_directory_ufs() {
     let (ok, _, err) = strata(&m, &["mount", "/rel", "file://relative/dir"]);
     assert!(!ok && err.contains("absolute"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn async_through_data_survives_a_leader_failover_before_persist() {
+    let dir = tempfile::tempdir().unwrap();
+    let (s3, op) = setup(dir.path());
+    let mut cluster =
+        strata_chaos::HaCluster::start(Path::new(BIN), &dir.path().join("c"), 3, 2, "ufs-ha-secret").unwrap();
+    let masters = cluster.master_list();
+    let mut args = vec!["mount", "/async", "s3://bkt/ha", "--write-type", "async-through"];
+    let o = s3_opts(&s3);
+    args.extend(["-o", "timeout_ms=1000", "-o", "retries=0"]);
+    args.extend(o.iter().map(|s| s.as_str()));
+    let (ok, _, err) = strata(&masters, &args);
+    assert!(ok, "{err}");
+    let c = client(&masters, MIB as u64).await;
+    eventually("two workers", Duration::from_secs(20), || async {
+        c.report().await.map(|r| r.workers.iter().filter(|w| w.live).count() == 2).unwrap_or(false)
+    })
+    .await;
+    assert!(c.list("/async").await.unwrap().is_empty());
+    s3.pause().unwrap(); // the leader cannot persist before it dies
+    let data = bytes(2 * MIB + 5, 21);
+    put(&c, "/async/f.bin", &data).await.unwrap();
+    let r = c.report().await.unwrap();
+    let leader = r.masters.iter().find(|m| m.role == "leader").expect("a leader").id;
+    cluster.masters[(leader - 1) as usize].kill();
+    s3.resume().unwrap();
+    eventually("the new leader persists the file", Duration::from_secs(60), || async {
+        object(&op, "ha/f.bin").await.as_deref() == Some(&data[..])
+    })
+    .await;
+}
