@@ -37,7 +37,7 @@ pub fn ufs_error(spec: &UfsSpec, what: &str, e: opendal::Error) -> ErrorInfo {
         ErrorKind::NotADirectory => ErrorCode::NotADirectory,
         _ => ErrorCode::Ufs,
     };
-    ErrorInfo::new(code, format!("ufs {}: {what}: {}", spec.uri, e.kind()).to_string() + &detail(&e))
+    ErrorInfo::new(code, format!("ufs {}: {what}: {}{}", spec.uri, e.kind(), detail(&e)))
 }
 
 fn detail(e: &opendal::Error) -> String {

@@ -341,6 +341,10 @@ async fn ufs(client: &Client, dir: &Path, mib: u64) -> Result<()> {
         rate(len, warm),
         direct.as_secs_f64() / warm.as_secs_f64()
     );
-    println!("strata load        {:>8.1} MiB/s", rate(len, load));
+    println!(
+        "strata load        {:>8.1} MiB/s   ratio load/S3 {:.2}",
+        rate(len, load),
+        direct.as_secs_f64() / load.as_secs_f64()
+    );
     Ok(())
 }

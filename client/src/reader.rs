@@ -127,12 +127,11 @@ impl Drop for FileReader {
 pub(crate) async fn fetch(
     client: &Client,
     path: &str,
-    block: BlockLocation,
+    mut block: BlockLocation,
     offset: u64,
     len: u64,
     ufs: Option<&UfsSource>,
 ) -> Result<Vec<u8>, ClientError> {
-    let mut block = block;
     let mut ufs = ufs.cloned();
     let mut refreshed = false;
     loop {

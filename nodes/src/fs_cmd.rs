@@ -350,11 +350,12 @@ pub async fn load(cfg: &Config, a: crate::cli::PathArgs) -> Result<()> {
     let client = connect(cfg, &a.client).await?;
     let files = files_under(&client, &a.path).await?;
     let total: u64 = files.iter().map(|f| f.1).sum();
+    let count = files.len();
     let pb = bar(total, "load");
     let started = std::time::Instant::now();
     let sem = std::sync::Arc::new(tokio::sync::Semaphore::new(4));
     let mut tasks = tokio::task::JoinSet::new();
-    for (p, size) in files.clone() {
+    for (p, size) in files {
         let (client, pb, sem) = (client.clone(), pb.clone(), sem.clone());
         tasks.spawn(async move {
             let _permit = sem.acquire_owned().await;
@@ -371,7 +372,7 @@ pub async fn load(cfg: &Config, a: crate::cli::PathArgs) -> Result<()> {
     let secs = started.elapsed().as_secs_f64().max(1e-6);
     println!(
         "loaded {} files, {} bytes fetched from the UFS in {:.2} s ({:.1} MiB/s)",
-        files.len(),
+        count,
         fetched,
         secs,
         fetched as f64 / secs / (1 << 20) as f64

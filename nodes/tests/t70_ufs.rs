@@ -255,25 +255,33 @@ async fn ufs_failures_are_clear_and_the_mount_recovers() {
     assert!(object(&op, "ok/new.bin").await.as_deref() == Some(&n[..]), "nothing was lost");
 }
 
+/// Mounts `s3://bkt/PREFIX` at /async (async-through, two copies, short UFS
+/// timeouts), waits for both workers, loads the directory's metadata, then
+/// freezes S3 so nothing written next can be persisted yet.
+async fn async_mount_then_freeze_s3(s3: &S3Server, masters: &str, prefix: &str) -> Client {
+    let uri = format!("s3://bkt/{prefix}");
+    let mut args = vec!["mount", "/async", &uri, "--write-type", "async-through", "--replicas", "2"];
+    let o = s3_opts(s3);
+    args.extend(["-o", "timeout_ms=1000", "-o", "retries=0"]);
+    args.extend(o.iter().map(|s| s.as_str()));
+    let (ok, _, err) = strata(masters, &args);
+    assert!(ok, "{err}");
+    let c = client(masters, MIB as u64).await;
+    eventually("two workers", Duration::from_secs(20), || async {
+        c.report().await.map(|r| r.workers.iter().filter(|w| w.live).count() == 2).unwrap_or(false)
+    })
+    .await;
+    assert!(c.list("/async").await.unwrap().is_empty());
+    s3.pause().unwrap();
+    c
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn async_through_data_survives_a_worker_crash_before_persist() {
     let dir = tempfile::tempdir().unwrap();
     let (s3, op) = setup(dir.path());
     let mut cluster = Cluster::start(Path::new(BIN), &dir.path().join("c"), 2, "ufs-secret").unwrap();
-    let m = cluster.master_addr().to_string();
-    let mut args = vec!["mount", "/async", "s3://bkt/async", "--write-type", "async-through", "--replicas", "2"];
-    let o = s3_opts(&s3);
-    args.extend(["-o", "timeout_ms=1000", "-o", "retries=0"]);
-    args.extend(o.iter().map(|s| s.as_str()));
-    let (ok, _, err) = strata(&m, &args);
-    assert!(ok, "{err}");
-    let c = client(&m, MIB as u64).await;
-    eventually("two workers", Duration::from_secs(20), || async {
-        c.report().await.map(|r| r.workers.iter().filter(|w| w.live).count() == 2).unwrap_or(false)
-    })
-    .await;
-    assert!(c.list("/async").await.unwrap().is_empty()); // metadata loaded
-    s3.pause().unwrap(); // nothing can be persisted yet
+    let c = async_mount_then_freeze_s3(&s3, cluster.master_addr(), "async").await;
     let data = bytes(3 * MIB + 77, 11);
     put(&c, "/async/f.bin", &data).await.unwrap();
     let fb = c.blocks("/async/f.bin").await.unwrap();
@@ -328,20 +336,7 @@ async fn async_through_data_survives_a_leader_failover_before_persist() {
     let (s3, op) = setup(dir.path());
     let mut cluster =
         strata_chaos::HaCluster::start(Path::new(BIN), &dir.path().join("c"), 3, 2, "ufs-ha-secret").unwrap();
-    let masters = cluster.master_list();
-    let mut args = vec!["mount", "/async", "s3://bkt/ha", "--write-type", "async-through"];
-    let o = s3_opts(&s3);
-    args.extend(["-o", "timeout_ms=1000", "-o", "retries=0"]);
-    args.extend(o.iter().map(|s| s.as_str()));
-    let (ok, _, err) = strata(&masters, &args);
-    assert!(ok, "{err}");
-    let c = client(&masters, MIB as u64).await;
-    eventually("two workers", Duration::from_secs(20), || async {
-        c.report().await.map(|r| r.workers.iter().filter(|w| w.live).count() == 2).unwrap_or(false)
-    })
-    .await;
-    assert!(c.list("/async").await.unwrap().is_empty());
-    s3.pause().unwrap(); // the leader cannot persist before it dies
+    let c = async_mount_then_freeze_s3(&s3, &cluster.master_list(), "ha").await;
     let data = bytes(2 * MIB + 5, 21);
     put(&c, "/async/f.bin", &data).await.unwrap();
     let r = c.report().await.unwrap();

@@ -367,10 +367,7 @@ async fn after_write(path: &str, inode: u64) -> Result<(), ErrorInfo> {
     if path.is_empty() || check_path(path).is_err() {
         return Ok(());
     }
-    match ns_call(|r| NamespaceMsg::Stat(path.to_string(), r)).await? {
-        Ok(a) if a.inode == inode => mounts::after_write(path).await,
-        _ => Ok(()), // renamed or replaced meanwhile: the new name's owner decides
-    }
+    mounts::after_write(path, inode).await
 }
 
 /// A file's blocks; a persisted file under a mount also says where its

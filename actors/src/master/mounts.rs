@@ -126,14 +126,7 @@ pub async fn mount(info: MountInfo) -> Result<(), ErrorInfo> {
     if !(strata_protocol::MIN_BLOCK_SIZE..=strata_protocol::MAX_BLOCK_SIZE).contains(&info.options.block_size) {
         return Err(ErrorInfo::new(ErrorCode::InvalidArgument, "mount block size out of range"));
     }
-    match ufs::list_dir(&info.spec, "").await {
-        Ok(_) => {}
-        Err(e) if e.code == ErrorCode::NotFound && info.spec.uri.starts_with("s3") => return Err(e),
-        Err(e) if e.code == ErrorCode::NotFound => {
-            return Err(ErrorInfo::new(e.code, format!("{} does not exist: {}", info.spec.uri, e.message)))
-        }
-        Err(e) => return Err(e),
-    }
+    ufs::list_dir(&info.spec, "").await?;
     propose(JournalEntry::Mount { info, time_ms: now_ms() }).await.map(|_| ())
 }
 
@@ -333,9 +326,11 @@ pub fn evict(blocks: Vec<u64>) {
 }
 
 /// What a completed write under a mount needs before it is acknowledged.
-pub async fn after_write(path: &str) -> Result<(), ErrorInfo> {
+/// A file renamed or replaced meanwhile (`path` no longer names `inode`) is
+/// left to whoever wrote the new one.
+pub async fn after_write(path: &str, inode: u64) -> Result<(), ErrorInfo> {
     let Some(m) = mount_of(path).await? else { return Ok(()) };
-    let Some(rec) = lookup(path).await? else { return Ok(()) };
+    let Some(rec) = lookup(path).await?.filter(|r| r.attr.inode == inode) else { return Ok(()) };
     match m.options.write_type {
         WriteType::Cache => Ok(()),
         WriteType::CacheThrough => persist_file(&m, path, &rec).await.map(|_| ()),
