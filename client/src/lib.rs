@@ -221,6 +221,13 @@ impl Client {
         Ok(FileWriter::new(self.clone(), target.to_string(), attr))
     }
 
+    /// Makes `data` (at most `INLINE_MAX_BYTES`) the whole content of file
+    /// `inode` at `path`, kept inline by the master, then applies `attrs`,
+    /// in one journal entry. `InlineRefused` under a UFS mount: write blocks.
+    pub async fn write_inline(&self, inode: u64, path: &str, data: Vec<u8>, attrs: SetAttrs) -> Result<Attr, ClientError> {
+        self.call_attr(MasterRequest::WriteInline { inode, path: path.into(), data, attrs }).await
+    }
+
     /// Atomically moves the content of the closed detached file `from` into
     /// file `to` at `path`.
     pub async fn swap_content(&self, from: u64, to: u64, path: &str) -> Result<(), ClientError> {

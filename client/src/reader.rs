@@ -70,6 +70,15 @@ impl FileReader {
         if self.pos >= self.len() || buf.is_empty() {
             return Ok(0);
         }
+        if let Some(data) = &self.file.inline {
+            // A small file the master keeps inline: it came with the open.
+            let start = self.pos.min(data.len() as u64) as usize;
+            let n = (data.len() - start).min(buf.len());
+            buf[..n].copy_from_slice(&data[start..start + n]);
+            self.pos += n as u64;
+            self.last_end = self.pos;
+            return Ok(n);
+        }
         let have = matches!(&self.cur, Some((off, data)) if *off <= self.pos && self.pos < off + data.len() as u64);
         let sequential = self.pos == self.last_end;
         if !have {

@@ -4,8 +4,8 @@
 
 use std::sync::Arc;
 
-use strata_protocol::messages::{Attr, MasterRequest, MasterResponse};
-use strata_protocol::{ErrorCode, ErrorInfo, InodeId};
+use strata_protocol::messages::{Attr, MasterRequest, MasterResponse, SetAttrs};
+use strata_protocol::{ErrorCode, ErrorInfo, InodeId, INLINE_MAX_BYTES};
 use tokio::task::JoinHandle;
 
 use crate::{Client, ClientError};
@@ -20,12 +20,14 @@ pub struct FileWriter {
     buf: Vec<u8>,
     length: u64,
     in_flight: Option<JoinHandle<Result<(), ClientError>>>,
+    /// Whether a block was sent (else a small file may go inline).
+    sent: bool,
 }
 
 impl FileWriter {
     pub(crate) fn new(client: Client, path: String, attr: Attr) -> Self {
         let cap = attr.block_size.min(64 << 20) as usize;
-        FileWriter { client, path, attr, buf: Vec::with_capacity(cap), length: 0, in_flight: None }
+        FileWriter { client, path, attr, buf: Vec::with_capacity(cap), length: 0, in_flight: None, sent: false }
     }
 
     /// The file's inode.
@@ -67,6 +69,7 @@ impl FileWriter {
 
     async fn send_block(&mut self) -> Result<(), ClientError> {
         self.wait_in_flight().await?;
+        self.sent = true;
         let cap = self.attr.block_size.min(64 << 20) as usize;
         let data = Arc::new(std::mem::replace(&mut self.buf, Vec::with_capacity(cap)));
         let client = self.client.clone();
@@ -92,8 +95,17 @@ impl FileWriter {
         }
     }
 
-    /// Writes the last block and seals the file.
+    /// Writes the last block and seals the file. A small file (at most
+    /// `INLINE_MAX_BYTES`, not under a UFS mount) is sealed with its content
+    /// kept inline by the master: one call, no worker.
     pub async fn close(mut self) -> Result<Attr, ClientError> {
+        if !self.sent && !self.buf.is_empty() && self.length <= INLINE_MAX_BYTES {
+            let data = std::mem::take(&mut self.buf);
+            match self.client.write_inline(self.attr.inode, &self.path, data.clone(), SetAttrs::default()).await {
+                Err(e) if e.code() == ErrorCode::InlineRefused => self.buf = data,
+                r => return r,
+            }
+        }
         if !self.buf.is_empty() {
             self.send_block().await?;
         }

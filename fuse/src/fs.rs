@@ -13,7 +13,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fuser::{Errno, FileAttr, FileType, INodeNo};
 use parking_lot::{Mutex, RwLock};
-use strata_client::{Attr, Client, ClientError, FileReader, Owner, SetAttrs};
+use strata_client::{Attr, Client, ClientError, ErrorCode, FileReader, Owner, SetAttrs};
+use strata_protocol::INLINE_MAX_BYTES;
 
 use crate::errno::errno;
 use crate::MountConfig;
@@ -38,6 +39,10 @@ struct Staging {
     file: File,
     path: PathBuf,
     dirty: bool,
+    /// Attribute changes made while dirty (tar's fchmod, fchown, futimens
+    /// between write and close): published with the content, in the same
+    /// journal entry for a small file.
+    attrs: SetAttrs,
 }
 
 type SharedStaging = Arc<Mutex<Option<Staging>>>;
@@ -236,6 +241,12 @@ impl StrataFs {
                         a.ctime_ms = a.ctime_ms.max(a.mtime_ms);
                     }
                 }
+                let p = &s.attrs;
+                a.mode = p.mode.unwrap_or(a.mode);
+                a.uid = p.uid.unwrap_or(a.uid);
+                a.gid = p.gid.unwrap_or(a.gid);
+                a.atime_ms = p.atime_ms.unwrap_or(a.atime_ms);
+                a.mtime_ms = p.mtime_ms.unwrap_or(a.mtime_ms);
             }
         }
         a
@@ -295,12 +306,30 @@ impl StrataFs {
         };
         let attrs =
             SetAttrs { mode: mode.map(|m| m & 0o7777), uid, gid, atime_ms: atime.map(ms), mtime_ms: mtime.map(ms) };
+        if attrs != SetAttrs::default() && self.defer_attrs(ino, &attrs) {
+            return Ok(self.observe(&self.with_staged_size(self.stat_path(&path)?)));
+        }
         let a = if attrs != SetAttrs::default() {
             self.block_on(self.client.set_attr(&path, attrs)).map_err(|e| errno(&e))?
         } else {
             self.stat_path(&path)?
         };
         Ok(self.observe(&self.with_staged_size(a)))
+    }
+
+    /// Records attribute changes to publish with the inode's dirty staged
+    /// content; false if nothing is staged (apply them now).
+    fn defer_attrs(&self, ino: u64, attrs: &SetAttrs) -> bool {
+        let Some(shared) = self.staged.lock().get(&ino).cloned() else { return false };
+        let mut guard = shared.lock();
+        let Some(s) = guard.as_mut().filter(|s| s.dirty) else { return false };
+        let p = &mut s.attrs;
+        p.mode = attrs.mode.or(p.mode);
+        p.uid = attrs.uid.or(p.uid);
+        p.gid = attrs.gid.or(p.gid);
+        p.atime_ms = attrs.atime_ms.or(p.atime_ms);
+        p.mtime_ms = attrs.mtime_ms.or(p.mtime_ms);
+        true
     }
 
     /// `readlink`.
@@ -511,7 +540,7 @@ impl StrataFs {
             self.next_fh.fetch_add(1, Ordering::Relaxed)
         ));
         let file = std::fs::OpenOptions::new().read(true).write(true).create_new(true).open(&path).map_err(io_err)?;
-        Ok(Staging { file, path, dirty: false })
+        Ok(Staging { file, path, dirty: false, attrs: SetAttrs::default() })
     }
 
     /// Runs `op` on the handle's staging file, creating it first from the
@@ -602,7 +631,11 @@ impl StrataFs {
         if !f.writable {
             return Err(Errno::EBADF);
         }
-        self.with_staging(&f, |s| s.file.write_all_at(data, offset).map_err(io_err))?;
+        self.with_staging(&f, |s| {
+            s.file.write_all_at(data, offset).map_err(io_err)?;
+            s.attrs.mtime_ms = None; // a write after futimens sets the time anew
+            Ok(())
+        })?;
         Ok(data.len() as u32)
     }
 
@@ -625,7 +658,9 @@ impl StrataFs {
         })
     }
 
-    /// Publishes a dirty staging file: new blocks in a detached file, then
+    /// Publishes a dirty staging file with its deferred attribute changes:
+    /// a small file in one journal entry with its content inline, a bigger
+    /// one (or one under a UFS mount) as new blocks in a detached file, then
     /// an atomic swap into the inode.
     fn publish(&self, f: &OpenFile) -> FsResult<()> {
         if self.orphans.lock().contains_key(&f.ino) {
@@ -634,27 +669,39 @@ impl StrataFs {
         let mut guard = f.staging.lock();
         let Some(s) = guard.as_mut().filter(|s| s.dirty) else { return Ok(()) };
         let len = s.file.metadata().map_err(io_err)?.len();
-        let file = &s.file;
+        let (file, attrs) = (&s.file, s.attrs.clone());
         let path = self.path(f.ino).unwrap_or_default();
-        self.block_on(async {
-            let mut w = self.client.create_detached(self.cfg.block_size, &path).await?;
-            let mut buf = vec![0u8; 8 << 20];
-            let mut off = 0u64;
-            while off < len {
-                let n = ((len - off) as usize).min(buf.len());
-                file.read_exact_at(&mut buf[..n], off)?;
-                w.write(&buf[..n]).await?;
-                off += n as u64;
-            }
-            w.close_into(f.ino, &path).await?;
-            self.client.stat(&path).await
-        })
-        .map_err(|e| errno(&e))
-        .map(|a| {
-            // This mount's kernel already has these bytes; don't invalidate on the next open.
-            self.seen.lock().insert(f.ino, (a.size, a.mtime_ms));
-        })?;
+        let a = self
+            .block_on(async {
+                if len <= INLINE_MAX_BYTES {
+                    let mut data = vec![0u8; len as usize];
+                    file.read_exact_at(&mut data, 0)?;
+                    match self.client.write_inline(f.ino, &path, data, attrs.clone()).await {
+                        Err(e) if e.code() == ErrorCode::InlineRefused => {}
+                        r => return r,
+                    }
+                }
+                let mut w = self.client.create_detached(self.cfg.block_size, &path).await?;
+                let mut buf = vec![0u8; 8 << 20];
+                let mut off = 0u64;
+                while off < len {
+                    let n = ((len - off) as usize).min(buf.len());
+                    file.read_exact_at(&mut buf[..n], off)?;
+                    w.write(&buf[..n]).await?;
+                    off += n as u64;
+                }
+                w.close_into(f.ino, &path).await?;
+                if attrs != SetAttrs::default() {
+                    self.client.set_attr(&path, attrs).await
+                } else {
+                    self.client.stat(&path).await
+                }
+            })
+            .map_err(|e| errno(&e))?;
+        // This mount's kernel already has these bytes; don't invalidate on the next open.
+        self.seen.lock().insert(f.ino, (a.size, a.mtime_ms));
         s.dirty = false;
+        s.attrs = SetAttrs::default();
         // Readers of this handle must see the new content.
         if let Ok(mut r) = f.reader.try_lock() {
             *r = None;

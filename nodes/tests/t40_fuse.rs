@@ -156,12 +156,26 @@ fn close_to_open_across_two_mounts() {
     )
     .unwrap();
 
-    for round in 0..5u64 {
-        let data = bytes(100_000 + round as usize * 7_777, round);
-        std::fs::write(a.join("shared"), &data).unwrap(); // closed here
-                                                          // Open in the other mount: size (fstat after open) and bytes are the new ones.
+    // Sizes alternate between small files (content kept inline by the
+    // master) and bigger ones (blocks); mode and mtime set through the open
+    // handle before the close are published with the content.
+    for round in 0..6u64 {
+        let len = if round % 2 == 0 { 100_000 + round as usize * 7_777 } else { 1_000 + round as usize * 77 };
+        let data = bytes(len, round);
+        let mode = 0o600 + (round as u32 % 3) * 0o10;
+        let mtime = std::time::UNIX_EPOCH + Duration::from_secs(1_000_000 + round * 1000);
+        {
+            let mut f = std::fs::File::create(a.join("shared")).unwrap();
+            f.write_all(&data).unwrap();
+            f.set_permissions(std::fs::Permissions::from_mode(mode)).unwrap();
+            f.set_modified(mtime).unwrap();
+        } // closed here
+          // Open in the other mount: size (fstat after open), bytes, mode and mtime are the new ones.
         let mut f = std::fs::File::open(b.join("shared")).unwrap();
-        assert_eq!(f.metadata().unwrap().len(), data.len() as u64, "round {round}: size seen by the other mount");
+        let md = f.metadata().unwrap();
+        assert_eq!(md.len(), data.len() as u64, "round {round}: size seen by the other mount");
+        assert_eq!(md.mode() & 0o7777, mode, "round {round}: mode seen by the other mount");
+        assert_eq!(md.modified().unwrap(), mtime, "round {round}: mtime seen by the other mount");
         let mut got = Vec::new();
         f.read_to_end(&mut got).unwrap();
         assert!(got == data, "round {round}: bytes seen by the other mount");

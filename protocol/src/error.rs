@@ -54,6 +54,9 @@ pub enum ErrorCode {
     /// The operation crosses a mount boundary (rename between a mount and
     /// the rest of the namespace or another mount).
     CrossMount = 21,
+    /// The master keeps no inline content for this file (it is under a UFS
+    /// mount, or too big): write it as blocks instead.
+    InlineRefused = 22,
 }
 
 impl ErrorCode {
@@ -81,6 +84,7 @@ impl ErrorCode {
             ErrorCode::PermissionDenied => "permission denied",
             ErrorCode::Ufs => "ufs error",
             ErrorCode::CrossMount => "cross-mount operation",
+            ErrorCode::InlineRefused => "inline content refused",
         }
     }
 }

@@ -52,6 +52,10 @@ pub enum JournalEntry {
     /// name, its old blocks are freed.
     /// With `length`, an incomplete `from` is sealed at that length in the same entry.
     SwapContent { from: InodeId, to: InodeId, length: Option<u64>, time_ms: i64 },
+    /// Make `data` the whole content of file `inode` (kept inline by the
+    /// masters; its blocks are freed), then apply `attrs`; seals an
+    /// incomplete file.
+    WriteInline { inode: InodeId, data: Vec<u8>, attrs: SetAttrs, time_ms: i64 },
     /// Mount a UFS at `info.path`: the directory is created if missing and
     /// must be empty; no mount may contain another.
     Mount { info: MountInfo, time_ms: i64 },
@@ -77,6 +81,8 @@ pub enum ApplyResult {
     Attr(Attr),
     /// `CreateFile` made this inode, replacing a file whose blocks are freed.
     Created { attr: Attr, freed: Vec<u64> },
+    /// The entry replaced this file's content; its old blocks are freed.
+    Replaced { attr: Attr, freed: Vec<u64> },
     /// `AddBlock` allocated this block.
     Block { block_id: u64 },
     /// Nothing to return.

@@ -19,6 +19,10 @@ pub use ids::{BlockId, InodeId, RequestId, WorkerId, ROOT_INODE};
 
 /// Default block size for new files (64 MiB), as in Alluxio and Curvine.
 pub const DEFAULT_BLOCK_SIZE: u64 = 64 * 1024 * 1024;
+/// Largest file whose content the master keeps inline, in the journal and
+/// its metadata store, instead of in worker blocks: a small file is written
+/// with one journal entry and read with one metadata call.
+pub const INLINE_MAX_BYTES: u64 = 64 * 1024;
 /// Smallest block size a file may ask for.
 pub const MIN_BLOCK_SIZE: u64 = 4096;
 /// Largest block size a file may ask for (a block must fit a worker tier).

@@ -128,6 +128,9 @@ pub struct FileBlocks {
     pub blocks: Vec<BlockLocation>,
     /// Where uncached blocks come from, for a persisted file under a mount.
     pub ufs: Option<UfsSource>,
+    /// The whole content of a small file the master keeps inline (then
+    /// `blocks` is empty).
+    pub inline: Option<Vec<u8>>,
 }
 
 /// Usage of one storage tier of one worker.
@@ -205,6 +208,11 @@ pub enum MasterRequest {
     /// Seal a file; `path` names it, so a file under a mount is persisted
     /// as its write type says.
     Complete { inode: InodeId, length: u64, path: String },
+    /// Make `data` (at most [`crate::INLINE_MAX_BYTES`]) the whole content
+    /// of file `inode`, named `path`, kept by the master, and apply `attrs`
+    /// after it, in one journal entry; an incomplete file is sealed. Refused
+    /// with `InlineRefused` under a UFS mount.
+    WriteInline { inode: InodeId, path: String, data: Vec<u8>, attrs: SetAttrs },
     /// Rename.
     Rename { src: String, dst: String },
     /// Delete.

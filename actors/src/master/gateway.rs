@@ -16,7 +16,7 @@ use strata_protocol::messages::{
     ResponseEnvelope,
 };
 use strata_protocol::ufs::{UfsSource, WriteType};
-use strata_protocol::{now_ms, path, ErrorCode, ErrorInfo, MAX_BLOCK_SIZE, MIN_BLOCK_SIZE};
+use strata_protocol::{now_ms, path, ErrorCode, ErrorInfo, INLINE_MAX_BYTES, MAX_BLOCK_SIZE, MIN_BLOCK_SIZE};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Semaphore};
@@ -251,6 +251,23 @@ async fn handle(req: MasterRequest) -> Result<MasterResponse, ErrorInfo> {
             after_write(&path, inode).await?;
             r
         }
+        MasterRequest::WriteInline { inode, path, data, attrs } => {
+            check_path(&path)?;
+            if data.len() as u64 > INLINE_MAX_BYTES {
+                return Ok(err(ErrorCode::InlineRefused, format!("{} bytes is too big to keep inline", data.len())));
+            }
+            // A file under a mount goes to its UFS by its write type: as blocks.
+            if mounts::mount_of(&path).await?.is_some() {
+                return Ok(err(ErrorCode::InlineRefused, format!("{path} is under a UFS mount")));
+            }
+            match propose(JournalEntry::WriteInline { inode, data, attrs, time_ms: t }).await? {
+                ApplyResult::Replaced { attr, freed } => {
+                    free(freed);
+                    MasterResponse::Attr(attr)
+                }
+                other => unexpected(other),
+            }
+        }
         MasterRequest::Rename { src, dst } => {
             check_path(&src)?;
             check_path(&dst)?;
@@ -338,8 +355,10 @@ async fn handle(req: MasterRequest) -> Result<MasterResponse, ErrorInfo> {
             check_path(&path)?;
             journal::read_barrier().await?;
             mounts::ensure_synced(&path, false).await?;
-            let rec = ns_call(|r| NamespaceMsg::File(path.clone(), r)).await??;
-            MasterResponse::Blocks(file_blocks_at(&path, rec).await?)
+            let (rec, inline) = ns_call(|r| NamespaceMsg::FileContent(path.clone(), r)).await??;
+            let mut fb = file_blocks_at(&path, rec).await?;
+            fb.inline = inline;
+            MasterResponse::Blocks(fb)
         }
         MasterRequest::Report => {
             // The leader has the complete picture (followers' progress); send
@@ -420,7 +439,7 @@ pub async fn file_blocks(rec: InodeRecord) -> Result<FileBlocks, ErrorInfo> {
             BlockLocation { block_id: *b, offset, length, workers, from_ufs: false }
         })
         .collect();
-    Ok(FileBlocks { attr: rec.attr, blocks, ufs: None })
+    Ok(FileBlocks { attr: rec.attr, blocks, ufs: None, inline: None })
 }
 
 fn attr_of(r: ApplyResult) -> MasterResponse {

@@ -8,7 +8,7 @@ use parking_lot::Mutex;
 use rocksdb::{IteratorMode, WriteBatch, DB};
 use serde::{Deserialize, Serialize};
 use strata_protocol::journal::{ApplyResult, JournalEntry};
-use strata_protocol::messages::{Attr, DirEntry, FileType};
+use strata_protocol::messages::{Attr, DirEntry, FileType, SetAttrs};
 use strata_protocol::ufs::{self, Fingerprint, MountInfo, UfsEntry};
 use strata_protocol::{path, BlockId, ErrorCode, ErrorInfo, InodeId, ROOT_INODE};
 
@@ -167,6 +167,11 @@ impl Namespace {
             Some(v) => Ok(Some(u64_of(&key, &v)?)),
             None => Ok(None),
         }
+    }
+
+    /// The inline content of a small file, if it has any.
+    pub fn inline(&self, id: InodeId) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.db.get_cf(handle(&self.db, cf::INLINE), id.to_be_bytes())?)
     }
 
     /// The inode owning a block, if any file references it.
@@ -380,6 +385,31 @@ impl Namespace {
 
 /// Whether a file of `n` blocks of `bs` bytes can be `length` long (every
 /// block but the last full).
+/// Whether a file with these attributes and blocks keeps its content inline.
+pub fn is_inline(attr: &Attr, blocks: &[BlockId]) -> bool {
+    attr.file_type == FileType::File && attr.complete && attr.size > 0 && blocks.is_empty()
+}
+
+/// Applies a `SetAttr`'s changes; the change time becomes `time_ms`.
+fn set_attrs(a: &mut Attr, attrs: &SetAttrs, time_ms: i64) {
+    if let Some(m) = attrs.mode {
+        a.mode = m & 0o7777;
+    }
+    if let Some(u) = attrs.uid {
+        a.uid = u;
+    }
+    if let Some(g) = attrs.gid {
+        a.gid = g;
+    }
+    if let Some(t) = attrs.atime_ms {
+        a.atime_ms = t;
+    }
+    if let Some(t) = attrs.mtime_ms {
+        a.mtime_ms = t;
+    }
+    a.ctime_ms = time_ms;
+}
+
 fn length_fits(n: u64, bs: u64, length: u64) -> bool {
     if n == 0 {
         length == 0
@@ -463,15 +493,24 @@ impl Tx<'_> {
         self.drop_inode(rec)
     }
 
-    /// Removes an inode record and its block map entries; returns freed blocks.
+    /// Removes an inode record, its inline content and its block map
+    /// entries; returns freed blocks.
     fn drop_inode(&mut self, rec: &InodeRecord) -> Vec<BlockId> {
         let hi = handle(&self.ns.db, cf::INODES);
         self.batch.delete_cf(hi, rec.attr.inode.to_be_bytes());
+        self.drop_inline(rec);
         let hb = handle(&self.ns.db, cf::BLOCKS);
         for b in &rec.blocks {
             self.batch.delete_cf(hb, b.to_be_bytes());
         }
         rec.blocks.clone()
+    }
+
+    /// Removes a file's inline content (a no-op for other inodes).
+    fn drop_inline(&mut self, rec: &InodeRecord) {
+        if is_inline(&rec.attr, &rec.blocks) {
+            self.batch.delete_cf(handle(&self.ns.db, cf::INLINE), rec.attr.inode.to_be_bytes());
+        }
     }
 
     /// Removes a whole subtree below (and including) `rec`; returns freed blocks.
@@ -620,22 +659,7 @@ impl Tx<'_> {
             }
             JournalEntry::SetAttr { path: p, attrs, time_ms } => {
                 let mut rec = self.ns.resolve(p)?;
-                if let Some(m) = attrs.mode {
-                    rec.attr.mode = m & 0o7777;
-                }
-                if let Some(u) = attrs.uid {
-                    rec.attr.uid = u;
-                }
-                if let Some(g) = attrs.gid {
-                    rec.attr.gid = g;
-                }
-                if let Some(t) = attrs.atime_ms {
-                    rec.attr.atime_ms = t;
-                }
-                if let Some(t) = attrs.mtime_ms {
-                    rec.attr.mtime_ms = t;
-                }
-                rec.attr.ctime_ms = *time_ms;
+                set_attrs(&mut rec.attr, attrs, *time_ms);
                 self.put_inode(&rec);
                 Ok(ApplyResult::Attr(rec.attr))
             }
@@ -707,6 +731,7 @@ impl Tx<'_> {
                     return Err(ns(ErrorCode::InvalidState, format!("inode {from} is not a complete detached file")));
                 }
                 let freed = dst.blocks.clone();
+                self.drop_inline(&dst);
                 let hb = handle(&self.ns.db, cf::BLOCKS);
                 for b in &freed {
                     self.batch.delete_cf(hb, b.to_be_bytes());
@@ -744,6 +769,35 @@ impl Tx<'_> {
                 self.put_inode(&rec);
                 self.touch_dir(parent, *time_ms);
                 Ok(ApplyResult::Attr(rec.attr))
+            }
+            JournalEntry::WriteInline { inode, data, attrs, time_ms } => {
+                let mut rec = self
+                    .ns
+                    .inode(*inode)?
+                    .ok_or_else(|| ns(ErrorCode::NotFound, format!("inode {inode} does not exist")))?;
+                if rec.attr.file_type != FileType::File {
+                    return Err(ns(ErrorCode::IsADirectory, format!("inode {inode} is not a file")));
+                }
+                if data.len() as u64 > strata_protocol::INLINE_MAX_BYTES || rec.ufs.is_some() {
+                    return Err(ns(ErrorCode::InlineRefused, format!("inode {inode} cannot be kept inline")));
+                }
+                let freed = std::mem::take(&mut rec.blocks);
+                let hb = handle(&self.ns.db, cf::BLOCKS);
+                for b in &freed {
+                    self.batch.delete_cf(hb, b.to_be_bytes());
+                }
+                let hl = handle(&self.ns.db, cf::INLINE);
+                if data.is_empty() {
+                    self.batch.delete_cf(hl, inode.to_be_bytes());
+                } else {
+                    self.batch.put_cf(hl, inode.to_be_bytes(), data);
+                }
+                rec.attr.size = data.len() as u64;
+                rec.attr.complete = true;
+                rec.attr.mtime_ms = *time_ms;
+                set_attrs(&mut rec.attr, attrs, *time_ms);
+                self.put_inode(&rec);
+                Ok(ApplyResult::Replaced { attr: rec.attr, freed })
             }
             JournalEntry::Mount { info, time_ms } => self.mount(info, *time_ms),
             JournalEntry::Unmount { path: p, time_ms } => {
@@ -1174,6 +1228,55 @@ mod tests {
         assert_eq!(ok(&ns, swap(Some(3))), ApplyResult::Freed { blocks: vec![new] });
         let r = ns.resolve("/f").unwrap();
         assert_eq!((r.attr.size, r.blocks.clone(), r.attr.complete), (3, vec![b2], true));
+    }
+
+    #[test]
+    fn inline_content_replaces_blocks_carries_attrs_and_goes_with_the_inode() {
+        let d = tempfile::tempdir().unwrap();
+        let ns = ns_in(&d);
+        let ApplyResult::Created { attr: f, .. } = ok(&ns, create("/f", false)) else { panic!() };
+        let ApplyResult::Block { block_id: old } = ok(&ns, JournalEntry::AddBlock { inode: f.inode, time_ms: 2 })
+        else {
+            panic!()
+        };
+        ok(&ns, JournalEntry::CompleteFile { inode: f.inode, length: 5, time_ms: 3 });
+        let attrs = SetAttrs { mode: Some(0o600), mtime_ms: Some(42), ..Default::default() };
+        let write = |data: &[u8], attrs: &SetAttrs| JournalEntry::WriteInline {
+            inode: f.inode,
+            data: data.to_vec(),
+            attrs: attrs.clone(),
+            time_ms: 9,
+        };
+        let ApplyResult::Replaced { attr, freed } = ok(&ns, write(b"hello inline", &attrs)) else { panic!() };
+        assert_eq!(freed, vec![old]);
+        assert_eq!((attr.size, attr.mode, attr.mtime_ms, attr.ctime_ms, attr.complete), (12, 0o600, 42, 9, true));
+        assert_eq!(ns.block_owner(old).unwrap(), None);
+        assert_eq!(ns.inline(f.inode).unwrap().as_deref(), Some(&b"hello inline"[..]));
+        let r = ns.resolve("/f").unwrap();
+        assert!(is_inline(&r.attr, &r.blocks));
+        // Too big: refused, nothing changes.
+        let big = vec![7u8; strata_protocol::INLINE_MAX_BYTES as usize + 1];
+        assert_eq!(err(&ns, write(&big, &SetAttrs::default())), ErrorCode::InlineRefused);
+        // Snapshots carry inline content.
+        let d2 = tempfile::tempdir().unwrap();
+        let ns2 = ns_in(&d2);
+        ns2.import(&ns.export().unwrap()).unwrap();
+        assert_eq!(ns2.inline(f.inode).unwrap().as_deref(), Some(&b"hello inline"[..]));
+        // New content as blocks drops the inline copy.
+        let ApplyResult::Created { attr: t, .. } =
+            ok(&ns, JournalEntry::CreateDetached { mode: 0o644, uid: 0, gid: 0, block_size: 10, time_ms: 4 })
+        else {
+            panic!()
+        };
+        ok(&ns, JournalEntry::AddBlock { inode: t.inode, time_ms: 5 });
+        ok(&ns, JournalEntry::SwapContent { from: t.inode, to: f.inode, length: Some(3), time_ms: 7 });
+        assert_eq!(ns.inline(f.inode).unwrap(), None);
+        // Empty content keeps no row; deleting an inline file drops its row.
+        ok(&ns, write(b"", &SetAttrs::default()));
+        assert_eq!((ns.resolve("/f").unwrap().attr.size, ns.inline(f.inode).unwrap()), (0, None));
+        ok(&ns, write(b"x", &SetAttrs::default()));
+        ok(&ns, JournalEntry::Delete { path: "/f".into(), recursive: false, time_ms: 10 });
+        assert_eq!(ns.inline(f.inode).unwrap(), None);
     }
 
     #[test]

@@ -14,7 +14,7 @@ use strata_protocol::messages::{Attr, DirEntry};
 use strata_protocol::ufs::MountInfo;
 use strata_protocol::{BlockId, ErrorCode, ErrorInfo};
 
-use super::namespace::{InodeRecord, Namespace, NsError};
+use super::namespace::{is_inline, InodeRecord, Namespace, NsError};
 use super::raft::{put_meta, NamespaceHandle};
 
 /// Registered name of the NamespaceActor.
@@ -42,6 +42,8 @@ pub enum NamespaceMsg {
     List(String, RpcReplyPort<Result<Vec<DirEntry>, ErrorInfo>>),
     /// A file's record (attributes and blocks).
     File(String, RpcReplyPort<Result<InodeRecord, ErrorInfo>>),
+    /// A file's record and, for a small file kept inline, its content.
+    FileContent(String, RpcReplyPort<Result<(InodeRecord, Option<Vec<u8>>), ErrorInfo>>),
     /// Which of these blocks no file owns.
     Orphans(Vec<BlockId>, RpcReplyPort<Vec<BlockId>>),
     /// Approximate inode count.
@@ -118,6 +120,14 @@ impl Actor for NamespaceActor {
             }
             NamespaceMsg::File(path, reply) => {
                 let _ = reply.send(ns.resolve(&path).map_err(to_info));
+            }
+            NamespaceMsg::FileContent(path, reply) => {
+                let r = ns.resolve(&path).and_then(|rec| {
+                    let inline =
+                        if is_inline(&rec.attr, &rec.blocks) { ns.inline(rec.attr.inode)? } else { None };
+                    Ok((rec, inline))
+                });
+                let _ = reply.send(r.map_err(to_info));
             }
             NamespaceMsg::Orphans(blocks, reply) => {
                 let mut orphans = Vec::new();

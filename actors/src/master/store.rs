@@ -34,10 +34,14 @@ pub mod cf {
     pub const EDGES: &str = "edges";
     /// Block → owning inode.
     pub const BLOCKS: &str = "blocks";
+    /// Content of small files kept inline (see `INLINE_MAX_BYTES`), apart
+    /// from the inode records so stat and list never read it.
+    pub const INLINE: &str = "inline";
     /// Every column family, in open order.
-    pub const ALL: [&str; 6] = [RAFT_LOG, RAFT_META, SM_META, INODES, EDGES, BLOCKS];
-    /// The column families that make up the state machine (snapshot content).
-    pub const STATE: [&str; 4] = [SM_META, INODES, EDGES, BLOCKS];
+    pub const ALL: [&str; 7] = [RAFT_LOG, RAFT_META, SM_META, INODES, EDGES, BLOCKS, INLINE];
+    /// The column families that make up the state machine (snapshot content);
+    /// a row's index here is part of the snapshot format: append only.
+    pub const STATE: [&str; 5] = [SM_META, INODES, EDGES, BLOCKS, INLINE];
 }
 
 /// A bookkeeping row written with an entry: (column family, key, value).
