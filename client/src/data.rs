@@ -1,9 +1,11 @@
 //! Block streams to workers' data ports, over pooled connections.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
+use strata_protocol::blockfile::{BlockError, OpenBlock};
 use strata_protocol::frame::{read_frame, write_frame, FrameKind, ReadFrameError};
 use strata_protocol::messages::{BlockLocation, DataRequest, DataResponse, WorkerAddr};
 use strata_protocol::ufs::UfsSource;
@@ -16,10 +18,18 @@ use crate::ClientError;
 const MAX_RESPONSE_FRAME: u32 = 64 * 1024;
 const IDLE_PER_WORKER: usize = 8;
 
+/// Block files kept open for short-circuit reads, at most.
+const MAX_LOCAL_OPEN: usize = 256;
+/// Short-circuit reads up to this size run on the calling task; bigger
+/// ones on the blocking pool.
+const INLINE_READ_BYTES: u64 = 256 * 1024;
+
 /// Pooled connections to workers' data ports.
 pub struct DataPool {
     idle: Mutex<HashMap<String, Vec<TcpStream>>>,
     timeout: Duration,
+    /// Blocks of workers on this host, opened for short-circuit reads.
+    local: Mutex<HashMap<BlockId, Arc<OpenBlock>>>,
 }
 
 fn key(w: &WorkerAddr) -> String {
@@ -29,7 +39,7 @@ fn key(w: &WorkerAddr) -> String {
 impl DataPool {
     /// A pool whose requests time out after `timeout`.
     pub fn new(timeout: Duration) -> Self {
-        DataPool { idle: Mutex::new(HashMap::new()), timeout }
+        DataPool { idle: Mutex::new(HashMap::new()), timeout, local: Mutex::new(HashMap::new()) }
     }
 
     async fn take(&self, addr: &str) -> Result<TcpStream, ClientError> {
@@ -100,6 +110,71 @@ impl DataPool {
         length: u64,
     ) -> Result<Vec<u8>, ClientError> {
         self.read(w, block_id, DataRequest::Read { block_id, offset, length }, length).await
+    }
+
+    /// Reads a range of a block of worker `w`, which runs on this host,
+    /// straight from its block file (short-circuit): the worker says where
+    /// the block is once, then reads are `pread`s verified against the
+    /// block's checksums. Any failure here means: read through the worker.
+    pub async fn read_local(
+        &self,
+        w: &WorkerAddr,
+        block_id: BlockId,
+        offset: u64,
+        length: u64,
+    ) -> Result<Vec<u8>, ClientError> {
+        let cached = self.local.lock().get(&block_id).cloned();
+        let open = match cached {
+            Some(o) => o,
+            None => {
+                let dir = match self.ask(w, &DataRequest::LocalDir { block_id }).await? {
+                    DataResponse::LocalDir { dir } => dir,
+                    DataResponse::Error(e) => return Err(ClientError::Remote(e)),
+                    other => return Err(ClientError::unexpected(other)),
+                };
+                let o = tokio::task::spawn_blocking(move || OpenBlock::open(std::path::Path::new(&dir), block_id))
+                    .await
+                    .map_err(|e| ClientError::Remote(ErrorInfo::new(ErrorCode::Internal, e.to_string())))?
+                    .map_err(block_error)?;
+                let o = Arc::new(o);
+                let mut local = self.local.lock();
+                if local.len() >= MAX_LOCAL_OPEN {
+                    local.clear();
+                }
+                local.insert(block_id, o.clone());
+                o
+            }
+        };
+        let r = if length <= INLINE_READ_BYTES {
+            open.read(offset, length)
+        } else {
+            let o = open.clone();
+            tokio::task::spawn_blocking(move || o.read(offset, length))
+                .await
+                .map_err(|e| ClientError::Remote(ErrorInfo::new(ErrorCode::Internal, e.to_string())))?
+        };
+        r.map_err(|e| {
+            self.local.lock().remove(&block_id);
+            block_error(e)
+        })
+    }
+
+    /// One request, one response frame.
+    async fn ask(&self, w: &WorkerAddr, req: &DataRequest) -> Result<DataResponse, ClientError> {
+        let addr = key(w);
+        let mut s = self.take(&addr).await?;
+        let fut = async {
+            write_frame(&mut s, FrameKind::Request, req)
+                .await
+                .map_err(|e| ClientError::Disconnected { addr: addr.clone(), reason: e.to_string() })?;
+            s.flush().await?;
+            Self::response(&addr, &mut s).await
+        };
+        let r = tokio::time::timeout(self.timeout, fut)
+            .await
+            .map_err(|_| ClientError::Timeout { what: format!("asking {addr}"), after: self.timeout })??;
+        self.give_back(&addr, s);
+        Ok(r)
     }
 
     /// Reads a range of a block only the UFS has, through worker `w`, which
@@ -173,4 +248,14 @@ impl DataPool {
             Ok(Err(e)) | Err(e) => Err(e),
         }
     }
+}
+
+fn block_error(e: BlockError) -> ClientError {
+    let code = match e {
+        BlockError::Checksum { .. } | BlockError::Corrupt { .. } => ErrorCode::ChecksumMismatch,
+        BlockError::NotFound { .. } => ErrorCode::BlockNotFound,
+        BlockError::OutOfRange { .. } => ErrorCode::InvalidArgument,
+        BlockError::Io(_) => ErrorCode::Io,
+    };
+    ClientError::Remote(ErrorInfo::new(code, e.to_string()))
 }

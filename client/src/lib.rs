@@ -54,6 +54,9 @@ pub struct ClientConfig {
     pub gid: u32,
     /// Bytes fetched per read request (and prefetched ahead of a sequential reader).
     pub read_chunk_bytes: u64,
+    /// Read blocks of workers on this host (`client_host`) straight from
+    /// their block files, checksums verified, instead of over TCP.
+    pub short_circuit: bool,
 }
 
 impl ClientConfig {
@@ -69,6 +72,7 @@ impl ClientConfig {
             uid: 0,
             gid: 0,
             read_chunk_bytes: 8 * 1024 * 1024,
+            short_circuit: true,
         }
     }
 }
@@ -188,6 +192,12 @@ impl Client {
         }
     }
 
+    /// Whether worker `w` runs on this host and its blocks may be read
+    /// straight from its files.
+    pub(crate) fn is_local(&self, w: &strata_protocol::messages::WorkerAddr) -> bool {
+        self.inner.cfg.short_circuit && w.host == self.inner.cfg.client_host
+    }
+
     /// A file's attributes and block locations.
     pub async fn blocks(&self, p: &str) -> Result<FileBlocks, ClientError> {
         path::components(p)?;
@@ -224,7 +234,13 @@ impl Client {
     /// Makes `data` (at most `INLINE_MAX_BYTES`) the whole content of file
     /// `inode` at `path`, kept inline by the master, then applies `attrs`,
     /// in one journal entry. `InlineRefused` under a UFS mount: write blocks.
-    pub async fn write_inline(&self, inode: u64, path: &str, data: Vec<u8>, attrs: SetAttrs) -> Result<Attr, ClientError> {
+    pub async fn write_inline(
+        &self,
+        inode: u64,
+        path: &str,
+        data: Vec<u8>,
+        attrs: SetAttrs,
+    ) -> Result<Attr, ClientError> {
         self.call_attr(MasterRequest::WriteInline { inode, path: path.into(), data, attrs }).await
     }
 

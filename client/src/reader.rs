@@ -27,7 +27,7 @@ pub struct FileReader {
 }
 
 /// Chunk size for reads that do not continue the previous one.
-const RANDOM_CHUNK_BYTES: u64 = 128 * 1024;
+const RANDOM_CHUNK_BYTES: u64 = 64 * 1024;
 
 impl FileReader {
     pub(crate) fn new(client: Client, path: String, file: FileBlocks) -> Self {
@@ -148,6 +148,13 @@ pub(crate) async fn fetch(
         for w in &block.workers {
             let r = match (&ufs, block.from_ufs) {
                 (Some(src), true) => client.inner.data.read_ufs(w, &block, offset, len, src).await,
+                _ if client.is_local(w) => match client.inner.data.read_local(w, block.block_id, offset, len).await {
+                    Ok(data) => Ok(data),
+                    Err(e) => {
+                        tracing::debug!(worker = w.worker_id, error = %e, "short-circuit read failed; reading through the worker");
+                        client.inner.data.read_block(w, block.block_id, offset, len).await
+                    }
+                },
                 _ => client.inner.data.read_block(w, block.block_id, offset, len).await,
             };
             match r {

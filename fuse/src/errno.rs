@@ -18,10 +18,11 @@ pub fn errno(e: &ClientError) -> Errno {
         ErrorCode::InvalidState => Errno::EBUSY,
         ErrorCode::NotLeader | ErrorCode::Unavailable => Errno::EAGAIN,
         ErrorCode::CrossMount => Errno::EXDEV,
-        ErrorCode::ChecksumMismatch | ErrorCode::Io | ErrorCode::Protocol | ErrorCode::Internal
+        ErrorCode::ChecksumMismatch
+        | ErrorCode::Io
+        | ErrorCode::Protocol
+        | ErrorCode::Internal
         | ErrorCode::Ufs
-        | ErrorCode::InlineRefused => {
-            Errno::EIO
-        }
+        | ErrorCode::InlineRefused => Errno::EIO,
     }
 }

@@ -134,3 +134,62 @@ async fn namespace_operations_match_a_model() {
     })
     .await;
 }
+
+/// Reads of blocks on a worker of this host come straight from its block
+/// files: once a reader has opened a block, it keeps reading it with the
+/// node frozen (SIGSTOP), where a reader without short-circuit times out.
+/// A small file is kept inline by the master and comes whole with the open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn short_circuit_reads_and_inline_small_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = start_local(dir.path(), 64 << 20, 1 << 30);
+    let c = client(&node.ready, BLOCK).await;
+
+    let small = bytes(5000, 3);
+    let mut w = c.create("/small", false).await.unwrap();
+    w.write(&small).await.unwrap();
+    w.close().await.unwrap();
+    let fb = c.blocks("/small").await.unwrap();
+    assert!(fb.blocks.is_empty() && fb.inline.as_deref() == Some(&small[..]), "a small file is kept inline");
+
+    let data = bytes(3 * BLOCK as usize, 4);
+    let mut w = c.create("/big", false).await.unwrap();
+    w.write(&data).await.unwrap();
+    w.close().await.unwrap();
+    assert_eq!(c.blocks("/big").await.unwrap().blocks.len(), 3);
+
+    let mut local = c.open("/big").await.unwrap();
+    let mut inline = c.open("/small").await.unwrap();
+    let mut cfg = strata_client::ClientConfig::new(node.ready.clone());
+    cfg.short_circuit = false;
+    cfg.data_timeout = Duration::from_secs(2);
+    cfg.rpc_timeout = Duration::from_secs(2);
+    cfg.failover_timeout = Duration::from_secs(2);
+    let remote_client = strata_client::Client::connect(cfg).await.unwrap();
+    let mut remote = remote_client.open("/big").await.unwrap();
+    // Open every block locally (random reads: one checksum chunk each).
+    let mut buf = vec![0u8; 4096];
+    for off in [10_000u64, BLOCK + 10_000, 2 * BLOCK + 10_000] {
+        local.seek(off);
+        assert_eq!(local.read(&mut buf).await.unwrap(), 4096);
+        assert!(buf[..] == data[off as usize..off as usize + 4096]);
+    }
+
+    node.pause().unwrap();
+    let frozen = async {
+        for off in [BLOCK + 500_000, 700_000, 2 * BLOCK + 900_000] {
+            local.seek(off);
+            assert_eq!(local.read(&mut buf).await.unwrap(), 4096, "short-circuit read at {off}");
+            assert!(buf[..] == data[off as usize..off as usize + 4096]);
+        }
+        let mut got = vec![0u8; 8192];
+        assert_eq!(inline.read(&mut got).await.unwrap(), 5000);
+        assert!(got[..5000] == small[..]);
+    };
+    let local_ok = tokio::time::timeout(Duration::from_secs(5), frozen).await;
+    remote.seek(BLOCK + 500_000);
+    let remote_r = tokio::time::timeout(Duration::from_secs(30), remote.read(&mut buf)).await;
+    node.resume().unwrap();
+    local_ok.expect("short-circuit and inline reads do not wait for the frozen node");
+    assert!(!matches!(remote_r, Ok(Ok(_))), "a read through the frozen worker fails");
+}

@@ -5,6 +5,7 @@
 //! servers link it. The optional `tokio-io` feature adds async frame helpers
 //! over `AsyncRead`/`AsyncWrite`.
 
+pub mod blockfile;
 pub mod error;
 pub mod frame;
 pub mod ids;

@@ -311,6 +311,9 @@ pub enum DataRequest {
     ReadUfs { block_id: BlockId, offset: u64, length: u64, block_offset: u64, block_length: u64, source: UfsSource },
     /// Write a file made of `blocks` (`length` bytes) to `key` in the UFS.
     Persist { spec: UfsSpec, key: String, blocks: Vec<BlockLocation>, length: u64 },
+    /// Where this worker keeps a block on disk, for a client on the same
+    /// host to read it directly (short-circuit read).
+    LocalDir { block_id: BlockId },
 }
 
 /// A response on a worker's data port.
@@ -323,6 +326,8 @@ pub enum DataResponse {
     WriteOk { tier: String },
     /// The file is in the UFS as this version.
     Persisted(Fingerprint),
+    /// The block's files are in this tier directory (see `blockfile`).
+    LocalDir { dir: String },
     /// The request failed; nothing follows.
     Error(ErrorInfo),
 }

@@ -123,8 +123,7 @@ impl Actor for NamespaceActor {
             }
             NamespaceMsg::FileContent(path, reply) => {
                 let r = ns.resolve(&path).and_then(|rec| {
-                    let inline =
-                        if is_inline(&rec.attr, &rec.blocks) { ns.inline(rec.attr.inode)? } else { None };
+                    let inline = if is_inline(&rec.attr, &rec.blocks) { ns.inline(rec.attr.inode)? } else { None };
                     Ok((rec, inline))
                 });
                 let _ = reply.send(r.map_err(to_info));

@@ -168,6 +168,13 @@ async fn serve(mut stream: TcpStream, ctx: Arc<Ctx>) {
                 };
                 respond(&mut stream, &r).await
             }
+            DataRequest::LocalDir { block_id } => {
+                let r = match find_block(&ctx, block_id).await {
+                    Ok((tier, _)) => DataResponse::LocalDir { dir: tier.dir.display().to_string() },
+                    Err(e) => DataResponse::Error(e),
+                };
+                respond(&mut stream, &r).await
+            }
         };
         if !keep_going {
             return;

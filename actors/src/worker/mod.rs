@@ -8,7 +8,7 @@
 //! └─ WorkerActor     mesh join, registration, heartbeats, master commands
 //! ```
 
-pub mod blockfile;
+pub use strata_protocol::blockfile;
 pub mod data_server;
 pub mod tier;
 pub mod worker_actor;

@@ -17,7 +17,7 @@ use std::io::{self, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use strata_protocol::BlockId;
+use crate::BlockId;
 
 /// Checksum granularity.
 pub const CHUNK_BYTES: u64 = 64 * 1024;
@@ -136,6 +136,16 @@ pub fn read_meta(dir: &Path, block_id: BlockId) -> Result<BlockMeta, BlockError>
 /// Reads `length` bytes at `offset`, verifying every chunk touched.
 pub fn read_range(dir: &Path, meta: &BlockMeta, offset: u64, length: u64) -> Result<Vec<u8>, BlockError> {
     let id = meta.block_id;
+    let file = File::open(data_path(dir, id)).map_err(|e| match e.kind() {
+        io::ErrorKind::NotFound => BlockError::NotFound { block_id: id },
+        _ => e.into(),
+    })?;
+    read_verified(&file, meta, offset, length)
+}
+
+/// Reads `length` bytes at `offset` of an open data file, verifying every chunk touched.
+fn read_verified(file: &File, meta: &BlockMeta, offset: u64, length: u64) -> Result<Vec<u8>, BlockError> {
+    let id = meta.block_id;
     if offset.checked_add(length).is_none_or(|end| end > meta.length) {
         return Err(BlockError::OutOfRange { block_id: id, offset, length, block_len: meta.length });
     }
@@ -147,10 +157,6 @@ pub fn read_range(dir: &Path, meta: &BlockMeta, offset: u64, length: u64) -> Res
     let start = first * CHUNK_BYTES;
     let end = ((last + 1) * CHUNK_BYTES).min(meta.length);
     let mut buf = vec![0u8; (end - start) as usize];
-    let file = File::open(data_path(dir, id)).map_err(|e| match e.kind() {
-        io::ErrorKind::NotFound => BlockError::NotFound { block_id: id },
-        _ => e.into(),
-    })?;
     file.read_exact_at(&mut buf, start)?;
     for (i, chunk) in buf.chunks(CHUNK_BYTES as usize).enumerate() {
         let c = first + i as u64;
@@ -162,6 +168,39 @@ pub fn read_range(dir: &Path, meta: &BlockMeta, offset: u64, length: u64) -> Res
     buf.drain(..skip);
     buf.truncate(length as usize);
     Ok(buf)
+}
+
+/// A block opened for reading, its metadata checked: what a client on the
+/// worker's host reads directly (short-circuit), with the same checksums.
+/// Blocks never change once written, and an open file outlives eviction.
+#[derive(Debug)]
+pub struct OpenBlock {
+    meta: BlockMeta,
+    file: File,
+}
+
+impl OpenBlock {
+    /// Opens block `block_id` in tier directory `dir`.
+    pub fn open(dir: &Path, block_id: BlockId) -> Result<Self, BlockError> {
+        let meta = read_meta(dir, block_id)?;
+        let file = File::open(data_path(dir, block_id))?;
+        Ok(OpenBlock { meta, file })
+    }
+
+    /// The block's length.
+    pub fn len(&self) -> u64 {
+        self.meta.length
+    }
+
+    /// Whether the block is empty.
+    pub fn is_empty(&self) -> bool {
+        self.meta.length == 0
+    }
+
+    /// Reads `length` bytes at `offset`, verifying every chunk touched.
+    pub fn read(&self, offset: u64, length: u64) -> Result<Vec<u8>, BlockError> {
+        read_verified(&self.file, &self.meta, offset, length)
+    }
 }
 
 /// Removes a block's files (metadata first, so a crash leaves no half block).
@@ -293,6 +332,10 @@ mod tests {
         fs::write(&p, bytes).unwrap();
         assert!(matches!(read_range(d.path(), &meta, 99_000, 2000), Err(BlockError::Checksum { chunk: 1, .. })));
         assert_eq!(read_range(d.path(), &meta, 0, 100).unwrap(), &data[..100]);
+        let open = OpenBlock::open(d.path(), 7).unwrap();
+        assert_eq!(open.len(), data.len() as u64);
+        assert_eq!(open.read(60_000, 1000).unwrap(), &data[60_000..61_000]);
+        assert!(matches!(open.read(99_000, 2000), Err(BlockError::Checksum { chunk: 1, .. })));
         assert_eq!(scan(d.path()).unwrap().len(), 1);
         remove(d.path(), 7).unwrap();
         assert!(matches!(read_meta(d.path(), 7), Err(BlockError::NotFound { .. })));
