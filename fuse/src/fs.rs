@@ -43,6 +43,11 @@ struct Staging {
     /// between write and close): published with the content, in the same
     /// journal entry for a small file.
     attrs: SetAttrs,
+    /// The inode's attributes as the master last answered them (after the
+    /// create or the last publish): while the content is dirty this mount
+    /// is the writer, and answers attribute calls from here plus the staged
+    /// size and deferred changes, without a round trip.
+    base: Option<Attr>,
 }
 
 type SharedStaging = Arc<Mutex<Option<Staging>>>;
@@ -266,8 +271,15 @@ impl StrataFs {
         if let Some(a) = orphan {
             return Ok(file_attr(&self.with_staged_size(a)));
         }
-        let a = self.stat_path(&self.path(ino)?)?;
+        let a = self.dirty_base(ino).map_or_else(|| self.stat_path(&self.path(ino)?), Ok)?;
         Ok(self.observe(&self.with_staged_size(a)))
+    }
+
+    /// The master's last attributes of an inode whose staged content is dirty here.
+    fn dirty_base(&self, ino: u64) -> Option<Attr> {
+        let shared = self.staged.lock().get(&ino).cloned()?;
+        let guard = shared.lock();
+        guard.as_ref().filter(|s| s.dirty).and_then(|s| s.base.clone())
     }
 
     /// `setattr`: mode, owner, times and size.
@@ -307,7 +319,8 @@ impl StrataFs {
         let attrs =
             SetAttrs { mode: mode.map(|m| m & 0o7777), uid, gid, atime_ms: atime.map(ms), mtime_ms: mtime.map(ms) };
         if attrs != SetAttrs::default() && self.defer_attrs(ino, &attrs) {
-            return Ok(self.observe(&self.with_staged_size(self.stat_path(&path)?)));
+            let a = self.dirty_base(ino).map_or_else(|| self.stat_path(&path), Ok)?;
+            return Ok(self.observe(&self.with_staged_size(a)));
         }
         let a = if attrs != SetAttrs::default() {
             self.block_on(self.client.set_attr(&path, attrs)).map_err(|e| errno(&e))?
@@ -317,12 +330,16 @@ impl StrataFs {
         Ok(self.observe(&self.with_staged_size(a)))
     }
 
-    /// Records attribute changes to publish with the inode's dirty staged
+    /// Records attribute changes to publish with the inode's staged
     /// content; false if nothing is staged (apply them now).
+    /// A clean staging file of a small file (rsync's `fchmod` right after
+    /// its create) is marked dirty for it: republishing it is one entry.
     fn defer_attrs(&self, ino: u64, attrs: &SetAttrs) -> bool {
         let Some(shared) = self.staged.lock().get(&ino).cloned() else { return false };
         let mut guard = shared.lock();
-        let Some(s) = guard.as_mut().filter(|s| s.dirty) else { return false };
+        let small = |s: &Staging| s.file.metadata().is_ok_and(|m| m.len() <= INLINE_MAX_BYTES);
+        let Some(s) = guard.as_mut().filter(|s| s.dirty || (s.base.is_some() && small(s))) else { return false };
+        s.dirty = true;
         let p = &mut s.attrs;
         p.mode = attrs.mode.or(p.mode);
         p.uid = attrs.uid.or(p.uid);
@@ -506,7 +523,7 @@ impl StrataFs {
         let f = self.open_file(ino, writable);
         if writable && truncate {
             let s = self.new_staging()?;
-            if let Some(old) = f.staging.lock().replace(Staging { dirty: true, ..s }) {
+            if let Some(old) = f.staging.lock().replace(Staging { dirty: true, base: Some(fresh), ..s }) {
                 let _ = std::fs::remove_file(old.path);
             }
         }
@@ -529,7 +546,7 @@ impl StrataFs {
         let fa = self.observe(&a);
         let s = self.new_staging()?;
         let f = self.open_file(a.inode, true);
-        *f.staging.lock() = Some(s);
+        *f.staging.lock() = Some(Staging { base: Some(a), ..s });
         Ok((fa, self.new_handle(f)))
     }
 
@@ -540,7 +557,7 @@ impl StrataFs {
             self.next_fh.fetch_add(1, Ordering::Relaxed)
         ));
         let file = std::fs::OpenOptions::new().read(true).write(true).create_new(true).open(&path).map_err(io_err)?;
-        Ok(Staging { file, path, dirty: false, attrs: SetAttrs::default() })
+        Ok(Staging { file, path, dirty: false, attrs: SetAttrs::default(), base: None })
     }
 
     /// Runs `op` on the handle's staging file, creating it first from the
@@ -702,6 +719,7 @@ impl StrataFs {
         self.seen.lock().insert(f.ino, (a.size, a.mtime_ms));
         s.dirty = false;
         s.attrs = SetAttrs::default();
+        s.base = Some(a);
         // Readers of this handle must see the new content.
         if let Ok(mut r) = f.reader.try_lock() {
             *r = None;
