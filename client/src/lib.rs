@@ -54,6 +54,11 @@ pub struct ClientConfig {
     pub gid: u32,
     /// Bytes fetched per read request (and prefetched ahead of a sequential reader).
     pub read_chunk_bytes: u64,
+    /// Serve reads (stat, list, block locations) from any master's local
+    /// state, without a read barrier through the leader: faster and
+    /// available without a quorum, but possibly stale (a follower may not
+    /// have applied the latest changes). Default: linearizable reads.
+    pub stale_reads: bool,
 }
 
 impl ClientConfig {
@@ -69,6 +74,7 @@ impl ClientConfig {
             uid: 0,
             gid: 0,
             read_chunk_bytes: 8 * 1024 * 1024,
+            stale_reads: false,
         }
     }
 }
@@ -115,7 +121,7 @@ impl Client {
     }
 
     async fn call(&self, req: MasterRequest) -> Result<MasterResponse, ClientError> {
-        match self.inner.master.call(req).await? {
+        match self.inner.master.call(req, self.inner.cfg.stale_reads).await? {
             MasterResponse::Error(e) => Err(ClientError::Remote(e)),
             other => Ok(other),
         }
@@ -184,6 +190,26 @@ impl Client {
     pub async fn report(&self) -> Result<ClusterReport, ClientError> {
         match self.call(MasterRequest::Report).await? {
             MasterResponse::Report(r) => Ok(r),
+            other => Err(ClientError::unexpected(other)),
+        }
+    }
+
+    /// Adds master `id` (client address `addr`, mesh address `mesh`) to the
+    /// Raft group: the leader replicates the journal to it as a learner and
+    /// makes it a voter once it has caught up. The master must be running
+    /// (`strata master --join`).
+    pub async fn add_master(&self, id: u64, addr: &str, mesh: &str) -> Result<(), ClientError> {
+        let req = MasterRequest::AddMaster { id, addr: addr.into(), mesh: mesh.into() };
+        match self.call(req).await? {
+            MasterResponse::Done => Ok(()),
+            other => Err(ClientError::unexpected(other)),
+        }
+    }
+
+    /// Removes master `id` from the Raft group; that master stops serving.
+    pub async fn remove_master(&self, id: u64) -> Result<(), ClientError> {
+        match self.call(MasterRequest::RemoveMaster { id }).await? {
+            MasterResponse::Done => Ok(()),
             other => Err(ClientError::unexpected(other)),
         }
     }
