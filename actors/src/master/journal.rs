@@ -4,7 +4,9 @@
 //!
 //! The group's RPCs travel over the mesh (`raft_net`). The master with the
 //! lowest id among the initial members initializes the group on first start;
-//! the others wait to be contacted.
+//! the others wait to be contacted. Masters are added (learner, caught up,
+//! then voter) and removed at run time through the leader's JournalActor,
+//! one change at a time.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;

@@ -4,7 +4,9 @@
 //! answers (drop blocks of deleted files, register again after a master
 //! restart). Every master keeps the block map, so a new leader already knows
 //! where every block is. Masters are found through their process group, so
-//! a restarted master is found again without configuration.
+//! a restarted master is found again without configuration; the mesh
+//! addresses to dial come from the heartbeat replies (the group's
+//! membership), so masters added at run time are joined too.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::time::Duration;
