@@ -155,3 +155,29 @@ async fn add_master_kill_leader_remove_masters() {
     assert_eq!(c.read_all("/after-removals").await.unwrap(), b"still writable");
     eprintln!("membership test took {:?}", started.elapsed());
 }
+
+/// Removing the current leader: it commits the change, answers, and exits;
+/// the two others elect a leader and keep serving what was written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn removed_leader_exits_and_the_rest_elect_a_new_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = HaCluster::start(Path::new(BIN), dir.path(), 3, 0, "ha-secret-remove-leader").unwrap();
+    let list = cluster.master_list();
+    let c = ha_client(&list, false).await;
+    c.mkdir("/before", false).await.unwrap();
+    let old = leader(&c).await;
+    let (ok, out, err) = strata(&list, &["admin", "master", "remove", &old.to_string()]);
+    assert!(ok, "remove leader {old}: {out}{err}");
+    let code = cluster.masters[(old - 1) as usize]
+        .wait_exit(Duration::from_secs(20))
+        .unwrap_or_else(|e| panic!("removed leader {old} kept running: {e}"));
+    assert_eq!(code, Some(0), "removed leader {old} exits cleanly");
+    c.mkdir("/after", false).await.expect("the two remaining masters elect a leader");
+    let new = leader(&c).await;
+    assert_ne!(new, old);
+    let r = c.report().await.unwrap();
+    let voters: Vec<u64> = r.masters.iter().filter(|m| m.voter).map(|m| m.id).collect();
+    assert_eq!(voters.len(), 2, "{:?}", r.masters);
+    assert!(!voters.contains(&old));
+    assert!(c.stat("/before").await.is_ok());
+}
