@@ -93,8 +93,9 @@ fn master_options(cfg: &Config, client_addr: String) -> anyhow::Result<MasterOpt
 /// peers and every member of the group's membership (which carries the mesh
 /// address of masters added at run time). A master whose RaftServer is not
 /// visible is (re)joined, so restarted and new masters are found. Also
-/// notices this master's removal: once it has been a member, a membership
-/// without it means the leader removed it.
+/// notices this master's removal: once it has been a member, a committed
+/// membership without it means the leader removed it (an uncommitted one
+/// could still be truncated away, e.g. this master's own addition).
 fn keep_peers_joined(mesh: Mesh, me: u64, peers: Vec<crate::config::Peer>, removed: Arc<tokio::sync::Notify>) {
     tokio::spawn(async move {
         let mut was_member = false;
@@ -104,7 +105,7 @@ fn keep_peers_joined(mesh: Mesh, me: u64, peers: Vec<crate::config::Peer>, remov
             if let Some(view) = journal::membership().await {
                 if view.nodes.contains_key(&me) {
                     was_member = true;
-                } else if was_member && !view.nodes.is_empty() {
+                } else if was_member && view.committed && !view.nodes.is_empty() {
                     tracing::warn!(id = me, "this master is no longer in the group's membership; stopping");
                     removed.notify_one();
                     return;

@@ -57,6 +57,9 @@ pub struct MembershipView {
     pub nodes: BTreeMap<NodeId, MasterNode>,
     /// The voters.
     pub voters: BTreeSet<NodeId>,
+    /// This config is applied here, hence committed: it cannot be truncated
+    /// away by a new leader.
+    pub committed: bool,
 }
 
 /// How long the leader waits for a new master to catch up before giving up
@@ -225,6 +228,7 @@ impl Actor for JournalActor {
                 let _ = reply.send(MembershipView {
                     nodes: membership.nodes().map(|(id, n)| (*id, n.clone())).collect(),
                     voters: membership.voter_ids().collect(),
+                    committed: m.membership_config.log_id().map(|l| l.index) <= m.last_applied.map(|l| l.index),
                 });
             }
             JournalMsg::AddMaster(id, node, reply) => {
