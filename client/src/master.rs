@@ -6,7 +6,10 @@
 //! answer names the leader (or not yet), an unreachable master is skipped,
 //! and calls retry with back-off until `failover_timeout`. A mutation is
 //! retried only when it certainly did not run (refused by a follower, or
-//! never sent); reads are retried after any failure.
+//! never sent); reads are retried after any failure. With stale reads on,
+//! stat, list and block-location reads go to any master (the one that last
+//! answered), which serves them from its local state; a master that does
+//! not answer within 2 s is skipped.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
