@@ -181,3 +181,32 @@ async fn removed_leader_exits_and_the_rest_elect_a_new_one() {
     assert!(!voters.contains(&old));
     assert!(c.stat("/before").await.is_ok());
 }
+
+/// Adding a master that is not running fails within the catch-up bound
+/// with a clear error; it is left a learner (no quorum change), shown as
+/// such by `strata report`, and `remove` takes it out again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn adding_an_absent_master_fails_clearly_and_can_be_undone() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = HaCluster::start(Path::new(BIN), dir.path(), 3, 0, "ha-secret-absent").unwrap();
+    let list = cluster.master_list();
+    let c = ha_client(&list, false).await;
+    c.mkdir("/x", false).await.unwrap();
+    let nobody = strata_chaos::free_port();
+    let t = Instant::now();
+    let (ok, out, err) = strata(&list, &["admin", "master", "add", &format!("4=127.0.0.1:{nobody}:{nobody}")]);
+    assert!(!ok, "adding an absent master must fail: {out}");
+    assert!(err.contains("did not catch up"), "{err}");
+    eprintln!("add of an absent master failed after {:?}: {}", t.elapsed(), err.trim());
+    let r = c.report().await.unwrap();
+    let four = r.masters.iter().find(|m| m.id == 4).expect("master 4 listed");
+    assert!(!four.voter && four.role == "learner", "{four:?}");
+    assert_eq!(r.masters.iter().filter(|m| m.voter).count(), 3);
+    c.mkdir("/y", false).await.expect("a stuck learner does not block commits");
+    let (ok, out, err) = strata(&list, &["admin", "master", "remove", "4"]);
+    assert!(ok, "remove the learner: {out}{err}");
+    let r = c.report().await.unwrap();
+    assert_eq!(r.masters.len(), 3, "{:?}", r.masters);
+    let (ok, _, err) = strata(&list, &["admin", "master", "remove", "9"]);
+    assert!(!ok && err.contains("not a member"), "{err}");
+}

@@ -68,6 +68,9 @@ async fn follower_serves_stale_reads_without_a_quorum() {
     assert_eq!(names, vec!["f".to_string()]);
     assert!(stale.read_all("/d/f").await.unwrap() == data, "stale read returns the file's bytes");
     eprintln!("stale stat, list and read served in {:?} with two of three masters stopped", t.elapsed());
+    // The CLI flag does the same.
+    let (ok, out, err) = strata(&list, &["fs", "stat", "/d/f", "--stale-reads"]);
+    assert!(ok && out.contains(&data.len().to_string()), "strata fs stat --stale-reads: {out}{err}");
     // Mutations are never stale: still refused without a quorum.
     assert!(stale.mkdir("/no-quorum", false).await.is_err());
 
