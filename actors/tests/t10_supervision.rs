@@ -58,7 +58,10 @@ async fn master_survives_a_namespace_actor_crash() {
         node_id: 1,
         data_dir: dir.path().to_path_buf(),
         client_addr: listener.local_addr().unwrap().to_string(),
+        mesh_addr: String::new(),
         members: Default::default(),
+        join: false,
+        removed: Default::default(),
         snapshot_entries: 100,
         worker_lost_timeout: Duration::from_secs(10),
     };

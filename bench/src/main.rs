@@ -10,6 +10,9 @@
 //!   (moto): read straight from S3 (OpenDAL, the baseline), read cold
 //!   through Strata (every block a miss), read warm from Strata, and
 //!   `load` throughput after `free`.
+//! - `failover` and `ha-meta`: several masters (see `ha.rs`).
+
+mod ha;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -55,6 +58,21 @@ enum Cmd {
         #[arg(long, default_value_t = 1024)]
         mib: u64,
     },
+    /// Three masters: kill -9 the leader, time to the first successful mutation.
+    Failover {
+        /// Number of kills.
+        #[arg(long, default_value_t = 10)]
+        kills: usize,
+    },
+    /// Create and stat ops/s from 1 and N clients, against 1 and 3 masters.
+    HaMeta {
+        /// Files per measurement.
+        #[arg(long, default_value_t = 4000)]
+        files: usize,
+        /// Concurrent clients in the second measurement.
+        #[arg(long, default_value_t = 8)]
+        clients: usize,
+    },
 }
 
 fn rate(bytes: u64, d: Duration) -> f64 {
@@ -83,11 +101,17 @@ async fn main() -> Result<()> {
         None => tempfile::tempdir()?,
     };
     let dir = scratch.path();
+    match args.cmd {
+        Cmd::Failover { kills } => return ha::failover(&args.strata, dir, kills).await,
+        Cmd::HaMeta { files, clients } => return ha::ha_meta(&args.strata, dir, files, clients).await,
+        _ => {}
+    }
     let (_node, client) = start(&args.strata, dir).await.context("starting strata local")?;
     match args.cmd {
         Cmd::Io { mib, block_mib } => io(&client, dir, mib, block_mib).await,
         Cmd::Meta { files } => meta(&client, dir, files).await,
         Cmd::Ufs { mib } => ufs(&client, dir, mib).await,
+        Cmd::Failover { .. } | Cmd::HaMeta { .. } => unreachable!("handled above"),
     }
 }
 

@@ -13,9 +13,23 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 
-/// A free TCP port on 127.0.0.1 (bound and released; good enough for tests).
+/// A free TCP port on 127.0.0.1 (bound and released; good enough for
+/// tests), never one this process handed out before: the kernel may offer a
+/// released port again, and two nodes of one cluster must not get the same.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    for _ in 0..100 {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free port");
+        let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
+    panic!("no fresh free port in 100 tries");
 }
 
 /// One `strata` process.
@@ -296,8 +310,13 @@ pub struct HaCluster {
     pub masters: Vec<Node>,
     /// Client address of each master.
     pub master_addrs: Vec<String>,
+    /// Mesh address of each master.
+    pub master_mesh: Vec<String>,
     /// Workers.
     pub workers: Vec<Node>,
+    bin: PathBuf,
+    root: PathBuf,
+    secret: String,
 }
 
 impl HaCluster {
@@ -322,7 +341,10 @@ impl HaCluster {
         for (i, (rpc_port, mesh_port)) in ports.iter().enumerate() {
             let peers: Vec<String> = (0..masters).filter(|j| *j != i).map(peer).collect();
             let mut args = master_args(&root.join(format!("master{}", i + 1)), *rpc_port, *mesh_port, secret);
-            args.extend(["--id".to_string(), (i + 1).to_string(), "--peers".to_string(), peers.join(",")]);
+            args.extend(["--id".to_string(), (i + 1).to_string()]);
+            if !peers.is_empty() {
+                args.extend(["--peers".to_string(), peers.join(",")]);
+            }
             args.extend(extra_master_args.iter().map(|a| a.to_string()));
             nodes.push(Node::spawn(bin, &args, "master: ", &root.join(format!("master{}.log", i + 1)))?);
         }
@@ -345,8 +367,27 @@ impl HaCluster {
         Ok(HaCluster {
             masters: nodes,
             master_addrs: ports.iter().map(|(r, _)| format!("127.0.0.1:{r}")).collect(),
+            master_mesh: mesh,
             workers: ws,
+            bin: bin.to_path_buf(),
+            root: root.to_path_buf(),
+            secret: secret.to_string(),
         })
+    }
+
+    /// Starts one more master (id = its index + 1) with `--join`: it
+    /// initializes nothing and waits for the leader to add it. Returns its
+    /// `ID=HOST:RPC_PORT:MESH_PORT` spec for `strata admin master add`.
+    pub fn start_joining_master(&mut self) -> Result<String> {
+        let id = self.masters.len() + 1;
+        let (rpc_port, mesh_port) = (free_port(), free_port());
+        let mut args = master_args(&self.root.join(format!("master{id}")), rpc_port, mesh_port, &self.secret);
+        args.extend(["--id".to_string(), id.to_string(), "--join".to_string()]);
+        let log = self.root.join(format!("master{id}.log"));
+        self.masters.push(Node::start(&self.bin, &args, "master: ", &log, Duration::from_secs(60))?);
+        self.master_addrs.push(format!("127.0.0.1:{rpc_port}"));
+        self.master_mesh.push(format!("127.0.0.1:{mesh_port}"));
+        Ok(format!("{id}=127.0.0.1:{rpc_port}:{mesh_port}"))
     }
 
     /// Data directory of master `id` (1-based).

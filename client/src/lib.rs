@@ -57,6 +57,11 @@ pub struct ClientConfig {
     /// Read blocks of workers on this host (`client_host`) straight from
     /// their block files, checksums verified, instead of over TCP.
     pub short_circuit: bool,
+    /// Serve reads (stat, list, block locations) from any master's local
+    /// state, without a read barrier through the leader: faster and
+    /// available without a quorum, but possibly stale (a follower may not
+    /// have applied the latest changes). Default: linearizable reads.
+    pub stale_reads: bool,
 }
 
 impl ClientConfig {
@@ -73,6 +78,7 @@ impl ClientConfig {
             gid: 0,
             read_chunk_bytes: 8 * 1024 * 1024,
             short_circuit: true,
+            stale_reads: false,
         }
     }
 }
@@ -119,7 +125,7 @@ impl Client {
     }
 
     async fn call(&self, req: MasterRequest) -> Result<MasterResponse, ClientError> {
-        match self.inner.master.call(req).await? {
+        match self.inner.master.call(req, self.inner.cfg.stale_reads).await? {
             MasterResponse::Error(e) => Err(ClientError::Remote(e)),
             other => Ok(other),
         }
@@ -196,6 +202,26 @@ impl Client {
     /// straight from its files.
     pub(crate) fn is_local(&self, w: &strata_protocol::messages::WorkerAddr) -> bool {
         self.inner.cfg.short_circuit && w.host == self.inner.cfg.client_host
+    }
+
+    /// Adds master `id` (client address `addr`, mesh address `mesh`) to the
+    /// Raft group: the leader replicates the journal to it as a learner and
+    /// makes it a voter once it has caught up. The master must be running
+    /// (`strata master --join`).
+    pub async fn add_master(&self, id: u64, addr: &str, mesh: &str) -> Result<(), ClientError> {
+        let req = MasterRequest::AddMaster { id, addr: addr.into(), mesh: mesh.into() };
+        match self.call(req).await? {
+            MasterResponse::Done => Ok(()),
+            other => Err(ClientError::unexpected(other)),
+        }
+    }
+
+    /// Removes master `id` from the Raft group; that master stops serving.
+    pub async fn remove_master(&self, id: u64) -> Result<(), ClientError> {
+        match self.call(MasterRequest::RemoveMaster { id }).await? {
+            MasterResponse::Done => Ok(()),
+            other => Err(ClientError::unexpected(other)),
+        }
     }
 
     /// A file's attributes and block locations.

@@ -6,7 +6,10 @@
 //! answer names the leader (or not yet), an unreachable master is skipped,
 //! and calls retry with back-off until `failover_timeout`. A mutation is
 //! retried only when it certainly did not run (refused by a follower, or
-//! never sent); reads are retried after any failure.
+//! never sent); reads are retried after any failure. With stale reads on,
+//! stat, list and block-location reads go to any master (the one that last
+//! answered), which serves them from its local state; a master that does
+//! not answer within 2 s is skipped.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -103,10 +106,17 @@ impl MasterConnection {
         Ok(c)
     }
 
-    pub(crate) async fn call(&self, body: MasterRequest) -> Result<MasterResponse, ClientError> {
+    /// One call, answered within `timeout`. `stale_ok`: a read may be served
+    /// from this master's local state without a read barrier.
+    pub(crate) async fn call(
+        &self,
+        body: MasterRequest,
+        stale_ok: bool,
+        timeout: Duration,
+    ) -> Result<MasterResponse, ClientError> {
         let conn = self.get().await?;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let frame = encode_frame(FrameKind::Request, &RequestEnvelope { id, body })
+        let frame = encode_frame(FrameKind::Request, &RequestEnvelope { id, body, stale_ok })
             .map_err(|source| ClientError::Protocol { addr: self.addr.clone(), source })?;
         let (tx, rx) = oneshot::channel();
         match conn.pending.lock().as_mut() {
@@ -120,14 +130,14 @@ impl MasterConnection {
                 return Err(self.lost(&e.to_string()));
             }
         }
-        match tokio::time::timeout(self.timeout, rx).await {
+        match tokio::time::timeout(timeout, rx).await {
             Ok(Ok(body)) => Ok(body),
             Ok(Err(_)) => Err(self.lost("the master closed the connection")),
             Err(_) => {
                 if let Some(m) = conn.pending.lock().as_mut() {
                     m.remove(&id);
                 }
-                Err(ClientError::Timeout { what: "metadata call".into(), after: self.timeout })
+                Err(ClientError::Timeout { what: "metadata call".into(), after: timeout })
             }
         }
     }
@@ -136,6 +146,17 @@ impl MasterConnection {
         ClientError::Disconnected { addr: self.addr.clone(), reason: reason.to_string() }
     }
 }
+
+/// Whether a request may be answered from a master's local state when the
+/// client accepts stale reads.
+pub(crate) fn may_read_stale(r: &MasterRequest) -> bool {
+    matches!(r, MasterRequest::Stat { .. } | MasterRequest::List { .. } | MasterRequest::GetBlocks { .. })
+}
+
+/// How long a stale read waits for one master before trying the next: any
+/// master can answer it, so a stopped one should not hold it for the whole
+/// RPC timeout.
+const STALE_READ_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Whether a request changes the namespace (not safe to resend blindly).
 fn is_mutation(r: &MasterRequest) -> bool {
@@ -148,11 +169,14 @@ fn is_mutation(r: &MasterRequest) -> bool {
     )
 }
 
-/// Connections to every known master; calls go to the current leader.
+/// Connections to every known master; calls go to the current leader,
+/// stale reads to whichever master last answered one.
 pub(crate) struct Masters {
     addrs: parking_lot::Mutex<Vec<String>>,
     conns: tokio::sync::Mutex<HashMap<String, Arc<MasterConnection>>>,
     current: parking_lot::Mutex<String>,
+    /// Where stale reads go.
+    reader: parking_lot::Mutex<String>,
     timeout: Duration,
     failover: Duration,
 }
@@ -164,7 +188,8 @@ impl Masters {
         let m = Masters {
             addrs: parking_lot::Mutex::new(addrs.clone()),
             conns: tokio::sync::Mutex::new(HashMap::new()),
-            current: parking_lot::Mutex::new(first),
+            current: parking_lot::Mutex::new(first.clone()),
+            reader: parking_lot::Mutex::new(first),
             timeout,
             failover,
         };
@@ -174,6 +199,7 @@ impl Masters {
             match m.conn(a).await {
                 Ok(_) => {
                     *m.current.lock() = a.clone();
+                    *m.reader.lock() = a.clone();
                     return Ok(m);
                 }
                 Err(e) => last = Some(e),
@@ -195,9 +221,9 @@ impl Masters {
         Ok(c)
     }
 
-    fn rotate(&self) {
+    fn rotate(&self, cursor: &parking_lot::Mutex<String>) {
         let addrs = self.addrs.lock();
-        let mut cur = self.current.lock();
+        let mut cur = cursor.lock();
         let i = addrs.iter().position(|a| *a == *cur).map(|i| (i + 1) % addrs.len()).unwrap_or(0);
         if let Some(a) = addrs.get(i) {
             *cur = a.clone();
@@ -212,37 +238,50 @@ impl Masters {
         *self.current.lock() = leader.to_string();
     }
 
-    pub(crate) async fn call(&self, req: MasterRequest) -> Result<MasterResponse, ClientError> {
+    /// Calls the leader (or, for a stale read, any master), following
+    /// redirects and retrying through a failover.
+    pub(crate) async fn call(&self, req: MasterRequest, stale: bool) -> Result<MasterResponse, ClientError> {
         let deadline = tokio::time::Instant::now() + self.failover;
         let mutation = is_mutation(&req);
+        let stale = stale && may_read_stale(&req);
+        let (cursor, timeout) =
+            if stale { (&self.reader, self.timeout.min(STALE_READ_TIMEOUT)) } else { (&self.current, self.timeout) };
         let mut backoff = Duration::from_millis(20);
         loop {
-            let addr = self.current.lock().clone();
+            let addr = cursor.lock().clone();
             let outcome = match self.conn(&addr).await {
-                Ok(c) => c.call(req.clone()).await,
+                Ok(c) => c.call(req.clone(), stale, timeout).await,
                 Err(e) => Err(e),
             };
             let retry = match &outcome {
                 Ok(MasterResponse::Error(e)) if e.code == ErrorCode::NotLeader => {
                     if e.message.is_empty() || e.message == addr {
-                        self.rotate();
+                        self.rotate(cursor);
                     } else {
                         self.follow(&e.message);
+                        if stale {
+                            *self.reader.lock() = e.message.clone();
+                        }
                     }
                     true
                 }
                 // No leader yet (election) on a read; a mutation answered
                 // Unavailable may still commit, so it is not resent.
-                Ok(MasterResponse::Error(e)) if e.code == ErrorCode::Unavailable => !mutation,
+                Ok(MasterResponse::Error(e)) if e.code == ErrorCode::Unavailable => {
+                    if stale {
+                        self.rotate(cursor);
+                    }
+                    !mutation
+                }
                 Ok(_) => false,
                 Err(ClientError::Connect { .. }) => {
                     self.conns.lock().await.remove(&addr);
-                    self.rotate();
+                    self.rotate(cursor);
                     true
                 }
                 Err(ClientError::Disconnected { .. }) | Err(ClientError::Timeout { .. }) => {
                     self.conns.lock().await.remove(&addr);
-                    self.rotate();
+                    self.rotate(cursor);
                     !mutation
                 }
                 Err(_) => false,

@@ -45,6 +45,43 @@ pub enum Command {
     Free(PathArgs),
     /// Write files not yet in their UFS to it now.
     Persist(PathArgs),
+    /// Cluster administration.
+    Admin(AdminArgs),
+}
+
+/// `strata admin`.
+#[derive(Args, Debug)]
+pub struct AdminArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// Subcommand.
+    #[command(subcommand)]
+    pub cmd: AdminCmd,
+}
+
+/// `strata admin` subcommands.
+#[derive(Subcommand, Debug)]
+pub enum AdminCmd {
+    /// The masters of the Raft group.
+    #[command(subcommand)]
+    Master(MasterCmd),
+}
+
+/// `strata admin master` subcommands: one membership change at a time.
+#[derive(Subcommand, Debug)]
+pub enum MasterCmd {
+    /// Add a running master (started with `--join`): learner until it has
+    /// caught up with the journal, then voter.
+    Add {
+        /// `ID=HOST:RPC_PORT:MESH_PORT`.
+        #[arg(value_parser = config::parse_peer)]
+        peer: config::Peer,
+    },
+    /// Remove a master from the group; it stops serving and exits.
+    Remove {
+        /// Raft id.
+        id: u64,
+    },
 }
 
 /// `strata mount`.
@@ -133,6 +170,10 @@ pub struct MasterArgs {
     /// The other initial masters: `ID=HOST:RPC_PORT:MESH_PORT`, comma-separated.
     #[arg(long, value_delimiter = ',')]
     pub peers: Vec<String>,
+    /// Join a running group: initialize nothing, serve once the leader has
+    /// added this master (`strata admin master add`).
+    #[arg(long)]
+    pub join: bool,
 }
 
 /// `strata worker`.
@@ -209,6 +250,9 @@ pub struct ClientArgs {
     /// Master client address (default: the config's, else the local cluster).
     #[arg(long, env = "STRATA_MASTER", global = true)]
     pub master: Option<String>,
+    /// Serve reads from any master's local state (possibly stale, no quorum needed).
+    #[arg(long, global = true)]
+    pub stale_reads: bool,
 }
 
 /// `strata fs`.
@@ -340,6 +384,9 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             if let Some(v) = a.snapshot_entries {
                 cfg.master.snapshot_entries = v;
             }
+            if a.join {
+                cfg.master.join = true;
+            }
             cfg.validate().map_err(anyhow::Error::msg).context("invalid configuration")?;
             crate::server::run_master(cfg).await
         }
@@ -392,5 +439,6 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Load(a) => crate::fs_cmd::load(&cfg, a).await,
         Command::Free(a) => crate::fs_cmd::free(&cfg, a).await,
         Command::Persist(a) => crate::fs_cmd::persist(&cfg, a).await,
+        Command::Admin(a) => crate::fs_cmd::admin(&cfg, a).await,
     }
 }

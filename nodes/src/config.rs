@@ -80,6 +80,9 @@ pub struct MasterConfig {
     pub worker_lost_timeout_ms: u64,
     /// The other initial masters, `ID=HOST:RPC_PORT:MESH_PORT`.
     pub peers: Vec<String>,
+    /// Join an existing group (wait to be added by the leader) instead of
+    /// initializing one.
+    pub join: bool,
 }
 
 /// `[worker]`.
@@ -120,6 +123,8 @@ pub struct ClientSection {
     pub master: String,
     /// Block size of new files.
     pub block_size: Bytes,
+    /// Reads from any master's local state, without a read barrier.
+    pub stale_reads: bool,
 }
 
 impl Default for Config {
@@ -144,6 +149,7 @@ impl Default for MasterConfig {
             snapshot_entries: 20_000,
             worker_lost_timeout_ms: 10_000,
             peers: Vec::new(),
+            join: false,
         }
     }
 }
@@ -163,7 +169,11 @@ impl Default for WorkerConfig {
 
 impl Default for ClientSection {
     fn default() -> Self {
-        ClientSection { master: "127.0.0.1:19998".into(), block_size: Bytes(strata_protocol::DEFAULT_BLOCK_SIZE) }
+        ClientSection {
+            master: "127.0.0.1:19998".into(),
+            block_size: Bytes(strata_protocol::DEFAULT_BLOCK_SIZE),
+            stale_reads: false,
+        }
     }
 }
 

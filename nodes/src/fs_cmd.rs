@@ -17,6 +17,7 @@ pub async fn connect(cfg: &Config, args: &ClientArgs) -> Result<Client> {
     let master = args.master.clone().unwrap_or_else(|| cfg.client.master.clone());
     let mut cc = ClientConfig::new(master.clone());
     cc.block_size = cfg.client.block_size.0;
+    cc.stale_reads = args.stale_reads || cfg.client.stale_reads;
     cc.uid = process_uid();
     cc.gid = process_gid();
     Client::connect(cc).await.with_context(|| format!("connecting to the master at {master}"))
@@ -203,9 +204,10 @@ pub async fn report(cfg: &Config, args: &ClientArgs, json: bool) -> Result<()> {
     println!("masters:");
     for m in &r.masters {
         println!(
-            "  #{} {} {} term {} last log {} applied {} leader {}",
+            "  #{} {} {} {} term {} last log {} applied {} leader {}",
             m.id,
             m.addr,
+            if m.voter { "voter" } else { "learner" },
             m.role,
             m.term,
             m.last_log_index,
@@ -377,5 +379,22 @@ pub async fn load(cfg: &Config, a: crate::cli::PathArgs) -> Result<()> {
         secs,
         fetched as f64 / secs / (1 << 20) as f64
     );
+    Ok(())
+}
+
+/// `strata admin master add|remove`.
+pub async fn admin(cfg: &Config, a: crate::cli::AdminArgs) -> Result<()> {
+    use crate::cli::{AdminCmd, MasterCmd};
+    let client = connect(cfg, &a.client).await?;
+    match a.cmd {
+        AdminCmd::Master(MasterCmd::Add { peer }) => {
+            client.add_master(peer.id, &peer.rpc, &peer.mesh).await?;
+            println!("master {} added as a voter ({}, mesh {})", peer.id, peer.rpc, peer.mesh);
+        }
+        AdminCmd::Master(MasterCmd::Remove { id }) => {
+            client.remove_master(id).await?;
+            println!("master {id} removed");
+        }
+    }
     Ok(())
 }

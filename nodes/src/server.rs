@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
 use ractor::{Actor, ActorRef};
+use strata_actors::master::raft::MasterNode;
 use strata_actors::master::{self, journal, MasterOptions};
 use strata_actors::mesh::Mesh;
 use strata_actors::supervisor::{ChildSpec, NodeSupervisor, SupervisorMsg};
@@ -63,32 +64,66 @@ fn tiers(cfg: &Config) -> Vec<TierConfig> {
 }
 
 fn master_options(cfg: &Config, client_addr: String) -> anyhow::Result<MasterOptions> {
+    // Port 0 (picked by the OS) is not known here: leave the mesh address
+    // out of the membership; such a master is found through `--peers` only.
+    let mesh_addr =
+        if cfg.master.mesh_port == 0 { String::new() } else { format!("{}:{}", cfg.master.host, cfg.master.mesh_port) };
     let mut members = std::collections::BTreeMap::new();
     for p in &cfg.master.peers {
         let peer = crate::config::parse_peer(p).map_err(anyhow::Error::msg)?;
-        members.insert(peer.id, peer.rpc);
+        members.insert(peer.id, MasterNode { addr: peer.rpc, mesh: peer.mesh });
     }
     if !members.is_empty() {
-        members.insert(cfg.master.id, client_addr.clone());
+        members.insert(cfg.master.id, MasterNode { addr: client_addr.clone(), mesh: mesh_addr.clone() });
     }
     Ok(MasterOptions {
         node_id: cfg.master.id,
         data_dir: cfg.data_dir.join("master"),
         client_addr,
+        mesh_addr,
         members,
+        join: cfg.master.join,
+        removed: Arc::new(tokio::sync::Notify::new()),
         snapshot_entries: cfg.master.snapshot_entries,
         worker_lost_timeout: Duration::from_millis(cfg.master.worker_lost_timeout_ms),
     })
 }
 
-/// Keeps this master on the mesh with every peer master: a peer whose
-/// RaftServer is not visible is (re)joined, so restarted peers are found.
-fn keep_peers_joined(mesh: Mesh, peers: Vec<crate::config::Peer>) {
+/// Keeps this master on the mesh with every other master: the configured
+/// peers and every member of the group's membership (which carries the mesh
+/// address of masters added at run time). A master whose RaftServer is not
+/// visible is (re)joined, so restarted and new masters are found. Also
+/// notices this master's removal: once it has been a member, a committed
+/// membership without it means the leader removed it (an uncommitted one
+/// could still be truncated away, e.g. this master's own addition).
+fn keep_peers_joined(mesh: Mesh, me: u64, peers: Vec<crate::config::Peer>, removed: Arc<tokio::sync::Notify>) {
     tokio::spawn(async move {
+        let mut was_member = false;
         loop {
-            for p in &peers {
-                if ractor::pg::get_members(&strata_actors::master::raft_net::group(p.id)).is_empty() {
-                    let _ = mesh.join(&p.mesh, Duration::from_secs(2)).await;
+            let mut targets: std::collections::BTreeMap<u64, String> =
+                peers.iter().map(|p| (p.id, p.mesh.clone())).collect();
+            if let Some(view) = journal::membership().await {
+                if view.nodes.contains_key(&me) {
+                    was_member = true;
+                } else if was_member && view.committed && !view.nodes.is_empty() {
+                    tracing::warn!(id = me, "this master is no longer in the group's membership; stopping");
+                    removed.notify_one();
+                    return;
+                }
+                // Peers that were removed are no longer dialled.
+                if !view.nodes.is_empty() {
+                    targets.retain(|id, _| view.nodes.contains_key(id));
+                }
+                for (id, node) in view.nodes {
+                    if !node.mesh.is_empty() {
+                        targets.insert(id, node.mesh);
+                    }
+                }
+            }
+            targets.remove(&me);
+            for (id, addr) in &targets {
+                if ractor::pg::get_members(&strata_actors::master::raft_net::group(*id)).is_empty() {
+                    let _ = mesh.join(addr, Duration::from_secs(2)).await;
                 }
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
@@ -149,13 +184,24 @@ async fn run_until_signal(
     handle: tokio::task::JoinHandle<()>,
     mesh: Mesh,
     mount: Option<strata_fuse::Mount>,
+    removed: Option<Arc<tokio::sync::Notify>>,
 ) -> anyhow::Result<()> {
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let mut handle = handle;
+    let removed = async {
+        match removed {
+            Some(r) => r.notified().await,
+            None => std::future::pending().await,
+        }
+    };
     let outcome = tokio::select! {
         _ = term.recv() => Ok(()),
         _ = int.recv() => Ok(()),
+        _ = removed => {
+            ready_line("removed: this master left the group");
+            Ok(())
+        }
         _ = &mut handle => Err(anyhow!("the node supervisor stopped: a child kept failing (see the log)")),
     };
     tracing::info!("stopping");
@@ -181,12 +227,18 @@ pub async fn run_master(cfg: Config) -> anyhow::Result<()> {
         .map(|p| crate::config::parse_peer(p))
         .collect::<Result<_, _>>()
         .map_err(anyhow::Error::msg)?;
-    keep_peers_joined(mesh.clone(), peers);
-    let specs = master::children(&master_options(&cfg, addr.clone())?, listener).map_err(anyhow::Error::msg)?;
+    let opts = master_options(&cfg, addr.clone())?;
+    keep_peers_joined(mesh.clone(), cfg.master.id, peers, opts.removed.clone());
+    let specs = master::children(&opts, listener).map_err(anyhow::Error::msg)?;
     let (sup, handle) = supervise(specs).await?;
-    wait_until("the journal", Duration::from_secs(60), journal_ready).await?;
+    if cfg.master.join {
+        // Not a member yet: serve (answering "not leader") until the leader adds this master.
+        tracing::info!(id = cfg.master.id, "waiting to be added to the group (strata admin master add)");
+    } else {
+        wait_until("the journal", Duration::from_secs(60), journal_ready).await?;
+    }
     ready_line(&format!("master: {addr}"));
-    run_until_signal(sup, handle, mesh, None).await
+    run_until_signal(sup, handle, mesh, None, Some(opts.removed)).await
 }
 
 /// `strata worker`.
@@ -229,7 +281,7 @@ pub async fn run_worker(cfg: Config) -> anyhow::Result<()> {
     let (sup, handle) = supervise(specs).await?;
     wait_until("worker registration", Duration::from_secs(60), worker_registered).await?;
     ready_line(&format!("worker: {data_addr}"));
-    run_until_signal(sup, handle, mesh, None).await
+    run_until_signal(sup, handle, mesh, None, None).await
 }
 
 /// `strata local`: a master and a worker in one process, mounted at `mount`.
@@ -268,7 +320,7 @@ pub async fn run_local(cfg: Config, mount: Option<PathBuf>) -> anyhow::Result<()
         }
         None => None,
     };
-    run_until_signal(sup, handle, mesh, mounted).await
+    run_until_signal(sup, handle, mesh, mounted, None).await
 }
 
 /// Mounts the cluster at `addr` on `dir`.

@@ -87,7 +87,7 @@ async fn malformed_frames_close_only_their_connection() {
 
     let good = encode_frame(
         FrameKind::Request,
-        &RequestEnvelope { id: 9, body: MasterRequest::Stat { path: "/keep".into() } },
+        &RequestEnvelope { id: 9, body: MasterRequest::Stat { path: "/keep".into() }, stale_ok: false },
     )
     .unwrap();
     let mut oversized = good.clone();

@@ -261,6 +261,7 @@ mod tests {
         RequestEnvelope {
             id: 42,
             body: MasterRequest::Mkdir { path: "/a/b".into(), recursive: true, mode: 0o755, uid: 0, gid: 0 },
+            stale_ok: false,
         }
     }
 

@@ -181,6 +181,8 @@ pub struct MasterStatus {
     pub applied_index: u64,
     /// Known leader id.
     pub leader: Option<u64>,
+    /// A voter (else a learner still catching up).
+    pub voter: bool,
 }
 
 /// The cluster as seen by the leader.
@@ -247,6 +249,11 @@ pub enum MasterRequest {
     Persist { path: String },
     /// Drop cached copies of persisted files under `path`.
     Free { path: String },
+    /// Add master `id` to the Raft group (learner until caught up, then
+    /// voter). `addr` is its client address, `mesh` its mesh address.
+    AddMaster { id: u64, addr: String, mesh: String },
+    /// Remove master `id` from the Raft group; it stops serving.
+    RemoveMaster { id: u64 },
 }
 
 /// A metadata response.
@@ -282,6 +289,10 @@ pub struct RequestEnvelope {
     pub id: RequestId,
     /// The request.
     pub body: MasterRequest,
+    /// A read (`Stat`, `List`, `GetBlocks`) may be answered from this
+    /// master's local state, without a read barrier through the leader:
+    /// possibly stale, but served by any master, even without a quorum.
+    pub stale_ok: bool,
 }
 
 /// A response frame's payload on the master's client port.
@@ -379,6 +390,10 @@ pub struct HeartbeatReply {
     pub remove_blocks: Vec<BlockId>,
     /// Blocks now persisted to a UFS: they may be evicted.
     pub clean_blocks: Vec<BlockId>,
+    /// Mesh addresses of every master in the group as this master knows it
+    /// (empty when unknown): the worker joins masters added at run time and
+    /// stops dialling removed ones.
+    pub masters_mesh: Vec<String>,
 }
 
 /// Worker → master: a block is stored and may be served.

@@ -24,6 +24,7 @@ use tokio::task::JoinHandle;
 
 use super::mounts;
 use super::namespace_actor::{self, NamespaceMsg};
+use super::raft::MasterNode;
 use super::workers::{self, BlockList, PlaceRequest, WorkerManagerMsg};
 use super::{journal, namespace::InodeRecord};
 use crate::mesh::Wire;
@@ -123,7 +124,7 @@ async fn serve_connection(stream: TcpStream) {
                 tokio::spawn(async move {
                     let span = tracing::debug_span!("rpc", id = req.id);
                     let _e = span.enter();
-                    let body = handle_request(req.body).await;
+                    let body = handle_request(req.body, req.stale_ok).await;
                     let _ = tx.send(ResponseEnvelope { id: req.id, body }).await;
                     drop(permit);
                 });
@@ -183,14 +184,23 @@ fn check_path(p: &str) -> Result<(), ErrorInfo> {
     path::components(p).map(|_| ())
 }
 
-async fn handle_request(req: MasterRequest) -> MasterResponse {
-    match handle(req).await {
+async fn handle_request(req: MasterRequest, stale_ok: bool) -> MasterResponse {
+    match handle(req, stale_ok).await {
         Ok(r) => r,
         Err(e) => MasterResponse::Error(e),
     }
 }
 
-async fn handle(req: MasterRequest) -> Result<MasterResponse, ErrorInfo> {
+/// A read barrier unless the client accepts a stale answer from this master's local state.
+async fn read_barrier(stale_ok: bool) -> Result<(), ErrorInfo> {
+    if stale_ok {
+        Ok(())
+    } else {
+        journal::read_barrier().await
+    }
+}
+
+async fn handle(req: MasterRequest, stale_ok: bool) -> Result<MasterResponse, ErrorInfo> {
     let t = now_ms();
     Ok(match req {
         MasterRequest::Mkdir { path, recursive, mode, uid, gid } => {
@@ -341,24 +351,33 @@ async fn handle(req: MasterRequest) -> Result<MasterResponse, ErrorInfo> {
         }
         MasterRequest::Stat { path } => {
             check_path(&path)?;
-            journal::read_barrier().await?;
+            read_barrier(stale_ok).await?;
             mounts::ensure_synced(&path, false).await?;
             MasterResponse::Attr(ns_call(|r| NamespaceMsg::Stat(path.clone(), r)).await??)
         }
         MasterRequest::List { path } => {
             check_path(&path)?;
-            journal::read_barrier().await?;
+            read_barrier(stale_ok).await?;
             mounts::ensure_synced(&path, true).await?;
             MasterResponse::Listing(ns_call(|r| NamespaceMsg::List(path.clone(), r)).await??)
         }
         MasterRequest::GetBlocks { path } => {
             check_path(&path)?;
-            journal::read_barrier().await?;
+            read_barrier(stale_ok).await?;
             mounts::ensure_synced(&path, false).await?;
             let (rec, inline) = ns_call(|r| NamespaceMsg::FileContent(path.clone(), r)).await??;
             let mut fb = file_blocks_at(&path, rec).await?;
             fb.inline = inline;
             MasterResponse::Blocks(fb)
+        }
+        MasterRequest::AddMaster { id, addr, mesh } => {
+            let node = MasterNode { addr, mesh };
+            journal::change_masters(|r| journal::JournalMsg::AddMaster(id, node, r)).await?;
+            MasterResponse::Done
+        }
+        MasterRequest::RemoveMaster { id } => {
+            journal::change_masters(|r| journal::JournalMsg::RemoveMaster(id, r)).await?;
+            MasterResponse::Done
         }
         MasterRequest::Report => {
             // The leader has the complete picture (followers' progress); send

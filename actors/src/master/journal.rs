@@ -4,14 +4,17 @@
 //!
 //! The group's RPCs travel over the mesh (`raft_net`). The master with the
 //! lowest id among the initial members initializes the group on first start;
-//! the others wait to be contacted.
+//! the others wait to be contacted. Masters are added (learner, caught up,
+//! then voter) and removed at run time through the leader's JournalActor,
+//! one change at a time.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use openraft::{BasicNode, Config, ServerState, SnapshotPolicy};
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::{ChangeMembers, Config, ServerState, SnapshotPolicy};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use ractor_cluster::RactorMessage;
 use rocksdb::DB;
@@ -21,8 +24,8 @@ use strata_protocol::{ErrorCode, ErrorInfo};
 use tokio::sync::Mutex;
 
 use super::namespace_actor::ActorNamespace;
-use super::raft::{LogStore, NodeId, Raft, StateMachine};
-use super::raft_net::MeshNetwork;
+use super::raft::{LogStore, MasterNode, NodeId, Raft, StateMachine};
+use super::raft_net::{self, MeshNetwork};
 
 /// Registered name of the JournalActor.
 pub const NAME: &str = "strata.journal";
@@ -38,7 +41,33 @@ pub enum JournalMsg {
     Status(RpcReplyPort<MasterStatus>),
     /// Every member as this master sees it (complete on the leader).
     Members(RpcReplyPort<Vec<MasterStatus>>),
+    /// The membership as this master knows it (for mesh joins and workers).
+    Membership(RpcReplyPort<MembershipView>),
+    /// On the leader: add master `id` as a learner, wait until it has caught
+    /// up, then make it a voter.
+    AddMaster(NodeId, MasterNode, RpcReplyPort<Result<(), ErrorInfo>>),
+    /// On the leader: remove master `id` from the group and tell it so.
+    RemoveMaster(NodeId, RpcReplyPort<Result<(), ErrorInfo>>),
 }
+
+/// The membership in this master's latest (possibly uncommitted) config.
+#[derive(Debug, Clone, Default)]
+pub struct MembershipView {
+    /// Every member, voters and learners.
+    pub nodes: BTreeMap<NodeId, MasterNode>,
+    /// The voters.
+    pub voters: BTreeSet<NodeId>,
+    /// This config is applied here, hence committed: it cannot be truncated
+    /// away by a new leader.
+    pub committed: bool,
+}
+
+/// How long the leader waits for a new master to catch up before giving up
+/// (it stays a learner; `add` can be repeated).
+const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// A learner at most this many entries behind the leader has caught up.
+const CATCH_UP_LAG: u64 = 100;
 
 /// Start-up arguments.
 #[derive(Clone)]
@@ -47,8 +76,10 @@ pub struct JournalArgs {
     pub node_id: NodeId,
     /// This master's client address (shown in reports, used for redirects).
     pub client_addr: String,
-    /// Initial voters: id → client address.
-    pub members: BTreeMap<NodeId, String>,
+    /// Initial voters and their addresses.
+    pub members: BTreeMap<NodeId, MasterNode>,
+    /// Join an existing group (wait to be added) instead of initializing one.
+    pub join: bool,
     /// The master database.
     pub db: Arc<DB>,
     /// Where snapshots are kept.
@@ -72,7 +103,7 @@ pub struct JournalState {
 /// Maps an openraft error to a wire error: `NotLeader` carries the leader's
 /// client address when known.
 fn raft_error(
-    forward: Option<&openraft::error::ForwardToLeader<NodeId, BasicNode>>,
+    forward: Option<&openraft::error::ForwardToLeader<NodeId, MasterNode>>,
     e: &dyn std::fmt::Display,
 ) -> ErrorInfo {
     if let Some(f) = forward {
@@ -115,10 +146,8 @@ impl Actor for JournalActor {
         let sm = StateMachine::new(ActorNamespace::new(args.db.clone()), &args.snapshot_dir)?;
         let raft = Raft::new(args.node_id, Arc::new(config), MeshNetwork, LogStore::new(args.db.clone()), sm).await?;
         let first = args.members.keys().next().copied().unwrap_or(args.node_id);
-        if first == args.node_id && !raft.is_initialized().await? {
-            let members: BTreeMap<NodeId, BasicNode> =
-                args.members.iter().map(|(id, addr)| (*id, BasicNode::new(addr.clone()))).collect();
-            raft.initialize(members).await.map_err(|e| format!("initializing the journal: {e}"))?;
+        if !args.join && first == args.node_id && !raft.is_initialized().await? {
+            raft.initialize(args.members.clone()).await.map_err(|e| format!("initializing the journal: {e}"))?;
         }
         *slot = Some(raft.clone());
         drop(slot);
@@ -165,17 +194,25 @@ impl Actor for JournalActor {
             JournalMsg::Members(reply) => {
                 let me = self_status(state);
                 let m = state.raft.metrics().borrow().clone();
+                let membership = m.membership_config.membership();
                 let mut out = vec![me.clone()];
-                for (id, node) in m.membership_config.membership().nodes() {
+                for (id, node) in membership.nodes() {
                     if *id == m.id {
                         continue;
                     }
+                    let voter = membership.voter_ids().any(|v| v == *id);
                     // The leader knows how far each follower's log matches its own.
                     let matched = m.replication.as_ref().and_then(|r| r.get(id).cloned().flatten()).map(|l| l.index);
+                    let role = match (me.role == "leader", voter) {
+                        (true, true) => "follower",
+                        (true, false) => "learner",
+                        (false, _) => "unknown",
+                    };
                     out.push(MasterStatus {
                         id: *id,
                         addr: node.addr.clone(),
-                        role: if me.role == "leader" { "follower".into() } else { "unknown".into() },
+                        role: role.into(),
+                        voter,
                         term: me.term,
                         last_log_index: matched.unwrap_or(0),
                         applied_index: matched.unwrap_or(0),
@@ -185,9 +222,120 @@ impl Actor for JournalActor {
                 out.sort_by_key(|s| s.id);
                 let _ = reply.send(out);
             }
+            JournalMsg::Membership(reply) => {
+                let m = state.raft.metrics().borrow().clone();
+                let membership = m.membership_config.membership();
+                let _ = reply.send(MembershipView {
+                    nodes: membership.nodes().map(|(id, n)| (*id, n.clone())).collect(),
+                    voters: membership.voter_ids().collect(),
+                    committed: m.membership_config.log_id().map(|l| l.index) <= m.last_applied.map(|l| l.index),
+                });
+            }
+            JournalMsg::AddMaster(id, node, reply) => {
+                let raft = state.raft.clone();
+                tokio::spawn(async move {
+                    let _ = reply.send(add_master(&raft, id, node).await);
+                });
+            }
+            JournalMsg::RemoveMaster(id, reply) => {
+                let raft = state.raft.clone();
+                let me = state.args.node_id;
+                tokio::spawn(async move {
+                    let _ = reply.send(remove_master(&raft, me, id).await);
+                });
+            }
         }
         Ok(())
     }
+}
+
+fn membership_error(e: RaftError<NodeId, ClientWriteError<NodeId, MasterNode>>) -> ErrorInfo {
+    match &e {
+        RaftError::APIError(ClientWriteError::ChangeMembershipError(c)) => {
+            ErrorInfo::new(ErrorCode::InvalidState, format!("membership change refused: {c}"))
+        }
+        _ => raft_error(e.forward_to_leader(), &e),
+    }
+}
+
+/// Adds a master: learner first (the leader replicates the log to it and
+/// waits until it has caught up), then voter. One change at a time: openraft
+/// refuses a change while another is in its joint phase.
+async fn add_master(raft: &Raft, id: NodeId, node: MasterNode) -> Result<(), ErrorInfo> {
+    let m = raft.metrics().borrow().clone();
+    let membership = m.membership_config.membership();
+    if let Some(known) = membership.get_node(&id) {
+        if *known != node {
+            return Err(ErrorInfo::new(
+                ErrorCode::AlreadyExists,
+                format!("master {id} is already a member at {known}; remove it first"),
+            ));
+        }
+        if membership.voter_ids().any(|v| v == id) {
+            return Ok(());
+        }
+    }
+    tracing::info!(id, %node, "adding a master: learner until it has caught up");
+    let added = raft.add_learner(id, node, false).await.map_err(membership_error)?;
+    // openraft's own blocking wait counts a learner within 5,000 entries as
+    // caught up (even one that has nothing yet); wait for the learner to hold
+    // the log up to its own addition and be no more than a few entries behind.
+    let target = added.log_id.index;
+    let caught_up = raft
+        .wait(Some(CATCH_UP_TIMEOUT))
+        .metrics(
+            |m| {
+                let matched = m.replication.as_ref().and_then(|r| r.get(&id).cloned().flatten()).map(|l| l.index);
+                matched.is_some_and(|i| i >= target && m.last_log_index.unwrap_or(0).saturating_sub(i) <= CATCH_UP_LAG)
+            },
+            "the new master catches up",
+        )
+        .await;
+    if caught_up.is_err() {
+        return Err(ErrorInfo::new(
+            ErrorCode::Timeout,
+            format!(
+                "master {id} did not catch up within {CATCH_UP_TIMEOUT:?} (is it running with --join, on that mesh \
+                 address, and is this master still the leader?); it stays a learner"
+            ),
+        ));
+    }
+    raft.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false).await.map_err(membership_error)?;
+    tracing::info!(id, "master added as a voter");
+    Ok(())
+}
+
+/// Removes a master from the group (voter or learner) and tells it to stop.
+async fn remove_master(raft: &Raft, me: NodeId, id: NodeId) -> Result<(), ErrorInfo> {
+    let m = raft.metrics().borrow().clone();
+    let membership = m.membership_config.membership();
+    if membership.get_node(&id).is_none() {
+        return Err(ErrorInfo::new(ErrorCode::NotFound, format!("master {id} is not a member")));
+    }
+    let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+    if voters.len() == 1 && voters.contains(&id) {
+        return Err(ErrorInfo::new(ErrorCode::InvalidArgument, format!("master {id} is the last voter")));
+    }
+    if voters.contains(&id) {
+        raft.change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([id])), false)
+            .await
+            .map_err(membership_error)?;
+    } else {
+        raft.change_membership(ChangeMembers::RemoveNodes(BTreeSet::from([id])), false)
+            .await
+            .map_err(membership_error)?;
+    }
+    tracing::info!(id, "master removed from the group");
+    if id == me {
+        // Answer the caller first; the process then stops.
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            raft_net::tell_removed(id);
+        });
+    } else {
+        raft_net::tell_removed(id);
+    }
+    Ok(())
 }
 
 fn self_status(state: &JournalState) -> MasterStatus {
@@ -207,6 +355,7 @@ fn self_status(state: &JournalState) -> MasterStatus {
         last_log_index: m.last_log_index.unwrap_or(0),
         applied_index: m.last_applied.map(|l| l.index).unwrap_or(0),
         leader: m.current_leader,
+        voter: m.membership_config.membership().voter_ids().any(|v| v == m.id),
     }
 }
 
@@ -231,6 +380,23 @@ pub async fn read_barrier() -> Result<(), ErrorInfo> {
     match a.call(JournalMsg::ReadBarrier, Some(Duration::from_secs(10))).await {
         Ok(ractor::rpc::CallResult::Success(r)) => r,
         Ok(ractor::rpc::CallResult::Timeout) => Err(ErrorInfo::new(ErrorCode::Timeout, "read barrier timed out")),
+        _ => Err(ErrorInfo::new(ErrorCode::Unavailable, "journal is restarting")),
+    }
+}
+
+/// This master's view of the membership (`None` while the journal restarts).
+pub async fn membership() -> Option<MembershipView> {
+    ractor::call_t!(actor()?, JournalMsg::Membership, 2000).ok()
+}
+
+/// Asks this master (it must be the leader) to add or remove a master.
+pub async fn change_masters(
+    msg: impl FnOnce(RpcReplyPort<Result<(), ErrorInfo>>) -> JournalMsg,
+) -> Result<(), ErrorInfo> {
+    let a = actor().ok_or_else(|| ErrorInfo::new(ErrorCode::Unavailable, "journal is restarting"))?;
+    match a.call(msg, Some(CATCH_UP_TIMEOUT + Duration::from_secs(8))).await {
+        Ok(ractor::rpc::CallResult::Success(r)) => r,
+        Ok(ractor::rpc::CallResult::Timeout) => Err(ErrorInfo::new(ErrorCode::Timeout, "membership change timed out")),
         _ => Err(ErrorInfo::new(ErrorCode::Unavailable, "journal is restarting")),
     }
 }

@@ -36,8 +36,15 @@ pub struct MasterOptions {
     pub data_dir: PathBuf,
     /// Address clients use to reach this master (host:port).
     pub client_addr: String,
-    /// Initial voters (id → client address); just this master when empty.
-    pub members: BTreeMap<u64, String>,
+    /// This master's mesh address (host:port), recorded in the membership.
+    pub mesh_addr: String,
+    /// Initial voters; just this master when empty.
+    pub members: BTreeMap<u64, raft::MasterNode>,
+    /// Join an existing group (the leader adds this master) rather than
+    /// initializing a new one.
+    pub join: bool,
+    /// Notified when the leader removes this master from the group.
+    pub removed: Arc<tokio::sync::Notify>,
     /// Snapshot after this many journal entries.
     pub snapshot_entries: u64,
     /// A worker silent this long is lost.
@@ -51,14 +58,17 @@ pub fn children(opts: &MasterOptions, listener: Arc<std::net::TcpListener>) -> R
     let ns = Arc::new(namespace::Namespace::open(db.clone()).map_err(|e| format!("opening the namespace: {e}"))?);
     let mut members = opts.members.clone();
     if members.is_empty() {
-        members.insert(opts.node_id, opts.client_addr.clone());
+        let me = raft::MasterNode { addr: opts.client_addr.clone(), mesh: opts.mesh_addr.clone() };
+        members.insert(opts.node_id, me);
     }
     let slot = Arc::new(tokio::sync::Mutex::new(None));
-    let raft_server = raft_net::RaftServerArgs { node_id: opts.node_id, slot: slot.clone() };
+    let raft_server =
+        raft_net::RaftServerArgs { node_id: opts.node_id, slot: slot.clone(), removed: opts.removed.clone() };
     let journal_args = journal::JournalArgs {
         node_id: opts.node_id,
         client_addr: opts.client_addr.clone(),
         members,
+        join: opts.join,
         db,
         snapshot_dir: opts.data_dir.join("snapshots"),
         snapshot_entries: opts.snapshot_entries,

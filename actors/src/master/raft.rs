@@ -15,8 +15,8 @@ use std::sync::Arc;
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage, RaftStateMachine, Snapshot};
 use openraft::{
-    BasicNode, Entry, EntryPayload, LogId, OptionalSend, RaftLogReader, RaftSnapshotBuilder, SnapshotMeta,
-    StorageError, StorageIOError, StoredMembership, Vote,
+    Entry, EntryPayload, LogId, OptionalSend, RaftLogReader, RaftSnapshotBuilder, SnapshotMeta, StorageError,
+    StorageIOError, StoredMembership, Vote,
 };
 use rocksdb::{IteratorMode, WriteBatch, WriteOptions, DB};
 use serde::{Deserialize, Serialize};
@@ -25,13 +25,30 @@ use strata_protocol::journal::{ApplyResult, JournalEntry};
 use super::namespace::Namespace;
 use super::store::{cf, handle, ApplyItem, MetaRow, StateRow};
 
+/// A master as the Raft membership records it: where clients reach it and
+/// where its mesh listens. Carried in the journal's membership entries, so a
+/// master added at run time is known (and dialled) by every member.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MasterNode {
+    /// Client RPC address, `host:port`.
+    pub addr: String,
+    /// Mesh address, `host:port`.
+    pub mesh: String,
+}
+
+impl std::fmt::Display for MasterNode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} (mesh {})", self.addr, self.mesh)
+    }
+}
+
 openraft::declare_raft_types!(
     /// Strata's Raft types: journal entries in, apply results out.
     pub TypeConfig:
         D = JournalEntry,
         R = ApplyResult,
         NodeId = u64,
-        Node = BasicNode,
+        Node = MasterNode,
         Entry = openraft::Entry<TypeConfig>,
         SnapshotData = Cursor<Vec<u8>>,
         AsyncRuntime = openraft::TokioRuntime,
@@ -244,7 +261,7 @@ pub fn put_meta(ns: &Namespace, extra: &[MetaRow]) -> Result<(), String> {
 /// A snapshot as written to disk and shipped: meta plus the exported state.
 #[derive(Serialize, Deserialize)]
 struct SnapshotFile {
-    meta: SnapshotMeta<NodeId, BasicNode>,
+    meta: SnapshotMeta<NodeId, MasterNode>,
     items: Vec<StateRow>,
 }
 
@@ -287,7 +304,7 @@ impl<N: NamespaceHandle> StateMachine<N> {
     }
 }
 
-fn meta_extra(log_id: &LogId<NodeId>, membership: Option<&StoredMembership<NodeId, BasicNode>>) -> Vec<MetaRow> {
+fn meta_extra(log_id: &LogId<NodeId>, membership: Option<&StoredMembership<NodeId, MasterNode>>) -> Vec<MetaRow> {
     let mut v = vec![(cf::SM_META, APPLIED.to_vec(), ser(&Some(*log_id)))];
     if let Some(m) = membership {
         v.push((cf::SM_META, MEMBERSHIP.to_vec(), ser(m)));
@@ -307,7 +324,7 @@ impl<N: NamespaceHandle> RaftSnapshotBuilder<TypeConfig> for StateMachine<N> {
             Some(v) => bincode::deserialize(&v).map_err(|e| StorageIOError::read_state_machine(&e))?,
             None => None,
         };
-        let last_membership: StoredMembership<NodeId, BasicNode> = match find(MEMBERSHIP) {
+        let last_membership: StoredMembership<NodeId, MasterNode> = match find(MEMBERSHIP) {
             Some(v) => bincode::deserialize(&v).map_err(|e| StorageIOError::read_state_machine(&e))?,
             None => StoredMembership::default(),
         };
@@ -329,7 +346,7 @@ impl<N: NamespaceHandle> RaftSnapshotBuilder<TypeConfig> for StateMachine<N> {
 impl<N: NamespaceHandle> RaftStateMachine<TypeConfig> for StateMachine<N> {
     type SnapshotBuilder = Self;
 
-    async fn applied_state(&mut self) -> Result<(Option<LogId<NodeId>>, StoredMembership<NodeId, BasicNode>), SErr> {
+    async fn applied_state(&mut self) -> Result<(Option<LogId<NodeId>>, StoredMembership<NodeId, MasterNode>), SErr> {
         Ok((self.read_sm_meta::<Option<LogId<NodeId>>>(APPLIED)?, self.read_sm_meta(MEMBERSHIP)?))
     }
 
@@ -381,7 +398,7 @@ impl<N: NamespaceHandle> RaftStateMachine<TypeConfig> for StateMachine<N> {
 
     async fn install_snapshot(
         &mut self,
-        meta: &SnapshotMeta<NodeId, BasicNode>,
+        meta: &SnapshotMeta<NodeId, MasterNode>,
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> Result<(), SErr> {
         let sig = Some(meta.signature());

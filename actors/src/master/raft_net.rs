@@ -14,14 +14,13 @@ use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
     VoteResponse,
 };
-use openraft::BasicNode;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use ractor_cluster::RactorClusterMessage;
 use rkyv::{Archive, Deserialize, Serialize};
 use serde::de::DeserializeOwned;
 use tokio::sync::Mutex;
 
-use super::raft::{NodeId, Raft, TypeConfig};
+use super::raft::{MasterNode, NodeId, Raft, TypeConfig};
 use crate::mesh::Wire;
 
 /// Registered name of the RaftServer.
@@ -48,6 +47,9 @@ pub enum RaftServerMsg {
     /// InstallSnapshot (one chunk).
     #[rpc]
     Snapshot(Wire<RaftBytes>, RpcReplyPort<Wire<RaftBytes>>),
+    /// The leader removed master `id` from the group: if that is this
+    /// master, it stops serving (the process exits cleanly).
+    Leave(u64),
 }
 
 /// Arguments: this master's id and the slot holding its Raft handle.
@@ -57,6 +59,8 @@ pub struct RaftServerArgs {
     pub node_id: NodeId,
     /// The JournalActor's Raft, once started.
     pub slot: Arc<Mutex<Option<Raft>>>,
+    /// Notified when this master has been removed from the group.
+    pub removed: Arc<tokio::sync::Notify>,
 }
 
 /// Serves peers' Raft RPCs.
@@ -90,6 +94,13 @@ impl Actor for RaftServer {
         msg: Self::Msg,
         st: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
+        if let RaftServerMsg::Leave(id) = msg {
+            if id == st.node_id {
+                tracing::warn!(id, "removed from the master group by the leader; stopping");
+                st.removed.notify_one();
+            }
+            return Ok(());
+        }
         // No Raft yet (starting or restarting): drop the call; the peer times out and retries.
         let Some(raft) = st.slot.lock().await.clone() else { return Ok(()) };
         tokio::spawn(async move {
@@ -109,9 +120,17 @@ impl Actor for RaftServer {
                         let _ = reply.send(en(&raft.install_snapshot(req).await));
                     }
                 }
+                RaftServerMsg::Leave(_) => {}
             }
         });
         Ok(())
+    }
+}
+
+/// Tells master `id` (if it is on the mesh) that it is no longer a member.
+pub fn tell_removed(id: NodeId) {
+    for m in ractor::pg::get_members(&group(id)) {
+        let _ = ActorRef::<RaftServerMsg>::from(m).cast(RaftServerMsg::Leave(id));
     }
 }
 
@@ -137,7 +156,7 @@ struct CallFailed {
 
 impl RaftNetworkFactory<TypeConfig> for MeshNetwork {
     type Network = MeshConnection;
-    async fn new_client(&mut self, target: NodeId, _node: &BasicNode) -> MeshConnection {
+    async fn new_client(&mut self, target: NodeId, _node: &MasterNode) -> MeshConnection {
         MeshConnection { target }
     }
 }
@@ -148,7 +167,7 @@ impl MeshConnection {
         make: fn(Wire<RaftBytes>, RpcReplyPort<Wire<RaftBytes>>) -> RaftServerMsg,
         body: Wire<RaftBytes>,
         ttl: Duration,
-    ) -> Result<Resp, RPCError<NodeId, BasicNode, RaftError<NodeId, E>>>
+    ) -> Result<Resp, RPCError<NodeId, MasterNode, RaftError<NodeId, E>>>
     where
         Resp: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
@@ -182,7 +201,7 @@ impl RaftNetwork<TypeConfig> for MeshConnection {
         &mut self,
         rpc: AppendEntriesRequest<TypeConfig>,
         o: RPCOption,
-    ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
+    ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, MasterNode, RaftError<NodeId>>> {
         self.call(RaftServerMsg::Append, en(&rpc), o.hard_ttl()).await
     }
 
@@ -190,7 +209,7 @@ impl RaftNetwork<TypeConfig> for MeshConnection {
         &mut self,
         rpc: InstallSnapshotRequest<TypeConfig>,
         o: RPCOption,
-    ) -> Result<InstallSnapshotResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId, InstallSnapshotError>>>
+    ) -> Result<InstallSnapshotResponse<NodeId>, RPCError<NodeId, MasterNode, RaftError<NodeId, InstallSnapshotError>>>
     {
         self.call(RaftServerMsg::Snapshot, en(&rpc), o.hard_ttl()).await
     }
@@ -199,7 +218,7 @@ impl RaftNetwork<TypeConfig> for MeshConnection {
         &mut self,
         rpc: VoteRequest<NodeId>,
         o: RPCOption,
-    ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
+    ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, MasterNode, RaftError<NodeId>>> {
         self.call(RaftServerMsg::Vote, en(&rpc), o.hard_ttl()).await
     }
 

@@ -232,11 +232,16 @@ impl Actor for WorkerManager {
                 let _ = reply.send(Wire(RegisterReply { remove_blocks: orphans, clean_blocks }));
             }
             WorkerManagerMsg::Heartbeat(Wire(hb), reply) => {
+                let masters_mesh = super::journal::membership()
+                    .await
+                    .map(|m| m.nodes.into_values().map(|n| n.mesh).filter(|a| !a.is_empty()).collect())
+                    .unwrap_or_default();
                 let Some(w) = st.workers.get_mut(&hb.worker_id) else {
                     let _ = reply.send(Wire(HeartbeatReply {
                         reregister: true,
                         remove_blocks: vec![],
                         clean_blocks: vec![],
+                        masters_mesh,
                     }));
                     return Ok(());
                 };
@@ -254,7 +259,12 @@ impl Actor for WorkerManager {
                     }
                 }
                 // A worker that was declared lost had its locations dropped: it must report them again.
-                let _ = reply.send(Wire(HeartbeatReply { reregister: was_lost, remove_blocks, clean_blocks }));
+                let _ = reply.send(Wire(HeartbeatReply {
+                    reregister: was_lost,
+                    remove_blocks,
+                    clean_blocks,
+                    masters_mesh,
+                }));
             }
             WorkerManagerMsg::CommitBlock(Wire(c), reply) => {
                 if !st.workers.contains_key(&c.worker_id) {

@@ -4,9 +4,11 @@
 //! answers (drop blocks of deleted files, register again after a master
 //! restart). Every master keeps the block map, so a new leader already knows
 //! where every block is. Masters are found through their process group, so
-//! a restarted master is found again without configuration.
+//! a restarted master is found again without configuration; the mesh
+//! addresses to dial come from the heartbeat replies (the group's
+//! membership), so masters added at run time are joined too.
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::time::Duration;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
@@ -34,8 +36,9 @@ pub enum WorkerMsg {
     /// Whether some master has accepted this worker's registration.
     Registered(ractor::RpcReplyPort<bool>),
     /// A heartbeat or registration call to one master finished: `Ok(true)`
-    /// registered, `Ok(false)` asked to register again.
-    Done(ractor::ActorId, Result<bool, String>),
+    /// registered, `Ok(false)` asked to register again; with the masters'
+    /// mesh addresses that master knows (heartbeats only).
+    Done(ractor::ActorId, Result<(bool, Vec<String>), String>),
 }
 
 /// Arguments.
@@ -66,6 +69,10 @@ pub struct WorkerState {
     /// Masters with a call in flight: each master is served independently,
     /// so a dead or stopped one never delays the others.
     in_flight: HashSet<ractor::ActorId>,
+    /// The masters' mesh addresses as each live master last reported them
+    /// (the group's membership): masters added at run time are joined,
+    /// removed ones are no longer dialled.
+    learned: HashMap<ractor::ActorId, Vec<String>>,
 }
 
 fn cast(msg: WorkerMsg) {
@@ -151,13 +158,13 @@ async fn heartbeat(
     tiers: Vec<TierUsage>,
     removed: Vec<BlockId>,
     added: Vec<BlockId>,
-) -> Result<bool, String> {
+) -> Result<(bool, Vec<String>), String> {
     let hb = WorkerHeartbeat { worker_id: args.addr.worker_id, tiers, removed, added };
     let Wire(reply) =
         ractor::call_t!(master, WorkerManagerMsg::Heartbeat, 2000, Wire(hb)).map_err(|e| e.to_string())?;
     remove_blocks(&args.tiers, &reply.remove_blocks).await;
     mark_clean(&args.tiers, &reply.clean_blocks);
-    Ok(!reply.reregister)
+    Ok((!reply.reregister, reply.masters_mesh))
 }
 
 impl Actor for WorkerActor {
@@ -179,6 +186,7 @@ impl Actor for WorkerActor {
             added: Vec::new(),
             joining: None,
             in_flight: HashSet::new(),
+            learned: HashMap::new(),
         })
     }
 
@@ -199,9 +207,14 @@ impl Actor for WorkerActor {
             WorkerMsg::Tick => {
                 let masters: Vec<ActorRef<WorkerManagerMsg>> =
                     ractor::pg::get_members(&workers::GROUP.to_string()).into_iter().map(ActorRef::from).collect();
-                if let Some((mesh, addrs)) = &st.args.mesh {
+                let live: HashSet<ractor::ActorId> = masters.iter().map(|m| m.get_id()).collect();
+                st.learned.retain(|id, _| live.contains(id));
+                if let Some((mesh, configured)) = &st.args.mesh {
+                    let learned: BTreeSet<&String> = st.learned.values().flatten().collect();
+                    let addrs: Vec<String> =
+                        if learned.is_empty() { configured.clone() } else { learned.into_iter().cloned().collect() };
                     if masters.len() < addrs.len() && st.joining.as_ref().is_none_or(|j| j.is_finished()) {
-                        let (mesh, addrs) = (mesh.clone(), addrs.clone());
+                        let mesh = mesh.clone();
                         st.joining = Some(tokio::spawn(async move {
                             let mut joins = tokio::task::JoinSet::new();
                             for a in addrs {
@@ -218,7 +231,6 @@ impl Actor for WorkerActor {
                         }));
                     }
                 }
-                let live: HashSet<ractor::ActorId> = masters.iter().map(|m| m.get_id()).collect();
                 st.registered.retain(|id| live.contains(id));
                 let removed = std::mem::take(&mut st.removed);
                 let added = std::mem::take(&mut st.added);
@@ -237,7 +249,8 @@ impl Actor for WorkerActor {
                         });
                     } else {
                         tokio::spawn(async move {
-                            let _ = me.cast(WorkerMsg::Done(id, register(args, master).await.map(|_| true)));
+                            let r = register(args, master).await.map(|_| (true, Vec::new()));
+                            let _ = me.cast(WorkerMsg::Done(id, r));
                         });
                     }
                 }
@@ -245,10 +258,13 @@ impl Actor for WorkerActor {
             WorkerMsg::Done(id, r) => {
                 st.in_flight.remove(&id);
                 match r {
-                    Ok(true) => {
+                    Ok((true, masters_mesh)) => {
                         st.registered.insert(id);
+                        if !masters_mesh.is_empty() {
+                            st.learned.insert(id, masters_mesh);
+                        }
                     }
-                    Ok(false) => {
+                    Ok((false, _)) => {
                         st.registered.remove(&id);
                     }
                     Err(e) => {
