@@ -25,6 +25,9 @@ pub type Extra = Vec<super::store::MetaRow>;
 /// Exported state rows.
 pub type Rows = Vec<super::store::StateRow>;
 
+/// A file's record and its inline content, if any.
+pub type FileContent = (InodeRecord, Option<Vec<u8>>);
+
 /// Messages to the NamespaceActor.
 #[derive(RactorMessage)]
 pub enum NamespaceMsg {
@@ -43,7 +46,7 @@ pub enum NamespaceMsg {
     /// A file's record (attributes and blocks).
     File(String, RpcReplyPort<Result<InodeRecord, ErrorInfo>>),
     /// A file's record and, for a small file kept inline, its content.
-    FileContent(String, RpcReplyPort<Result<(InodeRecord, Option<Vec<u8>>), ErrorInfo>>),
+    FileContent(String, RpcReplyPort<Result<FileContent, ErrorInfo>>),
     /// Which of these blocks no file owns.
     Orphans(Vec<BlockId>, RpcReplyPort<Vec<BlockId>>),
     /// Approximate inode count.
