@@ -161,7 +161,9 @@ async fn wiped_follower_rejoins_and_full_restart_keeps_everything() {
     .await;
     let mut files = Vec::new();
     for i in 0..120u64 {
-        let (p, data) = (format!("/s{i}"), bytes(3000 + i as usize, i));
+        // Even files are small (kept inline by the masters), odd ones one block each.
+        let len = if i % 2 == 0 { 3000 + i as usize } else { 70_000 + i as usize };
+        let (p, data) = (format!("/s{i}"), bytes(len, i));
         let mut w = c.create(&p, false).await.unwrap();
         w.write(&data).await.unwrap();
         w.close().await.unwrap();
@@ -201,7 +203,7 @@ async fn wiped_follower_rejoins_and_full_restart_keeps_everything() {
     }
     let c = ha_client(&cluster.master_list()).await;
     eventually("worker re-registered", Duration::from_secs(30), || async {
-        c.report().await.map(|r| r.workers.iter().any(|w| w.live && w.blocks >= 120)).unwrap_or(false)
+        c.report().await.map(|r| r.workers.iter().any(|w| w.live && w.blocks >= 60)).unwrap_or(false)
     })
     .await;
     for (p, data) in &files {
