@@ -164,12 +164,25 @@ impl Node {
         self.child.as_ref().map(|c| c.id())
     }
 
-    /// SIGKILL and reap.
+    /// SIGKILL and reap. A FUSE mount the process served is detached, so
+    /// no dead mount outlives the test.
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
+            if let Some(m) = self.mountpoint() {
+                detach(&m);
+            }
         }
+    }
+
+    /// Where the process mounts a filesystem: `strata local --mount DIR`
+    /// or `strata fuse ... DIR`.
+    fn mountpoint(&self) -> Option<PathBuf> {
+        if let Some(i) = self.args.iter().position(|a| a == "--mount") {
+            return self.args.get(i + 1).map(PathBuf::from);
+        }
+        (self.args.first().map(String::as_str) == Some("fuse")).then(|| self.args.last().map(PathBuf::from))?
     }
 
     /// SIGTERM and wait for exit (SIGKILL after `grace`). Returns whether it exited cleanly.
@@ -246,6 +259,12 @@ impl Drop for Node {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// Lazily unmounts `path` (`umount -l`, the tool keeping this crate free
+/// of unsafe); errors (not mounted) are ignored.
+fn detach(path: &Path) {
+    let _ = Command::new("umount").arg("-l").arg(path).stdout(Stdio::null()).stderr(Stdio::null()).status();
 }
 
 /// Arguments for `strata local` in `dir` on free ports with tiers inside `dir`.
