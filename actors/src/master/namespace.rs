@@ -732,6 +732,13 @@ impl Tx<'_> {
                 }
                 let freed = dst.blocks.clone();
                 self.drop_inline(&dst);
+                if is_inline(&src.attr, &src.blocks) {
+                    // Inline content moves with the rest.
+                    if let Some(data) = self.ns.inline(*from)? {
+                        self.batch.put_cf(handle(&self.ns.db, cf::INLINE), to.to_be_bytes(), data);
+                    }
+                    self.drop_inline(&src);
+                }
                 let hb = handle(&self.ns.db, cf::BLOCKS);
                 for b in &freed {
                     self.batch.delete_cf(hb, b.to_be_bytes());
@@ -1271,6 +1278,24 @@ mod tests {
         ok(&ns, JournalEntry::AddBlock { inode: t.inode, time_ms: 5 });
         ok(&ns, JournalEntry::SwapContent { from: t.inode, to: f.inode, length: Some(3), time_ms: 7 });
         assert_eq!(ns.inline(f.inode).unwrap(), None);
+        // A detached file with inline content gives it to the swap target.
+        let ApplyResult::Created { attr: t3, .. } =
+            ok(&ns, JournalEntry::CreateDetached { mode: 0o644, uid: 0, gid: 0, block_size: 10, time_ms: 8 })
+        else {
+            panic!()
+        };
+        ok(
+            &ns,
+            JournalEntry::WriteInline {
+                inode: t3.inode,
+                data: b"moved".to_vec(),
+                attrs: SetAttrs::default(),
+                time_ms: 8,
+            },
+        );
+        ok(&ns, JournalEntry::SwapContent { from: t3.inode, to: f.inode, length: None, time_ms: 9 });
+        assert_eq!(ns.inline(f.inode).unwrap().as_deref(), Some(&b"moved"[..]));
+        assert_eq!((ns.inline(t3.inode).unwrap(), ns.resolve("/f").unwrap().attr.size), (None, 5));
         // Empty content keeps no row; deleting an inline file drops its row.
         ok(&ns, write(b"", &SetAttrs::default()));
         assert_eq!((ns.resolve("/f").unwrap().attr.size, ns.inline(f.inode).unwrap()), (0, None));
