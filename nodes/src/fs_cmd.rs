@@ -165,6 +165,7 @@ pub async fn run(cfg: &Config, args: &ClientArgs, cmd: FsCmd) -> Result<()> {
                 println!("size:       {}", a.size);
                 println!("block size: {}", a.block_size);
                 println!("complete:   {}", a.complete);
+                println!("pinned:     {}", a.pinned);
                 println!("modified:   {}", time_string(a.mtime_ms));
                 if let Some(t) = &a.symlink_target {
                     println!("target:     {t}");
@@ -320,6 +321,14 @@ pub async fn free(cfg: &Config, a: crate::cli::PathArgs) -> Result<()> {
 pub async fn persist(cfg: &Config, a: crate::cli::PathArgs) -> Result<()> {
     let client = connect(cfg, &a.client).await?;
     client.persist(&a.path).await.with_context(|| format!("persisting {}", a.path))?;
+    Ok(())
+}
+
+/// `strata pin PATH` / `strata unpin PATH`.
+pub async fn set_pin(cfg: &Config, a: crate::cli::PathArgs, pinned: bool) -> Result<()> {
+    let client = connect(cfg, &a.client).await?;
+    let what = if pinned { "pinning" } else { "unpinning" };
+    client.set_pin(&a.path, pinned).await.with_context(|| format!("{what} {}", a.path))?;
     Ok(())
 }
 

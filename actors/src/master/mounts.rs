@@ -364,7 +364,8 @@ pub async fn persist_tree(path: &str) -> Result<u64, ErrorInfo> {
 }
 
 /// Drops cached copies of the persisted files at or below `path`; files
-/// not in the UFS keep theirs (they are the only copy).
+/// not in the UFS keep theirs (they are the only copy), and so do pinned
+/// files (unpin them first).
 pub async fn free_tree(path: &str) -> Result<u64, ErrorInfo> {
     mount_of(path)
         .await?
@@ -372,7 +373,7 @@ pub async fn free_tree(path: &str) -> Result<u64, ErrorInfo> {
     let mut blocks = Vec::new();
     let mut files = 0;
     for (_, rec) in ns_call(|r| NamespaceMsg::Walk(path.to_string(), r)).await?? {
-        if rec.attr.file_type == FileType::File && rec.ufs.as_ref().is_some_and(|u| u.persisted) {
+        if rec.attr.file_type == FileType::File && !rec.attr.pinned && rec.ufs.as_ref().is_some_and(|u| u.persisted) {
             blocks.extend(rec.blocks.iter().copied());
             files += 1;
         }
