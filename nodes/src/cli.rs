@@ -113,6 +113,12 @@ pub struct MountArgs {
     /// Copies of async-through blocks kept on workers until persisted.
     #[arg(long, default_value_t = 2)]
     pub replicas: u32,
+    /// Files not modified for this long (`1h`, `30s`) get `--ttl-action`.
+    #[arg(long)]
+    pub ttl: Option<String>,
+    /// free | delete | persist: what happens to a file whose TTL expired.
+    #[arg(long, default_value = "free")]
+    pub ttl_action: String,
     /// Backend option `KEY=VALUE` (repeat): endpoint, region, access_key_id,
     /// secret_access_key, … (see OpenDAL's service docs).
     #[arg(long = "option", short = 'o')]

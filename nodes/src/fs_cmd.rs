@@ -260,7 +260,7 @@ pub async fn mount(cfg: &Config, a: crate::cli::MountArgs) -> Result<()> {
             };
             let opts: Vec<String> = m.spec.options.iter().map(|(k, v)| format!("{k}={v}")).collect();
             println!(
-                "{} on {} write={} read={} sync={} block={} replicas={} {}",
+                "{} on {} write={} read={} sync={} block={} replicas={}{} {}",
                 m.spec.uri,
                 m.path,
                 m.options.write_type,
@@ -268,6 +268,15 @@ pub async fn mount(cfg: &Config, a: crate::cli::MountArgs) -> Result<()> {
                 sync,
                 m.options.block_size,
                 m.options.replicas,
+                if m.options.ttl_ms > 0 {
+                    format!(
+                        " ttl={} ttl-action={}",
+                        humantime::format_duration(Duration::from_millis(m.options.ttl_ms)),
+                        m.options.ttl_action
+                    )
+                } else {
+                    String::new()
+                },
                 opts.join(",")
             );
         }
@@ -279,6 +288,13 @@ pub async fn mount(cfg: &Config, a: crate::cli::MountArgs) -> Result<()> {
         s => humantime::parse_duration(s)
             .with_context(|| format!("--sync {s:?}: use never, always or a duration like 30s"))?
             .as_millis() as i64,
+    };
+    let ttl_ms = match &a.ttl {
+        None => 0,
+        Some(s) => humantime::parse_duration(s)
+            .with_context(|| format!("--ttl {s:?}: use a duration like 30s or 1h"))?
+            .as_millis()
+            .max(1) as u64,
     };
     let mut options = Vec::new();
     for o in &a.options {
@@ -295,6 +311,8 @@ pub async fn mount(cfg: &Config, a: crate::cli::MountArgs) -> Result<()> {
             sync_interval_ms,
             block_size: a.block_size,
             replicas: a.replicas.max(1),
+            ttl_ms,
+            ttl_action: a.ttl_action.parse().map_err(anyhow::Error::msg)?,
         },
     };
     client.mount(info).await.with_context(|| format!("mounting {uri} at {path}"))?;

@@ -467,3 +467,45 @@ async fn pinned_files_are_not_evicted() {
     let (ok, _, err) = strata(&m, &["pin", "/m/nope"]);
     assert!(!ok && err.contains("not found"), "{err}");
 }
+
+/// A mount's TTL: with action free, a file's cached blocks are dropped once
+/// it is older than the TTL and it still reads (from the UFS); with action
+/// delete, the file disappears from Strata and the UFS; a mount without a
+/// TTL keeps its file cached meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn ttl_actions_free_and_delete() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = start_local(dir.path(), 64 << 20, 64 << 20);
+    let m = node.ready.clone();
+    for name in ["free", "delete", "none"] {
+        let ufs = dir.path().join(format!("ufs-{name}"));
+        std::fs::create_dir_all(&ufs).unwrap();
+        let uri = format!("file://{}", ufs.display());
+        let mut extra = vec!["--write-type", "cache-through"];
+        if name != "none" {
+            extra.extend(["--ttl", "2s", "--ttl-action", name]);
+        }
+        mount(&m, &format!("/{name}"), &uri, &extra, &[]);
+    }
+    let (ok, out, _) = strata(&m, &["mount"]);
+    assert!(ok && out.contains("ttl=2s ttl-action=free"), "{out}");
+    let c = client(&m, MIB as u64).await;
+    let data = bytes(2 * MIB, 5);
+    let t = std::time::Instant::now();
+    for name in ["free", "delete", "none"] {
+        put(&c, &format!("/{name}/f.bin"), &data).await.unwrap();
+    }
+    assert_eq!(cached(&c, "/free/f.bin").await, (2, 2), "freed before its TTL");
+    eventually("TTL free drops the cached blocks", Duration::from_secs(15), || async {
+        cached(&c, "/free/f.bin").await == (0, 2)
+    })
+    .await;
+    assert!(t.elapsed() >= Duration::from_secs(2), "freed before its TTL");
+    assert!(c.read_all("/free/f.bin").await.unwrap() == data, "freed file reads from the UFS");
+    eventually("TTL delete removes the file", Duration::from_secs(15), || async {
+        c.stat("/delete/f.bin").await.is_err_and(|e| e.code() == ErrorCode::NotFound)
+    })
+    .await;
+    assert!(!dir.path().join("ufs-delete/f.bin").exists(), "TTL delete left the UFS file");
+    assert_eq!(cached(&c, "/none/f.bin").await, (2, 2), "a mount without TTL lost its cache");
+}
