@@ -329,6 +329,8 @@ async fn ufs(client: &Client, dir: &Path, mib: u64) -> Result<()> {
             sync_interval_ms: -1,
             block_size: 64 << 20,
             replicas: 1,
+            ttl_ms: 0,
+            ttl_action: Default::default(),
         },
     };
     client.mount(mount).await?;

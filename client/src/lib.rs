@@ -308,6 +308,14 @@ impl Client {
         self.call_done(MasterRequest::Free { path: p.into() }).await
     }
 
+    /// Pins (or unpins) `p` and everything below it: pinned files' cached
+    /// blocks are never evicted; files created later under a pinned
+    /// directory are pinned too. Answers `p`'s attributes.
+    pub async fn set_pin(&self, p: &str, pinned: bool) -> Result<Attr, ClientError> {
+        path::components(p)?;
+        self.call_attr(MasterRequest::SetPin { path: p.into(), pinned }).await
+    }
+
     /// Warms the cache with every block of the file at `p` that only the
     /// UFS has; returns the bytes fetched.
     pub async fn load_file(&self, p: &str) -> Result<u64, ClientError> {

@@ -45,6 +45,11 @@ pub enum Command {
     Free(PathArgs),
     /// Write files not yet in their UFS to it now.
     Persist(PathArgs),
+    /// Pin a file or tree: its cached blocks are never evicted (files
+    /// created later under a pinned directory are pinned too).
+    Pin(PathArgs),
+    /// Unpin a file or tree: its blocks may be evicted again once persisted.
+    Unpin(PathArgs),
     /// Cluster administration.
     Admin(AdminArgs),
 }
@@ -108,6 +113,12 @@ pub struct MountArgs {
     /// Copies of async-through blocks kept on workers until persisted.
     #[arg(long, default_value_t = 2)]
     pub replicas: u32,
+    /// Files not modified for this long (`1h`, `30s`) get `--ttl-action`.
+    #[arg(long)]
+    pub ttl: Option<String>,
+    /// free | delete | persist: what happens to a file whose TTL expired.
+    #[arg(long, default_value = "free")]
+    pub ttl_action: String,
     /// Backend option `KEY=VALUE` (repeat): endpoint, region, access_key_id,
     /// secret_access_key, … (see OpenDAL's service docs).
     #[arg(long = "option", short = 'o')]
@@ -439,6 +450,8 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Load(a) => crate::fs_cmd::load(&cfg, a).await,
         Command::Free(a) => crate::fs_cmd::free(&cfg, a).await,
         Command::Persist(a) => crate::fs_cmd::persist(&cfg, a).await,
+        Command::Pin(a) => crate::fs_cmd::set_pin(&cfg, a, true).await,
+        Command::Unpin(a) => crate::fs_cmd::set_pin(&cfg, a, false).await,
         Command::Admin(a) => crate::fs_cmd::admin(&cfg, a).await,
     }
 }

@@ -165,6 +165,7 @@ pub async fn run(cfg: &Config, args: &ClientArgs, cmd: FsCmd) -> Result<()> {
                 println!("size:       {}", a.size);
                 println!("block size: {}", a.block_size);
                 println!("complete:   {}", a.complete);
+                println!("pinned:     {}", a.pinned);
                 println!("modified:   {}", time_string(a.mtime_ms));
                 if let Some(t) = &a.symlink_target {
                     println!("target:     {t}");
@@ -259,7 +260,7 @@ pub async fn mount(cfg: &Config, a: crate::cli::MountArgs) -> Result<()> {
             };
             let opts: Vec<String> = m.spec.options.iter().map(|(k, v)| format!("{k}={v}")).collect();
             println!(
-                "{} on {} write={} read={} sync={} block={} replicas={} {}",
+                "{} on {} write={} read={} sync={} block={} replicas={}{} {}",
                 m.spec.uri,
                 m.path,
                 m.options.write_type,
@@ -267,6 +268,15 @@ pub async fn mount(cfg: &Config, a: crate::cli::MountArgs) -> Result<()> {
                 sync,
                 m.options.block_size,
                 m.options.replicas,
+                if m.options.ttl_ms > 0 {
+                    format!(
+                        " ttl={} ttl-action={}",
+                        humantime::format_duration(Duration::from_millis(m.options.ttl_ms)),
+                        m.options.ttl_action
+                    )
+                } else {
+                    String::new()
+                },
                 opts.join(",")
             );
         }
@@ -278,6 +288,13 @@ pub async fn mount(cfg: &Config, a: crate::cli::MountArgs) -> Result<()> {
         s => humantime::parse_duration(s)
             .with_context(|| format!("--sync {s:?}: use never, always or a duration like 30s"))?
             .as_millis() as i64,
+    };
+    let ttl_ms = match &a.ttl {
+        None => 0,
+        Some(s) => humantime::parse_duration(s)
+            .with_context(|| format!("--ttl {s:?}: use a duration like 30s or 1h"))?
+            .as_millis()
+            .max(1) as u64,
     };
     let mut options = Vec::new();
     for o in &a.options {
@@ -294,6 +311,8 @@ pub async fn mount(cfg: &Config, a: crate::cli::MountArgs) -> Result<()> {
             sync_interval_ms,
             block_size: a.block_size,
             replicas: a.replicas.max(1),
+            ttl_ms,
+            ttl_action: a.ttl_action.parse().map_err(anyhow::Error::msg)?,
         },
     };
     client.mount(info).await.with_context(|| format!("mounting {uri} at {path}"))?;
@@ -320,6 +339,14 @@ pub async fn free(cfg: &Config, a: crate::cli::PathArgs) -> Result<()> {
 pub async fn persist(cfg: &Config, a: crate::cli::PathArgs) -> Result<()> {
     let client = connect(cfg, &a.client).await?;
     client.persist(&a.path).await.with_context(|| format!("persisting {}", a.path))?;
+    Ok(())
+}
+
+/// `strata pin PATH` / `strata unpin PATH`.
+pub async fn set_pin(cfg: &Config, a: crate::cli::PathArgs, pinned: bool) -> Result<()> {
+    let client = connect(cfg, &a.client).await?;
+    let what = if pinned { "pinning" } else { "unpinning" };
+    client.set_pin(&a.path, pinned).await.with_context(|| format!("{what} {}", a.path))?;
     Ok(())
 }
 

@@ -348,3 +348,164 @@ async fn async_through_data_survives_a_leader_failover_before_persist() {
     })
     .await;
 }
+
+/// Waits until the worker has heartbeated twice since the call (so what the
+/// master queued for it before the call has been delivered and applied).
+async fn two_heartbeats(c: &Client) {
+    for _ in 0..2 {
+        let since = std::time::Instant::now();
+        eventually("a worker heartbeat", Duration::from_secs(10), || async {
+            let r = c.report().await.expect("report");
+            r.workers.iter().all(|w| w.live && (w.last_heartbeat_ms_ago as u128) < since.elapsed().as_millis())
+        })
+        .await;
+    }
+}
+
+/// Writes `data` to `path`, retrying while the tiers are full of blocks
+/// whose persisted (clean) state has not reached the worker yet.
+async fn put_when_room(c: &Client, path: &str, data: &[u8]) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        match put(c, path, data).await {
+            Ok(()) => return,
+            Err(e) if e.code() == ErrorCode::NoSpace && std::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await
+            }
+            Err(e) => panic!("writing {path}: {e}"),
+        }
+    }
+}
+
+fn stat_pinned(m: &str, path: &str) -> bool {
+    let (ok, out, err) = strata(m, &["fs", "stat", path, "--json"]);
+    assert!(ok, "stat {path}: {err}");
+    let v: serde_json::Value = serde_json::from_str(&out).expect("stat json");
+    v["pinned"].as_bool().expect("pinned field")
+}
+
+/// Pinned files keep their cached blocks under space pressure while
+/// unpinned persisted files are evicted; pinning a directory pins files
+/// written into it later; the flag is journaled (survives a restart);
+/// after unpin the same blocks are evicted like any other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn pinned_files_are_not_evicted() {
+    let dir = tempfile::tempdir().unwrap();
+    let ufs = dir.path().join("ufs");
+    std::fs::create_dir_all(&ufs).unwrap();
+    // 8 MiB of tiers, 1 MiB blocks.
+    let mut node = start_local(dir.path(), 4 * MIB as u64, 4 * MIB as u64);
+    let m = node.ready.clone();
+    mount(&m, "/m", &format!("file://{}", ufs.display()), &["--write-type", "cache-through"], &[]);
+    let c = client(&m, MIB as u64).await;
+    let two = |seed| bytes(2 * MIB, seed);
+
+    // A pinned directory passes the pin to a file written into it later.
+    c.mkdir("/m/keep", false).await.unwrap();
+    let (ok, _, err) = strata(&m, &["pin", "/m/keep"]);
+    assert!(ok, "{err}");
+    put(&c, "/m/keep/p.bin", &two(1)).await.unwrap();
+    assert!(stat_pinned(&m, "/m/keep/p.bin"));
+    // An existing file pinned explicitly.
+    put(&c, "/m/b.bin", &two(2)).await.unwrap();
+    assert!(!stat_pinned(&m, "/m/b.bin"));
+    let (ok, _, err) = strata(&m, &["pin", "/m/b.bin"]);
+    assert!(ok, "{err}");
+    assert!(stat_pinned(&m, "/m/b.bin"));
+    put(&c, "/m/u.bin", &two(3)).await.unwrap();
+    two_heartbeats(&c).await;
+
+    // 6 of 8 MiB used; 8 MiB more forces evictions.
+    for i in 0..4 {
+        put_when_room(&c, &format!("/m/f{i}.bin"), &two(10 + i)).await;
+    }
+    // Evictions reach the master with the worker's next heartbeat.
+    eventually("unpinned persisted file evicted", Duration::from_secs(10), || async {
+        cached(&c, "/m/u.bin").await == (0, 2)
+    })
+    .await;
+    two_heartbeats(&c).await;
+    assert_eq!(cached(&c, "/m/keep/p.bin").await, (2, 2), "pinned (inherited) file evicted");
+    assert_eq!(cached(&c, "/m/b.bin").await, (2, 2), "pinned file evicted");
+    assert!(c.read_all("/m/keep/p.bin").await.unwrap() == two(1));
+    // `free` leaves pinned files alone.
+    let (ok, _, err) = strata(&m, &["free", "/m"]);
+    assert!(ok, "{err}");
+    eventually("unpinned files freed", Duration::from_secs(10), || async { cached(&c, "/m/f3.bin").await.0 == 0 })
+        .await;
+    assert_eq!(cached(&c, "/m/b.bin").await, (2, 2), "free dropped a pinned file");
+
+    // The pin is in the journal: a restart keeps it, and the re-registered
+    // worker is told which of its blocks are pinned.
+    node.restart(Duration::from_secs(60)).expect("restart");
+    let m = node.ready.clone();
+    let c = client(&m, MIB as u64).await;
+    assert!(stat_pinned(&m, "/m/keep/p.bin") && stat_pinned(&m, "/m/keep") && stat_pinned(&m, "/m/b.bin"));
+    two_heartbeats(&c).await;
+    for i in 0..4 {
+        put_when_room(&c, &format!("/m/g{i}.bin"), &two(20 + i)).await;
+    }
+    two_heartbeats(&c).await;
+    assert_eq!(cached(&c, "/m/keep/p.bin").await, (2, 2), "pinned file evicted after restart");
+    assert_eq!(cached(&c, "/m/b.bin").await, (2, 2), "pinned file evicted after restart");
+
+    // Unpinned, the same blocks go under pressure; the data still reads from the UFS.
+    for p in ["/m/keep", "/m/b.bin"] {
+        let (ok, _, err) = strata(&m, &["unpin", p]);
+        assert!(ok, "{err}");
+    }
+    assert!(!stat_pinned(&m, "/m/keep/p.bin") && !stat_pinned(&m, "/m/b.bin"));
+    two_heartbeats(&c).await;
+    for i in 0..4 {
+        put_when_room(&c, &format!("/m/h{i}.bin"), &two(30 + i)).await;
+    }
+    eventually("unpinned files evicted", Duration::from_secs(10), || async {
+        cached(&c, "/m/keep/p.bin").await == (0, 2) && cached(&c, "/m/b.bin").await == (0, 2)
+    })
+    .await;
+    assert!(c.read_all("/m/b.bin").await.unwrap() == two(2));
+    let (ok, _, err) = strata(&m, &["pin", "/m/nope"]);
+    assert!(!ok && err.contains("not found"), "{err}");
+}
+
+/// A mount's TTL: with action free, a file's cached blocks are dropped once
+/// it is older than the TTL and it still reads (from the UFS); with action
+/// delete, the file disappears from Strata and the UFS; a mount without a
+/// TTL keeps its file cached meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn ttl_actions_free_and_delete() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = start_local(dir.path(), 64 << 20, 64 << 20);
+    let m = node.ready.clone();
+    for name in ["free", "delete", "none"] {
+        let ufs = dir.path().join(format!("ufs-{name}"));
+        std::fs::create_dir_all(&ufs).unwrap();
+        let uri = format!("file://{}", ufs.display());
+        let mut extra = vec!["--write-type", "cache-through"];
+        if name != "none" {
+            extra.extend(["--ttl", "2s", "--ttl-action", name]);
+        }
+        mount(&m, &format!("/{name}"), &uri, &extra, &[]);
+    }
+    let (ok, out, _) = strata(&m, &["mount"]);
+    assert!(ok && out.contains("ttl=2s ttl-action=free"), "{out}");
+    let c = client(&m, MIB as u64).await;
+    let data = bytes(2 * MIB, 5);
+    let t = std::time::Instant::now();
+    for name in ["free", "delete", "none"] {
+        put(&c, &format!("/{name}/f.bin"), &data).await.unwrap();
+    }
+    assert_eq!(cached(&c, "/free/f.bin").await, (2, 2), "freed before its TTL");
+    eventually("TTL free drops the cached blocks", Duration::from_secs(15), || async {
+        cached(&c, "/free/f.bin").await == (0, 2)
+    })
+    .await;
+    assert!(t.elapsed() >= Duration::from_secs(2), "freed before its TTL");
+    assert!(c.read_all("/free/f.bin").await.unwrap() == data, "freed file reads from the UFS");
+    eventually("TTL delete removes the file", Duration::from_secs(15), || async {
+        c.stat("/delete/f.bin").await.is_err_and(|e| e.code() == ErrorCode::NotFound)
+    })
+    .await;
+    assert!(!dir.path().join("ufs-delete/f.bin").exists(), "TTL delete left the UFS file");
+    assert_eq!(cached(&c, "/none/f.bin").await, (2, 2), "a mount without TTL lost its cache");
+}

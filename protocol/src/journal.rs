@@ -70,6 +70,8 @@ pub enum JournalEntry {
     /// File `inode`, still made of exactly `blocks`, is in the UFS as
     /// `fingerprint` (refused if its content changed meanwhile).
     Persisted { inode: InodeId, blocks: Vec<u64>, fingerprint: Fingerprint, time_ms: i64 },
+    /// Set the pinned flag of `path` and of every inode below it.
+    SetPin { path: String, pinned: bool, time_ms: i64 },
 }
 
 /// What applying an entry produced. Errors are results too: an entry that

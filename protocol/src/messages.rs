@@ -59,6 +59,9 @@ pub struct Attr {
     pub atime_ms: i64,
     /// Device number of a device file.
     pub rdev: u32,
+    /// Pinned (`strata pin`): a file's cached blocks are never evicted from
+    /// a worker's tiers; a directory passes it on to what is created in it.
+    pub pinned: bool,
 }
 
 /// Attribute changes; `None` leaves one unchanged.
@@ -249,6 +252,8 @@ pub enum MasterRequest {
     Persist { path: String },
     /// Drop cached copies of persisted files under `path`.
     Free { path: String },
+    /// Pin (or unpin) `path` and everything below it.
+    SetPin { path: String, pinned: bool },
     /// Add master `id` to the Raft group (learner until caught up, then
     /// voter). `addr` is its client address, `mesh` its mesh address.
     AddMaster { id: u64, addr: String, mesh: String },
@@ -363,6 +368,8 @@ pub struct RegisterReply {
     pub remove_blocks: Vec<BlockId>,
     /// Blocks persisted to a UFS: they may be evicted.
     pub clean_blocks: Vec<BlockId>,
+    /// Blocks of pinned files: never evict them.
+    pub pinned_blocks: Vec<BlockId>,
 }
 
 /// Worker → master over the mesh, every heartbeat interval.
@@ -390,6 +397,10 @@ pub struct HeartbeatReply {
     pub remove_blocks: Vec<BlockId>,
     /// Blocks now persisted to a UFS: they may be evicted.
     pub clean_blocks: Vec<BlockId>,
+    /// Blocks whose files are now pinned: never evict them.
+    pub pin_blocks: Vec<BlockId>,
+    /// Blocks whose files were unpinned: evictable again when clean.
+    pub unpin_blocks: Vec<BlockId>,
     /// Mesh addresses of every master in the group as this master knows it
     /// (empty when unknown): the worker joins masters added at run time and
     /// stops dialling removed ones.

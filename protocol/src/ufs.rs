@@ -119,6 +119,52 @@ pub struct MountOptions {
     pub block_size: u64,
     /// Copies written by async-through before persist.
     pub replicas: u32,
+    /// Files not modified for this long get `ttl_action` (0: no TTL).
+    pub ttl_ms: u64,
+    /// What happens to a file whose TTL expired.
+    pub ttl_action: TtlAction,
+}
+
+/// What the leader does with a file under a mount whose TTL expired.
+#[derive(
+    Archive, Serialize, Deserialize, serde::Serialize, serde::Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default,
+)]
+#[rkyv(derive(Debug))]
+pub enum TtlAction {
+    /// Drop the cached copies of a persisted file (it reads from the UFS again).
+    #[default]
+    Free,
+    /// Delete the file from Strata and from the UFS.
+    Delete,
+    /// Persist the file to the UFS if it is not yet.
+    Persist,
+}
+
+impl std::str::FromStr for TtlAction {
+    type Err = ErrorInfo;
+    fn from_str(s: &str) -> Result<Self, ErrorInfo> {
+        Ok(match s {
+            "free" => TtlAction::Free,
+            "delete" => TtlAction::Delete,
+            "persist" => TtlAction::Persist,
+            other => {
+                return Err(ErrorInfo::new(
+                    ErrorCode::InvalidArgument,
+                    format!("ttl action {other:?}: use free, delete or persist"),
+                ))
+            }
+        })
+    }
+}
+
+impl std::fmt::Display for TtlAction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            TtlAction::Free => "free",
+            TtlAction::Delete => "delete",
+            TtlAction::Persist => "persist",
+        })
+    }
 }
 
 /// A mount as stored in the journal.

@@ -180,6 +180,22 @@ pub(super) fn free(blocks: Vec<u64>) {
     }
 }
 
+/// Tells the workers holding blocks of the files at or below `path` to pin
+/// or unpin them (delivered with their next heartbeat replies).
+async fn tell_pin(path: &str, pinned: bool) -> Result<(), ErrorInfo> {
+    let blocks: Vec<u64> = ns_call(|r| NamespaceMsg::Walk(path.to_string(), r))
+        .await??
+        .into_iter()
+        .filter(|(_, rec)| rec.attr.file_type == FileType::File)
+        .flat_map(|(_, rec)| rec.blocks)
+        .collect();
+    if let Some(wm) = workers::actor() {
+        let list = Wire(BlockList(blocks));
+        let _ = wm.cast(if pinned { WorkerManagerMsg::Pin(list) } else { WorkerManagerMsg::Unpin(list) });
+    }
+    Ok(())
+}
+
 fn check_path(p: &str) -> Result<(), ErrorInfo> {
     path::components(p).map(|_| ())
 }
@@ -317,6 +333,15 @@ async fn handle(req: MasterRequest, stale_ok: bool) -> Result<MasterResponse, Er
             mounts::ensure_synced(&path, false).await?;
             mounts::free_tree(&path).await?;
             MasterResponse::Done
+        }
+        MasterRequest::SetPin { path, pinned } => {
+            check_path(&path)?;
+            mounts::ensure_synced(&path, false).await?;
+            let r = attr_of(propose(JournalEntry::SetPin { path: path.clone(), pinned, time_ms: t }).await?);
+            if matches!(r, MasterResponse::Attr(_)) {
+                tell_pin(&path, pinned).await?;
+            }
+            r
         }
         MasterRequest::SetAttr { path, attrs } => {
             check_path(&path)?;

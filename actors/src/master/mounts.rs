@@ -364,7 +364,8 @@ pub async fn persist_tree(path: &str) -> Result<u64, ErrorInfo> {
 }
 
 /// Drops cached copies of the persisted files at or below `path`; files
-/// not in the UFS keep theirs (they are the only copy).
+/// not in the UFS keep theirs (they are the only copy), and so do pinned
+/// files (unpin them first).
 pub async fn free_tree(path: &str) -> Result<u64, ErrorInfo> {
     mount_of(path)
         .await?
@@ -372,7 +373,7 @@ pub async fn free_tree(path: &str) -> Result<u64, ErrorInfo> {
     let mut blocks = Vec::new();
     let mut files = 0;
     for (_, rec) in ns_call(|r| NamespaceMsg::Walk(path.to_string(), r)).await?? {
-        if rec.attr.file_type == FileType::File && rec.ufs.as_ref().is_some_and(|u| u.persisted) {
+        if rec.attr.file_type == FileType::File && !rec.attr.pinned && rec.ufs.as_ref().is_some_and(|u| u.persisted) {
             blocks.extend(rec.blocks.iter().copied());
             files += 1;
         }
@@ -409,7 +410,11 @@ pub struct SyncerState {
     queue: BTreeMap<String, (u32, Instant)>,
     leader: bool,
     last_scan: Option<Instant>,
+    last_ttl: Option<Instant>,
 }
+
+/// How often the leader looks for files whose TTL expired.
+const TTL_CHECK: Duration = Duration::from_secs(1);
 
 const RESCAN: Duration = Duration::from_secs(30);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
@@ -421,7 +426,7 @@ impl Actor for MountSyncer {
 
     async fn pre_start(&self, myself: ActorRef<Self::Msg>, _: ()) -> Result<Self::State, ActorProcessingErr> {
         myself.send_interval(Duration::from_millis(500), || SyncerMsg::Tick);
-        Ok(SyncerState { queue: BTreeMap::new(), leader: false, last_scan: None })
+        Ok(SyncerState { queue: BTreeMap::new(), leader: false, last_scan: None, last_ttl: None })
     }
 
     async fn handle(
@@ -448,6 +453,12 @@ impl Actor for MountSyncer {
                         tracing::warn!(error = %e, "scanning async-through mounts failed");
                     }
                 }
+                if st.last_ttl.is_none_or(|t| t.elapsed() >= TTL_CHECK) {
+                    st.last_ttl = Some(Instant::now());
+                    if let Err(e) = ttl_pass().await {
+                        tracing::warn!(error = %e, "TTL pass failed");
+                    }
+                }
                 let now = Instant::now();
                 let due: Vec<String> =
                     st.queue.iter().filter(|(_, (_, at))| *at <= now).map(|(p, _)| p.clone()).collect();
@@ -469,6 +480,63 @@ impl Actor for MountSyncer {
         }
         Ok(())
     }
+}
+
+/// Applies the TTL action of every mount with a TTL to its complete files
+/// not modified for that long (a walk of each such mount). Free skips
+/// pinned and unpersisted files (evicting blocks no worker holds any more
+/// is a no-op, so a freed file costs nothing on later passes); delete goes
+/// through the UFS first, like a client's delete; persist writes files not
+/// in the UFS yet.
+async fn ttl_pass() -> Result<(), ErrorInfo> {
+    let now = now_ms();
+    for m in mounts().await? {
+        if m.options.ttl_ms == 0 {
+            continue;
+        }
+        let mut evicted = Vec::new();
+        for (p, rec) in ns_call(|r| NamespaceMsg::Walk(m.path.clone(), r)).await?? {
+            let expired = rec.attr.file_type == FileType::File
+                && rec.attr.complete
+                && now.saturating_sub(rec.attr.mtime_ms) >= m.options.ttl_ms as i64;
+            if !expired {
+                continue;
+            }
+            let persisted = rec.ufs.as_ref().is_some_and(|u| u.persisted);
+            match m.options.ttl_action {
+                pufs::TtlAction::Free => {
+                    if persisted && !rec.attr.pinned {
+                        evicted.extend(rec.blocks.iter().copied());
+                    }
+                }
+                pufs::TtlAction::Persist => {
+                    if !persisted {
+                        if let Err(e) = persist_file(&m, &p, &rec).await {
+                            tracing::warn!(path = %p, error = %e, "TTL persist failed; next pass retries");
+                        }
+                    }
+                }
+                pufs::TtlAction::Delete => {
+                    let r = match before_delete(&p, false).await {
+                        Ok(()) => {
+                            propose(JournalEntry::Delete { path: p.clone(), recursive: false, time_ms: now }).await
+                        }
+                        Err(e) => Err(e),
+                    };
+                    match r {
+                        Ok(ApplyResult::Freed { blocks }) => {
+                            free(blocks);
+                            tracing::info!(path = %p, "TTL expired: deleted");
+                        }
+                        Ok(_) => {}
+                        Err(e) => tracing::warn!(path = %p, error = %e, "TTL delete failed; next pass retries"),
+                    }
+                }
+            }
+        }
+        evict(evicted);
+    }
+    Ok(())
 }
 
 async fn scan(queue: &mut BTreeMap<String, (u32, Instant)>) -> Result<(), ErrorInfo> {

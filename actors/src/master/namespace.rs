@@ -434,6 +434,7 @@ fn new_attr(inode: InodeId, file_type: FileType, mode: u32, uid: u32, gid: u32, 
         symlink_target: None,
         atime_ms: time_ms,
         rdev: 0,
+        pinned: false,
     }
 }
 
@@ -572,11 +573,9 @@ impl Tx<'_> {
                                 ));
                             }
                             let id = self.next_inode();
-                            let rec = InodeRecord {
-                                attr: new_attr(id, FileType::Directory, *mode, *uid, *gid, *time_ms),
-                                blocks: vec![],
-                                ufs: None,
-                            };
+                            let mut attr = new_attr(id, FileType::Directory, *mode, *uid, *gid, *time_ms);
+                            attr.pinned = cur.attr.pinned;
+                            let rec = InodeRecord { attr, blocks: vec![], ufs: None };
                             self.put_edge(cur.attr.inode, name, id);
                             self.put_inode(&rec);
                             self.adjust_dir(cur.clone(), 1, *time_ms);
@@ -603,6 +602,7 @@ impl Tx<'_> {
                 let mut attr = new_attr(id, FileType::File, *mode, *uid, *gid, *time_ms);
                 attr.block_size = *block_size;
                 attr.complete = *complete;
+                attr.pinned = parent.attr.pinned;
                 let rec = InodeRecord { attr, blocks: vec![], ufs: None };
                 self.put_edge(parent.attr.inode, name, id);
                 self.put_inode(&rec);
@@ -838,6 +838,17 @@ impl Tx<'_> {
                 self.put_inode(&rec);
                 Ok(ApplyResult::Done)
             }
+            JournalEntry::SetPin { path: p, pinned, time_ms: _ } => {
+                let mut top = None;
+                for (_, mut rec) in self.ns.walk(p)? {
+                    if rec.attr.pinned != *pinned {
+                        rec.attr.pinned = *pinned;
+                        self.put_inode(&rec);
+                    }
+                    top.get_or_insert(rec.attr); // `walk` yields `p` first
+                }
+                Ok(ApplyResult::Attr(top.ok_or_else(|| ns(ErrorCode::Internal, "walk yielded nothing"))?))
+            }
         }
     }
 
@@ -958,6 +969,8 @@ impl Tx<'_> {
                         let blocks = self.alloc_blocks(id, fp.size, bs);
                         InodeRecord { attr, blocks, ufs: Some(UfsMeta::file(fp.clone())) }
                     };
+                    let mut rec = rec;
+                    rec.attr.pinned = d.attr.pinned;
                     self.put_edge(d.attr.inode, &e.name, id);
                     self.put_inode(&rec);
                     changed = true;
@@ -1311,6 +1324,7 @@ mod tests {
         ok(&ns, mkdir("/d", false));
         ok(&ns, create("/d/f", false));
         assert_eq!(err(&ns, mkdir("/d/f/x", true)), ErrorCode::NotADirectory);
+        ok(&ns, JournalEntry::SetPin { path: "/d/f".into(), pinned: true, time_ms: 2 });
         let before = ns.export().unwrap();
         let d2 = tempfile::tempdir().unwrap();
         let ns2 = ns_in(&d2);
@@ -1321,5 +1335,31 @@ mod tests {
         let a = ok(&ns, create("/d/g", false));
         let b = ok(&ns2, create("/d/g", false));
         assert_eq!(a, b);
+        assert!(ns2.resolve("/d/f").unwrap().attr.pinned);
+    }
+
+    /// Pinning a directory pins everything below it and what is created in
+    /// it later; unpinning clears the whole subtree; a missing path fails.
+    #[test]
+    fn pin_is_recursive_and_inherited() {
+        let d = tempfile::tempdir().unwrap();
+        let ns = ns_in(&d);
+        ok(&ns, mkdir("/a/b", true));
+        ok(&ns, create("/a/b/f", false));
+        ok(&ns, create("/g", false));
+        let pin = |p: &str, pinned| JournalEntry::SetPin { path: p.into(), pinned, time_ms: 2 };
+        let ApplyResult::Attr(top) = ok(&ns, pin("/a", true)) else { panic!("no attr") };
+        assert!(top.pinned && top.file_type == FileType::Directory);
+        let pinned = |p: &str| ns.resolve(p).unwrap().attr.pinned;
+        assert!(pinned("/a/b") && pinned("/a/b/f"));
+        assert!(!pinned("/g") && !pinned("/"));
+        ok(&ns, create("/a/b/new", false));
+        ok(&ns, mkdir("/a/b/c/d", true));
+        assert!(pinned("/a/b/new") && pinned("/a/b/c/d"));
+        ok(&ns, create("/new", false));
+        assert!(!pinned("/new"));
+        ok(&ns, pin("/a/b", false));
+        assert!(pinned("/a") && !pinned("/a/b") && !pinned("/a/b/f") && !pinned("/a/b/c/d"));
+        assert_eq!(err(&ns, pin("/nope", true)), ErrorCode::NotFound);
     }
 }

@@ -57,6 +57,8 @@ pub enum NamespaceMsg {
     Walk(String, RpcReplyPort<Result<Vec<(String, InodeRecord)>, ErrorInfo>>),
     /// Those of the blocks whose files are persisted to a UFS.
     PersistedBlocks(Vec<BlockId>, RpcReplyPort<Vec<BlockId>>),
+    /// Those of the blocks whose files are pinned.
+    PinnedBlocks(Vec<BlockId>, RpcReplyPort<Vec<BlockId>>),
 }
 
 /// The actor.
@@ -148,6 +150,19 @@ impl Actor for NamespaceActor {
             }
             NamespaceMsg::Walk(path, reply) => {
                 let _ = reply.send(ns.walk(&path).map_err(to_info));
+            }
+            NamespaceMsg::PinnedBlocks(blocks, reply) => {
+                let mut out = Vec::new();
+                for b in blocks {
+                    if let Ok(Some(owner)) = ns.block_owner(b) {
+                        if let Ok(Some(rec)) = ns.inode(owner) {
+                            if rec.attr.pinned {
+                                out.push(b);
+                            }
+                        }
+                    }
+                }
+                let _ = reply.send(out);
             }
             NamespaceMsg::PersistedBlocks(blocks, reply) => {
                 let mut out = Vec::new();

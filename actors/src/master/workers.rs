@@ -72,6 +72,10 @@ pub enum WorkerManagerMsg {
     Evict(Wire<BlockList>),
     /// These blocks are persisted to a UFS: their workers may evict them.
     Clean(Wire<BlockList>),
+    /// These blocks' files were pinned: their workers must not evict them.
+    Pin(Wire<BlockList>),
+    /// These blocks' files were unpinned: evictable again once clean.
+    Unpin(Wire<BlockList>),
     /// All workers, for `strata report`.
     #[rpc]
     Report(RpcReplyPort<Wire<WorkerReports>>),
@@ -94,6 +98,8 @@ struct WorkerEntry {
     blocks: HashSet<BlockId>,
     to_remove: Vec<BlockId>,
     to_clean: Vec<BlockId>,
+    to_pin: Vec<BlockId>,
+    to_unpin: Vec<BlockId>,
 }
 
 impl WorkerEntry {
@@ -146,6 +152,18 @@ impl WorkerManagerState {
                         entry.blocks.remove(&b);
                         entry.to_remove.push(b);
                     }
+                }
+            }
+        }
+    }
+
+    /// Queues a pin or unpin of `blocks` for every worker holding them,
+    /// delivered with each one's next heartbeat reply.
+    fn queue_pin(&mut self, blocks: Vec<BlockId>, pinned: bool) {
+        for b in blocks {
+            for w in self.locations.get(&b).into_iter().flatten() {
+                if let Some(entry) = self.workers.get_mut(w) {
+                    if pinned { &mut entry.to_pin } else { &mut entry.to_unpin }.push(b);
                 }
             }
         }
@@ -214,6 +232,11 @@ impl Actor for WorkerManager {
                 })
                 .await
                 .unwrap_or_default();
+                let pinned_blocks = namespace_actor::call(Duration::from_secs(5), |r| {
+                    namespace_actor::NamespaceMsg::PinnedBlocks(reg.blocks.clone(), r)
+                })
+                .await
+                .unwrap_or_default();
                 st.workers.insert(
                     id,
                     WorkerEntry {
@@ -224,12 +247,14 @@ impl Actor for WorkerManager {
                         blocks: HashSet::new(),
                         to_remove: Vec::new(),
                         to_clean: Vec::new(),
+                        to_pin: Vec::new(),
+                        to_unpin: Vec::new(),
                     },
                 );
                 for b in reg.blocks.into_iter().filter(|b| !orphan_set.contains(b)) {
                     st.add_location(id, b);
                 }
-                let _ = reply.send(Wire(RegisterReply { remove_blocks: orphans, clean_blocks }));
+                let _ = reply.send(Wire(RegisterReply { remove_blocks: orphans, clean_blocks, pinned_blocks }));
             }
             WorkerManagerMsg::Heartbeat(Wire(hb), reply) => {
                 let masters_mesh = super::journal::membership()
@@ -241,6 +266,8 @@ impl Actor for WorkerManager {
                         reregister: true,
                         remove_blocks: vec![],
                         clean_blocks: vec![],
+                        pin_blocks: vec![],
+                        unpin_blocks: vec![],
                         masters_mesh,
                     }));
                     return Ok(());
@@ -250,19 +277,33 @@ impl Actor for WorkerManager {
                 w.tiers = hb.tiers;
                 let remove_blocks = std::mem::take(&mut w.to_remove);
                 let clean_blocks = std::mem::take(&mut w.to_clean);
+                let mut pin_blocks = std::mem::take(&mut w.to_pin);
+                let unpin_blocks = std::mem::take(&mut w.to_unpin);
                 for b in hb.removed {
                     st.remove_location(hb.worker_id, b);
                 }
-                for b in hb.added {
-                    if !st.freed.contains(&b) {
-                        st.add_location(hb.worker_id, b);
-                    }
+                let added: Vec<BlockId> = hb.added.into_iter().filter(|b| !st.freed.contains(b)).collect();
+                for b in &added {
+                    st.add_location(hb.worker_id, *b);
+                }
+                // New copies of pinned files' blocks (written, or fetched from
+                // a UFS, since the last heartbeat) are pinned on arrival.
+                if !added.is_empty() {
+                    pin_blocks.extend(
+                        namespace_actor::call(Duration::from_secs(5), |r| {
+                            namespace_actor::NamespaceMsg::PinnedBlocks(added.clone(), r)
+                        })
+                        .await
+                        .unwrap_or_default(),
+                    );
                 }
                 // A worker that was declared lost had its locations dropped: it must report them again.
                 let _ = reply.send(Wire(HeartbeatReply {
                     reregister: was_lost,
                     remove_blocks,
                     clean_blocks,
+                    pin_blocks,
+                    unpin_blocks,
                     masters_mesh,
                 }));
             }
@@ -338,6 +379,8 @@ impl Actor for WorkerManager {
                     }
                 }
             }
+            WorkerManagerMsg::Pin(Wire(blocks)) => st.queue_pin(blocks.0, true),
+            WorkerManagerMsg::Unpin(Wire(blocks)) => st.queue_pin(blocks.0, false),
             WorkerManagerMsg::Report(reply) => {
                 let now = Instant::now();
                 let mut out: Vec<WorkerReport> = st

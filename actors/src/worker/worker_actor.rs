@@ -130,6 +130,17 @@ fn mark_clean(tiers: &[TierConfig], blocks: &[BlockId]) {
     }
 }
 
+/// Pins (never evicted) or unpins blocks on whichever tier has them.
+fn mark_pinned(tiers: &[TierConfig], blocks: &[BlockId], pinned: bool) {
+    for t in tiers {
+        if let Some(a) = tier_ref(t) {
+            for b in blocks {
+                let _ = a.cast(TierMsg::SetPinned(*b, pinned));
+            }
+        }
+    }
+}
+
 /// Registers with one master (full block report).
 async fn register(args: WorkerArgs, master: ActorRef<WorkerManagerMsg>) -> Result<(), String> {
     let mut blocks = Vec::new();
@@ -141,6 +152,8 @@ async fn register(args: WorkerArgs, master: ActorRef<WorkerManagerMsg>) -> Resul
     let n = reg.blocks.len();
     let reply = ractor::call_t!(master, WorkerManagerMsg::Register, 5000, Wire(reg)).map_err(|e| e.to_string())?.0;
     remove_blocks(&args.tiers, &reply.remove_blocks).await;
+    // Pins first: a block must not become evictable before it is pinned.
+    mark_pinned(&args.tiers, &reply.pinned_blocks, true);
     mark_clean(&args.tiers, &reply.clean_blocks);
     tracing::info!(
         worker = args.addr.worker_id,
@@ -163,6 +176,8 @@ async fn heartbeat(
     let Wire(reply) =
         ractor::call_t!(master, WorkerManagerMsg::Heartbeat, 2000, Wire(hb)).map_err(|e| e.to_string())?;
     remove_blocks(&args.tiers, &reply.remove_blocks).await;
+    mark_pinned(&args.tiers, &reply.unpin_blocks, false);
+    mark_pinned(&args.tiers, &reply.pin_blocks, true);
     mark_clean(&args.tiers, &reply.clean_blocks);
     Ok((!reply.reregister, reply.masters_mesh))
 }
