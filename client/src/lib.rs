@@ -257,6 +257,22 @@ impl Client {
         Ok(FileWriter::new(self.clone(), target.to_string(), attr))
     }
 
+    /// Sets (`value` Some) or removes extended attribute `name` of `p`;
+    /// `flags` as in setxattr(2) (1 create only, 2 replace only).
+    pub async fn set_xattr(&self, p: &str, name: &str, value: Option<Vec<u8>>, flags: u32) -> Result<(), ClientError> {
+        path::components(p)?;
+        self.call_done(MasterRequest::SetXattr { path: p.into(), name: name.into(), value, flags }).await
+    }
+
+    /// The extended attributes of `p`, by name.
+    pub async fn xattrs(&self, p: &str) -> Result<Vec<(String, Vec<u8>)>, ClientError> {
+        path::components(p)?;
+        match self.call(MasterRequest::Xattrs { path: p.into() }).await? {
+            MasterResponse::Xattrs(x) => Ok(x),
+            other => Err(ClientError::unexpected(other)),
+        }
+    }
+
     /// Makes `data` (at most `INLINE_MAX_BYTES`) the whole content of file
     /// `inode` at `path`, kept inline by the master, then applies `attrs`,
     /// in one journal entry. `InlineRefused` under a UFS mount: write blocks.

@@ -337,15 +337,52 @@ impl Filesystem for Adapter {
         }
     }
 
-    fn getxattr(&self, _req: &Request, _ino: INodeNo, _name: &OsStr, _size: u32, reply: ReplyXattr) {
-        reply.error(Errno::NO_XATTR)
+    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        match self.fs.getxattr(ino.0, name) {
+            Ok(v) => reply_sized(reply, &v, size),
+            Err(e) => reply_err!(reply, "getxattr", e),
+        }
     }
 
-    fn listxattr(&self, _req: &Request, _ino: INodeNo, size: u32, reply: ReplyXattr) {
-        if size == 0 {
-            reply.size(0)
-        } else {
-            reply.data(&[])
+    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        match self.fs.listxattr(ino.0) {
+            Ok(v) => reply_sized(reply, &v, size),
+            Err(e) => reply_err!(reply, "listxattr", e),
         }
+    }
+
+    fn setxattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        name: &OsStr,
+        value: &[u8],
+        flags: i32,
+        _position: u32,
+        reply: ReplyEmpty,
+    ) {
+        match self.fs.setxattr(ino.0, name, Some(value), flags as u32) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply_err!(reply, "setxattr", e),
+        }
+    }
+
+    fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        match self.fs.setxattr(ino.0, name, None, 0) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply_err!(reply, "removexattr", e),
+        }
+    }
+}
+
+/// An xattr reply: the size when asked for it (`size` 0), the bytes if they
+/// fit, else ERANGE.
+fn reply_sized(reply: ReplyXattr, v: &[u8], size: u32) {
+    if size == 0 {
+        reply.size(v.len() as u32)
+    } else if v.len() > size as usize {
+        reply.error(Errno::ERANGE)
+    } else {
+        reply.data(v)
     }
 }

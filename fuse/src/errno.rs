@@ -18,6 +18,7 @@ pub fn errno(e: &ClientError) -> Errno {
         ErrorCode::InvalidState => Errno::EBUSY,
         ErrorCode::NotLeader | ErrorCode::Unavailable => Errno::EAGAIN,
         ErrorCode::CrossMount => Errno::EXDEV,
+        ErrorCode::NoAttribute => Errno::NO_XATTR,
         ErrorCode::ChecksumMismatch
         | ErrorCode::Io
         | ErrorCode::Protocol

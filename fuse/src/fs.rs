@@ -775,6 +775,26 @@ impl StrataFs {
         self.dirs.lock().remove(&fh);
     }
 
+    /// `getxattr`: the value of `name`.
+    pub fn getxattr(&self, ino: u64, name: &std::ffi::OsStr) -> FsResult<Vec<u8>> {
+        let name = name.to_str().ok_or(Errno::EINVAL)?;
+        let all = self.block_on(self.client.xattrs(&self.path(ino)?)).map_err(|e| errno(&e))?;
+        all.into_iter().find(|(n, _)| n == name).map(|(_, v)| v).ok_or(Errno::NO_XATTR)
+    }
+
+    /// `listxattr`: the names, each NUL-terminated.
+    pub fn listxattr(&self, ino: u64) -> FsResult<Vec<u8>> {
+        let all = self.block_on(self.client.xattrs(&self.path(ino)?)).map_err(|e| errno(&e))?;
+        Ok(all.into_iter().flat_map(|(n, _)| n.into_bytes().into_iter().chain([0])).collect())
+    }
+
+    /// `setxattr` (`value` Some, `flags` XATTR_CREATE=1 / XATTR_REPLACE=2) and `removexattr` (None).
+    pub fn setxattr(&self, ino: u64, name: &std::ffi::OsStr, value: Option<&[u8]>, flags: u32) -> FsResult<()> {
+        let name = name.to_str().ok_or(Errno::EINVAL)?;
+        let path = self.path(ino)?;
+        self.block_on(self.client.set_xattr(&path, name, value.map(<[u8]>::to_vec), flags)).map_err(|e| errno(&e))
+    }
+
     /// `statfs`: (total bytes, free bytes, inodes).
     pub fn statfs(&self) -> FsResult<(u64, u64, u64)> {
         let r = self.block_on(self.client.report()).map_err(|e| errno(&e))?;

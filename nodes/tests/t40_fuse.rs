@@ -228,3 +228,41 @@ fn mount_helper_and_umount() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// Extended attributes through the kernel, kept by the master: set, get,
+/// list, create-only and replace-only flags, remove, on files and
+/// directories; a file's attributes go with it when it is deleted.
+#[test]
+fn xattrs_through_the_kernel() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_node, m) = start_mounted(dir.path());
+    std::fs::write(m.join("f"), b"x").unwrap();
+    std::fs::create_dir(m.join("d")).unwrap();
+    let script = r#"
+import errno, os, sys
+m = sys.argv[1]
+for p in (m + "/f", m + "/d"):
+    os.setxattr(p, "user.a", b"one")
+    os.setxattr(p, "user.b", b"\x00" * 3000)
+    assert os.getxattr(p, "user.a") == b"one"
+    assert os.getxattr(p, "user.b") == b"\x00" * 3000
+    assert sorted(os.listxattr(p)) == ["user.a", "user.b"], os.listxattr(p)
+    for call, code in ((lambda: os.setxattr(p, "user.a", b"x", os.XATTR_CREATE), errno.EEXIST),
+                       (lambda: os.setxattr(p, "user.c", b"x", os.XATTR_REPLACE), errno.ENODATA),
+                       (lambda: os.getxattr(p, "user.c"), errno.ENODATA)):
+        try:
+            call(); raise SystemExit(f"{p}: expected errno {code}")
+        except OSError as e:
+            assert e.errno == code, (p, e)
+    os.setxattr(p, "user.a", b"two", os.XATTR_REPLACE)
+    assert os.getxattr(p, "user.a") == b"two"
+    os.removexattr(p, "user.b")
+    assert os.listxattr(p) == ["user.a"]
+os.unlink(m + "/f")
+open(m + "/f", "wb").close()
+assert os.listxattr(m + "/f") == [], "a new file under the old name has no attributes"
+print("ok")
+"#;
+    let out = std::process::Command::new("python3").arg("-c").arg(script).arg(&m).output().unwrap();
+    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+}

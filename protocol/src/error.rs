@@ -57,6 +57,8 @@ pub enum ErrorCode {
     /// The master keeps no inline content for this file (it is under a UFS
     /// mount, or too big): write it as blocks instead.
     InlineRefused = 22,
+    /// The extended attribute does not exist.
+    NoAttribute = 23,
 }
 
 impl ErrorCode {
@@ -85,6 +87,7 @@ impl ErrorCode {
             ErrorCode::Ufs => "ufs error",
             ErrorCode::CrossMount => "cross-mount operation",
             ErrorCode::InlineRefused => "inline content refused",
+            ErrorCode::NoAttribute => "no such attribute",
         }
     }
 }

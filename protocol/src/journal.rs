@@ -56,6 +56,9 @@ pub enum JournalEntry {
     /// masters; its blocks are freed), then apply `attrs`; seals an
     /// incomplete file.
     WriteInline { inode: InodeId, data: Vec<u8>, attrs: SetAttrs, time_ms: i64 },
+    /// Set (`value` Some) or remove extended attribute `name` of `path`;
+    /// `flags` as in setxattr(2): 1 create only, 2 replace only.
+    SetXattr { path: String, name: String, value: Option<Vec<u8>>, flags: u32, time_ms: i64 },
     /// Mount a UFS at `info.path`: the directory is created if missing and
     /// must be empty; no mount may contain another.
     Mount { info: MountInfo, time_ms: i64 },

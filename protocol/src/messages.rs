@@ -248,6 +248,11 @@ pub enum MasterRequest {
     Unmount { path: String },
     /// The mount table (secrets redacted).
     Mounts,
+    /// Set (`value` Some) or remove (None) extended attribute `name` of
+    /// `path`; `flags`: 1 = must not exist, 2 = must exist (setxattr(2)).
+    SetXattr { path: String, name: String, value: Option<Vec<u8>>, flags: u32 },
+    /// The extended attributes of `path`, by name.
+    Xattrs { path: String },
     /// Persist files under `path` to their UFS now.
     Persist { path: String },
     /// Drop cached copies of persisted files under `path`.
@@ -275,6 +280,8 @@ pub enum MasterResponse {
     Blocks(FileBlocks),
     /// The cluster report.
     Report(ClusterReport),
+    /// Extended attributes, by name.
+    Xattrs(Vec<(String, Vec<u8>)>),
     /// A new block: write it to `copies` of the workers, in order.
     NewBlock { block: BlockLocation, copies: u32 },
     /// The mount table.

@@ -277,6 +277,18 @@ async fn handle(req: MasterRequest, stale_ok: bool) -> Result<MasterResponse, Er
             after_write(&path, inode).await?;
             r
         }
+        MasterRequest::SetXattr { path, name, value, flags } => {
+            check_path(&path)?;
+            match propose(JournalEntry::SetXattr { path, name, value, flags, time_ms: t }).await? {
+                ApplyResult::Done => MasterResponse::Done,
+                other => unexpected(other),
+            }
+        }
+        MasterRequest::Xattrs { path } => {
+            check_path(&path)?;
+            read_barrier(stale_ok).await?;
+            MasterResponse::Xattrs(ns_call(|r| NamespaceMsg::Xattrs(path.clone(), r)).await??)
+        }
         MasterRequest::WriteInline { inode, path, data, attrs } => {
             check_path(&path)?;
             if data.len() as u64 > INLINE_MAX_BYTES {

@@ -174,6 +174,20 @@ impl Namespace {
         Ok(self.db.get_cf(handle(&self.db, cf::INLINE), id.to_be_bytes())?)
     }
 
+    /// The extended attributes of an inode, by name.
+    pub fn xattrs(&self, id: InodeId) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let prefix = id.to_be_bytes();
+        let mut out = Vec::new();
+        for item in self.db.prefix_iterator_cf(handle(&self.db, cf::XATTRS), prefix) {
+            let (k, v) = item?;
+            if !k.starts_with(&prefix) {
+                break;
+            }
+            out.push((String::from_utf8_lossy(&k[8..]).into_owned(), v.to_vec()));
+        }
+        Ok(out)
+    }
+
     /// The inode owning a block, if any file references it.
     pub fn block_owner(&self, block: BlockId) -> Result<Option<InodeId>, StoreError> {
         let key = block.to_be_bytes();
@@ -500,6 +514,8 @@ impl Tx<'_> {
         let hi = handle(&self.ns.db, cf::INODES);
         self.batch.delete_cf(hi, rec.attr.inode.to_be_bytes());
         self.drop_inline(rec);
+        let id = rec.attr.inode;
+        self.batch.delete_range_cf(handle(&self.ns.db, cf::XATTRS), id.to_be_bytes(), (id + 1).to_be_bytes());
         let hb = handle(&self.ns.db, cf::BLOCKS);
         for b in &rec.blocks {
             self.batch.delete_cf(hb, b.to_be_bytes());
@@ -805,6 +821,28 @@ impl Tx<'_> {
                 set_attrs(&mut rec.attr, attrs, *time_ms);
                 self.put_inode(&rec);
                 Ok(ApplyResult::Replaced { attr: rec.attr, freed })
+            }
+            JournalEntry::SetXattr { path: p, name, value, flags, time_ms } => {
+                if name.is_empty() || name.len() > 255 || value.as_ref().is_some_and(|v| v.len() > 64 * 1024) {
+                    return Err(ns(ErrorCode::InvalidArgument, "xattr names are 1..255 bytes, values at most 64 KiB"));
+                }
+                let mut rec = self.ns.resolve(p)?;
+                let h = handle(&self.ns.db, cf::XATTRS);
+                let key = [&rec.attr.inode.to_be_bytes()[..], name.as_bytes()].concat();
+                let exists = self.ns.db.get_cf(h, &key)?.is_some();
+                match (value, exists) {
+                    (Some(_), true) if flags & 1 != 0 => {
+                        return Err(ns(ErrorCode::AlreadyExists, format!("{p} already has {name}")))
+                    }
+                    (_, false) if value.is_none() || flags & 2 != 0 => {
+                        return Err(ns(ErrorCode::NoAttribute, format!("{p} has no {name}")))
+                    }
+                    (Some(v), _) => self.batch.put_cf(h, &key, v),
+                    (None, _) => self.batch.delete_cf(h, &key),
+                }
+                rec.attr.ctime_ms = *time_ms;
+                self.put_inode(&rec);
+                Ok(ApplyResult::Done)
             }
             JournalEntry::Mount { info, time_ms } => self.mount(info, *time_ms),
             JournalEntry::Unmount { path: p, time_ms } => {

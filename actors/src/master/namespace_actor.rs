@@ -25,6 +25,9 @@ pub type Extra = Vec<super::store::MetaRow>;
 /// Exported state rows.
 pub type Rows = Vec<super::store::StateRow>;
 
+/// Extended attributes, by name.
+pub type Xattrs = Vec<(String, Vec<u8>)>;
+
 /// A file's record and its inline content, if any.
 pub type FileContent = (InodeRecord, Option<Vec<u8>>);
 
@@ -47,6 +50,8 @@ pub enum NamespaceMsg {
     File(String, RpcReplyPort<Result<InodeRecord, ErrorInfo>>),
     /// A file's record and, for a small file kept inline, its content.
     FileContent(String, RpcReplyPort<Result<FileContent, ErrorInfo>>),
+    /// The extended attributes of a path.
+    Xattrs(String, RpcReplyPort<Result<Xattrs, ErrorInfo>>),
     /// Which of these blocks no file owns.
     Orphans(Vec<BlockId>, RpcReplyPort<Vec<BlockId>>),
     /// Approximate inode count.
@@ -125,6 +130,10 @@ impl Actor for NamespaceActor {
             }
             NamespaceMsg::File(path, reply) => {
                 let _ = reply.send(ns.resolve(&path).map_err(to_info));
+            }
+            NamespaceMsg::Xattrs(path, reply) => {
+                let r = ns.resolve(&path).and_then(|rec| Ok(ns.xattrs(rec.attr.inode)?));
+                let _ = reply.send(r.map_err(to_info));
             }
             NamespaceMsg::FileContent(path, reply) => {
                 let r = ns.resolve(&path).and_then(|rec| {

@@ -8,6 +8,8 @@
 //! | `inodes`      | inode (u64 BE)              | bincode [`InodeRecord`]        |
 //! | `edges`       | parent (u64 BE) ++ name     | child inode (u64 BE)           |
 //! | `blocks`      | block (u64 BE)              | owning inode (u64 BE)          |
+//! | `inline`      | inode (u64 BE)              | a small file's whole content   |
+//! | `xattrs`      | inode (u64 BE) ++ name      | extended attribute value       |
 //!
 //! The Raft log store and the state machine are separate types over the same
 //! `Arc<DB>` (the caller owns it). Log appends and votes are written with
@@ -37,11 +39,13 @@ pub mod cf {
     /// Content of small files kept inline (see `INLINE_MAX_BYTES`), apart
     /// from the inode records so stat and list never read it.
     pub const INLINE: &str = "inline";
+    /// Extended attributes: inode (u64 BE) ++ name → value.
+    pub const XATTRS: &str = "xattrs";
     /// Every column family, in open order.
-    pub const ALL: [&str; 7] = [RAFT_LOG, RAFT_META, SM_META, INODES, EDGES, BLOCKS, INLINE];
+    pub const ALL: [&str; 8] = [RAFT_LOG, RAFT_META, SM_META, INODES, EDGES, BLOCKS, INLINE, XATTRS];
     /// The column families that make up the state machine (snapshot content);
     /// a row's index here is part of the snapshot format: append only.
-    pub const STATE: [&str; 5] = [SM_META, INODES, EDGES, BLOCKS, INLINE];
+    pub const STATE: [&str; 6] = [SM_META, INODES, EDGES, BLOCKS, INLINE, XATTRS];
 }
 
 /// A bookkeeping row written with an entry: (column family, key, value).
