@@ -207,7 +207,24 @@ impl Node {
 
     /// SIGSTOP.
     pub fn pause(&self) -> Result<()> {
-        signal(self.pid().context("not running")?, libc::SIGSTOP)
+        let pid = self.pid().context("not running")?;
+        signal(pid, libc::SIGSTOP)?;
+        // The signal is delivered asynchronously: wait until every thread
+        // has stopped, so the caller's next request meets a frozen process.
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while Instant::now() < deadline {
+            let stopped = std::fs::read_dir(format!("/proc/{pid}/task"))?.flatten().all(|t| {
+                std::fs::read_to_string(t.path().join("stat"))
+                    .ok()
+                    .and_then(|s| s.rsplit_once(')').map(|(_, rest)| rest.trim_start().starts_with('T')))
+                    .unwrap_or(true)
+            });
+            if stopped {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        bail!("process {pid} did not stop within 2 s")
     }
 
     /// SIGCONT.
