@@ -16,12 +16,7 @@ use strata_chaos::HaCluster;
 use strata_client::{Client, ClientConfig};
 
 async fn ha_client(masters: &str) -> Client {
-    let mut c = ClientConfig::new(masters);
-    c.block_size = 64 * 1024;
-    c.rpc_timeout = Duration::from_secs(3);
-    c.data_timeout = Duration::from_secs(10);
-    c.failover_timeout = Duration::from_secs(20);
-    Client::connect(c).await.expect("client connects")
+    Client::connect(ha_config(masters)).await.expect("client connects")
 }
 
 async fn leader(c: &Client) -> (u64, String) {

@@ -14,14 +14,10 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use strata_chaos::HaCluster;
-use strata_client::{Client, ClientConfig, ClusterReport};
+use strata_client::{Client, ClusterReport};
 
 async fn ha_client(masters: &str, stale_reads: bool) -> Client {
-    let mut c = ClientConfig::new(masters);
-    c.block_size = 64 * 1024;
-    c.rpc_timeout = Duration::from_secs(3);
-    c.data_timeout = Duration::from_secs(10);
-    c.failover_timeout = Duration::from_secs(20);
+    let mut c = ha_config(masters);
     c.stale_reads = stale_reads;
     Client::connect(c).await.expect("client connects")
 }

@@ -12,13 +12,11 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use strata_chaos::HaCluster;
-use strata_client::{Client, ClientConfig};
+use strata_client::Client;
 
 async fn client(masters: &str, stale_reads: bool) -> Client {
-    let mut c = ClientConfig::new(masters);
-    c.block_size = 64 * 1024;
+    let mut c = ha_config(masters);
     c.rpc_timeout = Duration::from_secs(2);
-    c.data_timeout = Duration::from_secs(10);
     c.failover_timeout = Duration::from_secs(6);
     c.stale_reads = stale_reads;
     Client::connect(c).await.expect("client connects")

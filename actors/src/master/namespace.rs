@@ -1169,6 +1169,16 @@ mod tests {
         }
     }
 
+    /// A complete 5-byte file at `p` made of one block: its attributes and the block.
+    fn one_block_file(ns: &Namespace, p: &str) -> (Attr, BlockId) {
+        let ApplyResult::Created { attr: f, .. } = ok(ns, create(p, false)) else { panic!() };
+        let ApplyResult::Block { block_id } = ok(ns, JournalEntry::AddBlock { inode: f.inode, time_ms: 2 }) else {
+            panic!()
+        };
+        ok(ns, JournalEntry::CompleteFile { inode: f.inode, length: 5, time_ms: 3 });
+        (f, block_id)
+    }
+
     #[test]
     fn mkdir_p_create_rename_delete() {
         let d = tempfile::tempdir().unwrap();
@@ -1242,12 +1252,7 @@ mod tests {
     fn swap_content_keeps_the_inode_and_frees_old_blocks() {
         let d = tempfile::tempdir().unwrap();
         let ns = ns_in(&d);
-        let ApplyResult::Created { attr: f, .. } = ok(&ns, create("/f", false)) else { panic!() };
-        let ApplyResult::Block { block_id: old } = ok(&ns, JournalEntry::AddBlock { inode: f.inode, time_ms: 2 })
-        else {
-            panic!()
-        };
-        ok(&ns, JournalEntry::CompleteFile { inode: f.inode, length: 5, time_ms: 3 });
+        let (f, old) = one_block_file(&ns, "/f");
         let ApplyResult::Created { attr: t, .. } =
             ok(&ns, JournalEntry::CreateDetached { mode: 0o644, uid: 0, gid: 0, block_size: 10, time_ms: 4 })
         else {
@@ -1292,12 +1297,7 @@ mod tests {
     fn inline_content_replaces_blocks_carries_attrs_and_goes_with_the_inode() {
         let d = tempfile::tempdir().unwrap();
         let ns = ns_in(&d);
-        let ApplyResult::Created { attr: f, .. } = ok(&ns, create("/f", false)) else { panic!() };
-        let ApplyResult::Block { block_id: old } = ok(&ns, JournalEntry::AddBlock { inode: f.inode, time_ms: 2 })
-        else {
-            panic!()
-        };
-        ok(&ns, JournalEntry::CompleteFile { inode: f.inode, length: 5, time_ms: 3 });
+        let (f, old) = one_block_file(&ns, "/f");
         let attrs = SetAttrs { mode: Some(0o600), mtime_ms: Some(42), ..Default::default() };
         let write = |data: &[u8], attrs: &SetAttrs| JournalEntry::WriteInline {
             inode: f.inode,

@@ -35,6 +35,17 @@ pub async fn client(master: &str, block_size: u64) -> Client {
     Client::connect(c).await.expect("client connects")
 }
 
+/// Client settings for a cluster of several masters: 64 KiB blocks, 3 s
+/// per call, up to 20 s to ride out a failover.
+pub fn ha_config(masters: &str) -> ClientConfig {
+    let mut c = ClientConfig::new(masters);
+    c.block_size = 64 * 1024;
+    c.rpc_timeout = Duration::from_secs(3);
+    c.data_timeout = Duration::from_secs(10);
+    c.failover_timeout = Duration::from_secs(20);
+    c
+}
+
 /// Deterministic pseudo-random bytes.
 pub fn bytes(len: usize, seed: u64) -> Vec<u8> {
     let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
