@@ -34,6 +34,11 @@ impl FileReader {
         FileReader { client, path, file, pos: 0, cur: None, ahead: None, last_end: 0 }
     }
 
+    /// The file's attributes as of the open.
+    pub fn attr(&self) -> &strata_protocol::messages::Attr {
+        &self.file.attr
+    }
+
     /// File length.
     pub fn len(&self) -> u64 {
         self.file.attr.size
@@ -55,6 +60,13 @@ impl FileReader {
         let in_block = off - b.offset;
         let len = (b.length - in_block).min(max);
         Some((b.clone(), in_block, len))
+    }
+
+    /// Whether the block at `off` is read from a local block file.
+    fn is_local_at(&self, off: u64) -> bool {
+        self.file.blocks.iter().find(|b| b.offset <= off && off < b.offset + b.length).is_some_and(|b| {
+            !(b.from_ufs && self.file.ufs.is_some()) && b.workers.iter().any(|w| self.client.is_local(w))
+        })
     }
 
     fn spawn_fetch(&self, off: u64) -> Option<(u64, Fetch)> {
@@ -83,9 +95,13 @@ impl FileReader {
         let sequential = self.pos == self.last_end;
         if !have {
             let chunk_start = self.pos;
-            // Sequential readers get big chunks and read-ahead; random ones small chunks.
+            // Sequential readers get big chunks and read-ahead; random ones
+            // small chunks, or just what they ask for from a local block
+            // file (no round trip to amortize).
             let max = if sequential {
                 self.client.inner.cfg.read_chunk_bytes
+            } else if self.is_local_at(chunk_start) {
+                buf.len() as u64
             } else {
                 RANDOM_CHUNK_BYTES.max(buf.len() as u64)
             };

@@ -9,7 +9,7 @@ use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use fuser::{Errno, FileAttr, FileType, INodeNo};
 use parking_lot::{Mutex, RwLock};
@@ -52,6 +52,13 @@ struct Staging {
 
 type SharedStaging = Arc<Mutex<Option<Staging>>>;
 
+/// An inode's extended attributes as last read, by name.
+type Xattrs = Arc<Vec<(String, Vec<u8>)>>;
+
+/// Cached xattr lists beyond this many are dropped (oldest reads first go
+/// stale anyway after one TTL).
+const MAX_CACHED_XATTRS: usize = 65_536;
+
 struct OpenFile {
     ino: u64,
     writable: bool,
@@ -81,6 +88,12 @@ pub struct StrataFs {
     /// Staging per inode with open handles.
     staged: Mutex<HashMap<u64, SharedStaging>>,
     dirs: Mutex<HashMap<u64, Arc<Vec<Entry>>>>,
+    /// Extended attributes per inode and when they were read (or, for a file
+    /// created here, known empty). The kernel asks for `security.capability`
+    /// before every write and chown (to drop file capabilities): answered
+    /// from here within the attribute TTL, and while this mount is the
+    /// file's writer, instead of costing a master round trip each time.
+    xattrs: Mutex<HashMap<u64, (Instant, Xattrs)>>,
     next_fh: AtomicU64,
 }
 
@@ -163,6 +176,7 @@ impl StrataFs {
             files: Mutex::new(HashMap::new()),
             staged: Mutex::new(HashMap::new()),
             dirs: Mutex::new(HashMap::new()),
+            xattrs: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
         }
     }
@@ -518,9 +532,23 @@ impl StrataFs {
     /// `open`: `truncate` for O_TRUNC.
     pub fn open(&self, ino: u64, writable: bool, truncate: bool) -> FsResult<u64> {
         let path = self.path(ino)?;
-        let fresh = self.stat_path(&path)?;
-        self.revalidate(ino, &fresh);
         let f = self.open_file(ino, writable);
+        let fresh = if writable {
+            self.stat_path(&path)?
+        } else {
+            // A reader needs the block list anyway: one call answers both
+            // (a file still being written by a client opens; reads fail).
+            match self.block_on(self.client.open(&path)) {
+                Ok(r) => {
+                    let a = r.attr().clone();
+                    *f.reader.try_lock().expect("a new handle is not shared") = Some(r);
+                    a
+                }
+                Err(e) if e.code() == ErrorCode::InvalidState => self.stat_path(&path)?,
+                Err(e) => return Err(errno(&e)),
+            }
+        };
+        self.revalidate(ino, &fresh);
         if writable && truncate {
             let s = self.new_staging()?;
             if let Some(old) = f.staging.lock().replace(Staging { dirty: true, base: Some(fresh), ..s }) {
@@ -543,6 +571,7 @@ impl StrataFs {
         let owner = Owner { mode: mode & 0o7777, uid, gid };
         let a = self.block_on(self.client.create_empty_as(&path, self.cfg.block_size, owner)).map_err(|e| errno(&e))?;
         self.remember(path, &a);
+        self.cache_xattrs(a.inode, Xattrs::default());
         let fa = self.observe(&a);
         let s = self.new_staging()?;
         let f = self.open_file(a.inode, true);
@@ -775,24 +804,47 @@ impl StrataFs {
         self.dirs.lock().remove(&fh);
     }
 
+    fn cache_xattrs(&self, ino: u64, x: Xattrs) {
+        let mut cache = self.xattrs.lock();
+        if cache.len() >= MAX_CACHED_XATTRS {
+            cache.clear();
+        }
+        cache.insert(ino, (Instant::now(), x));
+    }
+
+    /// `ino`'s extended attributes: cached within the TTL or while the inode
+    /// has unpublished writes here, else read from the master.
+    fn xattrs_of(&self, ino: u64) -> FsResult<Xattrs> {
+        let cached = self.xattrs.lock().get(&ino).cloned();
+        if let Some((at, x)) = cached {
+            if at.elapsed() < self.cfg.ttl || self.dirty_base(ino).is_some() {
+                return Ok(x);
+            }
+        }
+        let x: Xattrs = Arc::new(self.block_on(self.client.xattrs(&self.path(ino)?)).map_err(|e| errno(&e))?);
+        self.cache_xattrs(ino, x.clone());
+        Ok(x)
+    }
+
     /// `getxattr`: the value of `name`.
     pub fn getxattr(&self, ino: u64, name: &std::ffi::OsStr) -> FsResult<Vec<u8>> {
         let name = name.to_str().ok_or(Errno::EINVAL)?;
-        let all = self.block_on(self.client.xattrs(&self.path(ino)?)).map_err(|e| errno(&e))?;
-        all.into_iter().find(|(n, _)| n == name).map(|(_, v)| v).ok_or(Errno::NO_XATTR)
+        self.xattrs_of(ino)?.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone()).ok_or(Errno::NO_XATTR)
     }
 
     /// `listxattr`: the names, each NUL-terminated.
     pub fn listxattr(&self, ino: u64) -> FsResult<Vec<u8>> {
-        let all = self.block_on(self.client.xattrs(&self.path(ino)?)).map_err(|e| errno(&e))?;
-        Ok(all.into_iter().flat_map(|(n, _)| n.into_bytes().into_iter().chain([0])).collect())
+        Ok(self.xattrs_of(ino)?.iter().flat_map(|(n, _)| n.bytes().chain([0])).collect())
     }
 
     /// `setxattr` (`value` Some, `flags` XATTR_CREATE=1 / XATTR_REPLACE=2) and `removexattr` (None).
     pub fn setxattr(&self, ino: u64, name: &std::ffi::OsStr, value: Option<&[u8]>, flags: u32) -> FsResult<()> {
         let name = name.to_str().ok_or(Errno::EINVAL)?;
         let path = self.path(ino)?;
-        self.block_on(self.client.set_xattr(&path, name, value.map(<[u8]>::to_vec), flags)).map_err(|e| errno(&e))
+        self.xattrs.lock().remove(&ino);
+        let r = self.block_on(self.client.set_xattr(&path, name, value.map(<[u8]>::to_vec), flags));
+        self.xattrs.lock().remove(&ino);
+        r.map_err(|e| errno(&e))
     }
 
     /// `statfs`: (total bytes, free bytes, inodes).

@@ -34,9 +34,6 @@ pub const NAME: &str = "strata.journal";
 #[derive(RactorMessage)]
 pub enum JournalMsg {
     /// Propose an entry; answered with its apply result once committed.
-    Propose(JournalEntry, RpcReplyPort<Result<ApplyResult, ErrorInfo>>),
-    /// Wait until this master may serve a linearizable read.
-    ReadBarrier(RpcReplyPort<Result<(), ErrorInfo>>),
     /// This master's Raft status.
     Status(RpcReplyPort<MasterStatus>),
     /// Every member as this master sees it (complete on the leader).
@@ -151,10 +148,12 @@ impl Actor for JournalActor {
         }
         *slot = Some(raft.clone());
         drop(slot);
+        *RAFT.write() = Some(raft.clone());
         Ok(JournalState { raft, args })
     }
 
     async fn post_stop(&self, _myself: ActorRef<Self::Msg>, state: &mut Self::State) -> Result<(), ActorProcessingErr> {
+        *RAFT.write() = None;
         let _ = state.raft.shutdown().await;
         *state.args.slot.lock().await = None;
         Ok(())
@@ -167,27 +166,6 @@ impl Actor for JournalActor {
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            JournalMsg::Propose(entry, reply) => {
-                // Proposals run concurrently so openraft can batch them into
-                // one log append (one fsync for many clients).
-                let raft = state.raft.clone();
-                tokio::spawn(async move {
-                    let r = raft
-                        .client_write(entry)
-                        .await
-                        .map(|resp| resp.data)
-                        .map_err(|e| raft_error(e.forward_to_leader(), &e));
-                    let _ = reply.send(r);
-                });
-            }
-            JournalMsg::ReadBarrier(reply) => {
-                let raft = state.raft.clone();
-                tokio::spawn(async move {
-                    let r =
-                        raft.ensure_linearizable().await.map(|_| ()).map_err(|e| raft_error(e.forward_to_leader(), &e));
-                    let _ = reply.send(r);
-                });
-            }
             JournalMsg::Status(reply) => {
                 let _ = reply.send(self_status(state));
             }
@@ -364,23 +342,30 @@ pub fn actor() -> Option<ActorRef<JournalMsg>> {
     ractor::registry::where_is(NAME).map(ActorRef::from)
 }
 
+/// The running Raft node, for the request path: proposals and read barriers
+/// go to openraft directly rather than through the actor's mailbox (one task
+/// hop less per request; openraft batches concurrent proposals itself).
+static RAFT: parking_lot::RwLock<Option<Raft>> = parking_lot::RwLock::new(None);
+
+fn raft() -> Result<Raft, ErrorInfo> {
+    RAFT.read().clone().ok_or_else(|| ErrorInfo::new(ErrorCode::Unavailable, "journal is restarting"))
+}
+
 /// Proposes an entry and waits for its result.
 pub async fn propose(entry: JournalEntry) -> Result<ApplyResult, ErrorInfo> {
-    let a = actor().ok_or_else(|| ErrorInfo::new(ErrorCode::Unavailable, "journal is restarting"))?;
-    match a.call(|r| JournalMsg::Propose(entry, r), Some(Duration::from_secs(30))).await {
-        Ok(ractor::rpc::CallResult::Success(r)) => r,
-        Ok(ractor::rpc::CallResult::Timeout) => Err(ErrorInfo::new(ErrorCode::Timeout, "journal commit timed out")),
-        _ => Err(ErrorInfo::new(ErrorCode::Unavailable, "journal is restarting")),
+    let raft = raft()?;
+    match tokio::time::timeout(Duration::from_secs(30), raft.client_write(entry)).await {
+        Ok(r) => r.map(|resp| resp.data).map_err(|e| raft_error(e.forward_to_leader(), &e)),
+        Err(_) => Err(ErrorInfo::new(ErrorCode::Timeout, "journal commit timed out")),
     }
 }
 
 /// Waits until a linearizable read may be served here.
 pub async fn read_barrier() -> Result<(), ErrorInfo> {
-    let a = actor().ok_or_else(|| ErrorInfo::new(ErrorCode::Unavailable, "journal is restarting"))?;
-    match a.call(JournalMsg::ReadBarrier, Some(Duration::from_secs(10))).await {
-        Ok(ractor::rpc::CallResult::Success(r)) => r,
-        Ok(ractor::rpc::CallResult::Timeout) => Err(ErrorInfo::new(ErrorCode::Timeout, "read barrier timed out")),
-        _ => Err(ErrorInfo::new(ErrorCode::Unavailable, "journal is restarting")),
+    let raft = raft()?;
+    match tokio::time::timeout(Duration::from_secs(10), raft.ensure_linearizable()).await {
+        Ok(r) => r.map(|_| ()).map_err(|e| raft_error(e.forward_to_leader(), &e)),
+        Err(_) => Err(ErrorInfo::new(ErrorCode::Timeout, "read barrier timed out")),
     }
 }
 

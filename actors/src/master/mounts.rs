@@ -25,20 +25,38 @@ use tokio::io::AsyncWriteExt;
 
 use super::gateway::{free, ns_call, propose, wm_call};
 use super::journal;
-use super::namespace::{InodeRecord, NEVER_SYNCED};
+use super::namespace::{InodeRecord, MountCache, NEVER_SYNCED};
 use super::namespace_actor::NamespaceMsg;
 use super::workers::{self, BlockList, PlaceRequest, WorkerManagerMsg};
 use crate::mesh::Wire;
 use crate::ufs;
 
+/// The namespace's mount-table cache, registered by the NamespaceActor.
+static TABLE: Mutex<Option<Arc<MountCache>>> = Mutex::new(None);
+
+/// Lets the request path read the mount table from `cache` (held by the
+/// namespace, dropped on every applied mount change) instead of asking the
+/// NamespaceActor on every request.
+pub fn use_cache(cache: Arc<MountCache>) {
+    *TABLE.lock() = Some(cache);
+}
+
+async fn table() -> Result<Arc<Vec<MountInfo>>, ErrorInfo> {
+    let cached = TABLE.lock().as_ref().and_then(|c| c.get());
+    match cached {
+        Some(t) => Ok(t),
+        None => ns_call(NamespaceMsg::Mounts).await?,
+    }
+}
+
 /// The mount table.
 pub async fn mounts() -> Result<Vec<MountInfo>, ErrorInfo> {
-    ns_call(NamespaceMsg::Mounts).await?
+    Ok(table().await?.as_ref().clone())
 }
 
 /// The mount `path` is under, if any.
 pub async fn mount_of(path: &str) -> Result<Option<MountInfo>, ErrorInfo> {
-    Ok(mounts().await?.into_iter().find(|m| pufs::is_under(path, &m.path)))
+    Ok(table().await?.iter().find(|m| pufs::is_under(path, &m.path)).cloned())
 }
 
 /// The inode at `path`, `None` if there is none.

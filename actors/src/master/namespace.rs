@@ -116,12 +116,47 @@ pub struct Namespace {
     db: Arc<DB>,
     /// (next inode id, next block id), cached from `sm_meta`.
     counters: Mutex<(u64, u64)>,
+    /// The mount table as last read (every request under a mount and every
+    /// path-changing request asks for it).
+    mount_cache: Arc<MountCache>,
+}
+
+/// The mount table cached in memory: filled on first read, dropped by every
+/// applied change to it. A generation makes a read that raced a change not
+/// cache what it read.
+#[derive(Default)]
+pub struct MountCache {
+    inner: Mutex<(u64, Option<Arc<Vec<MountInfo>>>)>,
+}
+
+impl MountCache {
+    /// The cached table, if any.
+    pub fn get(&self) -> Option<Arc<Vec<MountInfo>>> {
+        self.inner.lock().1.clone()
+    }
+
+    fn generation(&self) -> u64 {
+        self.inner.lock().0
+    }
+
+    fn fill(&self, generation: u64, table: Arc<Vec<MountInfo>>) {
+        let mut g = self.inner.lock();
+        if g.0 == generation {
+            g.1 = Some(table);
+        }
+    }
+
+    fn invalidate(&self) {
+        let mut g = self.inner.lock();
+        g.0 += 1;
+        g.1 = None;
+    }
 }
 
 impl Namespace {
     /// Opens the namespace, creating the root directory on first use.
     pub fn open(db: Arc<DB>) -> Result<Self, StoreError> {
-        let ns = Namespace { db, counters: Mutex::new((0, 0)) };
+        let ns = Namespace { db, counters: Mutex::new((0, 0)), mount_cache: Arc::default() };
         ns.reload()?;
         Ok(ns)
     }
@@ -288,8 +323,23 @@ impl Namespace {
         Ok(out)
     }
 
+    /// The mount table's cache (shared with the request path).
+    pub fn mount_cache(&self) -> Arc<MountCache> {
+        self.mount_cache.clone()
+    }
+
     /// The mount table, ordered by path.
-    pub fn mounts(&self) -> Result<Vec<MountInfo>, StoreError> {
+    pub fn mounts(&self) -> Result<Arc<Vec<MountInfo>>, StoreError> {
+        if let Some(t) = self.mount_cache.get() {
+            return Ok(t);
+        }
+        let generation = self.mount_cache.generation();
+        let t = Arc::new(self.read_mounts()?);
+        self.mount_cache.fill(generation, t.clone());
+        Ok(t)
+    }
+
+    fn read_mounts(&self) -> Result<Vec<MountInfo>, StoreError> {
         let mut out = Vec::new();
         for item in self.db.prefix_iterator_cf(handle(&self.db, cf::SM_META), MOUNT_PREFIX) {
             let (k, v) = item?;
@@ -303,7 +353,7 @@ impl Namespace {
 
     /// The mount `p` is in, if any.
     pub fn mount_of(&self, p: &str) -> Result<Option<MountInfo>, StoreError> {
-        Ok(self.mounts()?.into_iter().find(|m| ufs::is_under(p, &m.path)))
+        Ok(self.mounts()?.iter().find(|m| ufs::is_under(p, &m.path)).cloned())
     }
 
     /// Number of inodes (approximate for big trees: RocksDB's estimate).
@@ -358,6 +408,9 @@ impl Namespace {
         }
         self.db.write(tx.batch)?;
         *self.counters.lock() = tx.counters;
+        if matches!(entry, JournalEntry::Mount { .. } | JournalEntry::Unmount { .. }) {
+            self.mount_cache.invalidate();
+        }
         Ok(result)
     }
 
@@ -393,6 +446,7 @@ impl Namespace {
             batch.put_cf(handle(&self.db, name), k, v);
         }
         self.db.write(batch)?;
+        self.mount_cache.invalidate();
         self.reload()
     }
 }
@@ -895,7 +949,7 @@ impl Tx<'_> {
         if comps.is_empty() {
             return Err(ns(ErrorCode::InvalidArgument, "a UFS cannot be mounted at /"));
         }
-        for m in self.ns.mounts()? {
+        for m in self.ns.mounts()?.iter() {
             if ufs::is_under(&info.path, &m.path) || ufs::is_under(&m.path, &info.path) {
                 return Err(ns(ErrorCode::AlreadyExists, format!("{} overlaps the mount at {}", info.path, m.path)));
             }

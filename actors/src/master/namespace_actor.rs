@@ -57,7 +57,7 @@ pub enum NamespaceMsg {
     /// Approximate inode count.
     InodeCount(RpcReplyPort<u64>),
     /// The mount table.
-    Mounts(RpcReplyPort<Result<Vec<MountInfo>, ErrorInfo>>),
+    Mounts(RpcReplyPort<Result<Arc<Vec<MountInfo>>, ErrorInfo>>),
     /// Every inode at or below a path, with its path (files before nothing in particular).
     Walk(String, RpcReplyPort<Result<Vec<(String, InodeRecord)>, ErrorInfo>>),
     /// Those of the blocks whose files are persisted to a UFS.
@@ -86,6 +86,7 @@ impl Actor for NamespaceActor {
         _myself: ActorRef<Self::Msg>,
         ns: Arc<Namespace>,
     ) -> Result<Self::State, ActorProcessingErr> {
+        super::mounts::use_cache(ns.mount_cache());
         Ok(ns)
     }
 
