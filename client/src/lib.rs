@@ -171,6 +171,13 @@ impl Client {
         self.call_done(MasterRequest::Delete { path: p.into(), recursive }).await
     }
 
+    /// Removes a file, symlink or special file (unlink(2): never a
+    /// directory); returns the removed inode's attributes.
+    pub async fn unlink(&self, p: &str) -> Result<Attr, ClientError> {
+        path::components(p)?;
+        self.call_attr(MasterRequest::Unlink { path: p.into() }).await
+    }
+
     /// Atomically renames `src` to `dst`, replacing a file at `dst`.
     pub async fn rename(&self, src: &str, dst: &str) -> Result<(), ClientError> {
         path::components(src)?;

@@ -382,6 +382,18 @@ impl StrataFs {
     /// `unlink` (files and symlinks).
     pub fn unlink(&self, parent: u64, name: &std::ffi::OsStr) -> FsResult<()> {
         let path = self.child_path(parent, name)?;
+        // Every name the kernel unlinks came from a lookup or create here,
+        // which recorded it for its inode: a name no open handle's inode
+        // has is not open in this mount, and goes in one call.
+        let busy = {
+            let paths = self.paths.read();
+            self.files.lock().values().any(|f| paths.get(&f.ino) == Some(&path))
+        };
+        if !busy {
+            let a = self.block_on(self.client.unlink(&path)).map_err(|e| errno(&e))?;
+            self.forget_name(a.inode, &path);
+            return Ok(());
+        }
         let a = self.stat_path(&path)?;
         if a.file_type == strata_client::FileType::Directory {
             return Err(Errno::EISDIR);
@@ -397,12 +409,17 @@ impl StrataFs {
             self.orphans.lock().insert(a.inode, gone);
         }
         self.block_on(self.client.delete(&path, false)).map_err(|e| errno(&e))?;
-        // A file with other names stays reachable through them.
-        let mut paths = self.paths.write();
-        if paths.get(&a.inode) == Some(&path) {
-            paths.remove(&a.inode);
-        }
+        self.forget_name(a.inode, &path);
         Ok(())
+    }
+
+    /// Forgets that `ino` is reachable at `path` (it was unlinked there); a
+    /// file with other names stays reachable through them.
+    fn forget_name(&self, ino: u64, path: &str) {
+        let mut paths = self.paths.write();
+        if paths.get(&ino).is_some_and(|p| p == path) {
+            paths.remove(&ino);
+        }
     }
 
     /// `mknod`: FIFOs, sockets and devices.

@@ -75,6 +75,9 @@ pub enum JournalEntry {
     Persisted { inode: InodeId, blocks: Vec<u64>, fingerprint: Fingerprint, time_ms: i64 },
     /// Set the pinned flag of `path` and of every inode below it.
     SetPin { path: String, pinned: bool, time_ms: i64 },
+    /// Remove the file, symlink or special file `path` (never a directory):
+    /// unlink(2) in one entry, answering with the removed inode's attributes.
+    Unlink { path: String, time_ms: i64 },
 }
 
 /// What applying an entry produced. Errors are results too: an entry that

@@ -259,6 +259,9 @@ pub enum MasterRequest {
     Free { path: String },
     /// Pin (or unpin) `path` and everything below it.
     SetPin { path: String, pinned: bool },
+    /// Remove a non-directory (unlink(2)); answers the removed inode's
+    /// attributes (`nlink` as it was) so the caller needs no stat first.
+    Unlink { path: String },
     /// Add master `id` to the Raft group (learner until caught up, then
     /// voter). `addr` is its client address, `mesh` its mesh address.
     AddMaster { id: u64, addr: String, mesh: String },

@@ -321,6 +321,24 @@ async fn handle(req: MasterRequest, stale_ok: bool) -> Result<MasterResponse, Er
             mounts::before_delete(&path, recursive).await?;
             freed_of(propose(JournalEntry::Delete { path, recursive, time_ms: t }).await?)
         }
+        MasterRequest::Unlink { path } => {
+            check_path(&path)?;
+            if mounts::mount_of(&path).await?.is_some() {
+                // The UFS object goes first: make sure it is not a directory.
+                mounts::ensure_synced(&path, false).await?;
+                if ns_call(|r| NamespaceMsg::Stat(path.clone(), r)).await??.file_type == FileType::Directory {
+                    return Ok(err(ErrorCode::IsADirectory, format!("{path} is a directory")));
+                }
+                mounts::before_delete(&path, false).await?;
+            }
+            match propose(JournalEntry::Unlink { path, time_ms: t }).await? {
+                ApplyResult::Replaced { attr, freed } => {
+                    free(freed);
+                    MasterResponse::Attr(attr)
+                }
+                other => unexpected(other),
+            }
+        }
         MasterRequest::Mount { info } => {
             check_path(&info.path)?;
             mounts::mount(info).await?;

@@ -711,21 +711,12 @@ impl Tx<'_> {
             }
             JournalEntry::Rename { src, dst, time_ms } => self.rename(src, dst, *time_ms),
             JournalEntry::Delete { path: p, recursive, time_ms } => {
-                let comps = path::components(p)?;
-                let (parent, name) = self.ns.resolve_parent(&comps, p)?;
-                let id = self
-                    .ns
-                    .child(parent.attr.inode, name)?
-                    .ok_or_else(|| ns(ErrorCode::NotFound, format!("{p} does not exist")))?;
-                let rec = self.ns.inode(id)?.ok_or_else(|| ns(ErrorCode::Internal, "dangling edge"))?;
-                if rec.attr.file_type == FileType::Directory && !recursive && self.ns.has_children(id)? {
-                    return Err(ns(ErrorCode::DirectoryNotEmpty, format!("{p} is not empty")));
-                }
-                self.delete_edge(parent.attr.inode, name);
-                let freed = self.drop_tree(&rec, *time_ms)?;
-                let delta = if rec.attr.file_type == FileType::Directory { -1 } else { 0 };
-                self.adjust_dir(parent, delta, *time_ms);
+                let (_, freed) = self.delete(p, Some(*recursive), *time_ms)?;
                 Ok(ApplyResult::Freed { blocks: freed })
+            }
+            JournalEntry::Unlink { path: p, time_ms } => {
+                let (attr, freed) = self.delete(p, None, *time_ms)?;
+                Ok(ApplyResult::Replaced { attr, freed })
             }
             JournalEntry::SetAttr { path: p, attrs, time_ms } => {
                 let mut rec = self.ns.resolve(p)?;
@@ -942,6 +933,31 @@ impl Tx<'_> {
                 Ok(ApplyResult::Attr(top.ok_or_else(|| ns(ErrorCode::Internal, "walk yielded nothing"))?))
             }
         }
+    }
+
+    /// Removes `p`: a directory only with `recursive` Some (and non-empty
+    /// ones only when it is true); None is unlink(2), refusing directories.
+    /// Returns the removed inode's attributes and the blocks freed.
+    fn delete(&mut self, p: &str, recursive: Option<bool>, time_ms: i64) -> Result<(Attr, Vec<BlockId>), NsError> {
+        let comps = path::components(p)?;
+        let (parent, name) = self.ns.resolve_parent(&comps, p)?;
+        let id = self
+            .ns
+            .child(parent.attr.inode, name)?
+            .ok_or_else(|| ns(ErrorCode::NotFound, format!("{p} does not exist")))?;
+        let rec = self.ns.inode(id)?.ok_or_else(|| ns(ErrorCode::Internal, "dangling edge"))?;
+        let is_dir = rec.attr.file_type == FileType::Directory;
+        match recursive {
+            None if is_dir => return Err(ns(ErrorCode::IsADirectory, format!("{p} is a directory"))),
+            Some(false) if is_dir && self.ns.has_children(id)? => {
+                return Err(ns(ErrorCode::DirectoryNotEmpty, format!("{p} is not empty")))
+            }
+            _ => {}
+        }
+        self.delete_edge(parent.attr.inode, name);
+        let freed = self.drop_tree(&rec, time_ms)?;
+        self.adjust_dir(parent, if is_dir { -1 } else { 0 }, time_ms);
+        Ok((rec.attr, freed))
     }
 
     fn mount(&mut self, info: &MountInfo, time_ms: i64) -> Result<ApplyResult, NsError> {
@@ -1275,6 +1291,27 @@ mod tests {
             err(&ns, JournalEntry::Delete { path: "/a".into(), recursive: false, time_ms: 5 }),
             ErrorCode::DirectoryNotEmpty
         );
+        // unlink: never a directory, even an empty one; a file with two names
+        // keeps its blocks until the last name goes, and each answer is the
+        // inode as it was.
+        let unlink = |p: &str| JournalEntry::Unlink { path: p.into(), time_ms: 5 };
+        ok(&ns, mkdir("/a/empty", false));
+        assert_eq!(err(&ns, unlink("/a/empty")), ErrorCode::IsADirectory);
+        assert_eq!(err(&ns, unlink("/a/none")), ErrorCode::NotFound);
+        ok(&ns, JournalEntry::Link { target: "/a/g".into(), link: "/a/h".into(), time_ms: 5 });
+        let ApplyResult::Replaced { attr, freed } = ok(&ns, unlink("/a/g")) else { panic!() };
+        assert_eq!((attr.inode, attr.nlink, freed.len()), (f.inode, 2, 0));
+        assert_eq!(ns.resolve("/a/h").unwrap().attr.nlink, 1);
+        let ApplyResult::Replaced { attr, freed } = ok(&ns, unlink("/a/h")) else { panic!() };
+        assert_eq!((attr.inode, freed), (f.inode, vec![b1, b2]));
+        assert_eq!(ns.block_owner(b1).unwrap(), None);
+        let ApplyResult::Created { attr: f, .. } = ok(&ns, create("/a/b/f", false)) else { panic!() };
+        let add = |inode| match ok(&ns, JournalEntry::AddBlock { inode, time_ms: 6 }) {
+            ApplyResult::Block { block_id } => block_id,
+            other => panic!("{other:?}"),
+        };
+        let (b1, _) = (add(f.inode), add(f.inode));
+        ok(&ns, JournalEntry::CompleteFile { inode: f.inode, length: 15, time_ms: 6 });
         let ApplyResult::Freed { blocks } =
             ok(&ns, JournalEntry::Delete { path: "/a".into(), recursive: true, time_ms: 5 })
         else {
