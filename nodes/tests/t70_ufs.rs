@@ -509,3 +509,132 @@ async fn ttl_actions_free_and_delete() {
     assert!(!dir.path().join("ufs-delete/f.bin").exists(), "TTL delete left the UFS file");
     assert_eq!(cached(&c, "/none/f.bin").await, (2, 2), "a mount without TTL lost its cache");
 }
+
+fn ttl(m: &str, args: &[&str]) {
+    let mut a = vec!["ttl"];
+    a.extend_from_slice(args);
+    let (ok, out, err) = strata(m, &a);
+    assert!(ok, "strata ttl {args:?}: {out} {err}");
+}
+
+async fn gone(c: &Client, path: &str) -> bool {
+    c.stat(path).await.is_err_and(|e| e.code() == ErrorCode::NotFound)
+}
+
+/// Per-file and per-directory TTLs (`strata ttl`): delete outside any mount
+/// (not before the TTL, after it), a directory's TTL reaching files in it
+/// before and after it was set (and the emptied directory itself), `--clear`
+/// stopping it, free dropping only what the UFS has (a file outside mounts
+/// keeps its only copy, a file under a mount reads from the UFS again),
+/// delete and persist reaching the UFS, and a file's TTL overriding its
+/// mount's in both directions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn per_file_and_directory_ttl() {
+    use strata_client::{FileTtl, TtlAction};
+    let dir = tempfile::tempdir().unwrap();
+    let node = start_local(dir.path(), 64 << 20, 64 << 20);
+    let m = node.ready.clone();
+    let ufs_dir = |name: &str| {
+        let p = dir.path().join(format!("ufs-{name}"));
+        std::fs::create_dir_all(&p).unwrap();
+        format!("file://{}", p.display())
+    };
+    // /mttl: the mount deletes files after 2 s; /plainm: no mount TTL; /cache: write type cache.
+    mount(&m, "/mttl", &ufs_dir("mttl"), &["--ttl", "2s", "--ttl-action", "delete"], &[]);
+    mount(&m, "/plainm", &ufs_dir("plainm"), &[], &[]);
+    mount(&m, "/cache", &ufs_dir("cache"), &["--write-type", "cache"], &[]);
+    let c = client(&m, MIB as u64).await;
+    let data = bytes(2 * MIB, 7);
+
+    // Refused: persist outside a mount, a zero TTL, a bad action, a missing path.
+    c.mkdir("/plain", true).await.unwrap();
+    put(&c, "/plain/f.bin", &data).await.unwrap();
+    for (args, why) in [
+        (vec!["ttl", "/plain/f.bin", "2s", "--action", "persist"], "not under a mount"),
+        (vec!["ttl", "/plain/f.bin", "0s"], "longer than 0"),
+        (vec!["ttl", "/plain/f.bin", "2s", "--action", "burn"], "free, delete or persist"),
+        (vec!["ttl", "/plain/nope", "2s"], "does not exist"),
+    ] {
+        let (ok, _, err) = strata(&m, &args);
+        assert!(!ok && err.contains(why), "{args:?}: {err}");
+    }
+    assert!(c.stat("/plain/f.bin").await.unwrap().ttl.is_none());
+
+    c.delete("/plain/f.bin", false).await.unwrap();
+    let del2 = Some(FileTtl { ttl_ms: 2000, action: TtlAction::Delete });
+
+    // Outside mounts. A directory: a file already in it and one written after the TTL was set.
+    c.mkdir("/plain/dir", true).await.unwrap();
+    put(&c, "/plain/dir/a.bin", &data).await.unwrap();
+    ttl(&m, &["/plain/dir", "2s", "--action", "delete"]);
+    put(&c, "/plain/dir/b.bin", &data).await.unwrap();
+    assert_eq!(c.stat("/plain/dir/b.bin").await.unwrap().ttl, del2, "a new file inherits its directory's TTL");
+    // Cleared: survives.
+    put(&c, "/plain/keep.bin", &data).await.unwrap();
+    ttl(&m, &["/plain/keep.bin", "2s", "--action", "delete"]);
+    ttl(&m, &["/plain/keep.bin", "--clear"]);
+    assert!(c.stat("/plain/keep.bin").await.unwrap().ttl.is_none());
+    // Free outside a mount: nothing else holds the bytes, so nothing is dropped.
+    put(&c, "/plain/free.bin", &data).await.unwrap();
+    ttl(&m, &["/plain/free.bin", "2s"]);
+
+    // Under mounts. The file's own TTL overrides the mount's delete.
+    put(&c, "/mttl/long.bin", &data).await.unwrap();
+    ttl(&m, &["/mttl/long.bin", "1h"]);
+    put(&c, "/mttl/freed.bin", &data).await.unwrap();
+    ttl(&m, &["/mttl/freed.bin", "2s", "--action", "free"]);
+    put(&c, "/mttl/gone.bin", &data).await.unwrap();
+    put(&c, "/plainm/x.bin", &data).await.unwrap();
+    ttl(&m, &["/plainm/x.bin", "2s", "--action", "delete"]);
+    put(&c, "/cache/p.bin", &data).await.unwrap();
+    ttl(&m, &["/cache/p.bin", "2s", "--action", "persist"]);
+    assert!(!dir.path().join("ufs-cache/p.bin").exists(), "a cache write reached the UFS");
+
+    // A file outside mounts deleted after 2 s, not before.
+    let t_f = std::time::Instant::now();
+    put(&c, "/plain/f.bin", &data).await.unwrap();
+    ttl(&m, &["/plain/f.bin", "2s", "--action", "delete"]);
+    assert_eq!(c.stat("/plain/f.bin").await.unwrap().ttl, del2);
+    let (ok, out, _) = strata(&m, &["fs", "stat", "/plain/f.bin"]);
+    assert!(ok && out.contains("ttl:        2s (delete)"), "{out}");
+
+    // Not before the TTL.
+    let check_at = Duration::from_millis(1500);
+    assert!(t_f.elapsed() < check_at, "setup took {:?}: the early check means nothing", t_f.elapsed());
+    tokio::time::sleep(check_at - t_f.elapsed()).await;
+    assert!(c.stat("/plain/f.bin").await.is_ok(), "deleted before its TTL");
+
+    eventually("TTL delete removes /plain/f.bin", Duration::from_secs(15), || gone(&c, "/plain/f.bin")).await;
+    assert!(t_f.elapsed() >= Duration::from_secs(2), "deleted before its TTL");
+    for p in ["/plain/dir/a.bin", "/plain/dir/b.bin", "/mttl/gone.bin", "/plainm/x.bin"] {
+        eventually(&format!("TTL delete removes {p}"), Duration::from_secs(15), || gone(&c, p)).await;
+    }
+    assert!(!dir.path().join("ufs-plainm/x.bin").exists(), "file TTL delete left the UFS file");
+    assert!(!dir.path().join("ufs-mttl/gone.bin").exists(), "mount TTL delete left the UFS file");
+    eventually("TTL free drops /mttl/freed.bin's blocks", Duration::from_secs(15), || async {
+        cached(&c, "/mttl/freed.bin").await == (0, 2)
+    })
+    .await;
+    eventually("TTL persist writes /cache/p.bin", Duration::from_secs(15), || async {
+        std::fs::read(dir.path().join("ufs-cache/p.bin")).is_ok_and(|b| b == data)
+    })
+    .await;
+    // The emptied directory with a delete TTL goes too, once unchanged for its TTL.
+    eventually("the emptied TTL directory is removed", Duration::from_secs(15), || gone(&c, "/plain/dir")).await;
+
+    // What must survive did, with its blocks.
+    assert!(c.read_all("/plain/keep.bin").await.unwrap() == data, "a cleared TTL still acted");
+    assert_eq!(cached(&c, "/plain/free.bin").await, (2, 2), "free dropped the only copy");
+    assert!(c.read_all("/plain/free.bin").await.unwrap() == data);
+    assert_eq!(cached(&c, "/mttl/long.bin").await, (2, 2), "the mount's TTL overrode the file's");
+    assert!(c.read_all("/mttl/freed.bin").await.unwrap() == data, "a freed file reads from the UFS");
+    assert!(dir.path().join("ufs-mttl/freed.bin").exists() && dir.path().join("ufs-mttl/long.bin").exists());
+    assert!(c.stat("/plain").await.is_ok(), "a directory without TTL was removed");
+    // Clearing a file's TTL under a mount brings the mount's back.
+    ttl(&m, &["/mttl/long.bin", "--clear"]);
+    eventually("the mount's TTL applies again once the file's is cleared", Duration::from_secs(15), || {
+        gone(&c, "/mttl/long.bin")
+    })
+    .await;
+    assert!(!dir.path().join("ufs-mttl/long.bin").exists());
+}

@@ -6,7 +6,7 @@ use rkyv::{Archive, Deserialize, Serialize};
 
 use crate::ids::InodeId;
 use crate::messages::{Attr, FileType, SetAttrs};
-use crate::ufs::{Fingerprint, MountInfo, UfsEntry};
+use crate::ufs::{FileTtl, Fingerprint, MountInfo, UfsEntry};
 use crate::ErrorInfo;
 
 /// One namespace mutation, as stored in the replicated journal.
@@ -75,6 +75,8 @@ pub enum JournalEntry {
     Persisted { inode: InodeId, blocks: Vec<u64>, fingerprint: Fingerprint, time_ms: i64 },
     /// Set the pinned flag of `path` and of every inode below it.
     SetPin { path: String, pinned: bool, time_ms: i64 },
+    /// Set (`Some`) or clear (`None`) the TTL of `path` and of every inode below it.
+    SetTtl { path: String, ttl: Option<FileTtl>, time_ms: i64 },
 }
 
 /// What applying an entry produced. Errors are results too: an entry that
