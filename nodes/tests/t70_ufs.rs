@@ -638,3 +638,119 @@ async fn per_file_and_directory_ttl() {
     .await;
     assert!(!dir.path().join("ufs-mttl/long.bin").exists());
 }
+
+/// Against an S3 server that checks signatures: a mount with an unknown
+/// access key or a wrong secret is refused with the backend's reason and
+/// leaves nothing behind; a mount with the right key writes through, reads
+/// misses back from S3 and lists objects written behind Strata's back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bad_credentials_are_refused_and_good_ones_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let s3 = S3Server::start_with_auth(&dir.path().join("moto.log"), &["bkt"])
+        .expect("moto_server with INITIAL_NO_AUTH_ACTION_COUNT runs");
+    let (key, secret) = s3.credentials.clone().unwrap();
+    let opts = |k: &str, s: &str| -> Vec<String> {
+        [("endpoint", s3.endpoint.as_str()), ("access_key_id", k), ("secret_access_key", s), ("region", "us-east-1")]
+            .iter()
+            .flat_map(|(o, v)| ["-o".to_string(), format!("{o}={v}")])
+            .collect()
+    };
+    let op = {
+        let spec = UfsSpec {
+            uri: "s3://bkt".into(),
+            options: vec![
+                ("access_key_id".into(), key.clone()),
+                ("endpoint".into(), s3.endpoint.clone()),
+                ("secret_access_key".into(), secret.clone()),
+            ],
+        };
+        strata_actors::ufs::operator(&spec).expect("operator")
+    };
+    op.write("data/behind.txt", b"written behind".to_vec()).await.expect("the right key writes to S3");
+    // The server does check: the test harness's usual credentials are refused.
+    assert!(bucket(&s3, "bkt").list("").await.is_err(), "moto accepted an unknown access key");
+
+    let node = start_local(dir.path(), 256 << 20, 2 << 30);
+    let m = node.ready.clone();
+    let fast = ["-o", "timeout_ms=3000", "-o", "retries=0"];
+    for (k, s, why) in [("test", "test", "InvalidAccessKeyId"), (key.as_str(), "wrong", "SignatureDoesNotMatch")] {
+        let o = opts(k, s);
+        let mut args = vec!["mount", "/bad", "s3://bkt/data"];
+        args.extend(fast);
+        args.extend(o.iter().map(|s| s.as_str()));
+        let (ok, out, err) = strata(&m, &args);
+        assert!(!ok, "mount with bad credentials ({k}) succeeded: {out}");
+        assert!(err.contains("ufs s3://bkt/data") && err.contains(why), "bad credentials ({k}): {err}");
+    }
+    let (_, out, _) = strata(&m, &["mount"]);
+    assert!(out.trim().is_empty(), "refused mounts leave nothing behind: {out}");
+
+    let o = opts(&key, &secret);
+    let mut args = vec!["mount", "/good", "s3://bkt/data", "--block-size", "1MiB"];
+    args.extend(o.iter().map(|s| s.as_str()));
+    let (ok, _, err) = strata(&m, &args);
+    assert!(ok, "mount with the right credentials: {err}");
+    let (_, out, _) = strata(&m, &["mount"]);
+    assert!(out.contains("/good") && !out.contains(&secret), "{out}");
+    let c = client(&m, MIB as u64).await;
+    assert_eq!(c.read_all("/good/behind.txt").await.unwrap(), b"written behind");
+    let data = bytes(2 * MIB + 3, 11);
+    put(&c, "/good/new.bin", &data).await.unwrap();
+    assert!(object(&op, "data/new.bin").await.as_deref() == Some(&data[..]), "cache-through did not reach S3");
+    let (ok, _, err) = strata(&m, &["free", "/good"]);
+    assert!(ok, "{err}");
+    assert_eq!(cached(&c, "/good/new.bin").await, (0, 3));
+    assert!(c.read_all("/good/new.bin").await.unwrap() == data, "a miss read from S3 with the mount's key");
+    // Another refused mount does not disturb the working one.
+    let o = opts("test", "test");
+    let mut args = vec!["mount", "/bad2", "s3://bkt/other"];
+    args.extend(fast);
+    args.extend(o.iter().map(|s| s.as_str()));
+    let (ok, _, err) = strata(&m, &args);
+    assert!(!ok && err.contains("InvalidAccessKeyId"), "{err}");
+    let (ok, _, err) = strata(&m, &["free", "/good"]);
+    assert!(ok, "{err}");
+    assert!(c.read_all("/good/new.bin").await.unwrap() == data);
+    c.delete("/good/new.bin", false).await.unwrap();
+    assert!(object(&op, "data/new.bin").await.is_none(), "delete did not reach S3");
+}
+
+/// Pin and TTL against S3 (moto), mount-level and per file: the mount's TTL
+/// free drops an unpinned file's blocks (it reads back from S3) and leaves
+/// a pinned file's, as `strata free` does; a file's TTL delete and a
+/// directory's remove the objects from the bucket.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn pin_and_ttl_against_s3() {
+    let dir = tempfile::tempdir().unwrap();
+    let (s3, op) = setup(dir.path());
+    let node = start_local(dir.path(), 256 << 20, 2 << 30);
+    let m = node.ready.clone();
+    mount(&m, "/s3", "s3://bkt/pt", &["--ttl", "2s", "--ttl-action", "free"], &s3_opts(&s3));
+    let c = client(&m, MIB as u64).await;
+    let data = bytes(2 * MIB, 21);
+    c.mkdir("/s3/d", false).await.unwrap();
+    for f in ["free.bin", "pinned.bin", "del.bin", "d/x.bin"] {
+        put(&c, &format!("/s3/{f}"), &data).await.unwrap();
+        assert!(object(&op, &format!("pt/{f}")).await.is_some(), "{f} not written through");
+    }
+    let (ok, _, err) = strata(&m, &["pin", "/s3/pinned.bin"]);
+    assert!(ok, "{err}");
+    ttl(&m, &["/s3/del.bin", "2s", "--action", "delete"]);
+    ttl(&m, &["/s3/d", "2s", "--action", "delete"]);
+    eventually("mount TTL free drops the unpinned file", Duration::from_secs(15), || async {
+        cached(&c, "/s3/free.bin").await == (0, 2)
+    })
+    .await;
+    for p in ["/s3/del.bin", "/s3/d/x.bin"] {
+        eventually(&format!("TTL delete removes {p}"), Duration::from_secs(15), || gone(&c, p)).await;
+    }
+    assert!(object(&op, "pt/del.bin").await.is_none(), "file TTL delete left the object");
+    assert!(object(&op, "pt/d/x.bin").await.is_none(), "directory TTL delete left the object");
+    tokio::time::sleep(Duration::from_millis(1500)).await; // more TTL passes
+    assert_eq!(cached(&c, "/s3/pinned.bin").await, (2, 2), "TTL free dropped a pinned file");
+    let (ok, _, err) = strata(&m, &["free", "/s3"]);
+    assert!(ok, "{err}");
+    assert_eq!(cached(&c, "/s3/pinned.bin").await, (2, 2), "free dropped a pinned file");
+    assert!(c.read_all("/s3/free.bin").await.unwrap() == data, "a freed file reads from S3");
+    assert!(object(&op, "pt/free.bin").await.as_deref() == Some(&data[..]));
+}
