@@ -532,7 +532,7 @@ async fn gone(c: &Client, path: &str) -> bool {
 async fn per_file_and_directory_ttl() {
     use strata_client::{FileTtl, TtlAction};
     let dir = tempfile::tempdir().unwrap();
-    let node = start_local(dir.path(), 64 << 20, 64 << 20);
+    let mut node = start_local(dir.path(), 64 << 20, 64 << 20);
     let m = node.ready.clone();
     let ufs_dir = |name: &str| {
         let p = dir.path().join(format!("ufs-{name}"));
@@ -637,6 +637,25 @@ async fn per_file_and_directory_ttl() {
     })
     .await;
     assert!(!dir.path().join("ufs-mttl/long.bin").exists());
+
+    // The TTL is in the journal: after a crash and restart it is still set
+    // and still applied (a file made old by setting its mtime back).
+    put(&c, "/plain/late.bin", &data).await.unwrap();
+    ttl(&m, &["/plain/late.bin", "1h", "--action", "delete"]);
+    node.restart(Duration::from_secs(60)).expect("restart");
+    let m = node.ready.clone();
+    let c = client(&m, MIB as u64).await;
+    let hour = Some(FileTtl { ttl_ms: 3_600_000, action: TtlAction::Delete });
+    assert_eq!(c.stat("/plain/late.bin").await.unwrap().ttl, hour);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(c.stat("/plain/late.bin").await.is_ok(), "deleted before its TTL");
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+    let old = strata_client::SetAttrs { mtime_ms: Some(now - 2 * 3_600_000), ..Default::default() };
+    c.set_attr("/plain/late.bin", old).await.unwrap();
+    eventually("a TTL set before the restart applies after it", Duration::from_secs(15), || {
+        gone(&c, "/plain/late.bin")
+    })
+    .await;
 }
 
 /// Against an S3 server that checks signatures: a mount with an unknown

@@ -518,7 +518,7 @@ async fn ttl_pass() -> Result<(), ErrorInfo> {
                         && action == pufs::TtlAction::Delete
                         && rec.attr.size == 0
                         && p != "/"
-                        && !m.is_some_and(|m| m.path == p) =>
+                        && m.is_none_or(|m| m.path != p) =>
                 {
                     ttl_delete(&p, now).await;
                     continue;
