@@ -387,16 +387,28 @@ fn stat_pinned(m: &str, path: &str) -> bool {
 /// Pinned files keep their cached blocks under space pressure while
 /// unpinned persisted files are evicted; pinning a directory pins files
 /// written into it later; the flag is journaled (survives a restart);
-/// after unpin the same blocks are evicted like any other.
+/// after unpin the same blocks are evicted like any other. On a local
+/// directory and on S3.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn pinned_files_are_not_evicted() {
     let dir = tempfile::tempdir().unwrap();
     let ufs = dir.path().join("ufs");
     std::fs::create_dir_all(&ufs).unwrap();
+    pinned_files_are_not_evicted_on(dir.path(), &format!("file://{}", ufs.display()), &[]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn pinned_files_are_not_evicted_on_s3() {
+    let dir = tempfile::tempdir().unwrap();
+    let (s3, _op) = setup(dir.path());
+    pinned_files_are_not_evicted_on(dir.path(), "s3://bkt/pin", &s3_opts(&s3)).await;
+}
+
+async fn pinned_files_are_not_evicted_on(dir: &Path, uri: &str, opts: &[String]) {
     // 8 MiB of tiers, 1 MiB blocks.
-    let mut node = start_local(dir.path(), 4 * MIB as u64, 4 * MIB as u64);
+    let mut node = start_local(dir, 4 * MIB as u64, 4 * MIB as u64);
     let m = node.ready.clone();
-    mount(&m, "/m", &format!("file://{}", ufs.display()), &["--write-type", "cache-through"], &[]);
+    mount(&m, "/m", uri, &["--write-type", "cache-through"], opts);
     let c = client(&m, MIB as u64).await;
     let two = |seed| bytes(2 * MIB, seed);
 
