@@ -51,7 +51,7 @@ pub enum Command {
     /// Unpin a file or tree: its blocks may be evicted again once persisted.
     Unpin(PathArgs),
     /// Set a file's or tree's TTL: once a file has not been modified for
-    /// DUR, the action applies (overrides the mount's TTL; files created
+    /// DURATION, the action applies (overrides the mount's TTL; files created
     /// later under the directory get it too). `--clear` removes it.
     Ttl(TtlArgs),
     /// Cluster administration.
