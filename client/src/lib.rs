@@ -25,7 +25,7 @@ use std::time::Duration;
 pub use error::ClientError;
 pub use reader::FileReader;
 pub use strata_protocol::messages::{Attr, ClusterReport, DirEntry, FileBlocks, FileType, SetAttrs};
-pub use strata_protocol::ufs::{MountInfo, MountOptions, ReadType, UfsSpec, WriteType};
+pub use strata_protocol::ufs::{FileTtl, MountInfo, MountOptions, ReadType, TtlAction, UfsSpec, WriteType};
 pub use strata_protocol::{ErrorCode, ErrorInfo};
 pub use writer::FileWriter;
 
@@ -329,6 +329,15 @@ impl Client {
     pub async fn free(&self, p: &str) -> Result<(), ClientError> {
         path::components(p)?;
         self.call_done(MasterRequest::Free { path: p.into() }).await
+    }
+
+    /// Sets (`Some`) or clears (`None`) the TTL of `p` and everything below
+    /// it: once a file has not been modified for the TTL, its action
+    /// applies (overriding the mount's TTL); files created later under the
+    /// directory get it too. Answers `p`'s attributes.
+    pub async fn set_ttl(&self, p: &str, ttl: Option<FileTtl>) -> Result<Attr, ClientError> {
+        path::components(p)?;
+        self.call_attr(MasterRequest::SetTtl { path: p.into(), ttl }).await
     }
 
     /// Pins (or unpins) `p` and everything below it: pinned files' cached

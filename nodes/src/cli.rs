@@ -50,8 +50,30 @@ pub enum Command {
     Pin(PathArgs),
     /// Unpin a file or tree: its blocks may be evicted again once persisted.
     Unpin(PathArgs),
+    /// Set a file's or tree's TTL: once a file has not been modified for
+    /// DURATION, the action applies (overrides the mount's TTL; files created
+    /// later under the directory get it too). `--clear` removes it.
+    Ttl(TtlArgs),
     /// Cluster administration.
     Admin(AdminArgs),
+}
+
+/// `strata ttl`.
+#[derive(Args, Debug)]
+pub struct TtlArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// Path (file or directory; recursive).
+    pub path: String,
+    /// Time since the last modification (`30s`, `1h`, `7d`).
+    #[arg(required_unless_present = "clear", conflicts_with = "clear")]
+    pub duration: Option<String>,
+    /// free | delete | persist: what happens to a file whose TTL expired.
+    #[arg(long, default_value = "free", conflicts_with = "clear")]
+    pub action: String,
+    /// Remove the TTL (the mount's TTL, if any, applies again).
+    #[arg(long)]
+    pub clear: bool,
 }
 
 /// `strata admin`.
@@ -452,6 +474,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Persist(a) => crate::fs_cmd::persist(&cfg, a).await,
         Command::Pin(a) => crate::fs_cmd::set_pin(&cfg, a, true).await,
         Command::Unpin(a) => crate::fs_cmd::set_pin(&cfg, a, false).await,
+        Command::Ttl(a) => crate::fs_cmd::set_ttl(&cfg, a).await,
         Command::Admin(a) => crate::fs_cmd::admin(&cfg, a).await,
     }
 }

@@ -166,6 +166,14 @@ pub async fn run(cfg: &Config, args: &ClientArgs, cmd: FsCmd) -> Result<()> {
                 println!("block size: {}", a.block_size);
                 println!("complete:   {}", a.complete);
                 println!("pinned:     {}", a.pinned);
+                match &a.ttl {
+                    Some(t) => println!(
+                        "ttl:        {} ({})",
+                        humantime::format_duration(Duration::from_millis(t.ttl_ms)),
+                        t.action
+                    ),
+                    None => println!("ttl:        none"),
+                }
                 println!("modified:   {}", time_string(a.mtime_ms));
                 if let Some(t) = &a.symlink_target {
                     println!("target:     {t}");
@@ -347,6 +355,27 @@ pub async fn set_pin(cfg: &Config, a: crate::cli::PathArgs, pinned: bool) -> Res
     let client = connect(cfg, &a.client).await?;
     let what = if pinned { "pinning" } else { "unpinning" };
     client.set_pin(&a.path, pinned).await.with_context(|| format!("{what} {}", a.path))?;
+    Ok(())
+}
+
+/// `strata ttl PATH DUR [--action A]` / `strata ttl PATH --clear`.
+pub async fn set_ttl(cfg: &Config, a: crate::cli::TtlArgs) -> Result<()> {
+    let ttl = match (&a.duration, a.clear) {
+        (_, true) | (None, _) => None,
+        (Some(s), false) => {
+            let d =
+                humantime::parse_duration(s).with_context(|| format!("TTL {s:?}: use a duration like 30s or 1h"))?;
+            if d.is_zero() {
+                anyhow::bail!("TTL {s:?}: must be longer than 0 (use --clear to remove a TTL)");
+            }
+            Some(strata_client::FileTtl {
+                ttl_ms: (d.as_millis() as u64).max(1),
+                action: a.action.parse().map_err(anyhow::Error::msg)?,
+            })
+        }
+    };
+    let client = connect(cfg, &a.client).await?;
+    client.set_ttl(&a.path, ttl).await.with_context(|| format!("setting the TTL of {}", a.path))?;
     Ok(())
 }
 

@@ -387,16 +387,28 @@ fn stat_pinned(m: &str, path: &str) -> bool {
 /// Pinned files keep their cached blocks under space pressure while
 /// unpinned persisted files are evicted; pinning a directory pins files
 /// written into it later; the flag is journaled (survives a restart);
-/// after unpin the same blocks are evicted like any other.
+/// after unpin the same blocks are evicted like any other. On a local
+/// directory and on S3.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn pinned_files_are_not_evicted() {
     let dir = tempfile::tempdir().unwrap();
     let ufs = dir.path().join("ufs");
     std::fs::create_dir_all(&ufs).unwrap();
+    pinned_files_are_not_evicted_on(dir.path(), &format!("file://{}", ufs.display()), &[]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn pinned_files_are_not_evicted_on_s3() {
+    let dir = tempfile::tempdir().unwrap();
+    let (s3, _op) = setup(dir.path());
+    pinned_files_are_not_evicted_on(dir.path(), "s3://bkt/pin", &s3_opts(&s3)).await;
+}
+
+async fn pinned_files_are_not_evicted_on(dir: &Path, uri: &str, opts: &[String]) {
     // 8 MiB of tiers, 1 MiB blocks.
-    let mut node = start_local(dir.path(), 4 * MIB as u64, 4 * MIB as u64);
+    let mut node = start_local(dir, 4 * MIB as u64, 4 * MIB as u64);
     let m = node.ready.clone();
-    mount(&m, "/m", &format!("file://{}", ufs.display()), &["--write-type", "cache-through"], &[]);
+    mount(&m, "/m", uri, &["--write-type", "cache-through"], opts);
     let c = client(&m, MIB as u64).await;
     let two = |seed| bytes(2 * MIB, seed);
 
@@ -508,4 +520,268 @@ async fn ttl_actions_free_and_delete() {
     .await;
     assert!(!dir.path().join("ufs-delete/f.bin").exists(), "TTL delete left the UFS file");
     assert_eq!(cached(&c, "/none/f.bin").await, (2, 2), "a mount without TTL lost its cache");
+}
+
+fn ttl(m: &str, args: &[&str]) {
+    let mut a = vec!["ttl"];
+    a.extend_from_slice(args);
+    let (ok, out, err) = strata(m, &a);
+    assert!(ok, "strata ttl {args:?}: {out} {err}");
+}
+
+async fn gone(c: &Client, path: &str) -> bool {
+    c.stat(path).await.is_err_and(|e| e.code() == ErrorCode::NotFound)
+}
+
+/// Per-file and per-directory TTLs (`strata ttl`): delete outside any mount
+/// (not before the TTL, after it), a directory's TTL reaching files in it
+/// before and after it was set (and the emptied directory itself), `--clear`
+/// stopping it, free dropping only what the UFS has (a file outside mounts
+/// keeps its only copy, a file under a mount reads from the UFS again),
+/// delete and persist reaching the UFS, and a file's TTL overriding its
+/// mount's in both directions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn per_file_and_directory_ttl() {
+    use strata_client::{FileTtl, TtlAction};
+    let dir = tempfile::tempdir().unwrap();
+    let mut node = start_local(dir.path(), 64 << 20, 64 << 20);
+    let m = node.ready.clone();
+    let ufs_dir = |name: &str| {
+        let p = dir.path().join(format!("ufs-{name}"));
+        std::fs::create_dir_all(&p).unwrap();
+        format!("file://{}", p.display())
+    };
+    // /mttl: the mount deletes files after 2 s; /plainm: no mount TTL; /cache: write type cache.
+    mount(&m, "/mttl", &ufs_dir("mttl"), &["--ttl", "2s", "--ttl-action", "delete"], &[]);
+    mount(&m, "/plainm", &ufs_dir("plainm"), &[], &[]);
+    mount(&m, "/cache", &ufs_dir("cache"), &["--write-type", "cache"], &[]);
+    let c = client(&m, MIB as u64).await;
+    let data = bytes(2 * MIB, 7);
+
+    // Refused: persist outside a mount, a zero TTL, a bad action, a missing path.
+    c.mkdir("/plain", true).await.unwrap();
+    put(&c, "/plain/f.bin", &data).await.unwrap();
+    for (args, why) in [
+        (vec!["ttl", "/plain/f.bin", "2s", "--action", "persist"], "not under a mount"),
+        (vec!["ttl", "/plain/f.bin", "0s"], "longer than 0"),
+        (vec!["ttl", "/plain/f.bin", "2s", "--action", "burn"], "free, delete or persist"),
+        (vec!["ttl", "/plain/nope", "2s"], "does not exist"),
+    ] {
+        let (ok, _, err) = strata(&m, &args);
+        assert!(!ok && err.contains(why), "{args:?}: {err}");
+    }
+    assert!(c.stat("/plain/f.bin").await.unwrap().ttl.is_none());
+
+    c.delete("/plain/f.bin", false).await.unwrap();
+    let del2 = Some(FileTtl { ttl_ms: 2000, action: TtlAction::Delete });
+
+    // Outside mounts. A directory: a file already in it and one written after the TTL was set.
+    c.mkdir("/plain/dir", true).await.unwrap();
+    put(&c, "/plain/dir/a.bin", &data).await.unwrap();
+    ttl(&m, &["/plain/dir", "2s", "--action", "delete"]);
+    put(&c, "/plain/dir/b.bin", &data).await.unwrap();
+    assert_eq!(c.stat("/plain/dir/b.bin").await.unwrap().ttl, del2, "a new file inherits its directory's TTL");
+    // Cleared: survives.
+    put(&c, "/plain/keep.bin", &data).await.unwrap();
+    ttl(&m, &["/plain/keep.bin", "2s", "--action", "delete"]);
+    ttl(&m, &["/plain/keep.bin", "--clear"]);
+    assert!(c.stat("/plain/keep.bin").await.unwrap().ttl.is_none());
+    // Free outside a mount: nothing else holds the bytes, so nothing is dropped.
+    put(&c, "/plain/free.bin", &data).await.unwrap();
+    ttl(&m, &["/plain/free.bin", "2s"]);
+
+    // Under mounts. The file's own TTL overrides the mount's delete.
+    put(&c, "/mttl/long.bin", &data).await.unwrap();
+    ttl(&m, &["/mttl/long.bin", "1h"]);
+    put(&c, "/mttl/freed.bin", &data).await.unwrap();
+    ttl(&m, &["/mttl/freed.bin", "2s", "--action", "free"]);
+    put(&c, "/mttl/gone.bin", &data).await.unwrap();
+    put(&c, "/plainm/x.bin", &data).await.unwrap();
+    ttl(&m, &["/plainm/x.bin", "2s", "--action", "delete"]);
+    put(&c, "/cache/p.bin", &data).await.unwrap();
+    ttl(&m, &["/cache/p.bin", "2s", "--action", "persist"]);
+    assert!(!dir.path().join("ufs-cache/p.bin").exists(), "a cache write reached the UFS");
+
+    // A file outside mounts deleted after 2 s, not before.
+    let t_f = std::time::Instant::now();
+    put(&c, "/plain/f.bin", &data).await.unwrap();
+    ttl(&m, &["/plain/f.bin", "2s", "--action", "delete"]);
+    assert_eq!(c.stat("/plain/f.bin").await.unwrap().ttl, del2);
+    let (ok, out, _) = strata(&m, &["fs", "stat", "/plain/f.bin"]);
+    assert!(ok && out.contains("ttl:        2s (delete)"), "{out}");
+
+    // Not before the TTL.
+    let check_at = Duration::from_millis(1500);
+    assert!(t_f.elapsed() < check_at, "setup took {:?}: the early check means nothing", t_f.elapsed());
+    tokio::time::sleep(check_at - t_f.elapsed()).await;
+    assert!(c.stat("/plain/f.bin").await.is_ok(), "deleted before its TTL");
+
+    eventually("TTL delete removes /plain/f.bin", Duration::from_secs(15), || gone(&c, "/plain/f.bin")).await;
+    assert!(t_f.elapsed() >= Duration::from_secs(2), "deleted before its TTL");
+    for p in ["/plain/dir/a.bin", "/plain/dir/b.bin", "/mttl/gone.bin", "/plainm/x.bin"] {
+        eventually(&format!("TTL delete removes {p}"), Duration::from_secs(15), || gone(&c, p)).await;
+    }
+    assert!(!dir.path().join("ufs-plainm/x.bin").exists(), "file TTL delete left the UFS file");
+    assert!(!dir.path().join("ufs-mttl/gone.bin").exists(), "mount TTL delete left the UFS file");
+    eventually("TTL free drops /mttl/freed.bin's blocks", Duration::from_secs(15), || async {
+        cached(&c, "/mttl/freed.bin").await == (0, 2)
+    })
+    .await;
+    eventually("TTL persist writes /cache/p.bin", Duration::from_secs(15), || async {
+        std::fs::read(dir.path().join("ufs-cache/p.bin")).is_ok_and(|b| b == data)
+    })
+    .await;
+    // The emptied directory with a delete TTL goes too, once unchanged for its TTL.
+    eventually("the emptied TTL directory is removed", Duration::from_secs(15), || gone(&c, "/plain/dir")).await;
+
+    // What must survive did, with its blocks.
+    assert!(c.read_all("/plain/keep.bin").await.unwrap() == data, "a cleared TTL still acted");
+    assert_eq!(cached(&c, "/plain/free.bin").await, (2, 2), "free dropped the only copy");
+    assert!(c.read_all("/plain/free.bin").await.unwrap() == data);
+    assert_eq!(cached(&c, "/mttl/long.bin").await, (2, 2), "the mount's TTL overrode the file's");
+    assert!(c.read_all("/mttl/freed.bin").await.unwrap() == data, "a freed file reads from the UFS");
+    assert!(dir.path().join("ufs-mttl/freed.bin").exists() && dir.path().join("ufs-mttl/long.bin").exists());
+    assert!(c.stat("/plain").await.is_ok(), "a directory without TTL was removed");
+    // Clearing a file's TTL under a mount brings the mount's back.
+    ttl(&m, &["/mttl/long.bin", "--clear"]);
+    eventually("the mount's TTL applies again once the file's is cleared", Duration::from_secs(15), || {
+        gone(&c, "/mttl/long.bin")
+    })
+    .await;
+    assert!(!dir.path().join("ufs-mttl/long.bin").exists());
+
+    // The TTL is in the journal: after a crash and restart it is still set
+    // and still applied (a file made old by setting its mtime back).
+    put(&c, "/plain/late.bin", &data).await.unwrap();
+    ttl(&m, &["/plain/late.bin", "1h", "--action", "delete"]);
+    node.restart(Duration::from_secs(60)).expect("restart");
+    let m = node.ready.clone();
+    let c = client(&m, MIB as u64).await;
+    let hour = Some(FileTtl { ttl_ms: 3_600_000, action: TtlAction::Delete });
+    assert_eq!(c.stat("/plain/late.bin").await.unwrap().ttl, hour);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(c.stat("/plain/late.bin").await.is_ok(), "deleted before its TTL");
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+    let old = strata_client::SetAttrs { mtime_ms: Some(now - 2 * 3_600_000), ..Default::default() };
+    c.set_attr("/plain/late.bin", old).await.unwrap();
+    eventually("a TTL set before the restart applies after it", Duration::from_secs(15), || {
+        gone(&c, "/plain/late.bin")
+    })
+    .await;
+}
+
+/// Against an S3 server that checks signatures: a mount with an unknown
+/// access key or a wrong secret is refused with the backend's reason and
+/// leaves nothing behind; a mount with the right key writes through, reads
+/// misses back from S3 and lists objects written behind Strata's back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bad_credentials_are_refused_and_good_ones_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let s3 = S3Server::start_with_auth(&dir.path().join("moto.log"), &["bkt"])
+        .expect("moto_server with INITIAL_NO_AUTH_ACTION_COUNT runs");
+    let (key, secret) = s3.credentials.clone().unwrap();
+    let opts = |k: &str, s: &str| -> Vec<String> {
+        [("endpoint", s3.endpoint.as_str()), ("access_key_id", k), ("secret_access_key", s), ("region", "us-east-1")]
+            .iter()
+            .flat_map(|(o, v)| ["-o".to_string(), format!("{o}={v}")])
+            .collect()
+    };
+    let op = {
+        let spec = UfsSpec {
+            uri: "s3://bkt".into(),
+            options: vec![
+                ("access_key_id".into(), key.clone()),
+                ("endpoint".into(), s3.endpoint.clone()),
+                ("secret_access_key".into(), secret.clone()),
+            ],
+        };
+        strata_actors::ufs::operator(&spec).expect("operator")
+    };
+    op.write("data/behind.txt", b"written behind".to_vec()).await.expect("the right key writes to S3");
+    // The server does check: the test harness's usual credentials are refused.
+    assert!(bucket(&s3, "bkt").list("").await.is_err(), "moto accepted an unknown access key");
+
+    let node = start_local(dir.path(), 256 << 20, 2 << 30);
+    let m = node.ready.clone();
+    let fast = ["-o", "timeout_ms=3000", "-o", "retries=0"];
+    for (k, s, why) in [("test", "test", "InvalidAccessKeyId"), (key.as_str(), "wrong", "SignatureDoesNotMatch")] {
+        let o = opts(k, s);
+        let mut args = vec!["mount", "/bad", "s3://bkt/data"];
+        args.extend(fast);
+        args.extend(o.iter().map(|s| s.as_str()));
+        let (ok, out, err) = strata(&m, &args);
+        assert!(!ok, "mount with bad credentials ({k}) succeeded: {out}");
+        assert!(err.contains("ufs s3://bkt/data") && err.contains(why), "bad credentials ({k}): {err}");
+    }
+    let (_, out, _) = strata(&m, &["mount"]);
+    assert!(out.trim().is_empty(), "refused mounts leave nothing behind: {out}");
+
+    let o = opts(&key, &secret);
+    let mut args = vec!["mount", "/good", "s3://bkt/data", "--block-size", "1MiB"];
+    args.extend(o.iter().map(|s| s.as_str()));
+    let (ok, _, err) = strata(&m, &args);
+    assert!(ok, "mount with the right credentials: {err}");
+    let (_, out, _) = strata(&m, &["mount"]);
+    assert!(out.contains("/good") && !out.contains(&secret), "{out}");
+    let c = client(&m, MIB as u64).await;
+    assert_eq!(c.read_all("/good/behind.txt").await.unwrap(), b"written behind");
+    let data = bytes(2 * MIB + 3, 11);
+    put(&c, "/good/new.bin", &data).await.unwrap();
+    assert!(object(&op, "data/new.bin").await.as_deref() == Some(&data[..]), "cache-through did not reach S3");
+    let (ok, _, err) = strata(&m, &["free", "/good"]);
+    assert!(ok, "{err}");
+    assert_eq!(cached(&c, "/good/new.bin").await, (0, 3));
+    assert!(c.read_all("/good/new.bin").await.unwrap() == data, "a miss read from S3 with the mount's key");
+    // Another refused mount does not disturb the working one.
+    let o = opts("test", "test");
+    let mut args = vec!["mount", "/bad2", "s3://bkt/other"];
+    args.extend(fast);
+    args.extend(o.iter().map(|s| s.as_str()));
+    let (ok, _, err) = strata(&m, &args);
+    assert!(!ok && err.contains("InvalidAccessKeyId"), "{err}");
+    let (ok, _, err) = strata(&m, &["free", "/good"]);
+    assert!(ok, "{err}");
+    assert!(c.read_all("/good/new.bin").await.unwrap() == data);
+    c.delete("/good/new.bin", false).await.unwrap();
+    assert!(object(&op, "data/new.bin").await.is_none(), "delete did not reach S3");
+}
+
+/// Pin and TTL against S3 (moto), mount-level and per file: the mount's TTL
+/// free drops an unpinned file's blocks (it reads back from S3) and leaves
+/// a pinned file's, as `strata free` does; a file's TTL delete and a
+/// directory's remove the objects from the bucket.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn pin_and_ttl_against_s3() {
+    let dir = tempfile::tempdir().unwrap();
+    let (s3, op) = setup(dir.path());
+    let node = start_local(dir.path(), 256 << 20, 2 << 30);
+    let m = node.ready.clone();
+    mount(&m, "/s3", "s3://bkt/pt", &["--ttl", "2s", "--ttl-action", "free"], &s3_opts(&s3));
+    let c = client(&m, MIB as u64).await;
+    let data = bytes(2 * MIB, 21);
+    c.mkdir("/s3/d", false).await.unwrap();
+    for f in ["free.bin", "pinned.bin", "del.bin", "d/x.bin"] {
+        put(&c, &format!("/s3/{f}"), &data).await.unwrap();
+        assert!(object(&op, &format!("pt/{f}")).await.is_some(), "{f} not written through");
+    }
+    let (ok, _, err) = strata(&m, &["pin", "/s3/pinned.bin"]);
+    assert!(ok, "{err}");
+    ttl(&m, &["/s3/del.bin", "2s", "--action", "delete"]);
+    ttl(&m, &["/s3/d", "2s", "--action", "delete"]);
+    eventually("mount TTL free drops the unpinned file", Duration::from_secs(15), || async {
+        cached(&c, "/s3/free.bin").await == (0, 2)
+    })
+    .await;
+    for p in ["/s3/del.bin", "/s3/d/x.bin"] {
+        eventually(&format!("TTL delete removes {p}"), Duration::from_secs(15), || gone(&c, p)).await;
+    }
+    assert!(object(&op, "pt/del.bin").await.is_none(), "file TTL delete left the object");
+    assert!(object(&op, "pt/d/x.bin").await.is_none(), "directory TTL delete left the object");
+    tokio::time::sleep(Duration::from_millis(1500)).await; // more TTL passes
+    assert_eq!(cached(&c, "/s3/pinned.bin").await, (2, 2), "TTL free dropped a pinned file");
+    let (ok, _, err) = strata(&m, &["free", "/s3"]);
+    assert!(ok, "{err}");
+    assert_eq!(cached(&c, "/s3/pinned.bin").await, (2, 2), "free dropped a pinned file");
+    assert!(c.read_all("/s3/free.bin").await.unwrap() == data, "a freed file reads from S3");
+    assert!(object(&op, "pt/free.bin").await.as_deref() == Some(&data[..]));
 }

@@ -6,7 +6,7 @@ use rkyv::{Archive, Deserialize, Serialize};
 
 use crate::ids::InodeId;
 use crate::messages::{Attr, FileType, SetAttrs};
-use crate::ufs::{Fingerprint, MountInfo, UfsEntry};
+use crate::ufs::{FileTtl, Fingerprint, MountInfo, UfsEntry};
 use crate::ErrorInfo;
 
 /// One namespace mutation, as stored in the replicated journal.
@@ -78,6 +78,8 @@ pub enum JournalEntry {
     /// Remove the file, symlink or special file `path` (never a directory):
     /// unlink(2) in one entry, answering with the removed inode's attributes.
     Unlink { path: String, time_ms: i64 },
+    /// Set (`Some`) or clear (`None`) the TTL of `path` and of every inode below it.
+    SetTtl { path: String, ttl: Option<FileTtl>, time_ms: i64 },
 }
 
 /// What applying an entry produced. Errors are results too: an entry that

@@ -62,6 +62,9 @@ pub struct Attr {
     /// Pinned (`strata pin`): a file's cached blocks are never evicted from
     /// a worker's tiers; a directory passes it on to what is created in it.
     pub pinned: bool,
+    /// TTL set on this inode (`strata ttl`), overriding its mount's; a
+    /// directory passes it on to what is created in it.
+    pub ttl: Option<crate::ufs::FileTtl>,
 }
 
 /// Attribute changes; `None` leaves one unchanged.
@@ -262,6 +265,8 @@ pub enum MasterRequest {
     /// Remove a non-directory (unlink(2)); answers the removed inode's
     /// attributes (`nlink` as it was) so the caller needs no stat first.
     Unlink { path: String },
+    /// Set (`Some`) or clear (`None`) the TTL of `path` and everything below it.
+    SetTtl { path: String, ttl: Option<crate::ufs::FileTtl> },
     /// Add master `id` to the Raft group (learner until caught up, then
     /// voter). `addr` is its client address, `mesh` its mesh address.
     AddMaster { id: u64, addr: String, mesh: String },

@@ -140,6 +140,19 @@ pub enum TtlAction {
     Persist,
 }
 
+/// A TTL set on one file or directory (`strata ttl PATH DUR`): once the
+/// file has not been modified for `ttl_ms`, `action` applies to it. It
+/// overrides the TTL of the mount the file is under; a directory passes it
+/// on to what is below it and to what is created in it later.
+#[derive(Archive, Serialize, Deserialize, serde::Serialize, serde::Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct FileTtl {
+    /// Time since the last modification after which `action` applies, ms (> 0).
+    pub ttl_ms: u64,
+    /// What happens then.
+    pub action: TtlAction,
+}
+
 impl std::str::FromStr for TtlAction {
     type Err = ErrorInfo;
     fn from_str(s: &str) -> Result<Self, ErrorInfo> {

@@ -373,6 +373,24 @@ async fn handle(req: MasterRequest, stale_ok: bool) -> Result<MasterResponse, Er
             }
             r
         }
+        MasterRequest::SetTtl { path, ttl } => {
+            check_path(&path)?;
+            if ttl.is_some_and(|t| t.ttl_ms == 0) {
+                return Err(ErrorInfo::new(
+                    ErrorCode::InvalidArgument,
+                    "a TTL must be longer than 0 (clear it instead)",
+                ));
+            }
+            let m = mounts::mount_of(&path).await?;
+            if m.is_none() && ttl.is_some_and(|t| t.action == strata_protocol::ufs::TtlAction::Persist) {
+                return Err(ErrorInfo::new(
+                    ErrorCode::InvalidArgument,
+                    format!("{path} is not under a mount: TTL action persist needs a UFS"),
+                ));
+            }
+            mounts::ensure_synced(&path, false).await?;
+            attr_of(propose(JournalEntry::SetTtl { path, ttl, time_ms: t }).await?)
+        }
         MasterRequest::SetAttr { path, attrs } => {
             check_path(&path)?;
             attr_of(propose(JournalEntry::SetAttr { path, attrs, time_ms: t }).await?)

@@ -500,61 +500,87 @@ impl Actor for MountSyncer {
     }
 }
 
-/// Applies the TTL action of every mount with a TTL to its complete files
-/// not modified for that long (a walk of each such mount). Free skips
-/// pinned and unpersisted files (evicting blocks no worker holds any more
-/// is a no-op, so a freed file costs nothing on later passes); delete goes
-/// through the UFS first, like a client's delete; persist writes files not
-/// in the UFS yet.
+/// Applies TTLs: a file's own TTL (`strata ttl`, `Attr.ttl`) or else the
+/// TTL of the mount it is under, to each complete file not modified for
+/// that long. The pass walks every mount with a TTL, and the whole
+/// namespace once a per-inode TTL has ever been set. Free skips pinned and
+/// unpersisted files (evicting blocks no worker holds any more is a no-op,
+/// so a freed file costs nothing on later passes); delete goes through the
+/// UFS first when the file is under a mount, like a client's delete;
+/// persist writes files not in the UFS yet. A directory with its own
+/// delete TTL is removed once it is empty and unchanged for its TTL.
 async fn ttl_pass() -> Result<(), ErrorInfo> {
     let now = now_ms();
-    for m in mounts().await? {
-        if m.options.ttl_ms == 0 {
-            continue;
-        }
+    let ms = mounts().await?;
+    let roots: Vec<String> = if ns_call(NamespaceMsg::TtlUsed).await?? {
+        vec!["/".to_string()]
+    } else {
+        ms.iter().filter(|m| m.options.ttl_ms > 0).map(|m| m.path.clone()).collect()
+    };
+    for root in roots {
         let mut evicted = Vec::new();
-        for (p, rec) in ns_call(|r| NamespaceMsg::Walk(m.path.clone(), r)).await?? {
-            let expired = rec.attr.file_type == FileType::File
-                && rec.attr.complete
-                && now.saturating_sub(rec.attr.mtime_ms) >= m.options.ttl_ms as i64;
-            if !expired {
+        for (p, rec) in ns_call(|r| NamespaceMsg::Walk(root.clone(), r)).await?? {
+            let m = ms.iter().find(|m| pufs::is_under(&p, &m.path));
+            let (ttl_ms, action) = match (rec.attr.ttl, m) {
+                (Some(t), _) => (t.ttl_ms, t.action),
+                (None, Some(m)) if m.options.ttl_ms > 0 => (m.options.ttl_ms, m.options.ttl_action),
+                _ => continue,
+            };
+            if now.saturating_sub(rec.attr.mtime_ms) < ttl_ms as i64 {
                 continue;
             }
+            match rec.attr.file_type {
+                FileType::File if rec.attr.complete => {}
+                FileType::Directory
+                    if rec.attr.ttl.is_some()
+                        && action == pufs::TtlAction::Delete
+                        && rec.attr.size == 0
+                        && p != "/"
+                        && m.is_none_or(|m| m.path != p) =>
+                {
+                    ttl_delete(&p, now).await;
+                    continue;
+                }
+                _ => continue,
+            }
             let persisted = rec.ufs.as_ref().is_some_and(|u| u.persisted);
-            match m.options.ttl_action {
+            match action {
                 pufs::TtlAction::Free => {
                     if persisted && !rec.attr.pinned {
                         evicted.extend(rec.blocks.iter().copied());
                     }
                 }
                 pufs::TtlAction::Persist => {
+                    let Some(m) = m else { continue };
                     if !persisted {
-                        if let Err(e) = persist_file(&m, &p, &rec).await {
+                        if let Err(e) = persist_file(m, &p, &rec).await {
                             tracing::warn!(path = %p, error = %e, "TTL persist failed; next pass retries");
                         }
                     }
                 }
-                pufs::TtlAction::Delete => {
-                    let r = match before_delete(&p, false).await {
-                        Ok(()) => {
-                            propose(JournalEntry::Delete { path: p.clone(), recursive: false, time_ms: now }).await
-                        }
-                        Err(e) => Err(e),
-                    };
-                    match r {
-                        Ok(ApplyResult::Freed { blocks }) => {
-                            free(blocks);
-                            tracing::info!(path = %p, "TTL expired: deleted");
-                        }
-                        Ok(_) => {}
-                        Err(e) => tracing::warn!(path = %p, error = %e, "TTL delete failed; next pass retries"),
-                    }
-                }
+                pufs::TtlAction::Delete => ttl_delete(&p, now).await,
             }
         }
         evict(evicted);
     }
     Ok(())
+}
+
+/// Deletes a file (or an empty directory) whose TTL expired: from the UFS
+/// first when it is under a mount, then from the namespace.
+async fn ttl_delete(p: &str, now: i64) {
+    let r = match before_delete(p, false).await {
+        Ok(()) => propose(JournalEntry::Delete { path: p.to_string(), recursive: false, time_ms: now }).await,
+        Err(e) => Err(e),
+    };
+    match r {
+        Ok(ApplyResult::Freed { blocks }) => {
+            free(blocks);
+            tracing::info!(path = %p, "TTL expired: deleted");
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(path = %p, error = %e, "TTL delete failed; next pass retries"),
+    }
 }
 
 async fn scan(queue: &mut BTreeMap<String, (u32, Instant)>) -> Result<(), ErrorInfo> {

@@ -86,6 +86,9 @@ const NEXT_BLOCK: &[u8] = b"next_block";
 const APPLIED_INDEX: &[u8] = b"applied_index";
 /// Mount records live in `sm_meta` under this prefix followed by the path.
 const MOUNT_PREFIX: &[u8] = b"mount:";
+/// Present in `sm_meta` once a `SetTtl` with a TTL was applied: until then
+/// the leader's TTL pass need not walk the whole namespace.
+const TTL_USED: &[u8] = b"ttl_used";
 
 fn mount_key(p: &str) -> Vec<u8> {
     [MOUNT_PREFIX, p.as_bytes()].concat()
@@ -356,6 +359,11 @@ impl Namespace {
         Ok(self.mounts()?.iter().find(|m| ufs::is_under(p, &m.path)).cloned())
     }
 
+    /// Whether a per-inode TTL was ever set (`SetTtl`).
+    pub fn ttl_used(&self) -> Result<bool, StoreError> {
+        Ok(self.db.get_cf(handle(&self.db, cf::SM_META), TTL_USED)?.is_some())
+    }
+
     /// Number of inodes (approximate for big trees: RocksDB's estimate).
     pub fn inode_count(&self) -> u64 {
         self.db
@@ -503,6 +511,7 @@ fn new_attr(inode: InodeId, file_type: FileType, mode: u32, uid: u32, gid: u32, 
         atime_ms: time_ms,
         rdev: 0,
         pinned: false,
+        ttl: None,
     }
 }
 
@@ -645,6 +654,7 @@ impl Tx<'_> {
                             let id = self.next_inode();
                             let mut attr = new_attr(id, FileType::Directory, *mode, *uid, *gid, *time_ms);
                             attr.pinned = cur.attr.pinned;
+                            attr.ttl = cur.attr.ttl;
                             let rec = InodeRecord { attr, blocks: vec![], ufs: None };
                             self.put_edge(cur.attr.inode, name, id);
                             self.put_inode(&rec);
@@ -673,6 +683,7 @@ impl Tx<'_> {
                 attr.block_size = *block_size;
                 attr.complete = *complete;
                 attr.pinned = parent.attr.pinned;
+                attr.ttl = parent.attr.ttl;
                 let rec = InodeRecord { attr, blocks: vec![], ufs: None };
                 self.put_edge(parent.attr.inode, name, id);
                 self.put_inode(&rec);
@@ -932,6 +943,23 @@ impl Tx<'_> {
                 }
                 Ok(ApplyResult::Attr(top.ok_or_else(|| ns(ErrorCode::Internal, "walk yielded nothing"))?))
             }
+            JournalEntry::SetTtl { path: p, ttl, time_ms: _ } => {
+                if ttl.is_some_and(|t| t.ttl_ms == 0) {
+                    return Err(ns(ErrorCode::InvalidArgument, "a TTL must be longer than 0"));
+                }
+                let mut top = None;
+                for (_, mut rec) in self.ns.walk(p)? {
+                    if rec.attr.ttl != *ttl {
+                        rec.attr.ttl = *ttl;
+                        self.put_inode(&rec);
+                    }
+                    top.get_or_insert(rec.attr); // `walk` yields `p` first
+                }
+                if ttl.is_some() {
+                    self.batch.put_cf(handle(&self.ns.db, cf::SM_META), TTL_USED, [1u8]);
+                }
+                Ok(ApplyResult::Attr(top.ok_or_else(|| ns(ErrorCode::Internal, "walk yielded nothing"))?))
+            }
         }
     }
 
@@ -1079,6 +1107,7 @@ impl Tx<'_> {
                     };
                     let mut rec = rec;
                     rec.attr.pinned = d.attr.pinned;
+                    rec.attr.ttl = d.attr.ttl;
                     self.put_edge(d.attr.inode, &e.name, id);
                     self.put_inode(&rec);
                     changed = true;
@@ -1490,5 +1519,44 @@ mod tests {
         ok(&ns, pin("/a/b", false));
         assert!(pinned("/a") && !pinned("/a/b") && !pinned("/a/b/f") && !pinned("/a/b/c/d"));
         assert_eq!(err(&ns, pin("/nope", true)), ErrorCode::NotFound);
+    }
+
+    /// A TTL set on a directory reaches everything below it and what is
+    /// created in it later (survives an export/import); clearing it clears
+    /// the subtree; a TTL of 0 and a missing path are refused.
+    #[test]
+    fn ttl_is_recursive_inherited_and_cleared() {
+        use strata_protocol::ufs::{FileTtl, TtlAction};
+        let d = tempfile::tempdir().unwrap();
+        let ns = ns_in(&d);
+        assert!(!ns.ttl_used().unwrap());
+        ok(&ns, mkdir("/a/b", true));
+        ok(&ns, create("/a/b/f", false));
+        ok(&ns, create("/g", false));
+        let t = FileTtl { ttl_ms: 2000, action: TtlAction::Delete };
+        let set = |p: &str, ttl| JournalEntry::SetTtl { path: p.into(), ttl, time_ms: 2 };
+        let ApplyResult::Attr(top) = ok(&ns, set("/a", Some(t))) else { panic!("no attr") };
+        assert_eq!(top.ttl, Some(t));
+        assert!(ns.ttl_used().unwrap());
+        let ttl = |p: &str| ns.resolve(p).unwrap().attr.ttl;
+        assert!(ttl("/a/b") == Some(t) && ttl("/a/b/f") == Some(t));
+        assert!(ttl("/g").is_none() && ttl("/").is_none());
+        ok(&ns, create("/a/b/new", false));
+        ok(&ns, mkdir("/a/b/c/d", true));
+        assert!(ttl("/a/b/new") == Some(t) && ttl("/a/b/c/d") == Some(t));
+        let free = FileTtl { ttl_ms: 5000, action: TtlAction::Free };
+        ok(&ns, set("/a/b/f", Some(free)));
+        assert!(ttl("/a/b/f") == Some(free) && ttl("/a/b/new") == Some(t));
+        let d2 = tempfile::tempdir().unwrap();
+        let ns2 = ns_in(&d2);
+        ns2.import(&ns.export().unwrap()).unwrap();
+        assert!(ns2.ttl_used().unwrap() && ns2.resolve("/a/b/f").unwrap().attr.ttl == Some(free));
+        ok(&ns, set("/a/b", None));
+        assert!(ttl("/a") == Some(t) && ttl("/a/b").is_none() && ttl("/a/b/f").is_none() && ttl("/a/b/c/d").is_none());
+        assert_eq!(
+            err(&ns, set("/a", Some(FileTtl { ttl_ms: 0, action: TtlAction::Free }))),
+            ErrorCode::InvalidArgument
+        );
+        assert_eq!(err(&ns, set("/nope", Some(t))), ErrorCode::NotFound);
     }
 }

@@ -62,6 +62,8 @@ pub enum NamespaceMsg {
     Walk(String, RpcReplyPort<Result<Vec<(String, InodeRecord)>, ErrorInfo>>),
     /// Those of the blocks whose files are persisted to a UFS.
     PersistedBlocks(Vec<BlockId>, RpcReplyPort<Vec<BlockId>>),
+    /// Whether a per-inode TTL was ever set.
+    TtlUsed(RpcReplyPort<Result<bool, ErrorInfo>>),
     /// Those of the blocks whose files are pinned.
     PinnedBlocks(Vec<BlockId>, RpcReplyPort<Vec<BlockId>>),
 }
@@ -160,6 +162,9 @@ impl Actor for NamespaceActor {
             }
             NamespaceMsg::Walk(path, reply) => {
                 let _ = reply.send(ns.walk(&path).map_err(to_info));
+            }
+            NamespaceMsg::TtlUsed(reply) => {
+                let _ = reply.send(ns.ttl_used().map_err(|e| to_info(e.into())));
             }
             NamespaceMsg::PinnedBlocks(blocks, reply) => {
                 let mut out = Vec::new();
