@@ -95,10 +95,19 @@ fn master_options(cfg: &Config, client_addr: String) -> anyhow::Result<MasterOpt
 /// visible is (re)joined, so restarted and new masters are found. Also
 /// notices this master's removal: once it has been a member, a committed
 /// membership without it means the leader removed it (an uncommitted one
-/// could still be truncated away, e.g. this master's own addition).
-fn keep_peers_joined(mesh: Mesh, me: u64, peers: Vec<crate::config::Peer>, removed: Arc<tokio::sync::Notify>) {
+/// could still be truncated away, e.g. this master's own addition). A
+/// master not started with `--join` counts as having been a member: one
+/// restarted on the data dir of a removed master stops too, instead of
+/// running outside the group.
+fn keep_peers_joined(
+    mesh: Mesh,
+    me: u64,
+    joining: bool,
+    peers: Vec<crate::config::Peer>,
+    removed: Arc<tokio::sync::Notify>,
+) {
     tokio::spawn(async move {
-        let mut was_member = false;
+        let mut was_member = !joining;
         loop {
             let mut targets: std::collections::BTreeMap<u64, String> =
                 peers.iter().map(|p| (p.id, p.mesh.clone())).collect();
@@ -184,21 +193,30 @@ async fn run_until_signal(
     handle: tokio::task::JoinHandle<()>,
     mesh: Mesh,
     mount: Option<strata_fuse::Mount>,
-    removed: Option<Arc<tokio::sync::Notify>>,
+    removed: Option<(Arc<tokio::sync::Notify>, PathBuf)>,
 ) -> anyhow::Result<()> {
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let mut handle = handle;
     let removed = async {
         match removed {
-            Some(r) => r.notified().await,
+            Some((r, marker)) => {
+                r.notified().await;
+                marker
+            }
             None => std::future::pending().await,
         }
     };
     let outcome = tokio::select! {
         _ = term.recv() => Ok(()),
         _ = int.recv() => Ok(()),
-        _ = removed => {
+        marker = removed => {
+            // The leader stops replicating to a removed master before it sees
+            // the final membership: remember the removal, or a restart on this
+            // data dir would run outside the group with a stale view of it.
+            if let Err(e) = std::fs::write(&marker, b"removed from the master group\n") {
+                tracing::warn!(error = %e, marker = %marker.display(), "could not record the removal");
+            }
             ready_line("removed: this master left the group");
             Ok(())
         }
@@ -213,8 +231,23 @@ async fn run_until_signal(
     outcome
 }
 
+/// Written into a master's data dir when the leader removes it.
+fn removed_marker(master_dir: &Path) -> PathBuf {
+    master_dir.join("REMOVED")
+}
+
 /// `strata master`.
 pub async fn run_master(cfg: Config) -> anyhow::Result<()> {
+    let marker = removed_marker(&cfg.data_dir.join("master"));
+    if marker.exists() {
+        bail!(
+            "master {} was removed from the master group ({} exists): its data dir holds no valid state; \
+             delete {} to start it afresh with --join and add it again (strata admin master add)",
+            cfg.master.id,
+            marker.display(),
+            cfg.data_dir.display()
+        );
+    }
     let listener = bind(&cfg.master.host, cfg.master.rpc_port)?;
     let addr = format!("{}:{}", cfg.master.host, listener.local_addr()?.port());
     let mesh =
@@ -228,7 +261,7 @@ pub async fn run_master(cfg: Config) -> anyhow::Result<()> {
         .collect::<Result<_, _>>()
         .map_err(anyhow::Error::msg)?;
     let opts = master_options(&cfg, addr.clone())?;
-    keep_peers_joined(mesh.clone(), cfg.master.id, peers, opts.removed.clone());
+    keep_peers_joined(mesh.clone(), cfg.master.id, cfg.master.join, peers, opts.removed.clone());
     let specs = master::children(&opts, listener).map_err(anyhow::Error::msg)?;
     let (sup, handle) = supervise(specs).await?;
     if cfg.master.join {
@@ -238,7 +271,8 @@ pub async fn run_master(cfg: Config) -> anyhow::Result<()> {
         wait_until("the journal", Duration::from_secs(60), journal_ready).await?;
     }
     ready_line(&format!("master: {addr}"));
-    run_until_signal(sup, handle, mesh, None, Some(opts.removed)).await
+    let marker = removed_marker(&opts.data_dir);
+    run_until_signal(sup, handle, mesh, None, Some((opts.removed, marker))).await
 }
 
 /// `strata worker`.

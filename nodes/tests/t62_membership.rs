@@ -134,6 +134,14 @@ async fn add_master_kill_leader_remove_masters() {
         .wait_exit(Duration::from_secs(20))
         .unwrap_or_else(|e| panic!("removed master {victim} kept running: {e}"));
     assert_eq!(code, Some(0), "removed master {victim} exits cleanly");
+    // Restarted on its old data dir, it refuses to run outside the group.
+    let m = &mut cluster.masters[(victim - 1) as usize];
+    m.respawn().unwrap();
+    let code = m
+        .wait_exit(Duration::from_secs(20))
+        .unwrap_or_else(|e| panic!("removed master {victim} restarted on its old dir kept running: {e}\n{}", m.log()));
+    assert_ne!(code, Some(0), "a removed master must not start again on its old dir");
+    assert!(m.log().contains("was removed from the master group"), "{}", m.log());
 
     let r = c.report().await.unwrap();
     let voters: Vec<u64> = r.masters.iter().filter(|m| m.voter).map(|m| m.id).collect();
