@@ -159,6 +159,22 @@ impl DataPool {
         })
     }
 
+    /// Reads a range of a block whose file this client already has open
+    /// (see [`DataPool::read_local`]), on the calling thread: no task, no
+    /// round trip. `None` if the block is not open here or the read failed
+    /// (the caller then takes the path that reports and falls back).
+    pub fn read_open_local(&self, block_id: BlockId, offset: u64, length: u64) -> Option<Vec<u8>> {
+        let open = self.local.lock().get(&block_id).cloned()?;
+        match open.read(offset, length) {
+            Ok(data) => Some(data),
+            Err(e) => {
+                tracing::debug!(block = block_id, error = %e, "short-circuit read failed");
+                self.local.lock().remove(&block_id);
+                None
+            }
+        }
+    }
+
     /// One request, one response frame.
     async fn ask(&self, w: &WorkerAddr, req: &DataRequest) -> Result<DataResponse, ClientError> {
         let addr = key(w);

@@ -433,6 +433,30 @@ impl Client {
         self.call_attr(req).await
     }
 
+    /// Reads up to `len` bytes at `off` of an open file (`file` as its open
+    /// returned it) when that needs no request at all: an inline file, or a
+    /// range inside one block whose local block file this client already
+    /// has open (short-circuit). `None`: read through a [`FileReader`].
+    /// Callable from any thread at once (FUSE's request threads), without
+    /// the reader's lock.
+    pub fn try_read_local(&self, file: &FileBlocks, off: u64, len: u64) -> Option<Vec<u8>> {
+        let end = off.saturating_add(len).min(file.attr.size);
+        if off >= end {
+            return Some(Vec::new());
+        }
+        if let Some(data) = &file.inline {
+            return data.get(off as usize..end as usize).map(<[u8]>::to_vec);
+        }
+        let b = file.blocks.iter().find(|b| b.offset <= off && off < b.offset + b.length)?;
+        if end > b.offset + b.length
+            || (b.from_ufs && file.ufs.is_some())
+            || !b.workers.iter().any(|w| self.is_local(w))
+        {
+            return None;
+        }
+        self.inner.data.read_open_local(b.block_id, off - b.offset, end - off)
+    }
+
     /// Opens a complete file for reading.
     pub async fn open(&self, p: &str) -> Result<FileReader, ClientError> {
         let blocks = self.blocks(p).await?;

@@ -34,6 +34,11 @@ impl FileReader {
         FileReader { client, path, file, pos: 0, cur: None, ahead: None, last_end: 0 }
     }
 
+    /// The file as of the open: attributes, blocks, inline content.
+    pub fn file(&self) -> &FileBlocks {
+        &self.file
+    }
+
     /// The file's attributes as of the open.
     pub fn attr(&self) -> &strata_protocol::messages::Attr {
         &self.file.attr

@@ -63,6 +63,11 @@ struct OpenFile {
     ino: u64,
     writable: bool,
     reader: tokio::sync::Mutex<Option<FileReader>>,
+    /// The file as a read-only open found it: reads inside one local block
+    /// (or of an inline file) are served from it on the request thread,
+    /// without the reader's lock, so the kernel's parallel read-ahead
+    /// requests run in parallel.
+    snapshot: std::sync::OnceLock<Arc<strata_client::FileBlocks>>,
     /// The inode's staging file, shared by every handle of the inode in this
     /// mount; created on the first write or truncate (seeded with the
     /// current content).
@@ -525,7 +530,7 @@ impl StrataFs {
     /// A handle state for `ino`, sharing the inode's staging.
     fn open_file(&self, ino: u64, writable: bool) -> OpenFile {
         let staging = self.staged.lock().entry(ino).or_default().clone();
-        OpenFile { ino, writable, reader: tokio::sync::Mutex::new(None), staging }
+        OpenFile { ino, writable, reader: tokio::sync::Mutex::new(None), snapshot: Default::default(), staging }
     }
 
     /// Drops the inode's staging once no handle uses it.
@@ -558,6 +563,7 @@ impl StrataFs {
             match self.block_on(self.client.open(&path)) {
                 Ok(r) => {
                     let a = r.attr().clone();
+                    let _ = f.snapshot.set(Arc::new(r.file().clone()));
                     *f.reader.try_lock().expect("a new handle is not shared") = Some(r);
                     a
                 }
@@ -664,6 +670,9 @@ impl StrataFs {
             let mut buf = vec![0u8; n];
             s.file.read_exact_at(&mut buf, offset).map_err(io_err)?;
             return Ok(buf);
+        }
+        if let Some(data) = f.snapshot.get().and_then(|fb| self.client.try_read_local(fb, offset, size as u64)) {
+            return Ok(data);
         }
         let path = self.path(ino)?;
         self.block_on(async {
