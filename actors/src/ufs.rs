@@ -200,6 +200,22 @@ pub async fn stat(spec: &UfsSpec, key: &str) -> Result<Option<Fingerprint>, Erro
     }
 }
 
+/// Whether a directory exists (on object stores: its marker or any object below it).
+pub async fn dir_exists(spec: &UfsSpec, key: &str) -> Result<bool, ErrorInfo> {
+    let op = operator(spec)?;
+    let dir = dir_key(key);
+    match op.stat(&dir).await {
+        Ok(m) if m.is_dir() => return Ok(true),
+        Ok(_) => {}
+        Err(e) if e.kind() == ErrorKind::NotFound => {}
+        Err(e) => return Err(ufs_error(spec, &format!("stat {dir}"), e)),
+    }
+    Ok(!list_dir(spec, key)
+        .await
+        .or_else(|e| if e.code == ErrorCode::NotFound { Ok(Vec::new()) } else { Err(e) })?
+        .is_empty())
+}
+
 /// Creates a directory (a `key/` marker on object stores).
 pub async fn mkdir(spec: &UfsSpec, key: &str) -> Result<(), ErrorInfo> {
     if key.is_empty() {
