@@ -1606,4 +1606,48 @@ mod tests {
         );
         assert_eq!(err(&ns, set("/nope", Some(t))), ErrorCode::NotFound);
     }
+
+    #[test]
+    fn ufs_intents_are_recorded_carried_by_snapshots_and_cleared_by_completion() {
+        let dir = tempfile::tempdir().unwrap();
+        let ns = ns_in(&dir);
+        ok(&ns, mkdir("/m", false));
+        one_block_file(&ns, "/m/a");
+        one_block_file(&ns, "/m/b");
+        let del = UfsOp::Delete { path: "/m/a".into(), recursive: false };
+        let ren = UfsOp::Rename { src: "/m/b".into(), dst: "/m/c".into() };
+        ok(&ns, JournalEntry::UfsIntent { id: 7, op: del.clone(), time_ms: 10 });
+        ok(&ns, JournalEntry::UfsIntent { id: 3, op: ren.clone(), time_ms: 11 });
+        let want =
+            vec![UfsIntent { id: 3, op: ren.clone(), time_ms: 11 }, UfsIntent { id: 7, op: del.clone(), time_ms: 10 }];
+        assert_eq!(ns.ufs_intents().unwrap(), want);
+        // An intent changes nothing in the tree by itself.
+        assert!(ns.resolve("/m/a").is_ok() && ns.resolve("/m/b").is_ok());
+
+        // Carried by a snapshot.
+        let dir2 = tempfile::tempdir().unwrap();
+        let ns2 = ns_in(&dir2);
+        ns2.import(&ns.export().unwrap()).unwrap();
+        assert_eq!(ns2.ufs_intents().unwrap(), want);
+
+        // The completion applies the change and forgets the intent in one entry.
+        assert!(matches!(
+            ok(&ns, JournalEntry::UfsDone { id: 7, op: Some(del.clone()), time_ms: 12 }),
+            ApplyResult::Freed { .. }
+        ));
+        assert!(ns.resolve("/m/a").is_err());
+        assert_eq!(ns.ufs_intents().unwrap(), want[..1].to_vec());
+        // A rejected change (src gone) still forgets the intent.
+        ok(&ns, JournalEntry::Delete { path: "/m/b".into(), recursive: false, time_ms: 13 });
+        assert_eq!(err(&ns, JournalEntry::UfsDone { id: 3, op: Some(ren.clone()), time_ms: 14 }), ErrorCode::NotFound);
+        assert_eq!(ns.ufs_intents().unwrap(), vec![]);
+        assert!(ns.resolve("/m/c").is_err());
+
+        // On the imported copy: a completion without a change, then the rename.
+        ok(&ns2, JournalEntry::UfsDone { id: 7, op: None, time_ms: 12 });
+        assert!(ns2.resolve("/m/a").is_ok(), "an abandoned intent changes nothing");
+        ok(&ns2, JournalEntry::UfsDone { id: 3, op: Some(ren), time_ms: 14 });
+        assert!(ns2.resolve("/m/b").is_err() && ns2.resolve("/m/c").is_ok());
+        assert_eq!(ns2.ufs_intents().unwrap(), vec![]);
+    }
 }
