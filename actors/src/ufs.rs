@@ -237,8 +237,9 @@ pub async fn remove(spec: &UfsSpec, key: &str, is_dir: bool) -> Result<(), Error
 }
 
 /// Renames a file or directory. Backends without rename (S3) get copy +
-/// delete, object by object: not atomic, and a crash in between leaves both
-/// names, which the next metadata sync shows as they are.
+/// delete, object by object: not atomic; a master crash in between leaves
+/// both names, and the leader's re-drive of the rename's journaled intent
+/// finishes it (see `master::mounts`).
 pub async fn rename(spec: &UfsSpec, from: &str, to: &str, is_dir: bool) -> Result<(), ErrorInfo> {
     let op = operator(spec)?;
     let cap = op.info().capability();

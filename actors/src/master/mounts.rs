@@ -389,28 +389,36 @@ async fn redrive(intent: &super::namespace::UfsIntent) -> Result<(), ErrorInfo> 
                 None => lookup(dst).await?,
             };
             let is_dir = rec.as_ref().is_some_and(|r| r.attr.file_type == FileType::Directory);
-            if is_dir {
+            let step = if is_dir {
                 if ufs::dir_exists(&m.spec, &skey).await? {
                     ufs::rename(&m.spec, &skey, &dkey, true).await?;
+                    "directory rename redone"
+                } else {
+                    "directory already renamed"
                 }
             } else {
                 match (ufs::stat(&m.spec, &skey).await?, ufs::stat(&m.spec, &dkey).await?) {
-                    (Some(_), None) => ufs::rename(&m.spec, &skey, &dkey, false).await?,
+                    (Some(_), None) => {
+                        ufs::rename(&m.spec, &skey, &dkey, false).await?;
+                        "rename redone"
+                    }
                     (Some(s), Some(d)) if s.size == d.size && s.etag.is_some() && s.etag == d.etag => {
                         // A copy + delete rename (S3) stopped after the copy: finish the delete.
                         ufs::remove(&m.spec, &skey, false).await?;
+                        "copied, source deleted"
                     }
                     (Some(_), Some(_)) => {
                         // Nothing was done yet (the old target is still there): do it all.
                         ufs::remove(&m.spec, &dkey, false).await?;
                         ufs::rename(&m.spec, &skey, &dkey, false).await?;
+                        "target replaced, rename redone"
                     }
-                    _ => {} // the UFS rename was done
+                    _ => "already renamed",
                 }
-            }
+            };
             let apply = lookup(src).await?.is_some();
             let r = propose(done(apply.then(|| intent.op.clone()))).await;
-            tracing::info!(id, src = %src, dst = %dst, result = ?r, "re-drove a recorded UFS rename");
+            tracing::info!(id, src = %src, dst = %dst, ufs = step, result = ?r, "re-drove a recorded UFS rename");
             if let Ok(r) = r {
                 free_applied(r);
                 if !is_dir {
