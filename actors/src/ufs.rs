@@ -200,6 +200,22 @@ pub async fn stat(spec: &UfsSpec, key: &str) -> Result<Option<Fingerprint>, Erro
     }
 }
 
+/// Whether a directory exists (on object stores: its marker or any object below it).
+pub async fn dir_exists(spec: &UfsSpec, key: &str) -> Result<bool, ErrorInfo> {
+    let op = operator(spec)?;
+    let dir = dir_key(key);
+    match op.stat(&dir).await {
+        Ok(m) if m.is_dir() => return Ok(true),
+        Ok(_) => {}
+        Err(e) if e.kind() == ErrorKind::NotFound => {}
+        Err(e) => return Err(ufs_error(spec, &format!("stat {dir}"), e)),
+    }
+    Ok(!list_dir(spec, key)
+        .await
+        .or_else(|e| if e.code == ErrorCode::NotFound { Ok(Vec::new()) } else { Err(e) })?
+        .is_empty())
+}
+
 /// Creates a directory (a `key/` marker on object stores).
 pub async fn mkdir(spec: &UfsSpec, key: &str) -> Result<(), ErrorInfo> {
     if key.is_empty() {
@@ -221,8 +237,9 @@ pub async fn remove(spec: &UfsSpec, key: &str, is_dir: bool) -> Result<(), Error
 }
 
 /// Renames a file or directory. Backends without rename (S3) get copy +
-/// delete, object by object: not atomic, and a crash in between leaves both
-/// names, which the next metadata sync shows as they are.
+/// delete, object by object: not atomic; a master crash in between leaves
+/// both names, and the leader's re-drive of the rename's journaled intent
+/// finishes it (see `master::mounts`).
 pub async fn rename(spec: &UfsSpec, from: &str, to: &str, is_dir: bool) -> Result<(), ErrorInfo> {
     let op = operator(spec)?;
     let cap = op.info().capability();

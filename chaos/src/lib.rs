@@ -44,6 +44,8 @@ pub struct Node {
     pub lines: Vec<String>,
     log: PathBuf,
     rx: Option<mpsc::Receiver<String>>,
+    /// Extra environment variables of the process (see [`Node::set_env`]).
+    env: Vec<(String, String)>,
 }
 
 /// Sends a signal to a process.
@@ -85,9 +87,41 @@ impl Node {
             lines: Vec::new(),
             log: log.to_path_buf(),
             rx: None,
+            env: Vec::new(),
         };
         n.spawn_process()?;
         Ok(n)
+    }
+
+    /// Starts `bin args…` with extra environment variables `env` (kept for
+    /// restarts until [`Node::set_env`] changes them) and waits for its ready line.
+    pub fn start_with_env(
+        bin: &Path,
+        args: &[String],
+        env: &[(&str, &str)],
+        ready_prefix: &str,
+        log: &Path,
+        timeout: Duration,
+    ) -> Result<Node> {
+        let mut n = Node {
+            bin: bin.to_path_buf(),
+            args: args.to_vec(),
+            ready_prefix: ready_prefix.to_string(),
+            child: None,
+            ready: String::new(),
+            lines: Vec::new(),
+            log: log.to_path_buf(),
+            rx: None,
+            env: Vec::new(),
+        };
+        n.set_env(env);
+        n.launch(timeout)?;
+        Ok(n)
+    }
+
+    /// Sets the extra environment variables of the next (re)start.
+    pub fn set_env(&mut self, env: &[(&str, &str)]) {
+        self.env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
     }
 
     fn launch(&mut self, timeout: Duration) -> Result<()> {
@@ -99,6 +133,7 @@ impl Node {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log)?;
         let mut child = Command::new(&self.bin)
             .args(&self.args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(log)

@@ -785,3 +785,136 @@ async fn pin_and_ttl_against_s3() {
     assert!(c.read_all("/s3/free.bin").await.unwrap() == data, "a freed file reads from S3");
     assert!(object(&op, "pt/free.bin").await.as_deref() == Some(&data[..]));
 }
+
+/// Starts `strata local` in `dir` with `STRATA_FAULT` set to `fault` (none if empty).
+fn start_local_with_fault(dir: &Path, fault: &str) -> strata_chaos::Node {
+    let env: Vec<(&str, &str)> = if fault.is_empty() { vec![] } else { vec![("STRATA_FAULT", fault)] };
+    strata_chaos::Node::start_with_env(
+        Path::new(BIN),
+        &strata_chaos::local_args(dir, 256 << 20, 2 << 30),
+        &env,
+        "master: ",
+        &dir.join("local.log"),
+        Duration::from_secs(60),
+    )
+    .expect("strata local starts")
+}
+
+/// Restarts `node` with `STRATA_FAULT` set to `fault` (none if empty).
+fn restart_with_fault(node: &mut strata_chaos::Node, fault: &str) {
+    let env: Vec<(&str, &str)> = if fault.is_empty() { vec![] } else { vec![("STRATA_FAULT", fault)] };
+    node.set_env(&env);
+    node.restart(Duration::from_secs(60)).expect("strata local restarts");
+}
+
+/// The UFS operations recorded and not completed in a stopped master's data dir.
+fn intents_left(dir: &Path) -> Vec<strata_actors::master::namespace::UfsIntent> {
+    let db = strata_actors::master::store::open_db(&dir.join("master/meta")).expect("open the master db");
+    let ns = strata_actors::master::namespace::Namespace::open(db).expect("open the namespace");
+    ns.ufs_intents().expect("read intents")
+}
+
+/// A master that crashes between a delete's or rename's UFS operation and
+/// its journal entry (fault hook `STRATA_FAULT=crash-after-ufs-op`) finishes
+/// both when it comes back: the intent journaled before the UFS operation
+/// is re-driven by the new leader. The mount never re-syncs, so only the
+/// re-drive can bring the namespace in line with the UFS.
+/// With `STRATA_REDRIVE_OFF_CHECK=1` the restarts disable the re-drive
+/// (`STRATA_FAULT=no-ufs-redrive`) and the test must fail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_crash_between_ufs_op_and_journal_is_repaired_on_recovery() {
+    let dir = tempfile::tempdir().unwrap();
+    let ufs = dir.path().join("ufs");
+    std::fs::create_dir_all(&ufs).unwrap();
+    let uri = format!("file://{}", ufs.display());
+    let op = strata_actors::ufs::operator(&UfsSpec { uri: uri.clone(), options: vec![] }).expect("operator");
+    let log = crash_repair_on(dir.path(), &uri, &[], &op).await;
+    // A local rename is atomic: both names mean it was not done yet.
+    assert!(log.contains("target replaced, rename redone"), "{log}");
+}
+
+/// The same against S3 (moto), where a rename is copy + delete; also a
+/// crash between the copy and the delete (both objects left) is finished.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_crash_between_ufs_op_and_journal_is_repaired_on_recovery_on_s3() {
+    let dir = tempfile::tempdir().unwrap();
+    let (s3, _) = setup(dir.path());
+    let op = bucket(&s3, "bkt/crash"); // the objects under the mount's prefix
+    let log = crash_repair_on(dir.path(), "s3://bkt/crash", &s3_opts(&s3), &op).await;
+    assert!(log.contains("copied, source deleted"), "{log}");
+}
+
+/// Crashes the master after a delete's and two renames' UFS operations and
+/// checks each is finished after a restart; answers the master's log.
+async fn crash_repair_on(dir: &Path, uri: &str, opts: &[String], ufs: &opendal::Operator) -> String {
+    let after = if std::env::var("STRATA_REDRIVE_OFF_CHECK").is_ok() { "no-ufs-redrive" } else { "" };
+    let mut node = start_local_with_fault(dir, "crash-after-ufs-op");
+    let m = node.ready.clone();
+    mount(&m, "/m", uri, &["--sync", "never"], opts);
+    let c = client(&m, MIB as u64).await;
+    let (a, b) = (bytes(MIB + 100, 70), bytes(2 * MIB + 7, 71));
+    put(&c, "/m/a.bin", &a).await.unwrap();
+    put(&c, "/m/b.bin", &b).await.unwrap();
+    assert!(object(ufs, "a.bin").await.unwrap() == a && object(ufs, "b.bin").await.unwrap() == b);
+
+    // Delete: the UFS file goes, then the master dies before journaling.
+    let _ = c.delete("/m/a.bin", false).await;
+    node.wait_exit(Duration::from_secs(10)).expect("the master aborts after the UFS delete");
+    drop(c);
+    assert!(object(ufs, "a.bin").await.is_none(), "the UFS delete ran before the crash");
+    restart_with_fault(&mut node, after);
+    let c = client(&node.ready.clone(), MIB as u64).await;
+    eventually("the deleted file leaves the namespace", Duration::from_secs(10), || async {
+        c.stat("/m/a.bin").await.is_err_and(|e| e.code() == ErrorCode::NotFound)
+    })
+    .await;
+    assert!(object(ufs, "a.bin").await.is_none());
+    assert_eq!(c.read_all("/m/b.bin").await.unwrap(), b, "the other file is untouched");
+
+    // Rename: same, with the master restarted with the fault hook again.
+    drop(c);
+    restart_with_fault(&mut node, "crash-after-ufs-op");
+    let c = client(&node.ready.clone(), MIB as u64).await;
+    let _ = c.rename("/m/b.bin", "/m/c.bin").await;
+    node.wait_exit(Duration::from_secs(10)).expect("the master aborts after the UFS rename");
+    drop(c);
+    assert!(object(ufs, "b.bin").await.is_none(), "the UFS rename ran before the crash");
+    assert!(object(ufs, "c.bin").await.unwrap() == b);
+    restart_with_fault(&mut node, after);
+    let c = client(&node.ready.clone(), MIB as u64).await;
+    eventually("the renamed file moves in the namespace", Duration::from_secs(10), || async {
+        c.stat("/m/b.bin").await.is_err_and(|e| e.code() == ErrorCode::NotFound) && c.stat("/m/c.bin").await.is_ok()
+    })
+    .await;
+    assert_eq!(c.read_all("/m/c.bin").await.unwrap(), b, "the renamed file reads back byte-exact");
+    assert!(object(ufs, "c.bin").await.unwrap() == b && object(ufs, "b.bin").await.is_none());
+
+    // A crash in the middle of a copy + delete rename leaves both objects:
+    // put the source back as the copy left it before the crash.
+    drop(c);
+    restart_with_fault(&mut node, "crash-after-ufs-op");
+    let c = client(&node.ready.clone(), MIB as u64).await;
+    let _ = c.rename("/m/c.bin", "/m/d.bin").await;
+    node.wait_exit(Duration::from_secs(10)).expect("the master aborts after the UFS rename");
+    drop(c);
+    ufs.write("c.bin", b.clone()).await.expect("put the source back");
+    restart_with_fault(&mut node, after);
+    let c = client(&node.ready.clone(), MIB as u64).await;
+    eventually("the half-done rename is finished", Duration::from_secs(10), || async {
+        c.stat("/m/c.bin").await.is_err_and(|e| e.code() == ErrorCode::NotFound) && c.stat("/m/d.bin").await.is_ok()
+    })
+    .await;
+    eventually("the source object is gone", Duration::from_secs(5), || async { object(ufs, "c.bin").await.is_none() })
+        .await;
+    assert_eq!(c.read_all("/m/d.bin").await.unwrap(), b);
+    assert!(object(ufs, "d.bin").await.unwrap() == b);
+    let names: Vec<String> = c.list("/m").await.unwrap().into_iter().map(|e| e.name).collect();
+    assert_eq!(names, ["d.bin"]);
+    drop(c);
+    let log = node.log();
+    assert_eq!(log.matches("STRATA_FAULT=crash-after-ufs-op: aborting").count(), 3, "{log}");
+    assert!(log.contains("re-drove a recorded UFS delete") && log.contains("re-drove a recorded UFS rename"), "{log}");
+    assert!(node.stop(Duration::from_secs(10)), "the master stops cleanly");
+    assert_eq!(intents_left(dir), vec![], "no recorded UFS operation is left");
+    log
+}

@@ -80,6 +80,42 @@ pub enum JournalEntry {
     Unlink { path: String, time_ms: i64 },
     /// Set (`Some`) or clear (`None`) the TTL of `path` and of every inode below it.
     SetTtl { path: String, ttl: Option<FileTtl>, time_ms: i64 },
+    /// The leader is about to do `op` in the UFS of the mount its path is
+    /// under: recorded (in `sm_meta` under `ufs_intent:<id>`) until a
+    /// `UfsDone { id }`, so a leader that crashes between the UFS operation
+    /// and the namespace change finishes both on recovery. `id` is chosen by
+    /// the leader (random).
+    UfsIntent { id: u64, op: UfsOp, time_ms: i64 },
+    /// The UFS operation of intent `id` is done (or abandoned): apply `op` to
+    /// the namespace (as `Delete`, `Unlink` or `Rename`), if given, and forget
+    /// the intent, in one entry. The intent is forgotten even when `op` is
+    /// rejected (the answer is then that error).
+    UfsDone { id: u64, op: Option<UfsOp>, time_ms: i64 },
+}
+
+/// A namespace operation that reaches a UFS (see `JournalEntry::UfsIntent`).
+#[derive(Archive, Serialize, Deserialize, serde::Serialize, serde::Deserialize, Debug, Clone, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub enum UfsOp {
+    /// Delete `path` (a directory only with `recursive`).
+    Delete { path: String, recursive: bool },
+    /// Unlink `path` (never a directory).
+    Unlink { path: String },
+    /// Rename `src` to `dst`, replacing a file at `dst`.
+    Rename { src: String, dst: String },
+}
+
+impl UfsOp {
+    /// The plain journal entry this operation is in the namespace.
+    pub fn entry(&self, time_ms: i64) -> JournalEntry {
+        match self {
+            UfsOp::Delete { path, recursive } => {
+                JournalEntry::Delete { path: path.clone(), recursive: *recursive, time_ms }
+            }
+            UfsOp::Unlink { path } => JournalEntry::Unlink { path: path.clone(), time_ms },
+            UfsOp::Rename { src, dst } => JournalEntry::Rename { src: src.clone(), dst: dst.clone(), time_ms },
+        }
+    }
 }
 
 /// What applying an entry produced. Errors are results too: an entry that

@@ -309,29 +309,31 @@ async fn handle(req: MasterRequest, stale_ok: bool) -> Result<MasterResponse, Er
         MasterRequest::Rename { src, dst } => {
             check_path(&src)?;
             check_path(&dst)?;
-            let refresh = mounts::before_rename(&src, &dst).await?;
-            let r = freed_of(propose(JournalEntry::Rename { src, dst, time_ms: t }).await?);
-            if let Some((m, dst)) = refresh {
+            let work = mounts::before_rename(&src, &dst).await?;
+            let r =
+                freed_of(mounts::journal_change(work.pending, JournalEntry::Rename { src, dst, time_ms: t }).await?);
+            if let Some((m, dst)) = work.refresh {
                 mounts::after_rename(&m, &dst).await;
             }
             r
         }
         MasterRequest::Delete { path, recursive } => {
             check_path(&path)?;
-            mounts::before_delete(&path, recursive).await?;
-            freed_of(propose(JournalEntry::Delete { path, recursive, time_ms: t }).await?)
+            let pending = mounts::before_delete(&path, recursive, false).await?;
+            freed_of(mounts::journal_change(pending, JournalEntry::Delete { path, recursive, time_ms: t }).await?)
         }
         MasterRequest::Unlink { path } => {
             check_path(&path)?;
+            let mut pending = None;
             if mounts::mount_of(&path).await?.is_some() {
                 // The UFS object goes first: make sure it is not a directory.
                 mounts::ensure_synced(&path, false).await?;
                 if ns_call(|r| NamespaceMsg::Stat(path.clone(), r)).await??.file_type == FileType::Directory {
                     return Ok(err(ErrorCode::IsADirectory, format!("{path} is a directory")));
                 }
-                mounts::before_delete(&path, false).await?;
+                pending = mounts::before_delete(&path, false, true).await?;
             }
-            match propose(JournalEntry::Unlink { path, time_ms: t }).await? {
+            match mounts::journal_change(pending, JournalEntry::Unlink { path, time_ms: t }).await? {
                 ApplyResult::Replaced { attr, freed } => {
                     free(freed);
                     MasterResponse::Attr(attr)

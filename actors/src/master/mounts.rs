@@ -17,7 +17,7 @@ use parking_lot::Mutex;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use ractor_cluster::RactorMessage;
 use strata_protocol::frame::{read_frame, write_frame, FrameKind};
-use strata_protocol::journal::{ApplyResult, JournalEntry};
+use strata_protocol::journal::{ApplyResult, JournalEntry, UfsOp};
 use strata_protocol::messages::{DataRequest, DataResponse, FileType, WorkerAddr};
 use strata_protocol::ufs::{self as pufs, Fingerprint, MountInfo, WriteType};
 use strata_protocol::{now_ms, ErrorCode, ErrorInfo};
@@ -180,9 +180,82 @@ async fn non_empty(path: &str) -> Result<bool, ErrorInfo> {
     Ok(!ns_call(|r| NamespaceMsg::List(path.to_string(), r)).await??.is_empty())
 }
 
-/// Deletes the UFS counterpart of `path` before the delete is journaled.
-pub async fn before_delete(path: &str, recursive: bool) -> Result<(), ErrorInfo> {
-    let Some(m) = mount_of(path).await? else { return Ok(()) };
+/// Intents being carried out by this master's gateway right now: the
+/// MountSyncer's re-drive leaves them alone.
+static IN_FLIGHT: Mutex<Option<std::collections::HashSet<u64>>> = Mutex::new(None);
+
+/// A UFS operation recorded in the journal (`UfsIntent`) and being carried
+/// out by the gateway; dropping it (done, failed or cancelled) hands the
+/// intent over to the MountSyncer's re-drive if it is still recorded.
+pub struct Pending {
+    id: u64,
+    op: UfsOp,
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        if let Some(s) = IN_FLIGHT.lock().as_mut() {
+            s.remove(&self.id);
+        }
+    }
+}
+
+/// Test hook (fault injection, see `nodes/tests/t70_ufs.rs`): with
+/// `STRATA_FAULT=crash-after-ufs-op` in its environment the master aborts
+/// right after a delete's or rename's UFS operation, before the namespace
+/// change is journaled. Never set it outside tests.
+fn fault_point() {
+    static FAULT: OnceLock<bool> = OnceLock::new();
+    if *FAULT.get_or_init(|| std::env::var("STRATA_FAULT").is_ok_and(|v| v == "crash-after-ufs-op")) {
+        eprintln!("STRATA_FAULT=crash-after-ufs-op: aborting after the UFS operation");
+        std::process::abort();
+    }
+}
+
+/// Journals the intent to do `op` in the UFS (before doing it).
+async fn begin(op: UfsOp) -> Result<Pending, ErrorInfo> {
+    let id = rand::random::<u64>();
+    IN_FLIGHT.lock().get_or_insert_with(Default::default).insert(id);
+    let p = Pending { id, op };
+    propose(JournalEntry::UfsIntent { id, op: p.op.clone(), time_ms: now_ms() }).await?;
+    Ok(p)
+}
+
+/// After `ufs_op` of intent `p` ran: on success passes the fault hook and
+/// hands `p` back; on failure forgets the intent (the namespace is left as it
+/// is, as before intents) and answers the UFS error.
+async fn after_ufs_op(p: Pending, r: Result<(), ErrorInfo>) -> Result<Pending, ErrorInfo> {
+    match r {
+        Ok(()) => {
+            fault_point();
+            Ok(p)
+        }
+        Err(e) => {
+            let done = JournalEntry::UfsDone { id: p.id, op: None, time_ms: now_ms() };
+            if let Err(e2) = propose(done).await {
+                tracing::warn!(id = p.id, error = %e2, "abandoning a UFS intent failed; the leader re-drives it");
+            }
+            Err(e)
+        }
+    }
+}
+
+/// Journals the namespace change `entry` after its UFS operation: with a
+/// pending intent, as its completion (`UfsDone`, which also forgets the
+/// intent) — otherwise (no mount, or nothing in the UFS) as `entry` itself.
+pub async fn journal_change(pending: Option<Pending>, entry: JournalEntry) -> Result<ApplyResult, ErrorInfo> {
+    match pending {
+        None => propose(entry).await,
+        Some(p) => propose(JournalEntry::UfsDone { id: p.id, op: Some(p.op.clone()), time_ms: now_ms() }).await,
+    }
+}
+
+/// Deletes the UFS counterpart of `path` before the delete is journaled
+/// (`unlink`: the namespace change will be an `Unlink`). When the UFS is
+/// touched, the intent is journaled first and returned: journal the change
+/// with [`journal_change`].
+pub async fn before_delete(path: &str, recursive: bool, unlink: bool) -> Result<Option<Pending>, ErrorInfo> {
+    let Some(m) = mount_of(path).await? else { return Ok(None) };
     if path == m.path {
         return Err(ErrorInfo::new(ErrorCode::InvalidArgument, format!("{path} is a mount point: unmount it")));
     }
@@ -193,19 +266,34 @@ pub async fn before_delete(path: &str, recursive: bool) -> Result<(), ErrorInfo>
             return Err(ErrorInfo::new(ErrorCode::DirectoryNotEmpty, format!("{path} is not empty")));
         }
         if in_ufs(&rec) {
-            let is_dir = rec.attr.file_type == FileType::Directory;
-            ufs::remove(&m.spec, &pufs::key_of(path, &m.path), is_dir).await?;
+            let op = if unlink {
+                UfsOp::Unlink { path: path.to_string() }
+            } else {
+                UfsOp::Delete { path: path.to_string(), recursive }
+            };
+            let p = begin(op).await?;
+            let r = ufs::remove(&m.spec, &pufs::key_of(path, &m.path), is_dir).await;
+            return after_ufs_op(p, r).await.map(Some);
         }
     }
-    Ok(())
+    Ok(None)
+}
+
+/// What the UFS side of a rename left to do: the intent to complete and the
+/// file to re-fingerprint afterwards (a copy on S3 changes it).
+#[derive(Default)]
+pub struct RenameWork {
+    /// The intent to complete with [`journal_change`].
+    pub pending: Option<Pending>,
+    /// The mount and new path of a renamed file, for [`after_rename`].
+    pub refresh: Option<(MountInfo, String)>,
 }
 
 /// Renames the UFS counterpart of `src` before the rename is journaled.
-/// Returns the file to re-fingerprint afterwards (a copy on S3 changes it).
-pub async fn before_rename(src: &str, dst: &str) -> Result<Option<(MountInfo, String)>, ErrorInfo> {
+pub async fn before_rename(src: &str, dst: &str) -> Result<RenameWork, ErrorInfo> {
     let (ms, md) = (mount_of(src).await?, mount_of(dst).await?);
     let m = match (ms, md) {
-        (None, None) => return Ok(None),
+        (None, None) => return Ok(RenameWork::default()),
         (Some(a), Some(b)) if a.path == b.path => a,
         _ => {
             return Err(ErrorInfo::new(
@@ -219,7 +307,7 @@ pub async fn before_rename(src: &str, dst: &str) -> Result<Option<(MountInfo, St
     }
     ensure_synced(src, false).await?;
     ensure_synced(dst, false).await?;
-    let Some(rec) = lookup(src).await? else { return Ok(None) };
+    let Some(rec) = lookup(src).await? else { return Ok(RenameWork::default()) };
     let (skey, dkey) = (pufs::key_of(src, &m.path), pufs::key_of(dst, &m.path));
     let is_dir = rec.attr.file_type == FileType::Directory;
     if let Some(old) = lookup(dst).await? {
@@ -228,17 +316,153 @@ pub async fn before_rename(src: &str, dst: &str) -> Result<Option<(MountInfo, St
         }
     }
     if in_ufs(&rec) {
-        if let Some(old) = lookup(dst).await? {
-            if in_ufs(&old) && old.attr.file_type != FileType::Directory {
-                ufs::remove(&m.spec, &dkey, false).await?;
+        let p = begin(UfsOp::Rename { src: src.to_string(), dst: dst.to_string() }).await?;
+        let r = async {
+            if let Some(old) = lookup(dst).await? {
+                if in_ufs(&old) && old.attr.file_type != FileType::Directory {
+                    ufs::remove(&m.spec, &dkey, false).await?;
+                }
+            }
+            ufs::rename(&m.spec, &skey, &dkey, is_dir).await
+        }
+        .await;
+        let p = after_ufs_op(p, r).await?;
+        let refresh = (!is_dir).then(|| (m, dst.to_string()));
+        return Ok(RenameWork { pending: Some(p), refresh });
+    }
+    Ok(RenameWork::default())
+}
+
+/// Frees what an applied delete, unlink or rename released.
+fn free_applied(r: ApplyResult) {
+    match r {
+        ApplyResult::Freed { blocks } | ApplyResult::Replaced { freed: blocks, .. } => free(blocks),
+        _ => {}
+    }
+}
+
+/// Finishes a recorded UFS operation that no gateway is carrying out (its
+/// leader crashed or lost leadership between the intent and the
+/// completion), idempotently: the UFS side is brought to the operation's
+/// result (what is already done is not redone; a missing object is fine),
+/// then the namespace change is journaled if it still applies, with the
+/// completion. Any UFS error leaves the intent for a later retry.
+async fn redrive(intent: &super::namespace::UfsIntent) -> Result<(), ErrorInfo> {
+    let id = intent.id;
+    let done = |op: Option<UfsOp>| JournalEntry::UfsDone { id, op, time_ms: now_ms() };
+    let anchor = match &intent.op {
+        UfsOp::Delete { path, .. } | UfsOp::Unlink { path } => path.clone(),
+        UfsOp::Rename { src, .. } => src.clone(),
+    };
+    let Some(m) = mount_of(&anchor).await? else {
+        // Unmounted since: nothing to do in a UFS Strata no longer knows.
+        propose(done(None)).await?;
+        return Ok(());
+    };
+    match &intent.op {
+        UfsOp::Delete { path, .. } | UfsOp::Unlink { path } => {
+            let rec = lookup(path).await?;
+            let key = pufs::key_of(path, &m.path);
+            match &rec {
+                Some(r) => ufs::remove(&m.spec, &key, r.attr.file_type == FileType::Directory).await?,
+                None => {
+                    ufs::remove(&m.spec, &key, false).await?;
+                    if matches!(intent.op, UfsOp::Delete { recursive: true, .. }) {
+                        ufs::remove(&m.spec, &key, true).await?;
+                    }
+                }
+            }
+            let r = propose(done(rec.is_some().then(|| intent.op.clone()))).await;
+            tracing::info!(id, path = %path, result = ?r, "re-drove a recorded UFS delete");
+            if let Ok(r) = r {
+                free_applied(r);
             }
         }
-        ufs::rename(&m.spec, &skey, &dkey, is_dir).await?;
-        if !is_dir {
-            return Ok(Some((m, dst.to_string())));
+        UfsOp::Rename { src, dst } => {
+            if mount_of(dst).await?.is_none_or(|d| d.path != m.path) {
+                propose(done(None)).await?;
+                return Ok(());
+            }
+            let (skey, dkey) = (pufs::key_of(src, &m.path), pufs::key_of(dst, &m.path));
+            let rec = match lookup(src).await? {
+                Some(r) => Some(r),
+                None => lookup(dst).await?,
+            };
+            let is_dir = rec.as_ref().is_some_and(|r| r.attr.file_type == FileType::Directory);
+            let step = if is_dir {
+                if ufs::dir_exists(&m.spec, &skey).await? {
+                    ufs::rename(&m.spec, &skey, &dkey, true).await?;
+                    "directory rename redone"
+                } else {
+                    "directory already renamed"
+                }
+            } else {
+                match (ufs::stat(&m.spec, &skey).await?, ufs::stat(&m.spec, &dkey).await?) {
+                    (Some(_), None) => {
+                        ufs::rename(&m.spec, &skey, &dkey, false).await?;
+                        "rename redone"
+                    }
+                    (Some(s), Some(d)) if s.size == d.size && s.etag.is_some() && s.etag == d.etag => {
+                        // A copy + delete rename (S3) stopped after the copy: finish the delete.
+                        ufs::remove(&m.spec, &skey, false).await?;
+                        "copied, source deleted"
+                    }
+                    (Some(_), Some(_)) => {
+                        // Nothing was done yet (the old target is still there): do it all.
+                        ufs::remove(&m.spec, &dkey, false).await?;
+                        ufs::rename(&m.spec, &skey, &dkey, false).await?;
+                        "target replaced, rename redone"
+                    }
+                    _ => "already renamed",
+                }
+            };
+            let apply = lookup(src).await?.is_some();
+            let r = propose(done(apply.then(|| intent.op.clone()))).await;
+            tracing::info!(id, src = %src, dst = %dst, ufs = step, result = ?r, "re-drove a recorded UFS rename");
+            if let Ok(r) = r {
+                free_applied(r);
+                if !is_dir {
+                    after_rename(&m, dst).await;
+                }
+            }
         }
     }
-    Ok(None)
+    Ok(())
+}
+
+/// Re-drives every recorded UFS operation this master is not carrying out
+/// itself and that is due (retries back off as the async persists do).
+async fn redrive_all(retry: &mut HashMap<u64, (u32, Instant)>) -> Result<(), ErrorInfo> {
+    let intents = ns_call(NamespaceMsg::UfsIntents).await??;
+    retry.retain(|id, _| intents.iter().any(|i| i.id == *id));
+    let now = Instant::now();
+    for intent in intents {
+        if IN_FLIGHT.lock().as_ref().is_some_and(|s| s.contains(&intent.id)) {
+            continue;
+        }
+        if retry.get(&intent.id).is_some_and(|(_, at)| *at > now) {
+            continue;
+        }
+        if redrive_disabled() {
+            continue;
+        }
+        if let Err(e) = redrive(&intent).await {
+            let (attempts, at) = retry.entry(intent.id).or_insert((0, now));
+            *attempts += 1;
+            let backoff = Duration::from_millis(200u64 << (*attempts).min(8)).min(MAX_BACKOFF);
+            *at = Instant::now() + backoff;
+            tracing::warn!(id = intent.id, op = ?intent.op, attempts = *attempts, ?backoff, error = %e,
+                "re-driving a recorded UFS operation failed; retrying");
+        }
+    }
+    Ok(())
+}
+
+/// Test hook: `STRATA_FAULT=no-ufs-redrive` turns the re-drive off, to
+/// check that the crash test fails without it. Never set it outside tests.
+fn redrive_disabled() -> bool {
+    static OFF: OnceLock<bool> = OnceLock::new();
+    *OFF.get_or_init(|| std::env::var("STRATA_FAULT").is_ok_and(|v| v == "no-ufs-redrive"))
 }
 
 /// After a UFS rename: record the renamed object's new version, so the next
@@ -429,10 +653,14 @@ pub struct SyncerState {
     leader: bool,
     last_scan: Option<Instant>,
     last_ttl: Option<Instant>,
+    last_intents: Option<Instant>,
+    intent_retry: HashMap<u64, (u32, Instant)>,
 }
 
 /// How often the leader looks for files whose TTL expired.
 const TTL_CHECK: Duration = Duration::from_secs(1);
+/// How often the leader looks for recorded UFS operations left unfinished.
+const INTENT_CHECK: Duration = Duration::from_secs(2);
 
 const RESCAN: Duration = Duration::from_secs(30);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
@@ -444,7 +672,14 @@ impl Actor for MountSyncer {
 
     async fn pre_start(&self, myself: ActorRef<Self::Msg>, _: ()) -> Result<Self::State, ActorProcessingErr> {
         myself.send_interval(Duration::from_millis(500), || SyncerMsg::Tick);
-        Ok(SyncerState { queue: BTreeMap::new(), leader: false, last_scan: None, last_ttl: None })
+        Ok(SyncerState {
+            queue: BTreeMap::new(),
+            leader: false,
+            last_scan: None,
+            last_ttl: None,
+            last_intents: None,
+            intent_retry: HashMap::new(),
+        })
     }
 
     async fn handle(
@@ -462,7 +697,15 @@ impl Actor for MountSyncer {
                 if !leader {
                     st.leader = false;
                     st.queue.clear();
+                    st.intent_retry.clear();
                     return Ok(());
+                }
+                if !st.leader || st.last_intents.is_none_or(|t| t.elapsed() >= INTENT_CHECK) {
+                    // First thing as a new leader: finish what a crashed one left.
+                    st.last_intents = Some(Instant::now());
+                    if let Err(e) = redrive_all(&mut st.intent_retry).await {
+                        tracing::warn!(error = %e, "re-driving recorded UFS operations failed");
+                    }
                 }
                 if !st.leader || st.last_scan.is_none_or(|t| t.elapsed() > RESCAN) {
                     st.leader = true;
@@ -569,8 +812,10 @@ async fn ttl_pass() -> Result<(), ErrorInfo> {
 /// Deletes a file (or an empty directory) whose TTL expired: from the UFS
 /// first when it is under a mount, then from the namespace.
 async fn ttl_delete(p: &str, now: i64) {
-    let r = match before_delete(p, false).await {
-        Ok(()) => propose(JournalEntry::Delete { path: p.to_string(), recursive: false, time_ms: now }).await,
+    let r = match before_delete(p, false, false).await {
+        Ok(pending) => {
+            journal_change(pending, JournalEntry::Delete { path: p.to_string(), recursive: false, time_ms: now }).await
+        }
         Err(e) => Err(e),
     };
     match r {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use rocksdb::{IteratorMode, WriteBatch, DB};
 use serde::{Deserialize, Serialize};
-use strata_protocol::journal::{ApplyResult, JournalEntry};
+use strata_protocol::journal::{ApplyResult, JournalEntry, UfsOp};
 use strata_protocol::messages::{Attr, DirEntry, FileType, SetAttrs};
 use strata_protocol::ufs::{self, Fingerprint, MountInfo, UfsEntry};
 use strata_protocol::{path, BlockId, ErrorCode, ErrorInfo, InodeId, ROOT_INODE};
@@ -89,6 +89,25 @@ const MOUNT_PREFIX: &[u8] = b"mount:";
 /// Present in `sm_meta` once a `SetTtl` with a TTL was applied: until then
 /// the leader's TTL pass need not walk the whole namespace.
 const TTL_USED: &[u8] = b"ttl_used";
+/// Pending UFS operations (`JournalEntry::UfsIntent`) live in `sm_meta`
+/// under this prefix followed by the intent id (u64 BE), as bincode
+/// `(UfsOp, time_ms)`, until their `UfsDone`.
+const INTENT_PREFIX: &[u8] = b"ufs_intent:";
+
+fn intent_key(id: u64) -> Vec<u8> {
+    [INTENT_PREFIX, &id.to_be_bytes()[..]].concat()
+}
+
+/// A UFS operation recorded before it was done and not completed yet.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct UfsIntent {
+    /// The id the leader gave it.
+    pub id: u64,
+    /// What is to be done.
+    pub op: UfsOp,
+    /// When it was recorded.
+    pub time_ms: i64,
+}
 
 fn mount_key(p: &str) -> Vec<u8> {
     [MOUNT_PREFIX, p.as_bytes()].concat()
@@ -364,6 +383,21 @@ impl Namespace {
         Ok(self.db.get_cf(handle(&self.db, cf::SM_META), TTL_USED)?.is_some())
     }
 
+    /// The UFS operations recorded and not completed, in id order.
+    pub fn ufs_intents(&self) -> Result<Vec<UfsIntent>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.db.prefix_iterator_cf(handle(&self.db, cf::SM_META), INTENT_PREFIX) {
+            let (k, v) = item?;
+            if !k.starts_with(INTENT_PREFIX) {
+                break;
+            }
+            let id = u64_of(&k, &k[INTENT_PREFIX.len()..])?;
+            let (op, time_ms): (UfsOp, i64) = decode(&k, &v)?;
+            out.push(UfsIntent { id, op, time_ms });
+        }
+        Ok(out)
+    }
+
     /// Number of inodes (approximate for big trees: RocksDB's estimate).
     pub fn inode_count(&self) -> u64 {
         self.db
@@ -405,6 +439,10 @@ impl Namespace {
             }
             Err(NsError::Store(e)) => return Err(e),
         };
+        if let JournalEntry::UfsDone { id, .. } = entry {
+            // Forgotten even when the namespace change was rejected.
+            tx.batch.delete_cf(handle(&self.db, cf::SM_META), intent_key(*id));
+        }
         for (cf_name, k, v) in extra {
             tx.batch.put_cf(handle(&self.db, cf_name), k, v);
         }
@@ -960,6 +998,15 @@ impl Tx<'_> {
                 }
                 Ok(ApplyResult::Attr(top.ok_or_else(|| ns(ErrorCode::Internal, "walk yielded nothing"))?))
             }
+            JournalEntry::UfsIntent { id, op, time_ms } => {
+                self.batch.put_cf(handle(&self.ns.db, cf::SM_META), intent_key(*id), encode(&(op, *time_ms)));
+                Ok(ApplyResult::Done)
+            }
+            JournalEntry::UfsDone { id: _, op, time_ms } => match op {
+                // The intent row is removed by `Namespace::apply`.
+                Some(op) => self.apply(&op.entry(*time_ms)),
+                None => Ok(ApplyResult::Done),
+            },
         }
     }
 
@@ -1558,5 +1605,49 @@ mod tests {
             ErrorCode::InvalidArgument
         );
         assert_eq!(err(&ns, set("/nope", Some(t))), ErrorCode::NotFound);
+    }
+
+    #[test]
+    fn ufs_intents_are_recorded_carried_by_snapshots_and_cleared_by_completion() {
+        let dir = tempfile::tempdir().unwrap();
+        let ns = ns_in(&dir);
+        ok(&ns, mkdir("/m", false));
+        one_block_file(&ns, "/m/a");
+        one_block_file(&ns, "/m/b");
+        let del = UfsOp::Delete { path: "/m/a".into(), recursive: false };
+        let ren = UfsOp::Rename { src: "/m/b".into(), dst: "/m/c".into() };
+        ok(&ns, JournalEntry::UfsIntent { id: 7, op: del.clone(), time_ms: 10 });
+        ok(&ns, JournalEntry::UfsIntent { id: 3, op: ren.clone(), time_ms: 11 });
+        let want =
+            vec![UfsIntent { id: 3, op: ren.clone(), time_ms: 11 }, UfsIntent { id: 7, op: del.clone(), time_ms: 10 }];
+        assert_eq!(ns.ufs_intents().unwrap(), want);
+        // An intent changes nothing in the tree by itself.
+        assert!(ns.resolve("/m/a").is_ok() && ns.resolve("/m/b").is_ok());
+
+        // Carried by a snapshot.
+        let dir2 = tempfile::tempdir().unwrap();
+        let ns2 = ns_in(&dir2);
+        ns2.import(&ns.export().unwrap()).unwrap();
+        assert_eq!(ns2.ufs_intents().unwrap(), want);
+
+        // The completion applies the change and forgets the intent in one entry.
+        assert!(matches!(
+            ok(&ns, JournalEntry::UfsDone { id: 7, op: Some(del.clone()), time_ms: 12 }),
+            ApplyResult::Freed { .. }
+        ));
+        assert!(ns.resolve("/m/a").is_err());
+        assert_eq!(ns.ufs_intents().unwrap(), want[..1].to_vec());
+        // A rejected change (src gone) still forgets the intent.
+        ok(&ns, JournalEntry::Delete { path: "/m/b".into(), recursive: false, time_ms: 13 });
+        assert_eq!(err(&ns, JournalEntry::UfsDone { id: 3, op: Some(ren.clone()), time_ms: 14 }), ErrorCode::NotFound);
+        assert_eq!(ns.ufs_intents().unwrap(), vec![]);
+        assert!(ns.resolve("/m/c").is_err());
+
+        // On the imported copy: a completion without a change, then the rename.
+        ok(&ns2, JournalEntry::UfsDone { id: 7, op: None, time_ms: 12 });
+        assert!(ns2.resolve("/m/a").is_ok(), "an abandoned intent changes nothing");
+        ok(&ns2, JournalEntry::UfsDone { id: 3, op: Some(ren), time_ms: 14 });
+        assert!(ns2.resolve("/m/b").is_err() && ns2.resolve("/m/c").is_ok());
+        assert_eq!(ns2.ufs_intents().unwrap(), vec![]);
     }
 }

@@ -64,6 +64,8 @@ pub enum NamespaceMsg {
     PersistedBlocks(Vec<BlockId>, RpcReplyPort<Vec<BlockId>>),
     /// Whether a per-inode TTL was ever set.
     TtlUsed(RpcReplyPort<Result<bool, ErrorInfo>>),
+    /// The UFS operations recorded and not completed.
+    UfsIntents(RpcReplyPort<Result<Vec<super::namespace::UfsIntent>, ErrorInfo>>),
     /// Those of the blocks whose files are pinned.
     PinnedBlocks(Vec<BlockId>, RpcReplyPort<Vec<BlockId>>),
 }
@@ -165,6 +167,9 @@ impl Actor for NamespaceActor {
             }
             NamespaceMsg::TtlUsed(reply) => {
                 let _ = reply.send(ns.ttl_used().map_err(|e| to_info(e.into())));
+            }
+            NamespaceMsg::UfsIntents(reply) => {
+                let _ = reply.send(ns.ufs_intents().map_err(|e| to_info(e.into())));
             }
             NamespaceMsg::PinnedBlocks(blocks, reply) => {
                 let mut out = Vec::new();

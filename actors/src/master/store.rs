@@ -4,7 +4,7 @@
 //! |---------------|-----------------------------|--------------------------------|
 //! | `raft_log`    | log index (u64 BE)          | bincode `Entry<TypeConfig>`    |
 //! | `raft_meta`   | `vote`, `committed`, `purged` | bincode vote / log id        |
-//! | `sm_meta`     | `applied`, `membership`, `next_inode`, `next_block` | bincode |
+//! | `sm_meta`     | `applied`, `membership`, `next_inode`, `next_block`, `mount:<path>`, `ufs_intent:<id>` | bincode |
 //! | `inodes`      | inode (u64 BE)              | bincode [`InodeRecord`]        |
 //! | `edges`       | parent (u64 BE) ++ name     | child inode (u64 BE)           |
 //! | `blocks`      | block (u64 BE)              | owning inode (u64 BE)          |
