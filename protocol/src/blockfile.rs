@@ -172,16 +172,14 @@ fn read_verified(file: &File, meta: &BlockMeta, offset: u64, length: u64) -> Res
 
 /// A block opened for reading, its metadata checked: what a client on the
 /// worker's host reads directly (short-circuit), with the same checksums.
-/// Blocks never change once written, and an open file outlives eviction, so
-/// each chunk is verified the first time it is read through this handle;
-/// later reads of it are plain `pread`s of just the bytes asked for (a 4 KiB
-/// random read costs 4 KiB, not a 64 KiB chunk and its checksum).
+/// Blocks never change once written, and an open file outlives eviction.
+/// Every read verifies the chunks it touches, like the worker's: bytes that
+/// rotted on disk after an earlier read are caught (a 4 KiB random read
+/// costs its 64 KiB chunk and checksum).
 #[derive(Debug)]
 pub struct OpenBlock {
     meta: BlockMeta,
     file: File,
-    /// One bit per chunk: verified through this handle.
-    verified: Vec<std::sync::atomic::AtomicU64>,
 }
 
 impl OpenBlock {
@@ -189,8 +187,7 @@ impl OpenBlock {
     pub fn open(dir: &Path, block_id: BlockId) -> Result<Self, BlockError> {
         let meta = read_meta(dir, block_id)?;
         let file = File::open(data_path(dir, block_id))?;
-        let verified = (0..meta.crcs.len().div_ceil(64)).map(|_| Default::default()).collect();
-        Ok(OpenBlock { meta, file, verified })
+        Ok(OpenBlock { meta, file })
     }
 
     /// The block's length.
@@ -203,28 +200,8 @@ impl OpenBlock {
         self.meta.length == 0
     }
 
-    fn is_verified(&self, chunk: u64) -> bool {
-        let bit = 1u64 << (chunk % 64);
-        self.verified[(chunk / 64) as usize].load(std::sync::atomic::Ordering::Relaxed) & bit != 0
-    }
-
-    /// Reads `length` bytes at `offset`, verifying every chunk touched that
-    /// this handle has not verified before.
+    /// Reads `length` bytes at `offset`, verifying every chunk touched.
     pub fn read(&self, offset: u64, length: u64) -> Result<Vec<u8>, BlockError> {
-        let in_range = offset.checked_add(length).is_some_and(|end| end <= self.meta.length);
-        if in_range && length > 0 {
-            let (first, last) = (offset / CHUNK_BYTES, (offset + length - 1) / CHUNK_BYTES);
-            if (first..=last).all(|c| self.is_verified(c)) {
-                let mut buf = vec![0u8; length as usize];
-                self.file.read_exact_at(&mut buf, offset)?;
-                return Ok(buf);
-            }
-            let out = read_verified(&self.file, &self.meta, offset, length)?;
-            for c in first..=last {
-                self.verified[(c / 64) as usize].fetch_or(1 << (c % 64), std::sync::atomic::Ordering::Relaxed);
-            }
-            return Ok(out);
-        }
         read_verified(&self.file, &self.meta, offset, length)
     }
 }
@@ -362,8 +339,8 @@ mod tests {
         assert_eq!(open.len(), data.len() as u64);
         assert_eq!(open.read(60_000, 1000).unwrap(), &data[60_000..61_000]);
         assert!(matches!(open.read(99_000, 2000), Err(BlockError::Checksum { chunk: 1, .. })));
-        // Chunk 0 is verified now: later reads of it are exact preads; a bad
-        // chunk is never marked verified, alone or beside a good one.
+        // Reads within the good chunk work; any read touching the bad one
+        // fails, every time.
         assert_eq!(open.read(10, 20).unwrap(), &data[10..30]);
         assert_eq!(open.read(65_000, 536).unwrap(), &data[65_000..65_536]);
         assert!(matches!(open.read(65_000, 1000), Err(BlockError::Checksum { chunk: 1, .. })));
