@@ -13,23 +13,32 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 
-/// A free TCP port on 127.0.0.1 (bound and released; good enough for
-/// tests), never one this process handed out before: the kernel may offer a
-/// released port again, and two nodes of one cluster must not get the same.
+/// A free TCP port on 127.0.0.1 for a node to listen on, never one this
+/// process handed out before. It is taken below the kernel's ephemeral
+/// range (read from `ip_local_port_range`, 32768 by default): a port the
+/// kernel hands out for `bind(0)` or an outgoing connection could be taken
+/// by some connection between this check and the node's bind (seen in CI
+/// as "Address already in use").
 pub fn free_port() -> u16 {
     static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
-    for _ in 0..100 {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("a free port");
-        let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
-        if !given.contains(&port) {
-            given.push(port);
-            return port;
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().and_then(|p| p.parse::<u16>().ok()))
+        .unwrap_or(32768);
+    let (low, high) = (10_000u16, ephemeral_low.max(10_001));
+    let span = u32::from(high - low);
+    let seed = std::process::id()
+        ^ std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    for i in 0..span {
+        let port = low + ((seed.wrapping_add(i.wrapping_mul(7919))) % span) as u16;
+        if given.contains(&port) || std::net::TcpListener::bind(("127.0.0.1", port)).is_err() {
+            continue;
         }
+        given.push(port);
+        return port;
     }
-    panic!("no fresh free port in 100 tries");
+    panic!("no free port below the ephemeral range");
 }
 
 /// One `strata` process.
