@@ -87,7 +87,14 @@ impl Node {
 
     /// Starts the process without waiting for its ready line (see [`Node::wait_ready`]).
     pub fn spawn(bin: &Path, args: &[String], ready_prefix: &str, log: &Path) -> Result<Node> {
-        let mut n = Node {
+        let mut n = Node::new(bin, args, ready_prefix, log);
+        n.spawn_process()?;
+        Ok(n)
+    }
+
+    /// A node not started yet.
+    fn new(bin: &Path, args: &[String], ready_prefix: &str, log: &Path) -> Node {
+        Node {
             bin: bin.to_path_buf(),
             args: args.to_vec(),
             ready_prefix: ready_prefix.to_string(),
@@ -97,9 +104,7 @@ impl Node {
             log: log.to_path_buf(),
             rx: None,
             env: Vec::new(),
-        };
-        n.spawn_process()?;
-        Ok(n)
+        }
     }
 
     /// Starts `bin args…` with extra environment variables `env` (kept for
@@ -112,17 +117,7 @@ impl Node {
         log: &Path,
         timeout: Duration,
     ) -> Result<Node> {
-        let mut n = Node {
-            bin: bin.to_path_buf(),
-            args: args.to_vec(),
-            ready_prefix: ready_prefix.to_string(),
-            child: None,
-            ready: String::new(),
-            lines: Vec::new(),
-            log: log.to_path_buf(),
-            rx: None,
-            env: Vec::new(),
-        };
+        let mut n = Node::new(bin, args, ready_prefix, log);
         n.set_env(env);
         n.launch(timeout)?;
         Ok(n)

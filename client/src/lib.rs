@@ -447,14 +447,20 @@ impl Client {
         if let Some(data) = &file.inline {
             return data.get(off as usize..end as usize).map(<[u8]>::to_vec);
         }
-        let b = file.blocks.iter().find(|b| b.offset <= off && off < b.offset + b.length)?;
-        if end > b.offset + b.length
-            || (b.from_ufs && file.ufs.is_some())
-            || !b.workers.iter().any(|w| self.is_local(w))
-        {
-            return None;
-        }
+        let b = self.local_block(file, off).filter(|b| end <= b.offset + b.length)?;
         self.inner.data.read_open_local(b.block_id, off - b.offset, end - off)
+    }
+
+    /// The block of `file` covering `off` if a worker on this host holds it
+    /// (readable from its block file), not to be fetched from the UFS.
+    pub(crate) fn local_block<'a>(
+        &self,
+        file: &'a FileBlocks,
+        off: u64,
+    ) -> Option<&'a strata_protocol::messages::BlockLocation> {
+        let b = file.blocks.iter().find(|b| b.offset <= off && off < b.offset + b.length)?;
+        let local = !(b.from_ufs && file.ufs.is_some()) && b.workers.iter().any(|w| self.is_local(w));
+        local.then_some(b)
     }
 
     /// Opens a complete file for reading.

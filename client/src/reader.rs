@@ -67,13 +67,6 @@ impl FileReader {
         Some((b.clone(), in_block, len))
     }
 
-    /// Whether the block at `off` is read from a local block file.
-    fn is_local_at(&self, off: u64) -> bool {
-        self.file.blocks.iter().find(|b| b.offset <= off && off < b.offset + b.length).is_some_and(|b| {
-            !(b.from_ufs && self.file.ufs.is_some()) && b.workers.iter().any(|w| self.client.is_local(w))
-        })
-    }
-
     fn spawn_fetch(&self, off: u64) -> Option<(u64, Fetch)> {
         let (block, in_block, len) = self.chunk_at(off, self.client.inner.cfg.read_chunk_bytes)?;
         let client = self.client.clone();
@@ -105,7 +98,7 @@ impl FileReader {
             // file (no round trip to amortize).
             let max = if sequential {
                 self.client.inner.cfg.read_chunk_bytes
-            } else if self.is_local_at(chunk_start) {
+            } else if self.client.local_block(&self.file, chunk_start).is_some() {
                 buf.len() as u64
             } else {
                 RANDOM_CHUNK_BYTES.max(buf.len() as u64)

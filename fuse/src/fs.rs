@@ -867,8 +867,8 @@ impl StrataFs {
     pub fn setxattr(&self, ino: u64, name: &std::ffi::OsStr, value: Option<&[u8]>, flags: u32) -> FsResult<()> {
         let name = name.to_str().ok_or(Errno::EINVAL)?;
         let path = self.path(ino)?;
-        self.xattrs.lock().remove(&ino);
         let r = self.block_on(self.client.set_xattr(&path, name, value.map(<[u8]>::to_vec), flags));
+        // After the call: a list read while it ran may hold the old value.
         self.xattrs.lock().remove(&ino);
         r.map_err(|e| errno(&e))
     }

@@ -970,33 +970,23 @@ impl Tx<'_> {
                 self.put_inode(&rec);
                 Ok(ApplyResult::Done)
             }
-            JournalEntry::SetPin { path: p, pinned, time_ms: _ } => {
-                let mut top = None;
-                for (_, mut rec) in self.ns.walk(p)? {
-                    if rec.attr.pinned != *pinned {
-                        rec.attr.pinned = *pinned;
-                        self.put_inode(&rec);
-                    }
-                    top.get_or_insert(rec.attr); // `walk` yields `p` first
-                }
-                Ok(ApplyResult::Attr(top.ok_or_else(|| ns(ErrorCode::Internal, "walk yielded nothing"))?))
-            }
+            JournalEntry::SetPin { path: p, pinned, time_ms: _ } => self.set_in_tree(p, |a| {
+                let changed = a.pinned != *pinned;
+                a.pinned = *pinned;
+                changed
+            }),
             JournalEntry::SetTtl { path: p, ttl, time_ms: _ } => {
                 if ttl.is_some_and(|t| t.ttl_ms == 0) {
                     return Err(ns(ErrorCode::InvalidArgument, "a TTL must be longer than 0"));
                 }
-                let mut top = None;
-                for (_, mut rec) in self.ns.walk(p)? {
-                    if rec.attr.ttl != *ttl {
-                        rec.attr.ttl = *ttl;
-                        self.put_inode(&rec);
-                    }
-                    top.get_or_insert(rec.attr); // `walk` yields `p` first
-                }
                 if ttl.is_some() {
                     self.batch.put_cf(handle(&self.ns.db, cf::SM_META), TTL_USED, [1u8]);
                 }
-                Ok(ApplyResult::Attr(top.ok_or_else(|| ns(ErrorCode::Internal, "walk yielded nothing"))?))
+                self.set_in_tree(p, |a| {
+                    let changed = a.ttl != *ttl;
+                    a.ttl = *ttl;
+                    changed
+                })
             }
             JournalEntry::UfsIntent { id, op, time_ms } => {
                 self.batch.put_cf(handle(&self.ns.db, cf::SM_META), intent_key(*id), encode(&(op, *time_ms)));
@@ -1008,6 +998,19 @@ impl Tx<'_> {
                 None => Ok(ApplyResult::Done),
             },
         }
+    }
+
+    /// Applies `set` to the attributes of `p` and of every inode below it,
+    /// writing those it changed; answers `p`'s attributes (pin, TTL).
+    fn set_in_tree(&mut self, p: &str, set: impl Fn(&mut Attr) -> bool) -> Result<ApplyResult, NsError> {
+        let mut top = None;
+        for (_, mut rec) in self.ns.walk(p)? {
+            if set(&mut rec.attr) {
+                self.put_inode(&rec);
+            }
+            top.get_or_insert(rec.attr); // `walk` yields `p` first
+        }
+        Ok(ApplyResult::Attr(top.ok_or_else(|| ns(ErrorCode::Internal, "walk yielded nothing"))?))
     }
 
     /// Removes `p`: a directory only with `recursive` Some (and non-empty
