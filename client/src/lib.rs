@@ -13,6 +13,7 @@
 //! # Ok(()) }
 //! ```
 
+mod behind;
 pub mod data;
 mod error;
 mod master;
@@ -102,8 +103,9 @@ pub struct Client {
 
 struct Inner {
     cfg: ClientConfig,
-    master: master::Masters,
+    master: Arc<master::Masters>,
     data: data::DataPool,
+    behind: Arc<behind::Behind>,
 }
 
 impl Client {
@@ -111,7 +113,8 @@ impl Client {
     pub async fn connect(cfg: ClientConfig) -> Result<Client, ClientError> {
         let master = master::Masters::connect(&cfg.master, cfg.rpc_timeout, cfg.failover_timeout).await?;
         let data = data::DataPool::new(cfg.data_timeout);
-        Ok(Client { inner: Arc::new(Inner { cfg, master, data }) })
+        let (master, behind) = (Arc::new(master), Arc::new(behind::Behind::new()));
+        Ok(Client { inner: Arc::new(Inner { cfg, master, data, behind }) })
     }
 
     /// The configuration.
@@ -125,6 +128,7 @@ impl Client {
     }
 
     async fn call(&self, req: MasterRequest) -> Result<MasterResponse, ClientError> {
+        self.inner.behind.before(&req).await;
         match self.inner.master.call(req, self.inner.cfg.stale_reads).await? {
             MasterResponse::Error(e) => Err(ClientError::Remote(e)),
             other => Ok(other),
@@ -176,6 +180,27 @@ impl Client {
     pub async fn unlink(&self, p: &str) -> Result<Attr, ClientError> {
         path::components(p)?;
         self.call_attr(MasterRequest::Unlink { path: p.into() }).await
+    }
+
+    /// Queues an unlink of `p` (see [`Client::flush_queued`]): for a caller
+    /// that needs no answer, like a FUSE unlink of a file it does not have
+    /// open. Later requests of this client touching `p` wait for it.
+    pub async fn unlink_later(&self, p: &str) -> Result<(), ClientError> {
+        path::components(p)?;
+        self.queue(strata_protocol::journal::BatchOp::Unlink { path: p.into() });
+        Ok(())
+    }
+
+    fn queue(&self, op: strata_protocol::journal::BatchOp) {
+        if self.inner.behind.push(op) {
+            tokio::spawn(self.inner.behind.clone().run(self.inner.master.clone()));
+        }
+    }
+
+    /// Waits until every queued change is applied; the first one the
+    /// master refused since the last call, if any (the others are applied).
+    pub async fn flush_queued(&self) -> Result<(), ClientError> {
+        self.inner.behind.flush().await
     }
 
     /// Atomically renames `src` to `dst`, replacing a file at `dst`.

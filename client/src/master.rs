@@ -160,11 +160,18 @@ const STALE_READ_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Whether a request changes the namespace (not safe to resend blindly).
 fn is_mutation(r: &MasterRequest) -> bool {
-    !matches!(
+    !is_read(r)
+}
+
+/// Whether a request only reads.
+pub(crate) fn is_read(r: &MasterRequest) -> bool {
+    matches!(
         r,
         MasterRequest::Stat { .. }
             | MasterRequest::List { .. }
             | MasterRequest::GetBlocks { .. }
+            | MasterRequest::Xattrs { .. }
+            | MasterRequest::Mounts
             | MasterRequest::Report
     )
 }

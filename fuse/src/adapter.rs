@@ -238,7 +238,7 @@ impl Filesystem for Adapter {
     }
 
     fn fsync(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
-        match self.fs.flush(fh.0) {
+        match self.fs.fsync(fh.0) {
             Ok(()) => reply.ok(),
             Err(e) => reply_err!(reply, "fsync", e),
         }
@@ -320,6 +320,17 @@ impl Filesystem for Adapter {
             }
             Err(e) => reply_err!(reply, "readdirplus", e),
         }
+    }
+
+    fn fsyncdir(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
+        match self.fs.sync_queued() {
+            Ok(()) => reply.ok(),
+            Err(e) => reply_err!(reply, "fsyncdir", e),
+        }
+    }
+
+    fn destroy(&mut self) {
+        let _ = self.fs.sync_queued();
     }
 
     fn releasedir(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _flags: OpenFlags, reply: ReplyEmpty) {

@@ -74,6 +74,59 @@ struct OpenFile {
     staging: SharedStaging,
 }
 
+/// The path this mount reaches each inode by (the name it was last looked
+/// up, created or renamed to), and the inode at each such path.
+#[derive(Default)]
+struct PathMap {
+    by_ino: HashMap<u64, String>,
+    by_path: HashMap<String, u64>,
+}
+
+impl PathMap {
+    fn get(&self, ino: u64) -> Option<&String> {
+        self.by_ino.get(&ino)
+    }
+
+    /// The inode last known at `path`.
+    fn ino_at(&self, path: &str) -> Option<u64> {
+        self.by_path.get(path).copied()
+    }
+
+    fn insert(&mut self, ino: u64, path: String) {
+        if let Some(before) = self.by_ino.insert(ino, path.clone()) {
+            if before != path && self.by_path.get(&before) == Some(&ino) {
+                self.by_path.remove(&before);
+            }
+        }
+        self.by_path.insert(path, ino);
+    }
+
+    fn remove(&mut self, ino: u64) {
+        if let Some(p) = self.by_ino.remove(&ino) {
+            if self.by_path.get(&p) == Some(&ino) {
+                self.by_path.remove(&p);
+            }
+        }
+    }
+
+    /// `src` was renamed to `dst` (the inode `ino`): it and everything known
+    /// below it move.
+    fn rename(&mut self, src: &str, dst: &str, ino: u64) {
+        let prefix = format!("{src}/");
+        let moved: Vec<(u64, String)> = self
+            .by_ino
+            .iter()
+            .filter_map(|(&i, p)| p.strip_prefix(&prefix).map(|rest| (i, format!("{dst}/{rest}"))))
+            .collect();
+        for (i, p) in moved {
+            self.remove(i);
+            self.insert(i, p);
+        }
+        self.remove(ino);
+        self.insert(ino, dst.to_string());
+    }
+}
+
 /// The filesystem.
 pub struct StrataFs {
     /// Size and mtime of each file as last told to the kernel: an open that
@@ -88,7 +141,7 @@ pub struct StrataFs {
     client: Client,
     rt: tokio::runtime::Handle,
     cfg: MountConfig,
-    paths: RwLock<HashMap<u64, String>>,
+    paths: RwLock<PathMap>,
     files: Mutex<HashMap<u64, Arc<OpenFile>>>,
     /// Staging per inode with open handles.
     staged: Mutex<HashMap<u64, SharedStaging>>,
@@ -179,7 +232,7 @@ impl StrataFs {
         cfg: MountConfig,
         notifier: Arc<std::sync::OnceLock<fuser::Notifier>>,
     ) -> Self {
-        let mut paths = HashMap::new();
+        let mut paths = PathMap::default();
         paths.insert(1, "/".to_string());
         StrataFs {
             seen: Mutex::new(HashMap::new()),
@@ -220,7 +273,7 @@ impl StrataFs {
     }
 
     fn path(&self, ino: u64) -> FsResult<String> {
-        self.paths.read().get(&ino).cloned().ok_or(Errno::ESTALE)
+        self.paths.read().get(ino).cloned().ok_or(Errno::ESTALE)
     }
 
     fn child_path(&self, parent: u64, name: &std::ffi::OsStr) -> FsResult<String> {
@@ -245,6 +298,23 @@ impl StrataFs {
         let mut cache = self.attrs.lock();
         for ino in inos {
             cache.remove(ino);
+        }
+    }
+
+    /// A queued change in directory `dir` moves its times to now: the
+    /// cached attributes say so (the kernel asks for them before the next
+    /// change in it, to check permissions), or are dropped if too old.
+    fn touched_dir(&self, dir: u64) {
+        let mut cache = self.attrs.lock();
+        match cache.get_mut(&dir).filter(|(at, _)| at.elapsed() < self.cfg.ttl) {
+            Some((_, a)) => {
+                let now = strata_protocol::now_ms();
+                a.mtime_ms = a.mtime_ms.max(now);
+                a.ctime_ms = a.ctime_ms.max(now);
+            }
+            None => {
+                cache.remove(&dir);
+            }
         }
     }
 
@@ -437,9 +507,18 @@ impl StrataFs {
         // has is not open in this mount, and goes in one call.
         let busy = {
             let paths = self.paths.read();
-            self.files.lock().values().any(|f| paths.get(&f.ino) == Some(&path))
+            self.files.lock().values().any(|f| paths.get(f.ino) == Some(&path))
         };
         if !busy {
+            // Known here (the kernel looked it up): queued, no round trip.
+            let known = self.paths.read().ino_at(&path);
+            if let Some(ino) = known {
+                self.block_on(self.client.unlink_later(&path)).map_err(|e| errno(&e))?;
+                self.stale(&[ino]);
+                self.touched_dir(parent);
+                self.forget_name(ino, &path);
+                return Ok(());
+            }
             let r = self.block_on(self.client.unlink(&path));
             self.stale(&[parent]);
             let a = r.map_err(|e| errno(&e))?;
@@ -472,8 +551,8 @@ impl StrataFs {
     /// file with other names stays reachable through them.
     fn forget_name(&self, ino: u64, path: &str) {
         let mut paths = self.paths.write();
-        if paths.get(&ino).is_some_and(|p| p == path) {
-            paths.remove(&ino);
+        if paths.get(ino).is_some_and(|p| p == path) {
+            paths.remove(ino);
         }
     }
 
@@ -530,7 +609,7 @@ impl StrataFs {
         let r = self.block_on(self.client.delete(&path, false));
         self.stale(&[parent, a.inode]);
         r.map_err(|e| errno(&e))?;
-        self.paths.write().remove(&a.inode);
+        self.paths.write().remove(a.inode);
         Ok(())
     }
 
@@ -568,18 +647,12 @@ impl StrataFs {
             return Err(Errno::EEXIST);
         }
         let r = self.block_on(self.client.rename(&src, &dst));
-        // The inode a rename replaces is not known here: drop every entry.
-        self.attrs.lock().clear();
+        // The moved inode's ctime, both parents, and an inode it replaced.
+        let replaced = self.paths.read().ino_at(&dst);
+        self.stale(&[a.inode, parent, newparent, replaced.unwrap_or(a.inode)]);
         r.map_err(|e| errno(&e))?;
         // Re-point the moved inode and, for a directory, everything below it.
-        let mut paths = self.paths.write();
-        let prefix = format!("{src}/");
-        for p in paths.values_mut() {
-            if let Some(rest) = p.strip_prefix(&prefix) {
-                *p = format!("{dst}/{rest}");
-            }
-        }
-        paths.insert(a.inode, dst);
+        self.paths.write().rename(&src, &dst, a.inode);
         Ok(())
     }
 
@@ -853,6 +926,22 @@ impl StrataFs {
     pub fn flush(&self, fh: u64) -> FsResult<()> {
         let f = self.handle(fh)?;
         self.publish(&f)
+    }
+
+    /// `fsync`: publish pending writes, and wait for this mount's queued
+    /// unlinks and attribute changes.
+    pub fn fsync(&self, fh: u64) -> FsResult<()> {
+        self.flush(fh)?;
+        self.sync_queued()
+    }
+
+    /// Waits for this mount's queued unlinks and attribute changes (fsyncdir,
+    /// unmount); EIO if the master refused one since the last wait.
+    pub fn sync_queued(&self) -> FsResult<()> {
+        self.block_on(self.client.flush_queued()).map_err(|e| {
+            tracing::warn!(error = %e, "a queued change failed");
+            Errno::EIO
+        })
     }
 
     /// `release`: publish and forget the handle.

@@ -185,6 +185,66 @@ fn close_to_open_across_two_mounts() {
     assert_eq!(std::fs::read(a.join("back")).unwrap(), b"from b");
 }
 
+/// Unlinks of files the mount has no handle open on are queued (one journal
+/// entry per batch): the mount still reads its own removals at once (a
+/// listing, a stat of the name or of the parent's times, a re-create of the
+/// name), an rmdir waits for its children's, and after an fsync of the
+/// directory another mount sees them all.
+#[test]
+fn queued_unlinks_are_read_back_and_reach_other_mounts() {
+    let dir = tempfile::tempdir().unwrap();
+    let (node_a, a) = start_mounted(dir.path());
+    let master = node_a.line("master: ").expect("master line");
+    let b = dir.path().join("mnt-b");
+    let _node_b = Node::start(
+        Path::new(BIN),
+        &["fuse".into(), "--master".into(), master, b.display().to_string()],
+        "mount: ",
+        &dir.path().join("fuse-b.log"),
+        Duration::from_secs(60),
+    )
+    .unwrap();
+    let names = |p: &Path| {
+        let mut v: Vec<String> =
+            std::fs::read_dir(p).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        v.sort();
+        v
+    };
+    let d = a.join("q");
+    std::fs::create_dir(&d).unwrap();
+    for i in 0..300 {
+        std::fs::write(d.join(format!("f{i:03}")), format!("file {i}")).unwrap();
+    }
+    std::fs::create_dir(d.join("sub")).unwrap();
+    std::fs::write(d.join("sub/x"), b"x").unwrap();
+    assert_eq!(names(&b.join("q")).len(), 301, "the other mount sees every file");
+    let before = std::fs::metadata(&d).unwrap().modified().unwrap();
+    std::thread::sleep(Duration::from_millis(20));
+    for i in (0..300).step_by(2) {
+        std::fs::remove_file(d.join(format!("f{i:03}"))).unwrap();
+    }
+    // Read back in the same mount, right away.
+    let left = names(&d);
+    assert_eq!(left.len(), 151, "{left:?}");
+    assert!(left.iter().all(|n| n == "sub" || n[1..].parse::<u32>().unwrap() % 2 == 1));
+    assert!(!d.join("f000").exists());
+    assert!(std::fs::metadata(&d).unwrap().modified().unwrap() > before, "the parent's mtime moved");
+    std::fs::write(d.join("f000"), b"again").unwrap();
+    assert_eq!(std::fs::read(d.join("f000")).unwrap(), b"again");
+    // rm -rf of a subtree: the rmdir waits for the unlinks under it.
+    std::fs::remove_dir_all(d.join("sub")).unwrap();
+    assert!(!d.join("sub").exists());
+    // After an fsync of the directory, the other mount sees all of it.
+    std::fs::File::open(&d).unwrap().sync_all().unwrap();
+    let seen = names(&b.join("q"));
+    assert_eq!(seen.len(), 151, "{seen:?}");
+    assert!(seen.contains(&"f000".to_string()) && seen.contains(&"f299".to_string()));
+    assert_eq!(std::fs::read(b.join("q/f000")).unwrap(), b"again");
+    // (Its kernel may keep a name it listed for the entry TTL; an open asks the master.)
+    assert!(std::fs::File::open(b.join("q/f002")).is_err());
+    assert!(std::fs::read_dir(b.join("q/sub")).is_err());
+}
+
 /// The mount(8) helper mounts in the background and returns once the mount
 /// is up; a plain `umount` stops its `strata fuse` process.
 #[test]

@@ -91,6 +91,48 @@ pub enum JournalEntry {
     /// the intent, in one entry. The intent is forgotten even when `op` is
     /// rejected (the answer is then that error).
     UfsDone { id: u64, op: Option<UfsOp>, time_ms: i64 },
+    /// A client's queued (write-behind) changes, in order, in one entry: one
+    /// log write for many changes. Each op is applied as its own entry
+    /// (`Unlink`) and has its own outcome; a rejected op changes nothing and
+    /// does not stop the ones after it.
+    Batch { ops: Vec<BatchOp>, time_ms: i64 },
+}
+
+/// One change in a [`JournalEntry::Batch`]: only kinds whose re-application
+/// after a crash mid-batch leaves the same namespace (an unlink of a name
+/// already gone is rejected).
+#[derive(Archive, Serialize, Deserialize, serde::Serialize, serde::Deserialize, Debug, Clone, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub enum BatchOp {
+    /// As `JournalEntry::Unlink`.
+    Unlink { path: String },
+}
+
+impl BatchOp {
+    /// The path the op changes.
+    pub fn path(&self) -> &str {
+        match self {
+            BatchOp::Unlink { path } => path,
+        }
+    }
+
+    /// The op as a journal entry of its own.
+    pub fn entry(&self, time_ms: i64) -> JournalEntry {
+        match self {
+            BatchOp::Unlink { path } => JournalEntry::Unlink { path: path.clone(), time_ms },
+        }
+    }
+}
+
+/// What one [`BatchOp`] did.
+#[derive(Archive, Serialize, Deserialize, serde::Serialize, serde::Deserialize, Debug, Clone, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub enum BatchOutcome {
+    /// Applied: the inode's attributes (for an unlink, as it was removed)
+    /// and the blocks it freed.
+    Done { attr: Attr, freed: Vec<u64> },
+    /// Rejected; nothing changed.
+    Failed(ErrorInfo),
 }
 
 /// A namespace operation that reaches a UFS (see `JournalEntry::UfsIntent`).
@@ -137,4 +179,6 @@ pub enum ApplyResult {
     Freed { blocks: Vec<u64> },
     /// The entry was rejected; the namespace is unchanged.
     Error(ErrorInfo),
+    /// Each op of a `Batch`, in order.
+    Batch(Vec<BatchOutcome>),
 }

@@ -267,6 +267,10 @@ pub enum MasterRequest {
     Unlink { path: String },
     /// Set (`Some`) or clear (`None`) the TTL of `path` and everything below it.
     SetTtl { path: String, ttl: Option<crate::ufs::FileTtl> },
+    /// Changes queued by a client (unlinks), applied in order, runs of them
+    /// in one journal entry; answered with `Batch`, one outcome per op. An
+    /// unlink under a UFS mount runs on its own (its object goes first).
+    Batch { ops: Vec<crate::journal::BatchOp> },
     /// Add master `id` to the Raft group (learner until caught up, then
     /// voter). `addr` is its client address, `mesh` its mesh address.
     AddMaster { id: u64, addr: String, mesh: String },
@@ -295,6 +299,8 @@ pub enum MasterResponse {
     /// The mount table.
     Mounts(Vec<MountInfo>),
 
+    /// One outcome per op of a `Batch` request.
+    Batch(Vec<crate::journal::BatchOutcome>),
     /// Success with nothing to return.
     Done,
     /// The request failed.

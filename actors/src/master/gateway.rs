@@ -10,7 +10,7 @@ use std::time::Duration;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use ractor_cluster::RactorMessage;
 use strata_protocol::frame::{read_frame, write_frame, FrameKind, ReadFrameError};
-use strata_protocol::journal::{ApplyResult, JournalEntry};
+use strata_protocol::journal::{ApplyResult, BatchOp, BatchOutcome, JournalEntry};
 use strata_protocol::messages::{
     BlockLocation, ClusterReport, FileBlocks, FileType, MasterRequest, MasterResponse, RequestEnvelope,
     ResponseEnvelope,
@@ -393,6 +393,12 @@ async fn handle(req: MasterRequest, stale_ok: bool) -> Result<MasterResponse, Er
             mounts::ensure_synced(&path, false).await?;
             attr_of(propose(JournalEntry::SetTtl { path, ttl, time_ms: t }).await?)
         }
+        MasterRequest::Batch { ops } => {
+            for op in &ops {
+                check_path(op.path())?;
+            }
+            MasterResponse::Batch(batch(ops).await?)
+        }
         MasterRequest::SetAttr { path, attrs } => {
             check_path(&path)?;
             attr_of(propose(JournalEntry::SetAttr { path, attrs, time_ms: t }).await?)
@@ -476,6 +482,56 @@ async fn handle(req: MasterRequest, stale_ok: bool) -> Result<MasterResponse, Er
 }
 
 /// Runs the write type of `path`'s mount once the file `inode` is complete.
+/// A client's queued ops, in order: runs of them in one journal entry
+/// each; an unlink under a UFS mount (its object goes first, journaled as an
+/// intent) on its own, as a plain `Unlink` request.
+async fn batch(ops: Vec<BatchOp>) -> Result<Vec<BatchOutcome>, ErrorInfo> {
+    let mut out = Vec::with_capacity(ops.len());
+    let mut run = Vec::new();
+    for op in ops {
+        let BatchOp::Unlink { path } = &op;
+        if mounts::mount_of(path).await?.is_none() {
+            run.push(op);
+            continue;
+        }
+        out.extend(propose_run(std::mem::take(&mut run)).await?);
+        let BatchOp::Unlink { path } = op;
+        out.push(match Box::pin(handle(MasterRequest::Unlink { path }, false)).await {
+            Ok(MasterResponse::Attr(attr)) => BatchOutcome::Done { attr, freed: Vec::new() },
+            Ok(MasterResponse::Error(e)) | Err(e) => BatchOutcome::Failed(e),
+            Ok(other) => BatchOutcome::Failed(ErrorInfo::new(ErrorCode::Internal, format!("unexpected {other:?}"))),
+        });
+    }
+    out.extend(propose_run(run).await?);
+    Ok(out)
+}
+
+async fn propose_run(ops: Vec<BatchOp>) -> Result<Vec<BatchOutcome>, ErrorInfo> {
+    if ops.is_empty() {
+        return Ok(Vec::new());
+    }
+    let n = ops.len();
+    let ApplyResult::Batch(out) = propose(JournalEntry::Batch { ops, time_ms: now_ms() }).await? else {
+        return Err(ErrorInfo::new(ErrorCode::Internal, "a batch applied to something else"));
+    };
+    if out.len() != n {
+        return Err(ErrorInfo::new(ErrorCode::Internal, format!("{n} ops applied as {}", out.len())));
+    }
+    let mut freed = Vec::new();
+    let out = out
+        .into_iter()
+        .map(|o| match o {
+            BatchOutcome::Done { attr, freed: f } => {
+                freed.extend(f);
+                BatchOutcome::Done { attr, freed: Vec::new() }
+            }
+            failed => failed,
+        })
+        .collect();
+    free(freed);
+    Ok(out)
+}
+
 async fn after_write(path: &str, inode: u64) -> Result<(), ErrorInfo> {
     if path.is_empty() || check_path(path).is_err() {
         return Ok(());

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use rocksdb::{IteratorMode, WriteBatch, DB};
 use serde::{Deserialize, Serialize};
-use strata_protocol::journal::{ApplyResult, JournalEntry, UfsOp};
+use strata_protocol::journal::{ApplyResult, BatchOutcome, JournalEntry, UfsOp};
 use strata_protocol::messages::{Attr, DirEntry, FileType, SetAttrs};
 use strata_protocol::ufs::{self, Fingerprint, MountInfo, UfsEntry};
 use strata_protocol::{path, BlockId, ErrorCode, ErrorInfo, InodeId, ROOT_INODE};
@@ -428,6 +428,31 @@ impl Namespace {
         if index != 0 && index <= self.applied_index()? {
             return Ok(ApplyResult::Done);
         }
+        let JournalEntry::Batch { ops, time_ms } = entry else {
+            return self.apply_one(index, entry, extra);
+        };
+        // Each op in a write of its own (an op reads what the ones before it
+        // wrote); the applied index goes last. A crash in between re-applies
+        // the batch, which the op kinds allowed make harmless (see `BatchOp`).
+        let mut out = Vec::with_capacity(ops.len());
+        for op in ops {
+            out.push(match self.apply_one(0, &op.entry(*time_ms), &[])? {
+                ApplyResult::Replaced { attr, freed } => BatchOutcome::Done { attr, freed },
+                ApplyResult::Attr(attr) => BatchOutcome::Done { attr, freed: Vec::new() },
+                ApplyResult::Error(e) => BatchOutcome::Failed(e),
+                other => BatchOutcome::Failed(ErrorInfo::new(ErrorCode::Internal, format!("unexpected {other:?}"))),
+            });
+        }
+        self.apply_one(index, &JournalEntry::Batch { ops: Vec::new(), time_ms: *time_ms }, extra)?;
+        Ok(ApplyResult::Batch(out))
+    }
+
+    fn apply_one(
+        &self,
+        index: u64,
+        entry: &JournalEntry,
+        extra: &[(&str, Vec<u8>, Vec<u8>)],
+    ) -> Result<ApplyResult, StoreError> {
         let mut tx = Tx { ns: self, batch: WriteBatch::default(), counters: *self.counters.lock() };
         let result = match tx.apply(entry) {
             Ok(r) => r,
@@ -651,6 +676,8 @@ impl Tx<'_> {
 
     fn apply(&mut self, entry: &JournalEntry) -> Result<ApplyResult, NsError> {
         match entry {
+            // Its ops are applied one by one by `Namespace::apply`; this is its bookkeeping.
+            JournalEntry::Batch { .. } => Ok(ApplyResult::Done),
             JournalEntry::Mkdir { path: p, recursive, mode, uid, gid, time_ms } => {
                 let comps = path::components(p)?;
                 if comps.is_empty() {
@@ -1283,6 +1310,7 @@ impl Tx<'_> {
 mod tests {
     use super::*;
     use crate::master::store::open_db;
+    use strata_protocol::journal::BatchOp;
 
     fn ns_in(dir: &tempfile::TempDir) -> Namespace {
         Namespace::open(open_db(dir.path()).unwrap()).unwrap()
@@ -1399,6 +1427,42 @@ mod tests {
         assert_eq!(blocks.len(), 2);
         assert!(ns.list("/").unwrap().is_empty());
         assert_eq!(ns.block_owner(b1).unwrap(), None);
+    }
+
+    #[test]
+    fn a_batch_applies_each_op_in_order_with_its_own_outcome() {
+        let d = tempfile::tempdir().unwrap();
+        let ns = ns_in(&d);
+        ok(&ns, mkdir("/d/sub", true));
+        let (f, block) = one_block_file(&ns, "/d/f");
+        ok(&ns, JournalEntry::Link { target: "/d/f".into(), link: "/d/g".into(), time_ms: 4 });
+        ok(&ns, create("/d/h", false));
+        let unlink = |p: &str| BatchOp::Unlink { path: p.into() };
+        // A rejected op (a directory, a missing name, one already unlinked by
+        // an op before it) changes nothing and does not stop the rest.
+        let ops = vec![unlink("/d/f"), unlink("/d/sub"), unlink("/d/f"), unlink("/d/g"), unlink("/d/h")];
+        let batch = JournalEntry::Batch { ops: ops.clone(), time_ms: 9 };
+        let ApplyResult::Batch(out) = ns.apply(7, &batch, &[]).unwrap() else { panic!() };
+        let codes: Vec<Option<ErrorCode>> = out
+            .iter()
+            .map(|o| match o {
+                BatchOutcome::Failed(e) => Some(e.code),
+                BatchOutcome::Done { .. } => None,
+            })
+            .collect();
+        assert_eq!(codes, vec![None, Some(ErrorCode::IsADirectory), Some(ErrorCode::NotFound), None, None]);
+        // The first name only drops a link; the last frees the block.
+        let BatchOutcome::Done { attr, freed } = &out[0] else { panic!() };
+        assert_eq!((attr.inode, attr.nlink, freed.len()), (f.inode, 2, 0));
+        let BatchOutcome::Done { freed, .. } = &out[3] else { panic!() };
+        assert_eq!(freed, &vec![block]);
+        let names: Vec<String> = ns.list("/d").unwrap().into_iter().map(|e| e.name).collect();
+        assert_eq!(names, vec!["sub".to_string()]);
+        assert_eq!(ns.resolve("/d").unwrap().attr.mtime_ms, 9);
+        // One applied index for the whole batch; applying it again (a replay)
+        // is a no-op.
+        assert_eq!(ns.applied_index().unwrap(), 7);
+        assert_eq!(ns.apply(7, &batch, &[]).unwrap(), ApplyResult::Done);
     }
 
     #[test]

@@ -1,0 +1,230 @@
+//! Write-behind of unlinks. A caller that needs no answer from the master
+//! (a FUSE unlink of a file no handle in the mount has open: `rm -rf`)
+//! queues the change and goes on; one task
+//! per client sends the queue in order as `Batch` requests, each committed
+//! as one journal entry, so a burst of them costs one log write instead of
+//! one round trip and fsync each.
+//!
+//! Order and visibility: every other request of this client that touches a
+//! queued path, one above it or one below it first waits until those ops
+//! are applied, so the client reads its own changes and never reorders two
+//! changes to one file. [`Behind::flush`] (fsync, unmount) waits for
+//! everything queued so far and reports ops the master refused. Other
+//! clients see a queued change once its batch commits (about one commit
+//! latency later).
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use strata_protocol::journal::{BatchOp, BatchOutcome};
+use strata_protocol::messages::{MasterRequest, MasterResponse};
+use strata_protocol::ErrorCode;
+use tokio::sync::watch;
+
+use crate::{master, ClientError};
+
+/// Ops per `Batch` request.
+const MAX_BATCH: usize = 1024;
+
+#[derive(Default)]
+struct Queue {
+    /// Ops not yet applied, oldest first, with their sequence numbers; the
+    /// first `sent` are in the batch on its way.
+    ops: VecDeque<(u64, BatchOp)>,
+    sent: usize,
+    next: u64,
+    flusher: bool,
+    /// The first failure since the last `flush`.
+    failed: Option<ClientError>,
+}
+
+pub(crate) struct Behind {
+    queue: Mutex<Queue>,
+    /// Every op numbered below this is applied (or failed).
+    done: watch::Sender<u64>,
+}
+
+/// Whether `x` is below directory `dir`.
+fn under(x: &str, dir: &str) -> bool {
+    x != dir && (dir == "/" || (x.len() > dir.len() && x.starts_with(dir) && x.as_bytes()[dir.len()] == b'/'))
+}
+
+fn parent(p: &str) -> &str {
+    match p.rfind('/') {
+        Some(0) | None => "/",
+        Some(i) => &p[..i],
+    }
+}
+
+/// Whether a request on `path` must wait for the queued `op`: it names the
+/// op's path or one below it; it changes a directory above it (a rename or
+/// delete would move the op's path away); or it reads what the op changes
+/// in its parent (a listing shows the children's attributes; an unlink
+/// changes the parent's times). Reading a directory above is otherwise
+/// unaffected (`stat` of the grandparent).
+fn must_wait(path: &str, read: bool, op: &BatchOp) -> bool {
+    let p = op.path();
+    if path == p || under(path, p) {
+        return true;
+    }
+    if !under(p, path) {
+        return false;
+    }
+    // Every op kind (an unlink) changes its parent.
+    !read || path == parent(p)
+}
+
+/// The paths a request reads or changes.
+fn paths(req: &MasterRequest) -> Vec<&str> {
+    use MasterRequest as R;
+    match req {
+        R::Mkdir { path, .. }
+        | R::Create { path, .. }
+        | R::AddBlock { path, .. }
+        | R::Complete { path, .. }
+        | R::WriteInline { path, .. }
+        | R::Delete { path, .. }
+        | R::SetAttr { path, .. }
+        | R::Mknod { path, .. }
+        | R::SwapContent { path, .. }
+        | R::Stat { path }
+        | R::List { path }
+        | R::GetBlocks { path }
+        | R::Unmount { path }
+        | R::SetXattr { path, .. }
+        | R::Xattrs { path }
+        | R::Persist { path }
+        | R::Free { path }
+        | R::SetPin { path, .. }
+        | R::Unlink { path }
+        | R::SetTtl { path, .. } => vec![path],
+        R::Rename { src, dst } => vec![src, dst],
+        R::Symlink { link, .. } => vec![link],
+        R::Link { target, link } => vec![target, link],
+        R::Mount { info } => vec![&info.path],
+        R::Batch { ops } => ops.iter().map(BatchOp::path).collect(),
+        R::CreateDetached { .. } | R::Report | R::Mounts | R::AddMaster { .. } | R::RemoveMaster { .. } => vec![],
+    }
+}
+
+impl Behind {
+    pub(crate) fn new() -> Self {
+        Behind { queue: Mutex::new(Queue::default()), done: watch::channel(0).0 }
+    }
+
+    /// Queues `op`; true if the caller must start the flusher.
+    pub(crate) fn push(&self, op: BatchOp) -> bool {
+        let mut q = self.queue.lock();
+        let seq = q.next;
+        q.next += 1;
+        q.ops.push_back((seq, op));
+        !std::mem::replace(&mut q.flusher, true)
+    }
+
+    /// Waits until no queued op touches what `req` touches.
+    pub(crate) async fn before(&self, req: &MasterRequest) {
+        let last = {
+            let q = self.queue.lock();
+            if q.ops.is_empty() {
+                return;
+            }
+            let ps = paths(req);
+            let read = master::is_read(req);
+            q.ops.iter().rev().find(|(_, op)| ps.iter().any(|p| must_wait(p, read, op))).map(|(seq, _)| *seq)
+        };
+        if let Some(seq) = last {
+            let _ = self.done.subscribe().wait_for(|d| *d > seq).await;
+        }
+    }
+
+    /// Waits for every op queued so far; the first refusal since the last flush.
+    pub(crate) async fn flush(&self) -> Result<(), ClientError> {
+        let next = self.queue.lock().next;
+        let _ = self.done.subscribe().wait_for(|d| *d >= next).await;
+        match self.queue.lock().failed.take() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// Sends the queue until it is empty.
+    pub(crate) async fn run(self: Arc<Self>, masters: Arc<master::Masters>) {
+        loop {
+            let ops: Vec<(u64, BatchOp)> = {
+                let mut q = self.queue.lock();
+                if q.ops.is_empty() {
+                    q.flusher = false;
+                    return;
+                }
+                let batch: Vec<_> = q.ops.iter().take(MAX_BATCH).cloned().collect();
+                q.sent = batch.len();
+                batch
+            };
+            let last = ops.last().map(|(s, _)| *s).unwrap_or(0);
+            let failure = send(&masters, ops.into_iter().map(|(_, op)| op).collect()).await;
+            {
+                let mut q = self.queue.lock();
+                let n = q.sent;
+                q.ops.drain(..n);
+                q.sent = 0;
+                if let Some(e) = failure {
+                    q.failed.get_or_insert(e);
+                }
+            }
+            self.done.send_replace(last + 1);
+        }
+    }
+}
+
+/// Sends one batch; the first failure, if any. A batch whose fate is
+/// unknown (the connection broke after it was sent) is sent once more: its
+/// ops are idempotent, and an unlink then finding its name gone was done.
+async fn send(masters: &master::Masters, ops: Vec<BatchOp>) -> Option<ClientError> {
+    let mut retried = false;
+    loop {
+        let r = masters.call(MasterRequest::Batch { ops: ops.clone() }, false).await;
+        let outcomes = match r {
+            Ok(MasterResponse::Batch(o)) => o,
+            Ok(MasterResponse::Error(e)) => return Some(ClientError::Remote(e)),
+            Ok(other) => return Some(ClientError::unexpected(other)),
+            Err(e) if !retried && matches!(e, ClientError::Disconnected { .. } | ClientError::Timeout { .. }) => {
+                tracing::warn!(error = %e, ops = ops.len(), "queued changes: batch fate unknown; sending it again");
+                retried = true;
+                continue;
+            }
+            Err(e) => return Some(e),
+        };
+        let mut first = None;
+        for (op, o) in ops.iter().zip(outcomes) {
+            let BatchOutcome::Failed(e) = o else { continue };
+            if retried && e.code == ErrorCode::NotFound && matches!(op, BatchOp::Unlink { .. }) {
+                continue;
+            }
+            tracing::warn!(op = ?op, error = %e, "a queued change was refused by the master");
+            first.get_or_insert(ClientError::Remote(e));
+        }
+        return first;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn who_waits_for_what() {
+        let unlink = BatchOp::Unlink { path: "/a/b/f".into() };
+        let op = &unlink;
+        assert!(must_wait("/a/b/f", true, op));
+        assert!(must_wait("/a/b/f", false, op));
+        assert!(must_wait("/a/b/f/x", true, op));
+        assert!(must_wait("/a", false, op), "a rename above moves the path");
+        assert!(!must_wait("/a/b/g", false, op), "a sibling");
+        assert!(!must_wait("/a/b/ff", true, op));
+        assert!(!must_wait("/a", true, op));
+        assert!(must_wait("/a/b", true, &unlink), "the parent's times change");
+        assert!(!must_wait("/", true, &unlink));
+        assert!(must_wait("/", false, &unlink));
+    }
+}
