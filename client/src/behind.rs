@@ -19,6 +19,7 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use strata_protocol::journal::{BatchOp, BatchOutcome};
 use strata_protocol::messages::{MasterRequest, MasterResponse};
+use strata_protocol::path::{is_under, parent};
 use strata_protocol::ErrorCode;
 use tokio::sync::watch;
 
@@ -29,10 +30,9 @@ const MAX_BATCH: usize = 1024;
 
 #[derive(Default)]
 struct Queue {
-    /// Ops not yet applied, oldest first, with their sequence numbers; the
-    /// first `sent` are in the batch on its way.
+    /// Ops not yet applied, oldest first, with their sequence numbers (the
+    /// first of them may be in the batch on its way).
     ops: VecDeque<(u64, BatchOp)>,
-    sent: usize,
     next: u64,
     flusher: bool,
     /// The first failure since the last `flush`.
@@ -45,18 +45,6 @@ pub(crate) struct Behind {
     done: watch::Sender<u64>,
 }
 
-/// Whether `x` is below directory `dir`.
-fn under(x: &str, dir: &str) -> bool {
-    x != dir && (dir == "/" || (x.len() > dir.len() && x.starts_with(dir) && x.as_bytes()[dir.len()] == b'/'))
-}
-
-fn parent(p: &str) -> &str {
-    match p.rfind('/') {
-        Some(0) | None => "/",
-        Some(i) => &p[..i],
-    }
-}
-
 /// Whether a request on `path` must wait for the queued `op`: it names the
 /// op's path or one below it; it changes a directory above it (a rename or
 /// delete would move the op's path away); or it reads what the op changes
@@ -65,10 +53,10 @@ fn parent(p: &str) -> &str {
 /// unaffected (`stat` of the grandparent).
 fn must_wait(path: &str, read: bool, op: &BatchOp) -> bool {
     let p = op.path();
-    if path == p || under(path, p) {
+    if is_under(path, p) {
         return true;
     }
-    if !under(p, path) {
+    if !is_under(p, path) {
         return false;
     }
     // Every op kind (an unlink) changes its parent.
@@ -157,17 +145,14 @@ impl Behind {
                     q.flusher = false;
                     return;
                 }
-                let batch: Vec<_> = q.ops.iter().take(MAX_BATCH).cloned().collect();
-                q.sent = batch.len();
-                batch
+                q.ops.iter().take(MAX_BATCH).cloned().collect()
             };
-            let last = ops.last().map(|(s, _)| *s).unwrap_or(0);
+            // Only this task removes ops, from the front: the batch is still there.
+            let (n, last) = (ops.len(), ops.last().map_or(0, |(s, _)| *s));
             let failure = send(&masters, ops.into_iter().map(|(_, op)| op).collect()).await;
             {
                 let mut q = self.queue.lock();
-                let n = q.sent;
                 q.ops.drain(..n);
-                q.sent = 0;
                 if let Some(e) = failure {
                     q.failed.get_or_insert(e);
                 }

@@ -280,8 +280,16 @@ impl StrataFs {
         Ok(join(&self.path(parent)?, name_str(name)?))
     }
 
+    /// Records the master's answer for the inode at `path`.
     fn remember(&self, path: String, a: &Attr) {
+        self.fresh(a);
         self.paths.write().insert(a.inode, path);
+    }
+
+    /// `a` was made at `path` in directory `parent` (whose times moved).
+    fn made(&self, parent: u64, path: String, a: &Attr) {
+        self.stale(&[parent]);
+        self.remember(path, a);
     }
 
     /// Records the master's answer for `a.inode`.
@@ -390,7 +398,6 @@ impl StrataFs {
     pub fn lookup(&self, parent: u64, name: &std::ffi::OsStr) -> FsResult<FileAttr> {
         let path = self.child_path(parent, name)?;
         let a = self.stat_path(&path)?;
-        self.fresh(&a);
         self.remember(path, &a);
         Ok(self.observe(&self.with_staged_size(a)))
     }
@@ -493,9 +500,7 @@ impl StrataFs {
         let a = self
             .block_on(self.client.mkdir_as(&path, false, Owner { mode: mode & 0o7777, uid, gid }))
             .map_err(|e| errno(&e))?;
-        self.stale(&[parent]);
-        self.fresh(&a);
-        self.remember(path, &a);
+        self.made(parent, path, &a);
         Ok(file_attr(&a))
     }
 
@@ -582,9 +587,7 @@ impl StrataFs {
         let a = self
             .block_on(self.client.mknod(&path, kind, rdev, Owner { mode: mode & 0o7777, uid, gid }))
             .map_err(|e| errno(&e))?;
-        self.stale(&[parent]);
-        self.fresh(&a);
-        self.remember(path, &a);
+        self.made(parent, path, &a);
         Ok(self.observe(&a))
     }
 
@@ -625,9 +628,7 @@ impl StrataFs {
         let path = self.child_path(parent, name)?;
         let target = target.to_str().ok_or(Errno::EINVAL)?;
         let a = self.block_on(self.client.symlink_as(target, &path, uid, gid)).map_err(|e| errno(&e))?;
-        self.stale(&[parent]);
-        self.fresh(&a);
-        self.remember(path, &a);
+        self.made(parent, path, &a);
         Ok(file_attr(&a))
     }
 
@@ -729,9 +730,7 @@ impl StrataFs {
         let path = self.child_path(parent, name)?;
         let owner = Owner { mode: mode & 0o7777, uid, gid };
         let a = self.block_on(self.client.create_empty_as(&path, self.cfg.block_size, owner)).map_err(|e| errno(&e))?;
-        self.stale(&[parent]);
-        self.fresh(&a);
-        self.remember(path, &a);
+        self.made(parent, path, &a);
         self.cache_xattrs(a.inode, Xattrs::default());
         let fa = self.observe(&a);
         let s = self.new_staging()?;
@@ -928,15 +927,14 @@ impl StrataFs {
         self.publish(&f)
     }
 
-    /// `fsync`: publish pending writes, and wait for this mount's queued
-    /// unlinks and attribute changes.
+    /// `fsync`: publish pending writes, and wait for this mount's queued unlinks.
     pub fn fsync(&self, fh: u64) -> FsResult<()> {
         self.flush(fh)?;
         self.sync_queued()
     }
 
-    /// Waits for this mount's queued unlinks and attribute changes (fsyncdir,
-    /// unmount); EIO if the master refused one since the last wait.
+    /// Waits for this mount's queued unlinks (fsyncdir, unmount); EIO if the
+    /// master refused one since the last wait.
     pub fn sync_queued(&self) -> FsResult<()> {
         self.block_on(self.client.flush_queued()).map_err(|e| {
             tracing::warn!(error = %e, "a queued change failed");
@@ -958,7 +956,11 @@ impl StrataFs {
     pub fn opendir(&self, ino: u64) -> FsResult<u64> {
         let path = self.path(ino)?;
         let list = self.block_on(self.client.list(&path)).map_err(|e| errno(&e))?;
-        let parent = if ino == 1 { 1 } else { self.stat_path(parent_of(&path)).map(|a| a.inode).unwrap_or(1) };
+        let parent = if ino == 1 {
+            1
+        } else {
+            self.stat_path(strata_protocol::path::parent(&path)).map(|a| a.inode).unwrap_or(1)
+        };
         let mut entries = vec![
             Entry { ino, kind: FileType::Directory, name: ".".into(), attr: None },
             Entry { ino: parent, kind: FileType::Directory, name: "..".into(), attr: None },
@@ -1042,12 +1044,5 @@ impl StrataFs {
             }
         }
         Ok((cap, cap.saturating_sub(used), r.inodes))
-    }
-}
-
-fn parent_of(path: &str) -> &str {
-    match path.rfind('/') {
-        Some(0) | None => "/",
-        Some(i) => &path[..i],
     }
 }

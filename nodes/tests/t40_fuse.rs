@@ -141,20 +141,26 @@ fn posix_operations_through_the_kernel() {
     assert_eq!(std::fs::read(m.join("persist")).unwrap(), b"kept");
 }
 
+/// A `strata fuse` mount of `node`'s cluster at `<dir>/mnt-b`.
+fn second_mount(dir: &Path, node: &Node) -> (Node, std::path::PathBuf) {
+    let master = node.line("master: ").expect("master line");
+    let b = dir.join("mnt-b");
+    let n = Node::start(
+        Path::new(BIN),
+        &["fuse".into(), "--master".into(), master, b.display().to_string()],
+        "mount: ",
+        &dir.join("fuse-b.log"),
+        Duration::from_secs(60),
+    )
+    .unwrap();
+    (n, b)
+}
+
 #[test]
 fn close_to_open_across_two_mounts() {
     let dir = tempfile::tempdir().unwrap();
     let (node_a, a) = start_mounted(dir.path());
-    let master = node_a.line("master: ").expect("master line");
-    let b = dir.path().join("mnt-b");
-    let _node_b = Node::start(
-        Path::new(BIN),
-        &["fuse".into(), "--master".into(), master, b.display().to_string()],
-        "mount: ",
-        &dir.path().join("fuse-b.log"),
-        Duration::from_secs(60),
-    )
-    .unwrap();
+    let (_node_b, b) = second_mount(dir.path(), &node_a);
 
     // Sizes alternate between small files (content kept inline by the
     // master) and bigger ones (blocks); mode and mtime set through the open
@@ -194,16 +200,7 @@ fn close_to_open_across_two_mounts() {
 fn queued_unlinks_are_read_back_and_reach_other_mounts() {
     let dir = tempfile::tempdir().unwrap();
     let (node_a, a) = start_mounted(dir.path());
-    let master = node_a.line("master: ").expect("master line");
-    let b = dir.path().join("mnt-b");
-    let _node_b = Node::start(
-        Path::new(BIN),
-        &["fuse".into(), "--master".into(), master, b.display().to_string()],
-        "mount: ",
-        &dir.path().join("fuse-b.log"),
-        Duration::from_secs(60),
-    )
-    .unwrap();
+    let (_node_b, b) = second_mount(dir.path(), &node_a);
     let names = |p: &Path| {
         let mut v: Vec<String> =
             std::fs::read_dir(p).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();

@@ -57,6 +57,19 @@ pub fn validate_name(name: &str) -> Result<(), ErrorInfo> {
     Ok(())
 }
 
+/// Whether normalised `path` is `dir` or below it.
+pub fn is_under(path: &str, dir: &str) -> bool {
+    path == dir || (path.starts_with(dir) && (dir == "/" || path.as_bytes().get(dir.len()) == Some(&b'/')))
+}
+
+/// The directory holding normalised `path` (`/` for `/` itself).
+pub fn parent(path: &str) -> &str {
+    match path.rfind('/') {
+        Some(0) | None => "/",
+        Some(i) => &path[..i],
+    }
+}
+
 /// Joins components back into a normalised absolute path.
 pub fn join(components: &[&str]) -> String {
     if components.is_empty() {

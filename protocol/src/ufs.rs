@@ -234,9 +234,7 @@ pub struct UfsSource {
 }
 
 /// Whether `path` is `mount` or below it.
-pub fn is_under(path: &str, mount: &str) -> bool {
-    path == mount || (path.starts_with(mount) && (mount == "/" || path.as_bytes().get(mount.len()) == Some(&b'/')))
-}
+pub use crate::path::is_under;
 
 /// The UFS key of `path` under a mount at `mount`: the relative path
 /// without a leading slash (empty for the mount point itself).

@@ -481,7 +481,6 @@ async fn handle(req: MasterRequest, stale_ok: bool) -> Result<MasterResponse, Er
     })
 }
 
-/// Runs the write type of `path`'s mount once the file `inode` is complete.
 /// A client's queued ops, in order: runs of them in one journal entry
 /// each; an unlink under a UFS mount (its object goes first, journaled as an
 /// intent) on its own, as a plain `Unlink` request.
@@ -532,6 +531,7 @@ async fn propose_run(ops: Vec<BatchOp>) -> Result<Vec<BatchOutcome>, ErrorInfo> 
     Ok(out)
 }
 
+/// Runs the write type of `path`'s mount once the file `inode` is complete.
 async fn after_write(path: &str, inode: u64) -> Result<(), ErrorInfo> {
     if path.is_empty() || check_path(path).is_err() {
         return Ok(());
