@@ -1,9 +1,10 @@
-//! Write-behind of unlinks. A caller that needs no answer from the master
-//! (a FUSE unlink of a file no handle in the mount has open: `rm -rf`)
-//! queues the change and goes on; one task
-//! per client sends the queue in order as `Batch` requests, each committed
-//! as one journal entry, so a burst of them costs one log write instead of
-//! one round trip and fsync each.
+//! Write-behind of unlinks, attribute changes and renames. A caller that
+//! needs no answer from the master (a FUSE unlink of a file no handle in
+//! the mount has open: `rm -rf`; a chmod or utimes whose result the mount
+//! can tell; a rename of a file it knows) queues the change and goes on; one
+//! task per client sends the queue in order as `Batch` requests, each
+//! committed as one journal entry, so a burst of them costs one log write
+//! instead of one round trip and fsync each.
 //!
 //! Order and visibility: every other request of this client that touches a
 //! queued path, one above it or one below it first waits until those ops
@@ -11,7 +12,8 @@
 //! changes to one file. [`Behind::flush`] (fsync, unmount) waits for
 //! everything queued so far and reports ops the master refused. Other
 //! clients see a queued change once its batch commits (about one commit
-//! latency later).
+//! latency later). A batch whose answer was lost (the master failed over)
+//! is sent again under the same number; the master applies each number once.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -20,7 +22,6 @@ use parking_lot::Mutex;
 use strata_protocol::journal::{BatchOp, BatchOutcome};
 use strata_protocol::messages::{MasterRequest, MasterResponse};
 use strata_protocol::path::{is_under, parent};
-use strata_protocol::ErrorCode;
 use tokio::sync::watch;
 
 use crate::{master, ClientError};
@@ -37,12 +38,16 @@ struct Queue {
     flusher: bool,
     /// The first failure since the last `flush`.
     failed: Option<ClientError>,
+    /// Batches sent so far.
+    batches: u64,
 }
 
 pub(crate) struct Behind {
     queue: Mutex<Queue>,
     /// Every op numbered below this is applied (or failed).
     done: watch::Sender<u64>,
+    /// This client's id for the master's duplicate check.
+    client: u64,
 }
 
 /// Whether a request on `path` must wait for the queued `op`: it names the
@@ -52,15 +57,16 @@ pub(crate) struct Behind {
 /// changes the parent's times). Reading a directory above is otherwise
 /// unaffected (`stat` of the grandparent).
 fn must_wait(path: &str, read: bool, op: &BatchOp) -> bool {
-    let p = op.path();
-    if is_under(path, p) {
-        return true;
-    }
-    if !is_under(p, path) {
-        return false;
-    }
-    // Every op kind (an unlink) changes its parent.
-    !read || path == parent(p)
+    op.paths().any(|p| {
+        if is_under(path, p) {
+            return true;
+        }
+        if !is_under(p, path) {
+            return false;
+        }
+        // Every op kind changes its parent (its times, or a listing's attributes).
+        !read || path == parent(p)
+    })
 }
 
 /// The paths a request reads or changes.
@@ -91,14 +97,14 @@ fn paths(req: &MasterRequest) -> Vec<&str> {
         R::Symlink { link, .. } => vec![link],
         R::Link { target, link } => vec![target, link],
         R::Mount { info } => vec![&info.path],
-        R::Batch { ops } => ops.iter().map(BatchOp::path).collect(),
+        R::Batch { ops, .. } => ops.iter().flat_map(BatchOp::paths).collect(),
         R::CreateDetached { .. } | R::Report | R::Mounts | R::AddMaster { .. } | R::RemoveMaster { .. } => vec![],
     }
 }
 
 impl Behind {
     pub(crate) fn new() -> Self {
-        Behind { queue: Mutex::new(Queue::default()), done: watch::channel(0).0 }
+        Behind { queue: Mutex::new(Queue::default()), done: watch::channel(0).0, client: rand::random() }
     }
 
     /// Queues `op`; true if the caller must start the flusher.
@@ -139,17 +145,19 @@ impl Behind {
     /// Sends the queue until it is empty.
     pub(crate) async fn run(self: Arc<Self>, masters: Arc<master::Masters>) {
         loop {
-            let ops: Vec<(u64, BatchOp)> = {
+            let (ops, seq): (Vec<(u64, BatchOp)>, u64) = {
                 let mut q = self.queue.lock();
                 if q.ops.is_empty() {
                     q.flusher = false;
                     return;
                 }
-                q.ops.iter().take(MAX_BATCH).cloned().collect()
+                q.batches += 1;
+                (q.ops.iter().take(MAX_BATCH).cloned().collect(), q.batches)
             };
             // Only this task removes ops, from the front: the batch is still there.
             let (n, last) = (ops.len(), ops.last().map_or(0, |(s, _)| *s));
-            let failure = send(&masters, ops.into_iter().map(|(_, op)| op).collect()).await;
+            let ops = ops.into_iter().map(|(_, op)| op).collect();
+            let failure = send(&masters, self.client, seq, ops).await;
             {
                 let mut q = self.queue.lock();
                 q.ops.drain(..n);
@@ -163,12 +171,12 @@ impl Behind {
 }
 
 /// Sends one batch; the first failure, if any. A batch whose fate is
-/// unknown (the connection broke after it was sent) is sent once more: its
-/// ops are idempotent, and an unlink then finding its name gone was done.
-async fn send(masters: &master::Masters, ops: Vec<BatchOp>) -> Option<ClientError> {
+/// unknown (the connection broke after it was sent) is sent once more,
+/// under the same number: the master applies it once.
+async fn send(masters: &master::Masters, client: u64, seq: u64, ops: Vec<BatchOp>) -> Option<ClientError> {
     let mut retried = false;
     loop {
-        let r = masters.call(MasterRequest::Batch { ops: ops.clone() }, false).await;
+        let r = masters.call(MasterRequest::Batch { client, seq, ops: ops.clone() }, false).await;
         let outcomes = match r {
             Ok(MasterResponse::Batch(o)) => o,
             Ok(MasterResponse::Error(e)) => return Some(ClientError::Remote(e)),
@@ -183,9 +191,6 @@ async fn send(masters: &master::Masters, ops: Vec<BatchOp>) -> Option<ClientErro
         let mut first = None;
         for (op, o) in ops.iter().zip(outcomes) {
             let BatchOutcome::Failed(e) = o else { continue };
-            if retried && e.code == ErrorCode::NotFound && matches!(op, BatchOp::Unlink { .. }) {
-                continue;
-            }
             tracing::warn!(op = ?op, error = %e, "a queued change was refused by the master");
             first.get_or_insert(ClientError::Remote(e));
         }
@@ -211,5 +216,13 @@ mod tests {
         assert!(must_wait("/a/b", true, &unlink), "the parent's times change");
         assert!(!must_wait("/", true, &unlink));
         assert!(must_wait("/", false, &unlink));
+        // A rename touches both names and both parents.
+        let rename = BatchOp::Rename { src: "/a/t".into(), dst: "/b/f".into(), time_ms: 1 };
+        assert!(must_wait("/a/t", true, &rename));
+        assert!(must_wait("/b/f", true, &rename));
+        assert!(must_wait("/b", true, &rename), "a listing of the new parent");
+        assert!(must_wait("/a", true, &rename), "a listing of the old parent");
+        assert!(!must_wait("/a/u", false, &rename), "a sibling of the source");
+        assert!(!must_wait("/b/g", false, &rename), "a sibling of the target");
     }
 }

@@ -191,6 +191,24 @@ impl Client {
         Ok(())
     }
 
+    /// Queues a change of `p`'s mode, owner or times made at `time_ms` (the
+    /// new ctime, which the caller has answered with): see
+    /// [`Client::unlink_later`].
+    pub async fn set_attr_later(&self, p: &str, attrs: SetAttrs, time_ms: i64) -> Result<(), ClientError> {
+        path::components(p)?;
+        self.queue(strata_protocol::journal::BatchOp::SetAttr { path: p.into(), attrs, time_ms });
+        Ok(())
+    }
+
+    /// Queues a rename of `src` to `dst` made at `time_ms`: see
+    /// [`Client::unlink_later`]. Later requests touching either name wait for it.
+    pub async fn rename_later(&self, src: &str, dst: &str, time_ms: i64) -> Result<(), ClientError> {
+        path::components(src)?;
+        path::components(dst)?;
+        self.queue(strata_protocol::journal::BatchOp::Rename { src: src.into(), dst: dst.into(), time_ms });
+        Ok(())
+    }
+
     fn queue(&self, op: strata_protocol::journal::BatchOp) {
         if self.inner.behind.push(op) {
             tokio::spawn(self.inner.behind.clone().run(self.inner.master.clone()));

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use strata_protocol::frame::{encode_frame, read_frame, FrameKind, ReadFrameError};
+use strata_protocol::frame::{encode_frame, read_frame, FrameKind, ReadFrameError, READ_BUFFER_BYTES};
 use strata_protocol::messages::{MasterRequest, MasterResponse, RequestEnvelope, ResponseEnvelope};
 use strata_protocol::{ErrorCode, MAX_FRAME_BYTES};
 use tokio::io::AsyncWriteExt;
@@ -60,7 +60,8 @@ impl MasterConnection {
             .map_err(|_| ClientError::Timeout { what: format!("connecting to {}", self.addr), after: self.timeout })?
             .map_err(|source| ClientError::Connect { addr: self.addr.clone(), source })?;
         stream.set_nodelay(true)?;
-        let (mut rd, wr) = stream.into_split();
+        let (rd, wr) = stream.into_split();
+        let mut rd = tokio::io::BufReader::with_capacity(READ_BUFFER_BYTES, rd);
         let pending: Pending = Arc::new(Mutex::new(Some(HashMap::new())));
         let p = pending.clone();
         let addr = self.addr.clone();

@@ -286,10 +286,31 @@ impl StrataFs {
         self.paths.write().insert(a.inode, path);
     }
 
-    /// `a` was made at `path` in directory `parent` (whose times moved).
+    /// `a` was made at `path` in directory `parent`: the master moved the
+    /// parent's times to the new inode's ctime (one journal entry, one
+    /// time) and counted a new subdirectory in its links.
     fn made(&self, parent: u64, path: String, a: &Attr) {
-        self.stale(&[parent]);
+        let links = i32::from(a.file_type == strata_client::FileType::Directory);
+        self.touched_dir(parent, a.ctime_ms, links);
         self.remember(path, a);
+    }
+
+    /// The attributes at `path`: the cached answer for the inode this mount
+    /// knows there while within the TTL (what the kernel's own entry cache
+    /// would have answered), else the master's.
+    fn attr_at(&self, path: &str) -> FsResult<Attr> {
+        let known = self.paths.read().ino_at(path);
+        if let Some(a) = known.and_then(|ino| self.cached_attr(ino)) {
+            return Ok(a);
+        }
+        let a = self.stat_path(path)?;
+        self.remember(path.to_string(), &a);
+        Ok(a)
+    }
+
+    /// `ino`'s cached attributes if within the TTL.
+    fn cached_attr(&self, ino: u64) -> Option<Attr> {
+        self.attrs.lock().get(&ino).filter(|(at, _)| at.elapsed() < self.cfg.ttl).map(|(_, a)| a.clone())
     }
 
     /// Records the master's answer for `a.inode`.
@@ -309,16 +330,18 @@ impl StrataFs {
         }
     }
 
-    /// A queued change in directory `dir` moves its times to now: the
-    /// cached attributes say so (the kernel asks for them before the next
-    /// change in it, to check permissions), or are dropped if too old.
-    fn touched_dir(&self, dir: u64) {
+    /// A change in directory `dir` moved its times to `time_ms` (the
+    /// master's, or this mount's clock for a queued change) and its link
+    /// count by `links`: the cached attributes say so (the kernel asks for
+    /// them before the next change in it, to check permissions: dropping
+    /// them cost a round trip per create), or are dropped if too old.
+    fn touched_dir(&self, dir: u64, time_ms: i64, links: i32) {
         let mut cache = self.attrs.lock();
         match cache.get_mut(&dir).filter(|(at, _)| at.elapsed() < self.cfg.ttl) {
             Some((_, a)) => {
-                let now = strata_protocol::now_ms();
-                a.mtime_ms = a.mtime_ms.max(now);
-                a.ctime_ms = a.ctime_ms.max(now);
+                a.mtime_ms = a.mtime_ms.max(time_ms);
+                a.ctime_ms = a.ctime_ms.max(time_ms);
+                a.nlink = (i64::from(a.nlink) + i64::from(links)).max(2) as u32;
             }
             None => {
                 cache.remove(&dir);
@@ -328,8 +351,7 @@ impl StrataFs {
 
     /// `ino`'s attributes from the master, answered within the TTL.
     fn master_attr(&self, ino: u64) -> FsResult<Attr> {
-        let cached = self.attrs.lock().get(&ino).filter(|(at, _)| at.elapsed() < self.cfg.ttl).map(|(_, a)| a.clone());
-        if let Some(a) = cached {
+        if let Some(a) = self.cached_attr(ino) {
             return Ok(a);
         }
         let a = self.stat_path(&self.path(ino)?)?;
@@ -459,6 +481,11 @@ impl StrataFs {
             let a = self.dirty_base(ino).map_or_else(|| self.stat_path(&path), Ok)?;
             return Ok(self.observe(&self.with_staged_size(a)));
         }
+        if attrs != SetAttrs::default() && size.is_none() {
+            if let Some(a) = self.set_attr_later(ino, &path, &attrs)? {
+                return Ok(self.observe(&a));
+            }
+        }
         let a = if attrs != SetAttrs::default() {
             let a = self.block_on(self.client.set_attr(&path, attrs));
             a.inspect_err(|_| self.stale(&[ino])).map_err(|e| errno(&e))?
@@ -467,6 +494,65 @@ impl StrataFs {
         };
         self.fresh(&a);
         Ok(self.observe(&self.with_staged_size(a)))
+    }
+
+    /// Queues a change of mode, owner or times when the mount can tell the
+    /// result itself: it has the inode's attributes from the master within
+    /// the TTL and no handle here stages the inode. The answer is those
+    /// attributes with the change applied at this mount's time, which the
+    /// queued op carries so the master records the same ctime. None: do it
+    /// now.
+    fn set_attr_later(&self, ino: u64, path: &str, attrs: &SetAttrs) -> FsResult<Option<Attr>> {
+        if self.staged.lock().contains_key(&ino) || self.orphans.lock().contains_key(&ino) {
+            return Ok(None);
+        }
+        let Some(mut a) = self.cached_attr(ino) else { return Ok(None) };
+        let t = strata_protocol::now_ms().max(a.ctime_ms);
+        self.block_on(self.client.set_attr_later(path, attrs.clone(), t)).map_err(|e| errno(&e))?;
+        attrs.apply(&mut a, t);
+        self.fresh(&a);
+        Ok(Some(a))
+    }
+
+    /// Queues a rename when the mount can tell the result itself: the
+    /// source is a non-directory whose attributes it has within the TTL;
+    /// the target is a non-directory it knows likewise, or a name it does
+    /// not know (the kernel just looked it up and found nothing); no handle
+    /// here has either inode open. False: do it now.
+    fn rename_later(&self, parent: u64, src: &str, newparent: u64, dst: &str) -> FsResult<bool> {
+        use strata_client::FileType::Directory;
+        let (ino, replaced) = {
+            let paths = self.paths.read();
+            (paths.ino_at(src), paths.ino_at(dst))
+        };
+        let Some(ino) = ino else { return Ok(false) };
+        let Some(mut a) = self.cached_attr(ino).filter(|a| a.file_type != Directory) else { return Ok(false) };
+        if let Some(r) = replaced {
+            if r == ino || self.cached_attr(r).is_none_or(|ra| ra.file_type == Directory) {
+                return Ok(false);
+            }
+        }
+        let inos = [Some(ino), replaced];
+        let busy = |i: &u64| inos.contains(&Some(*i));
+        if self.files.lock().values().any(|f| busy(&f.ino))
+            || self.staged.lock().keys().any(busy)
+            || self.orphans.lock().keys().any(busy)
+        {
+            return Ok(false);
+        }
+        let t = strata_protocol::now_ms().max(a.ctime_ms);
+        self.block_on(self.client.rename_later(src, dst, t)).map_err(|e| errno(&e))?;
+        a.ctime_ms = t;
+        self.fresh(&a);
+        self.touched_dir(parent, t, 0);
+        self.touched_dir(newparent, t, 0);
+        let mut paths = self.paths.write();
+        if let Some(r) = replaced {
+            self.stale(&[r]);
+            paths.remove(r);
+        }
+        paths.rename(src, dst, ino);
+        Ok(true)
     }
 
     /// Records attribute changes to publish with the inode's staged
@@ -520,7 +606,7 @@ impl StrataFs {
             if let Some(ino) = known {
                 self.block_on(self.client.unlink_later(&path)).map_err(|e| errno(&e))?;
                 self.stale(&[ino]);
-                self.touched_dir(parent);
+                self.touched_dir(parent, strata_protocol::now_ms(), 0);
                 self.forget_name(ino, &path);
                 return Ok(());
             }
@@ -596,8 +682,8 @@ impl StrataFs {
         let target = self.path(ino)?;
         let path = self.child_path(newparent, newname)?;
         let r = self.block_on(self.client.link(&target, &path));
-        self.stale(&[newparent, ino]);
-        let a = r.map_err(|e| errno(&e))?;
+        let a = r.inspect_err(|_| self.stale(&[newparent, ino])).map_err(|e| errno(&e))?;
+        self.touched_dir(newparent, a.ctime_ms, 0);
         self.fresh(&a);
         Ok(self.observe(&a))
     }
@@ -605,7 +691,7 @@ impl StrataFs {
     /// `rmdir`.
     pub fn rmdir(&self, parent: u64, name: &std::ffi::OsStr) -> FsResult<()> {
         let path = self.child_path(parent, name)?;
-        let a = self.stat_path(&path)?;
+        let a = self.attr_at(&path)?;
         if a.file_type != strata_client::FileType::Directory {
             return Err(Errno::ENOTDIR);
         }
@@ -643,7 +729,10 @@ impl StrataFs {
     ) -> FsResult<()> {
         let src = self.child_path(parent, name)?;
         let dst = self.child_path(newparent, newname)?;
-        let a = self.stat_path(&src)?;
+        if !noreplace && self.rename_later(parent, &src, newparent, &dst)? {
+            return Ok(());
+        }
+        let a = self.attr_at(&src)?;
         if noreplace && self.stat_path(&dst).is_ok() {
             return Err(Errno::EEXIST);
         }
@@ -956,10 +1045,13 @@ impl StrataFs {
     pub fn opendir(&self, ino: u64) -> FsResult<u64> {
         let path = self.path(ino)?;
         let list = self.block_on(self.client.list(&path)).map_err(|e| errno(&e))?;
-        let parent = if ino == 1 {
-            1
-        } else {
-            self.stat_path(strata_protocol::path::parent(&path)).map(|a| a.inode).unwrap_or(1)
+        let parent = match ino {
+            1 => 1,
+            _ => {
+                let up = strata_protocol::path::parent(&path);
+                let known = if up == "/" { Some(1) } else { self.paths.read().ino_at(up) };
+                known.unwrap_or_else(|| self.stat_path(up).map(|a| a.inode).unwrap_or(1))
+            }
         };
         let mut entries = vec![
             Entry { ino, kind: FileType::Directory, name: ".".into(), attr: None },

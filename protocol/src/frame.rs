@@ -25,6 +25,9 @@ pub const MAGIC: [u8; 4] = *b"STRA";
 pub const VERSION: u8 = 1;
 /// Size of the fixed frame header.
 pub const HEADER_BYTES: usize = 16;
+/// Read buffer of a connection carrying small frames (metadata RPCs): a
+/// frame's header and body, often the next frame too, in one read.
+pub const READ_BUFFER_BYTES: usize = 64 * 1024;
 /// Default upper bound on a frame payload (metadata frames are small; a
 /// listing of a huge directory is paged well below this).
 pub const MAX_FRAME_BYTES: u32 = 16 * 1024 * 1024;

@@ -91,35 +91,49 @@ pub enum JournalEntry {
     /// the intent, in one entry. The intent is forgotten even when `op` is
     /// rejected (the answer is then that error).
     UfsDone { id: u64, op: Option<UfsOp>, time_ms: i64 },
-    /// A client's queued (write-behind) changes, in order, in one entry: one
-    /// log write for many changes. Each op is applied as its own entry
-    /// (`Unlink`) and has its own outcome; a rejected op changes nothing and
-    /// does not stop the ones after it.
+    /// Queued unlinks as written by earlier versions (now `ClientBatch`);
+    /// still applied when replayed.
     Batch { ops: Vec<BatchOp>, time_ms: i64 },
+    /// A client's queued (write-behind) changes, in order, in one entry: one
+    /// log write for many changes. Each op is applied as its own entry and
+    /// has its own outcome; a rejected op changes nothing and does not stop
+    /// the ones after it. `(seq, part)` numbers the client's batches (a
+    /// request may be split in parts around ops run on their own): a batch
+    /// the state machine has seen from `client` is not applied again, so a
+    /// client may resend one whose fate it does not know.
+    ClientBatch { client: u64, seq: u64, part: u32, ops: Vec<BatchOp>, time_ms: i64 },
 }
 
-/// One change in a [`JournalEntry::Batch`]: only kinds whose re-application
-/// after a crash mid-batch leaves the same namespace (an unlink of a name
-/// already gone is rejected).
+/// One change in a [`JournalEntry::ClientBatch`]. Ops that carry a time
+/// were stamped by the client (the ctime it already answered with); an
+/// unlink takes the batch's.
 #[derive(Archive, Serialize, Deserialize, serde::Serialize, serde::Deserialize, Debug, Clone, PartialEq, Eq)]
 #[rkyv(derive(Debug))]
 pub enum BatchOp {
     /// As `JournalEntry::Unlink`.
     Unlink { path: String },
+    /// As `JournalEntry::SetAttr`.
+    SetAttr { path: String, attrs: SetAttrs, time_ms: i64 },
+    /// As `JournalEntry::Rename`.
+    Rename { src: String, dst: String, time_ms: i64 },
 }
 
 impl BatchOp {
-    /// The path the op changes.
-    pub fn path(&self) -> &str {
-        match self {
-            BatchOp::Unlink { path } => path,
-        }
+    /// The paths the op changes.
+    pub fn paths(&self) -> impl Iterator<Item = &str> {
+        let (a, b) = match self {
+            BatchOp::Unlink { path } | BatchOp::SetAttr { path, .. } => (path, None),
+            BatchOp::Rename { src, dst, .. } => (src, Some(dst.as_str())),
+        };
+        std::iter::once(a.as_str()).chain(b)
     }
 
-    /// The op as a journal entry of its own.
-    pub fn entry(&self, time_ms: i64) -> JournalEntry {
-        match self {
-            BatchOp::Unlink { path } => JournalEntry::Unlink { path: path.clone(), time_ms },
+    /// The op as a journal entry of its own, in a batch made at `batch_ms`.
+    pub fn entry(&self, batch_ms: i64) -> JournalEntry {
+        match self.clone() {
+            BatchOp::Unlink { path } => JournalEntry::Unlink { path, time_ms: batch_ms },
+            BatchOp::SetAttr { path, attrs, time_ms } => JournalEntry::SetAttr { path, attrs, time_ms },
+            BatchOp::Rename { src, dst, time_ms } => JournalEntry::Rename { src, dst, time_ms },
         }
     }
 }
@@ -128,9 +142,11 @@ impl BatchOp {
 #[derive(Archive, Serialize, Deserialize, serde::Serialize, serde::Deserialize, Debug, Clone, PartialEq, Eq)]
 #[rkyv(derive(Debug))]
 pub enum BatchOutcome {
-    /// Applied: the inode's attributes (for an unlink, as it was removed)
-    /// and the blocks it freed.
-    Done { attr: Attr, freed: Vec<u64> },
+    /// Applied: the inode's attributes (for an unlink, as it was removed;
+    /// none for a rename) and the blocks it freed.
+    Done { attr: Option<Attr>, freed: Vec<u64> },
+    /// The batch was applied before (a resend): nothing changed now.
+    AlreadyApplied,
     /// Rejected; nothing changed.
     Failed(ErrorInfo),
 }

@@ -85,6 +85,21 @@ pub struct SetAttrs {
     pub mtime_ms: Option<i64>,
 }
 
+impl SetAttrs {
+    /// Applies the changes to `a`, made at `time_ms` (the new ctime): what
+    /// the master does, and what a client answers with for a queued change.
+    pub fn apply(&self, a: &mut Attr, time_ms: i64) {
+        if let Some(m) = self.mode {
+            a.mode = m & 0o7777;
+        }
+        a.uid = self.uid.unwrap_or(a.uid);
+        a.gid = self.gid.unwrap_or(a.gid);
+        a.atime_ms = self.atime_ms.unwrap_or(a.atime_ms);
+        a.mtime_ms = self.mtime_ms.unwrap_or(a.mtime_ms);
+        a.ctime_ms = time_ms;
+    }
+}
+
 /// Where a worker serves block bytes.
 #[derive(Archive, Serialize, Deserialize, serde::Serialize, serde::Deserialize, Debug, Clone, PartialEq, Eq, Hash)]
 #[rkyv(derive(Debug))]
@@ -267,10 +282,12 @@ pub enum MasterRequest {
     Unlink { path: String },
     /// Set (`Some`) or clear (`None`) the TTL of `path` and everything below it.
     SetTtl { path: String, ttl: Option<crate::ufs::FileTtl> },
-    /// Changes queued by a client (unlinks), applied in order, runs of them
-    /// in one journal entry; answered with `Batch`, one outcome per op. An
-    /// unlink under a UFS mount runs on its own (its object goes first).
-    Batch { ops: Vec<crate::journal::BatchOp> },
+    /// Changes queued by a client, applied in order, runs of them in one
+    /// journal entry; answered with `Batch`, one outcome per op. An unlink
+    /// or rename under a UFS mount runs on its own (its objects go first).
+    /// `client` (random per client) and `seq` (1, 2, … per batch) let the
+    /// master recognise a resent batch (see `JournalEntry::ClientBatch`).
+    Batch { client: u64, seq: u64, ops: Vec<crate::journal::BatchOp> },
     /// Add master `id` to the Raft group (learner until caught up, then
     /// voter). `addr` is its client address, `mesh` its mesh address.
     AddMaster { id: u64, addr: String, mesh: String },

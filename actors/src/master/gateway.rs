@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use ractor_cluster::RactorMessage;
-use strata_protocol::frame::{read_frame, write_frame, FrameKind, ReadFrameError};
+use strata_protocol::frame::{read_frame, write_frame, FrameKind, ReadFrameError, READ_BUFFER_BYTES};
 use strata_protocol::journal::{ApplyResult, BatchOp, BatchOutcome, JournalEntry};
 use strata_protocol::messages::{
     BlockLocation, ClusterReport, FileBlocks, FileType, MasterRequest, MasterResponse, RequestEnvelope,
@@ -99,7 +99,8 @@ impl Actor for ClientGateway {
 }
 
 async fn serve_connection(stream: TcpStream) {
-    let (mut rd, mut wr) = stream.into_split();
+    let (rd, mut wr) = stream.into_split();
+    let mut rd = tokio::io::BufReader::with_capacity(READ_BUFFER_BYTES, rd);
     let (tx, mut rx) = mpsc::channel::<ResponseEnvelope>(IN_FLIGHT_PER_CONNECTION);
     let writer = tokio::spawn(async move {
         while let Some(resp) = rx.recv().await {
@@ -393,11 +394,11 @@ async fn handle(req: MasterRequest, stale_ok: bool) -> Result<MasterResponse, Er
             mounts::ensure_synced(&path, false).await?;
             attr_of(propose(JournalEntry::SetTtl { path, ttl, time_ms: t }).await?)
         }
-        MasterRequest::Batch { ops } => {
-            for op in &ops {
-                check_path(op.path())?;
+        MasterRequest::Batch { client, seq, ops } => {
+            for p in ops.iter().flat_map(BatchOp::paths) {
+                check_path(p)?;
             }
-            MasterResponse::Batch(batch(ops).await?)
+            MasterResponse::Batch(batch(client, seq, ops).await?)
         }
         MasterRequest::SetAttr { path, attrs } => {
             check_path(&path)?;
@@ -484,33 +485,48 @@ async fn handle(req: MasterRequest, stale_ok: bool) -> Result<MasterResponse, Er
 /// A client's queued ops, in order: runs of them in one journal entry
 /// each; an unlink under a UFS mount (its object goes first, journaled as an
 /// intent) on its own, as a plain `Unlink` request.
-async fn batch(ops: Vec<BatchOp>) -> Result<Vec<BatchOutcome>, ErrorInfo> {
+async fn batch(client: u64, seq: u64, ops: Vec<BatchOp>) -> Result<Vec<BatchOutcome>, ErrorInfo> {
     let mut out = Vec::with_capacity(ops.len());
     let mut run = Vec::new();
+    let mut part = 0;
     for op in ops {
-        let BatchOp::Unlink { path } = &op;
-        if mounts::mount_of(path).await?.is_none() {
+        // An unlink or rename under a UFS mount goes on its own: its objects first.
+        let mut on_own = false;
+        if matches!(op, BatchOp::Unlink { .. } | BatchOp::Rename { .. }) {
+            for p in op.paths() {
+                on_own |= mounts::mount_of(p).await?.is_some();
+            }
+        }
+        if !on_own {
             run.push(op);
             continue;
         }
-        out.extend(propose_run(std::mem::take(&mut run)).await?);
-        let BatchOp::Unlink { path } = op;
-        out.push(match Box::pin(handle(MasterRequest::Unlink { path }, false)).await {
-            Ok(MasterResponse::Attr(attr)) => BatchOutcome::Done { attr, freed: Vec::new() },
+        out.extend(propose_run(client, seq, part, std::mem::take(&mut run)).await?);
+        part += 1;
+        let req = match op {
+            BatchOp::Unlink { path } => MasterRequest::Unlink { path },
+            BatchOp::Rename { src, dst, .. } => MasterRequest::Rename { src, dst },
+            BatchOp::SetAttr { .. } => unreachable!("set in the run above"),
+        };
+        out.push(match Box::pin(handle(req, false)).await {
+            Ok(MasterResponse::Attr(attr)) => BatchOutcome::Done { attr: Some(attr), freed: Vec::new() },
+            Ok(MasterResponse::Done) => BatchOutcome::Done { attr: None, freed: Vec::new() },
             Ok(MasterResponse::Error(e)) | Err(e) => BatchOutcome::Failed(e),
             Ok(other) => BatchOutcome::Failed(ErrorInfo::new(ErrorCode::Internal, format!("unexpected {other:?}"))),
         });
     }
-    out.extend(propose_run(run).await?);
+    out.extend(propose_run(client, seq, part, run).await?);
     Ok(out)
 }
 
-async fn propose_run(ops: Vec<BatchOp>) -> Result<Vec<BatchOutcome>, ErrorInfo> {
+/// Proposes a run of a client's batch as one entry (see `JournalEntry::ClientBatch`).
+async fn propose_run(client: u64, seq: u64, part: u32, ops: Vec<BatchOp>) -> Result<Vec<BatchOutcome>, ErrorInfo> {
     if ops.is_empty() {
         return Ok(Vec::new());
     }
     let n = ops.len();
-    let ApplyResult::Batch(out) = propose(JournalEntry::Batch { ops, time_ms: now_ms() }).await? else {
+    let entry = JournalEntry::ClientBatch { client, seq, part, ops, time_ms: now_ms() };
+    let ApplyResult::Batch(out) = propose(entry).await? else {
         return Err(ErrorInfo::new(ErrorCode::Internal, "a batch applied to something else"));
     };
     if out.len() != n {
@@ -524,7 +540,7 @@ async fn propose_run(ops: Vec<BatchOp>) -> Result<Vec<BatchOutcome>, ErrorInfo> 
                 freed.extend(f);
                 BatchOutcome::Done { attr, freed: Vec::new() }
             }
-            failed => failed,
+            other => other,
         })
         .collect();
     free(freed);

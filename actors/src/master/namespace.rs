@@ -8,7 +8,7 @@ use parking_lot::Mutex;
 use rocksdb::{IteratorMode, WriteBatch, DB};
 use serde::{Deserialize, Serialize};
 use strata_protocol::journal::{ApplyResult, BatchOutcome, JournalEntry, UfsOp};
-use strata_protocol::messages::{Attr, DirEntry, FileType, SetAttrs};
+use strata_protocol::messages::{Attr, DirEntry, FileType};
 use strata_protocol::ufs::{self, Fingerprint, MountInfo, UfsEntry};
 use strata_protocol::{path, BlockId, ErrorCode, ErrorInfo, InodeId, ROOT_INODE};
 
@@ -93,6 +93,16 @@ const TTL_USED: &[u8] = b"ttl_used";
 /// under this prefix followed by the intent id (u64 BE), as bincode
 /// `(UfsOp, time_ms)`, until their `UfsDone`.
 const INTENT_PREFIX: &[u8] = b"ufs_intent:";
+
+/// `sm_meta`: `(log index u64, ops done u64)` of the batch entry being applied.
+const BATCH_PROGRESS: &[u8] = b"batch_progress";
+/// `sm_meta`: this prefix and a client id (u64 BE) hold the `(seq u64, part
+/// u64)` of the client's last batch applied.
+const BATCH_SEEN_PREFIX: &[u8] = b"batch_seen:";
+
+fn seen_key(client: u64) -> Vec<u8> {
+    [BATCH_SEEN_PREFIX, &client.to_be_bytes()[..]].concat()
+}
 
 fn intent_key(id: u64) -> Vec<u8> {
     [INTENT_PREFIX, &id.to_be_bytes()[..]].concat()
@@ -428,23 +438,63 @@ impl Namespace {
         if index != 0 && index <= self.applied_index()? {
             return Ok(ApplyResult::Done);
         }
-        let JournalEntry::Batch { ops, time_ms } = entry else {
-            return self.apply_one(index, entry, extra);
+        let (ops, time_ms, seen) = match entry {
+            JournalEntry::Batch { ops, time_ms } => (ops, *time_ms, None),
+            JournalEntry::ClientBatch { client, seq, part, ops, time_ms } => {
+                (ops, *time_ms, Some((*client, (*seq, *part))))
+            }
+            _ => return self.apply_one(index, entry, extra),
         };
+        let mut extra = extra.to_vec();
+        if let Some((client, at)) = seen {
+            if self.batch_seen(client)?.is_some_and(|last| last >= at) {
+                // A resend of a batch applied before: nothing to do again.
+                self.apply_one(index, &JournalEntry::Batch { ops: Vec::new(), time_ms }, &extra)?;
+                return Ok(ApplyResult::Batch(vec![BatchOutcome::AlreadyApplied; ops.len()]));
+            }
+            extra.push((cf::SM_META, seen_key(client), [at.0.to_be_bytes(), u64::from(at.1).to_be_bytes()].concat()));
+        }
         // Each op in a write of its own (an op reads what the ones before it
-        // wrote); the applied index goes last. A crash in between re-applies
-        // the batch, which the op kinds allowed make harmless (see `BatchOp`).
-        let mut out = Vec::with_capacity(ops.len());
-        for op in ops {
-            out.push(match self.apply_one(0, &op.entry(*time_ms), &[])? {
-                ApplyResult::Replaced { attr, freed } => BatchOutcome::Done { attr, freed },
-                ApplyResult::Attr(attr) => BatchOutcome::Done { attr, freed: Vec::new() },
+        // wrote) that also records how many of the entry's ops are done; the
+        // applied index and the client's batch number go last. A crash in
+        // between resumes after the last op written.
+        let done = if index == 0 { 0 } else { self.batch_progress(index)? };
+        let mut out = vec![BatchOutcome::AlreadyApplied; done.min(ops.len())];
+        for (i, op) in ops.iter().enumerate().skip(done) {
+            let progress: Vec<(&str, Vec<u8>, Vec<u8>)> = match index {
+                0 => Vec::new(),
+                _ => vec![(cf::SM_META, BATCH_PROGRESS.to_vec(), [index, i as u64 + 1].map(u64::to_be_bytes).concat())],
+            };
+            out.push(match self.apply_one(0, &op.entry(time_ms), &progress)? {
+                ApplyResult::Replaced { attr, freed } => BatchOutcome::Done { attr: Some(attr), freed },
+                ApplyResult::Attr(attr) => BatchOutcome::Done { attr: Some(attr), freed: Vec::new() },
+                ApplyResult::Freed { blocks } => BatchOutcome::Done { attr: None, freed: blocks },
                 ApplyResult::Error(e) => BatchOutcome::Failed(e),
                 other => BatchOutcome::Failed(ErrorInfo::new(ErrorCode::Internal, format!("unexpected {other:?}"))),
             });
         }
-        self.apply_one(index, &JournalEntry::Batch { ops: Vec::new(), time_ms: *time_ms }, extra)?;
+        self.apply_one(index, &JournalEntry::Batch { ops: Vec::new(), time_ms }, &extra)?;
         Ok(ApplyResult::Batch(out))
+    }
+
+    /// How many ops of the batch entry at `index` a crash interrupted
+    /// after (0 if none).
+    fn batch_progress(&self, index: u64) -> Result<usize, StoreError> {
+        let Some(v) = self.db.get_cf(handle(&self.db, cf::SM_META), BATCH_PROGRESS)? else { return Ok(0) };
+        let (at, n) = v
+            .split_at_checked(8)
+            .ok_or_else(|| StoreError::Corrupt { key: BATCH_PROGRESS.to_vec(), reason: "not two u64".into() })?;
+        Ok(if u64_of(BATCH_PROGRESS, at)? == index { u64_of(BATCH_PROGRESS, n)? as usize } else { 0 })
+    }
+
+    /// The last `(seq, part)` of `client`'s batches applied.
+    fn batch_seen(&self, client: u64) -> Result<Option<(u64, u32)>, StoreError> {
+        let key = seen_key(client);
+        let Some(v) = self.db.get_cf(handle(&self.db, cf::SM_META), &key)? else { return Ok(None) };
+        let (seq, part) = v
+            .split_at_checked(8)
+            .ok_or_else(|| StoreError::Corrupt { key: key.clone(), reason: "not two u64".into() })?;
+        Ok(Some((u64_of(&key, seq)?, u64_of(&key, part)? as u32)))
     }
 
     fn apply_one(
@@ -530,25 +580,6 @@ pub fn is_inline(attr: &Attr, blocks: &[BlockId]) -> bool {
 }
 
 /// Applies a `SetAttr`'s changes; the change time becomes `time_ms`.
-fn set_attrs(a: &mut Attr, attrs: &SetAttrs, time_ms: i64) {
-    if let Some(m) = attrs.mode {
-        a.mode = m & 0o7777;
-    }
-    if let Some(u) = attrs.uid {
-        a.uid = u;
-    }
-    if let Some(g) = attrs.gid {
-        a.gid = g;
-    }
-    if let Some(t) = attrs.atime_ms {
-        a.atime_ms = t;
-    }
-    if let Some(t) = attrs.mtime_ms {
-        a.mtime_ms = t;
-    }
-    a.ctime_ms = time_ms;
-}
-
 fn length_fits(n: u64, bs: u64, length: u64) -> bool {
     if n == 0 {
         length == 0
@@ -677,7 +708,7 @@ impl Tx<'_> {
     fn apply(&mut self, entry: &JournalEntry) -> Result<ApplyResult, NsError> {
         match entry {
             // Its ops are applied one by one by `Namespace::apply`; this is its bookkeeping.
-            JournalEntry::Batch { .. } => Ok(ApplyResult::Done),
+            JournalEntry::Batch { .. } | JournalEntry::ClientBatch { .. } => Ok(ApplyResult::Done),
             JournalEntry::Mkdir { path: p, recursive, mode, uid, gid, time_ms } => {
                 let comps = path::components(p)?;
                 if comps.is_empty() {
@@ -796,7 +827,7 @@ impl Tx<'_> {
             }
             JournalEntry::SetAttr { path: p, attrs, time_ms } => {
                 let mut rec = self.ns.resolve(p)?;
-                set_attrs(&mut rec.attr, attrs, *time_ms);
+                attrs.apply(&mut rec.attr, *time_ms);
                 self.put_inode(&rec);
                 Ok(ApplyResult::Attr(rec.attr))
             }
@@ -939,7 +970,7 @@ impl Tx<'_> {
                 rec.attr.size = data.len() as u64;
                 rec.attr.complete = true;
                 rec.attr.mtime_ms = *time_ms;
-                set_attrs(&mut rec.attr, attrs, *time_ms);
+                attrs.apply(&mut rec.attr, *time_ms);
                 self.put_inode(&rec);
                 Ok(ApplyResult::Replaced { attr: rec.attr, freed })
             }
@@ -1311,6 +1342,7 @@ mod tests {
     use super::*;
     use crate::master::store::open_db;
     use strata_protocol::journal::BatchOp;
+    use strata_protocol::messages::SetAttrs;
 
     fn ns_in(dir: &tempfile::TempDir) -> Namespace {
         Namespace::open(open_db(dir.path()).unwrap()).unwrap()
@@ -1447,12 +1479,12 @@ mod tests {
             .iter()
             .map(|o| match o {
                 BatchOutcome::Failed(e) => Some(e.code),
-                BatchOutcome::Done { .. } => None,
+                _ => None,
             })
             .collect();
         assert_eq!(codes, vec![None, Some(ErrorCode::IsADirectory), Some(ErrorCode::NotFound), None, None]);
         // The first name only drops a link; the last frees the block.
-        let BatchOutcome::Done { attr, freed } = &out[0] else { panic!() };
+        let BatchOutcome::Done { attr: Some(attr), freed } = &out[0] else { panic!() };
         assert_eq!((attr.inode, attr.nlink, freed.len()), (f.inode, 2, 0));
         let BatchOutcome::Done { freed, .. } = &out[3] else { panic!() };
         assert_eq!(freed, &vec![block]);
@@ -1463,6 +1495,58 @@ mod tests {
         // is a no-op.
         assert_eq!(ns.applied_index().unwrap(), 7);
         assert_eq!(ns.apply(7, &batch, &[]).unwrap(), ApplyResult::Done);
+    }
+
+    #[test]
+    fn a_client_batch_is_applied_once_and_resumes_after_a_crash() {
+        let d = tempfile::tempdir().unwrap();
+        let ns = ns_in(&d);
+        ok(&ns, mkdir("/d", false));
+        ok(&ns, create("/d/a", false));
+        ok(&ns, create("/d/c", false));
+        let a = ns.resolve("/d/a").unwrap().attr;
+        let c = ns.resolve("/d/c").unwrap().attr;
+        let attrs = SetAttrs { mode: Some(0o600), mtime_ms: Some(100), ..Default::default() };
+        // Renames that a blind replay would get wrong: a -> b, then c -> a.
+        let ops = vec![
+            BatchOp::SetAttr { path: "/d/a".into(), attrs: attrs.clone(), time_ms: 50 },
+            BatchOp::Rename { src: "/d/a".into(), dst: "/d/b".into(), time_ms: 51 },
+            BatchOp::Rename { src: "/d/c".into(), dst: "/d/a".into(), time_ms: 52 },
+        ];
+        let batch = |seq| JournalEntry::ClientBatch { client: 3, seq, part: 0, ops: ops.clone(), time_ms: 60 };
+        let ApplyResult::Batch(out) = ns.apply(7, &batch(1), &[]).unwrap() else { panic!() };
+        assert!(out.iter().all(|o| matches!(o, BatchOutcome::Done { .. })), "{out:?}");
+        let check = || {
+            let b = ns.resolve("/d/b").unwrap().attr;
+            assert_eq!((b.inode, b.mode, b.mtime_ms, b.ctime_ms), (a.inode, 0o600, 100, 51), "the client's times");
+            assert_eq!(ns.resolve("/d/a").unwrap().attr.inode, c.inode);
+            assert!(ns.resolve("/d/c").is_err());
+        };
+        check();
+        // The same batch resent (its answer was lost) is not applied again.
+        let ApplyResult::Batch(out) = ns.apply(8, &batch(1), &[]).unwrap() else { panic!() };
+        assert_eq!(out, vec![BatchOutcome::AlreadyApplied; 3]);
+        check();
+        // A crash after the first op of a batch: the replay goes on from the second.
+        let d2 = tempfile::tempdir().unwrap();
+        let ns2 = ns_in(&d2);
+        ok(&ns2, mkdir("/d", false));
+        ok(&ns2, create("/d/a", false));
+        ok(&ns2, create("/d/c", false));
+        let c2 = ns2.resolve("/d/c").unwrap().attr.inode;
+        ok(&ns2, JournalEntry::SetAttr { path: "/d/a".into(), attrs: attrs.clone(), time_ms: 50 });
+        let progress = [7u64, 2].map(u64::to_be_bytes).concat();
+        ns2.db.put_cf(handle(&ns2.db, cf::SM_META), BATCH_PROGRESS, progress).unwrap();
+        ok(&ns2, JournalEntry::Rename { src: "/d/a".into(), dst: "/d/b".into(), time_ms: 51 });
+        let ApplyResult::Batch(out) = ns2.apply(7, &batch(1), &[]).unwrap() else { panic!() };
+        assert!(matches!(
+            out[..],
+            [BatchOutcome::AlreadyApplied, BatchOutcome::AlreadyApplied, BatchOutcome::Done { .. }]
+        ));
+        assert_eq!(ns2.resolve("/d/a").unwrap().attr.inode, c2, "c moved to a, and a was not moved again");
+        assert!(ns2.resolve("/d/c").is_err());
+        assert_eq!(ns2.resolve("/d/b").unwrap().attr.mode, 0o600);
+        assert_eq!(ns2.applied_index().unwrap(), 7);
     }
 
     #[test]
