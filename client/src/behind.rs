@@ -22,12 +22,19 @@ use parking_lot::Mutex;
 use strata_protocol::journal::{BatchOp, BatchOutcome};
 use strata_protocol::messages::{MasterRequest, MasterResponse};
 use strata_protocol::path::{is_under, parent};
+use strata_protocol::{ErrorCode, ErrorInfo};
 use tokio::sync::watch;
 
 use crate::{master, ClientError};
 
 /// Ops per `Batch` request.
 const MAX_BATCH: usize = 1024;
+/// How long the flusher leaves new ops queued for the client's next
+/// synchronous change to carry (see [`Behind::carry`]): a program that
+/// alternates queued and synchronous changes (tar, rsync: create, write,
+/// close, utimes, rename, next file) then pays one commit per file for
+/// them all. A request that must wait for the queue, and `flush`, cut it short.
+const LINGER: std::time::Duration = std::time::Duration::from_millis(2);
 
 #[derive(Default)]
 struct Queue {
@@ -35,7 +42,10 @@ struct Queue {
     /// first of them may be in the batch on its way).
     ops: VecDeque<(u64, BatchOp)>,
     next: u64,
+    /// The flusher task is running.
     flusher: bool,
+    /// A batch is on its way (sent by the flusher or carried).
+    in_flight: bool,
     /// The first failure since the last `flush`.
     failed: Option<ClientError>,
     /// Batches sent so far.
@@ -46,6 +56,8 @@ pub(crate) struct Behind {
     queue: Mutex<Queue>,
     /// Every op numbered below this is applied (or failed).
     done: watch::Sender<u64>,
+    /// Wakes the flusher before its linger is over.
+    kick: tokio::sync::Notify,
     /// This client's id for the master's duplicate check.
     client: u64,
 }
@@ -104,7 +116,12 @@ fn paths(req: &MasterRequest) -> Vec<&str> {
 
 impl Behind {
     pub(crate) fn new() -> Self {
-        Behind { queue: Mutex::new(Queue::default()), done: watch::channel(0).0, client: rand::random() }
+        Behind {
+            queue: Mutex::new(Queue::default()),
+            done: watch::channel(0).0,
+            kick: tokio::sync::Notify::new(),
+            client: rand::random(),
+        }
     }
 
     /// Queues `op`; true if the caller must start the flusher.
@@ -128,6 +145,7 @@ impl Behind {
             q.ops.iter().rev().find(|(_, op)| ps.iter().any(|p| must_wait(p, read, op))).map(|(seq, _)| *seq)
         };
         if let Some(seq) = last {
+            self.kick.notify_one();
             let _ = self.done.subscribe().wait_for(|d| *d > seq).await;
         }
     }
@@ -135,6 +153,7 @@ impl Behind {
     /// Waits for every op queued so far; the first refusal since the last flush.
     pub(crate) async fn flush(&self) -> Result<(), ClientError> {
         let next = self.queue.lock().next;
+        self.kick.notify_one();
         let _ = self.done.subscribe().wait_for(|d| *d >= next).await;
         match self.queue.lock().failed.take() {
             Some(e) => Err(e),
@@ -142,59 +161,124 @@ impl Behind {
         }
     }
 
-    /// Sends the queue until it is empty.
+    /// Takes the next batch when none is on its way (`whole`: only if it
+    /// is the whole queue): its number, its ops and the sequence number
+    /// after its last op.
+    fn take(&self, whole: bool) -> Option<(u64, Vec<BatchOp>, u64)> {
+        let mut q = self.queue.lock();
+        if q.ops.is_empty() || q.in_flight || (whole && q.ops.len() > MAX_BATCH) {
+            return None;
+        }
+        q.in_flight = true;
+        q.batches += 1;
+        let ops: Vec<(u64, BatchOp)> = q.ops.iter().take(MAX_BATCH).cloned().collect();
+        let end = ops.last().map_or(0, |(s, _)| *s) + 1;
+        Some((q.batches, ops.into_iter().map(|(_, op)| op).collect(), end))
+    }
+
+    /// The batch taken with `n` queued ops up to `end` is answered.
+    fn finish(&self, n: usize, end: u64, failure: Option<ClientError>) {
+        {
+            let mut q = self.queue.lock();
+            q.ops.drain(..n);
+            q.in_flight = false;
+            if let Some(e) = failure {
+                q.failed.get_or_insert(e);
+            }
+        }
+        self.done.send_replace(end);
+        // The flusher may be waiting for this batch to send the rest.
+        self.kick.notify_one();
+    }
+
+    /// Sends the queue until it is empty, leaving ops a moment for a
+    /// synchronous change to carry.
     pub(crate) async fn run(self: Arc<Self>, masters: Arc<master::Masters>) {
         loop {
-            let (ops, seq): (Vec<(u64, BatchOp)>, u64) = {
+            let _ = tokio::time::timeout(LINGER, self.kick.notified()).await;
+            {
                 let mut q = self.queue.lock();
-                if q.ops.is_empty() {
+                if q.ops.is_empty() && !q.in_flight {
                     q.flusher = false;
                     return;
                 }
-                q.batches += 1;
-                (q.ops.iter().take(MAX_BATCH).cloned().collect(), q.batches)
-            };
-            // Only this task removes ops, from the front: the batch is still there.
-            let (n, last) = (ops.len(), ops.last().map_or(0, |(s, _)| *s));
-            let ops = ops.into_iter().map(|(_, op)| op).collect();
-            let failure = send(&masters, self.client, seq, ops).await;
-            {
-                let mut q = self.queue.lock();
-                q.ops.drain(..n);
-                if let Some(e) = failure {
-                    q.failed.get_or_insert(e);
-                }
             }
-            self.done.send_replace(last + 1);
+            // None: a carried batch is on its way; its end kicks us.
+            let Some((seq, ops, end)) = self.take(false) else { continue };
+            let n = ops.len();
+            let failure = match send(&masters, self.client, seq, ops.clone()).await {
+                Ok(outcomes) => refused(&ops, &outcomes),
+                Err(e) => Some(e),
+            };
+            self.finish(n, end, failure);
         }
+    }
+
+    /// Sends `op` (a synchronous change) with the queued ops before it in
+    /// one batch, one journal entry, when ops are queued and none are on
+    /// their way; its outcome. None: send it on its own.
+    pub(crate) async fn carry(
+        &self,
+        masters: &master::Masters,
+        op: BatchOp,
+    ) -> Option<Result<BatchOutcome, ClientError>> {
+        // The whole queue goes first, so the op needs to wait for nothing.
+        let (seq, mut ops, end) = self.take(true)?;
+        let n = ops.len();
+        ops.push(op);
+        let (failure, outcome) = match send(masters, self.client, seq, ops.clone()).await {
+            Ok(mut outcomes) => {
+                let mine = outcomes.pop();
+                (
+                    refused(&ops[..n], &outcomes),
+                    mine.ok_or_else(|| ClientError::unexpected(MasterResponse::Batch(Vec::new()))),
+                )
+            }
+            Err(e) => {
+                let lost = ErrorInfo::new(ErrorCode::Unavailable, format!("queued changes not confirmed: {e}"));
+                (Some(ClientError::Remote(lost)), Err(e))
+            }
+        };
+        self.finish(n, end, failure);
+        Some(outcome)
     }
 }
 
-/// Sends one batch; the first failure, if any. A batch whose fate is
-/// unknown (the connection broke after it was sent) is sent once more,
-/// under the same number: the master applies it once.
-async fn send(masters: &master::Masters, client: u64, seq: u64, ops: Vec<BatchOp>) -> Option<ClientError> {
+/// The first of `ops` the master refused, logged.
+fn refused(ops: &[BatchOp], outcomes: &[BatchOutcome]) -> Option<ClientError> {
+    let mut first = None;
+    for (op, o) in ops.iter().zip(outcomes) {
+        let BatchOutcome::Failed(e) = o else { continue };
+        tracing::warn!(op = ?op, error = %e, "a queued change was refused by the master");
+        first.get_or_insert(ClientError::Remote(e.clone()));
+    }
+    first
+}
+
+/// Sends one batch; one outcome per op. A batch whose fate is unknown (the
+/// connection broke after it was sent) is sent once more, under the same
+/// number: the master applies it once.
+async fn send(
+    masters: &master::Masters,
+    client: u64,
+    seq: u64,
+    ops: Vec<BatchOp>,
+) -> Result<Vec<BatchOutcome>, ClientError> {
+    let n = ops.len();
+    let req = MasterRequest::Batch { client, seq, ops };
     let mut retried = false;
     loop {
-        let r = masters.call(MasterRequest::Batch { client, seq, ops: ops.clone() }, false).await;
-        let outcomes = match r {
-            Ok(MasterResponse::Batch(o)) => o,
-            Ok(MasterResponse::Error(e)) => return Some(ClientError::Remote(e)),
-            Ok(other) => return Some(ClientError::unexpected(other)),
+        return match masters.call(req.clone(), false).await {
+            Ok(MasterResponse::Batch(o)) if o.len() == n => Ok(o),
+            Ok(MasterResponse::Error(e)) => Err(ClientError::Remote(e)),
+            Ok(other) => Err(ClientError::unexpected(other)),
             Err(e) if !retried && matches!(e, ClientError::Disconnected { .. } | ClientError::Timeout { .. }) => {
-                tracing::warn!(error = %e, ops = ops.len(), "queued changes: batch fate unknown; sending it again");
+                tracing::warn!(error = %e, ops = n, "queued changes: batch fate unknown; sending it again");
                 retried = true;
                 continue;
             }
-            Err(e) => return Some(e),
+            Err(e) => Err(e),
         };
-        let mut first = None;
-        for (op, o) in ops.iter().zip(outcomes) {
-            let BatchOutcome::Failed(e) = o else { continue };
-            tracing::warn!(op = ?op, error = %e, "a queued change was refused by the master");
-            first.get_or_insert(ClientError::Remote(e));
-        }
-        return first;
     }
 }
 

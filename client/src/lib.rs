@@ -30,6 +30,7 @@ pub use strata_protocol::ufs::{FileTtl, MountInfo, MountOptions, ReadType, TtlAc
 pub use strata_protocol::{ErrorCode, ErrorInfo};
 pub use writer::FileWriter;
 
+use strata_protocol::journal::{BatchOp, BatchOutcome};
 use strata_protocol::messages::{MasterRequest, MasterResponse};
 use strata_protocol::{path, DEFAULT_BLOCK_SIZE};
 
@@ -136,6 +137,22 @@ impl Client {
     }
 
     async fn call_attr(&self, req: MasterRequest) -> Result<Attr, ClientError> {
+        // A create or inline write carries the queued changes: one commit for all.
+        let req = match BatchOp::carrier(&req) {
+            None => req,
+            Some(op) => {
+                let path = op.paths().next().unwrap_or_default().to_string();
+                match self.inner.behind.carry(&self.inner.master, op).await {
+                    None => req,
+                    Some(Ok(BatchOutcome::Done { attr: Some(a), .. })) => return Ok(a),
+                    // Applied by an earlier send whose answer was lost.
+                    Some(Ok(BatchOutcome::AlreadyApplied)) => MasterRequest::Stat { path },
+                    Some(Ok(BatchOutcome::Failed(e))) => return Err(ClientError::Remote(e)),
+                    Some(Ok(other)) => return Err(ClientError::unexpected(MasterResponse::Batch(vec![other]))),
+                    Some(Err(e)) => return Err(e),
+                }
+            }
+        };
         match self.call(req).await? {
             MasterResponse::Attr(a) => Ok(a),
             other => Err(ClientError::unexpected(other)),

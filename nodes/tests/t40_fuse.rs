@@ -186,6 +186,22 @@ fn close_to_open_across_two_mounts() {
         f.read_to_end(&mut got).unwrap();
         assert!(got == data, "round {round}: bytes seen by the other mount");
     }
+    // Same-size rewrites: the other mount keeps its cached pages across
+    // read-only opens only while the file is unchanged, also when it saw
+    // the new attributes first through a stat (after the attribute TTL).
+    for (round, len) in [(10u64, 3_000usize), (11, 200_000)] {
+        std::fs::write(a.join("same"), bytes(len, round)).unwrap();
+        assert!(std::fs::read(b.join("same")).unwrap() == bytes(len, round));
+        assert!(std::fs::read(b.join("same")).unwrap() == bytes(len, round), "kept pages, unchanged file");
+        std::thread::sleep(Duration::from_millis(5));
+        std::fs::write(a.join("same"), bytes(len, round + 100)).unwrap();
+        assert!(std::fs::read(b.join("same")).unwrap() == bytes(len, round + 100), "{len}: reopened after a rewrite");
+        std::thread::sleep(Duration::from_millis(5));
+        std::fs::write(a.join("same"), bytes(len, round + 200)).unwrap();
+        std::thread::sleep(Duration::from_millis(1100));
+        let _ = std::fs::metadata(b.join("same")).unwrap();
+        assert!(std::fs::read(b.join("same")).unwrap() == bytes(len, round + 200), "{len}: stat, then reopened");
+    }
     // And the other direction.
     std::fs::write(b.join("back"), b"from b").unwrap();
     assert_eq!(std::fs::read(a.join("back")).unwrap(), b"from b");
@@ -240,6 +256,76 @@ fn queued_unlinks_are_read_back_and_reach_other_mounts() {
     // (Its kernel may keep a name it listed for the entry TTL; an open asks the master.)
     assert!(std::fs::File::open(b.join("q/f002")).is_err());
     assert!(std::fs::read_dir(b.join("q/sub")).is_err());
+}
+
+/// chmod, utimes and renames of files the mount knows are queued and ride
+/// on the next create or close: the mount answers at once with what the
+/// master will record (the same ctime), later requests see them, and after
+/// an fsync another mount sees exactly that.
+#[test]
+fn queued_attribute_changes_and_renames_reach_other_mounts() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let dir = tempfile::tempdir().unwrap();
+    let (node_a, a) = start_mounted(dir.path());
+    let (_node_b, b) = second_mount(dir.path(), &node_a);
+    let d = a.join("r");
+    std::fs::create_dir(&d).unwrap();
+    let mtime = std::time::UNIX_EPOCH + Duration::from_secs(1_000_000);
+    // rsync's pattern: write a temporary name, set its times and mode,
+    // rename it into place (over an existing file every third time).
+    for i in 0..60 {
+        let name = format!("f{i:02}");
+        if i % 3 == 0 {
+            std::fs::write(d.join(&name), b"old").unwrap();
+        }
+        let tmp = d.join(format!(".{name}.tmp"));
+        std::fs::write(&tmp, format!("new {i}")).unwrap();
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600 + i % 8)).unwrap();
+        std::fs::File::options().write(true).open(&tmp).unwrap().set_modified(mtime).unwrap();
+        std::fs::rename(&tmp, d.join(&name)).unwrap();
+        // Read back right away in this mount.
+        let m = std::fs::metadata(d.join(&name)).unwrap();
+        assert_eq!((m.mode() & 0o7777, m.modified().unwrap()), (0o600 + i % 8, mtime), "{name}");
+        assert!(!tmp.exists());
+    }
+    // A chmod of a directory, and a rename chain a -> b, c -> a.
+    std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o750)).unwrap();
+    std::fs::write(d.join("a"), b"A").unwrap();
+    std::fs::write(d.join("c"), b"C").unwrap();
+    std::fs::rename(d.join("a"), d.join("b")).unwrap();
+    std::fs::rename(d.join("c"), d.join("a")).unwrap();
+    assert_eq!(std::fs::read(d.join("a")).unwrap(), b"C");
+    assert_eq!(std::fs::read(d.join("b")).unwrap(), b"A");
+    // A chmod last: the ctime the mount answered is the one the master records.
+    std::fs::set_permissions(d.join("b"), std::fs::Permissions::from_mode(0o604)).unwrap();
+    let here: Vec<(String, u32, i64, i64)> = (0..60)
+        .map(|i| format!("f{i:02}"))
+        .chain(["a".to_string(), "b".to_string()])
+        .map(|name| {
+            let m = std::fs::metadata(d.join(&name)).unwrap();
+            (name, m.mode() & 0o7777, m.mtime(), m.ctime_nsec() / 1_000_000 + m.ctime() * 1000)
+        })
+        .collect();
+    std::fs::File::open(&d).unwrap().sync_all().unwrap();
+    // The other mount: same names, modes, times and ctimes; nothing else.
+    let br = b.join("r");
+    let mut names: Vec<String> =
+        std::fs::read_dir(&br).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    names.sort();
+    assert_eq!(names.len(), 62, "{names:?}");
+    assert!(names.iter().all(|n| !n.ends_with(".tmp")), "{names:?}");
+    for (name, mode, mt, ct) in &here {
+        let m = std::fs::metadata(br.join(name)).unwrap();
+        let ctime = m.ctime_nsec() / 1_000_000 + m.ctime() * 1000;
+        assert_eq!((m.mode() & 0o7777, m.mtime(), ctime), (*mode, *mt, *ct), "{name}");
+        if let Ok(i) = name[1..].parse::<u32>() {
+            assert_eq!(std::fs::read(br.join(name)).unwrap(), format!("new {i}").as_bytes());
+        }
+    }
+    assert_eq!(std::fs::metadata(br.join("b")).unwrap().mode() & 0o7777, 0o604);
+    assert_eq!(std::fs::metadata(&br).unwrap().mode() & 0o7777, 0o750);
+    assert_eq!(std::fs::read(br.join("a")).unwrap(), b"C");
+    assert_eq!(std::fs::read(br.join("b")).unwrap(), b"A");
 }
 
 /// The mount(8) helper mounts in the background and returns once the mount

@@ -105,8 +105,9 @@ pub enum JournalEntry {
 }
 
 /// One change in a [`JournalEntry::ClientBatch`]. Ops that carry a time
-/// were stamped by the client (the ctime it already answered with); an
-/// unlink takes the batch's.
+/// were stamped by the client (the ctime it already answered with); the
+/// others take the batch's. `Create` and `WriteInline` are synchronous
+/// changes that carry the client's queued ones (last in their batch).
 #[derive(Archive, Serialize, Deserialize, serde::Serialize, serde::Deserialize, Debug, Clone, PartialEq, Eq)]
 #[rkyv(derive(Debug))]
 pub enum BatchOp {
@@ -116,13 +117,20 @@ pub enum BatchOp {
     SetAttr { path: String, attrs: SetAttrs, time_ms: i64 },
     /// As `JournalEntry::Rename`.
     Rename { src: String, dst: String, time_ms: i64 },
+    /// As `JournalEntry::CreateFile`.
+    Create { path: String, mode: u32, uid: u32, gid: u32, block_size: u64, overwrite: bool, complete: bool },
+    /// As `JournalEntry::WriteInline`.
+    WriteInline { inode: InodeId, path: String, data: Vec<u8>, attrs: SetAttrs },
 }
 
 impl BatchOp {
     /// The paths the op changes.
     pub fn paths(&self) -> impl Iterator<Item = &str> {
         let (a, b) = match self {
-            BatchOp::Unlink { path } | BatchOp::SetAttr { path, .. } => (path, None),
+            BatchOp::Unlink { path }
+            | BatchOp::SetAttr { path, .. }
+            | BatchOp::Create { path, .. }
+            | BatchOp::WriteInline { path, .. } => (path, None),
             BatchOp::Rename { src, dst, .. } => (src, Some(dst.as_str())),
         };
         std::iter::once(a.as_str()).chain(b)
@@ -134,7 +142,40 @@ impl BatchOp {
             BatchOp::Unlink { path } => JournalEntry::Unlink { path, time_ms: batch_ms },
             BatchOp::SetAttr { path, attrs, time_ms } => JournalEntry::SetAttr { path, attrs, time_ms },
             BatchOp::Rename { src, dst, time_ms } => JournalEntry::Rename { src, dst, time_ms },
+            BatchOp::Create { path, mode, uid, gid, block_size, overwrite, complete } => {
+                JournalEntry::CreateFile { path, mode, uid, gid, block_size, overwrite, complete, time_ms: batch_ms }
+            }
+            BatchOp::WriteInline { inode, data, attrs, .. } => {
+                JournalEntry::WriteInline { inode, data, attrs, time_ms: batch_ms }
+            }
         }
+    }
+
+    /// The op as a request of its own (the master runs an op that needs
+    /// more than a journal entry, one under a UFS mount, this way).
+    pub fn into_request(self) -> crate::messages::MasterRequest {
+        use crate::messages::MasterRequest as R;
+        match self {
+            BatchOp::Unlink { path } => R::Unlink { path },
+            BatchOp::SetAttr { path, attrs, .. } => R::SetAttr { path, attrs },
+            BatchOp::Rename { src, dst, .. } => R::Rename { src, dst },
+            BatchOp::Create { path, mode, uid, gid, block_size, overwrite, complete } => {
+                R::Create { path, block_size, mode, uid, gid, overwrite, complete }
+            }
+            BatchOp::WriteInline { inode, path, data, attrs } => R::WriteInline { inode, path, data, attrs },
+        }
+    }
+
+    /// A synchronous request that can carry queued ops, as an op.
+    pub fn carrier(req: &crate::messages::MasterRequest) -> Option<BatchOp> {
+        use crate::messages::MasterRequest as R;
+        Some(match req.clone() {
+            R::Create { path, block_size, mode, uid, gid, overwrite, complete } => {
+                BatchOp::Create { path, mode, uid, gid, block_size, overwrite, complete }
+            }
+            R::WriteInline { inode, path, data, attrs } => BatchOp::WriteInline { inode, path, data, attrs },
+            _ => return None,
+        })
     }
 }
 

@@ -482,32 +482,20 @@ async fn handle(req: MasterRequest, stale_ok: bool) -> Result<MasterResponse, Er
     })
 }
 
-/// A client's queued ops, in order: runs of them in one journal entry
-/// each; an unlink under a UFS mount (its object goes first, journaled as an
-/// intent) on its own, as a plain `Unlink` request.
+/// A client's batch, in order: runs of ops in one journal entry each; an
+/// op [`on_own`] says needs more as the request it stands for.
 async fn batch(client: u64, seq: u64, ops: Vec<BatchOp>) -> Result<Vec<BatchOutcome>, ErrorInfo> {
     let mut out = Vec::with_capacity(ops.len());
     let mut run = Vec::new();
     let mut part = 0;
     for op in ops {
-        // An unlink or rename under a UFS mount goes on its own: its objects first.
-        let mut on_own = false;
-        if matches!(op, BatchOp::Unlink { .. } | BatchOp::Rename { .. }) {
-            for p in op.paths() {
-                on_own |= mounts::mount_of(p).await?.is_some();
-            }
-        }
-        if !on_own {
+        if !on_own(&op).await? {
             run.push(op);
             continue;
         }
         out.extend(propose_run(client, seq, part, std::mem::take(&mut run)).await?);
         part += 1;
-        let req = match op {
-            BatchOp::Unlink { path } => MasterRequest::Unlink { path },
-            BatchOp::Rename { src, dst, .. } => MasterRequest::Rename { src, dst },
-            BatchOp::SetAttr { .. } => unreachable!("set in the run above"),
-        };
+        let req = op.into_request();
         out.push(match Box::pin(handle(req, false)).await {
             Ok(MasterResponse::Attr(attr)) => BatchOutcome::Done { attr: Some(attr), freed: Vec::new() },
             Ok(MasterResponse::Done) => BatchOutcome::Done { attr: None, freed: Vec::new() },
@@ -517,6 +505,26 @@ async fn batch(client: u64, seq: u64, ops: Vec<BatchOp>) -> Result<Vec<BatchOutc
     }
     out.extend(propose_run(client, seq, part, run).await?);
     Ok(out)
+}
+
+/// Whether a batched op runs as a request of its own: one under a UFS
+/// mount (its objects go first; a file there is written as blocks), or one
+/// the request would refuse before journaling (its error comes from there).
+async fn on_own(op: &BatchOp) -> Result<bool, ErrorInfo> {
+    match op {
+        BatchOp::SetAttr { .. } => return Ok(false),
+        BatchOp::Create { block_size, .. } if !(MIN_BLOCK_SIZE..=MAX_BLOCK_SIZE).contains(block_size) => {
+            return Ok(true)
+        }
+        BatchOp::WriteInline { data, .. } if data.len() as u64 > INLINE_MAX_BYTES => return Ok(true),
+        _ => {}
+    }
+    for p in op.paths() {
+        if mounts::mount_of(p).await?.is_some() {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 /// Proposes a run of a client's batch as one entry (see `JournalEntry::ClientBatch`).

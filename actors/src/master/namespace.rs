@@ -466,7 +466,9 @@ impl Namespace {
                 _ => vec![(cf::SM_META, BATCH_PROGRESS.to_vec(), [index, i as u64 + 1].map(u64::to_be_bytes).concat())],
             };
             out.push(match self.apply_one(0, &op.entry(time_ms), &progress)? {
-                ApplyResult::Replaced { attr, freed } => BatchOutcome::Done { attr: Some(attr), freed },
+                ApplyResult::Replaced { attr, freed } | ApplyResult::Created { attr, freed } => {
+                    BatchOutcome::Done { attr: Some(attr), freed }
+                }
                 ApplyResult::Attr(attr) => BatchOutcome::Done { attr: Some(attr), freed: Vec::new() },
                 ApplyResult::Freed { blocks } => BatchOutcome::Done { attr: None, freed: blocks },
                 ApplyResult::Error(e) => BatchOutcome::Failed(e),
@@ -1547,6 +1549,45 @@ mod tests {
         assert!(ns2.resolve("/d/c").is_err());
         assert_eq!(ns2.resolve("/d/b").unwrap().attr.mode, 0o600);
         assert_eq!(ns2.applied_index().unwrap(), 7);
+    }
+
+    #[test]
+    fn a_create_or_inline_write_carries_queued_ops_in_one_entry() {
+        let d = tempfile::tempdir().unwrap();
+        let ns = ns_in(&d);
+        ok(&ns, mkdir("/d", false));
+        ok(&ns, create("/d/a", false));
+        let a = ns.resolve("/d/a").unwrap().attr;
+        let ops = vec![
+            BatchOp::WriteInline {
+                inode: a.inode,
+                path: "/d/a".into(),
+                data: b"hello".to_vec(),
+                attrs: SetAttrs::default(),
+            },
+            BatchOp::Rename { src: "/d/a".into(), dst: "/d/b".into(), time_ms: 5 },
+            BatchOp::Create {
+                path: "/d/a".into(),
+                mode: 0o640,
+                uid: 1,
+                gid: 2,
+                block_size: 1 << 20,
+                overwrite: false,
+                complete: true,
+            },
+        ];
+        let e = JournalEntry::ClientBatch { client: 1, seq: 1, part: 0, ops, time_ms: 9 };
+        let ApplyResult::Batch(out) = ns.apply(3, &e, &[]).unwrap() else { panic!() };
+        let [BatchOutcome::Done { attr: Some(w), .. }, BatchOutcome::Done { attr: None, .. }, BatchOutcome::Done { attr: Some(c), .. }] =
+            &out[..]
+        else {
+            panic!("{out:?}")
+        };
+        assert_eq!(w.size, 5);
+        assert_eq!(ns.resolve("/d/b").unwrap().attr.inode, a.inode);
+        assert_eq!((c.mode, c.uid, c.gid, c.ctime_ms), (0o640, 1, 2, 9));
+        assert_eq!(ns.resolve("/d/a").unwrap().attr.inode, c.inode);
+        assert_eq!(ns.applied_index().unwrap(), 3);
     }
 
     #[test]
