@@ -58,7 +58,12 @@ impl Filesystem for Adapter {
             | InitFlags::FUSE_DO_READDIRPLUS
             | InitFlags::FUSE_READDIRPLUS_AUTO
             | InitFlags::FUSE_CACHE_SYMLINKS
-            | InitFlags::FUSE_ATOMIC_O_TRUNC;
+            | InitFlags::FUSE_ATOMIC_O_TRUNC
+            // The kernel drops an inode's cached pages whenever attributes it
+            // is given show a new mtime (libfuse's default too): with pages
+            // kept across read-only opens, a change seen first by a getattr
+            // cannot leave stale pages behind.
+            | InitFlags::FUSE_AUTO_INVAL_DATA;
         let _ = config.add_capabilities(want & config.capabilities());
         Ok(())
     }
@@ -173,8 +178,12 @@ impl Filesystem for Adapter {
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let writable = flags.acc_mode() != OpenAccMode::O_RDONLY;
         let truncate = flags.0 & libc::O_TRUNC != 0;
+        // A read-only open keeps the kernel's cached pages: `open` has
+        // already dropped them if the file changed since this mount last
+        // saw it (close-to-open), so a re-read needs no request.
+        let keep = if writable { FopenFlags::empty() } else { FopenFlags::FOPEN_KEEP_CACHE };
         match self.fs.open(ino.0, writable, truncate) {
-            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+            Ok(fh) => reply.opened(FileHandle(fh), keep),
             Err(e) => reply_err!(reply, "open", e),
         }
     }
