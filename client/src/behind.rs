@@ -176,8 +176,9 @@ impl Behind {
         Some((q.batches, ops.into_iter().map(|(_, op)| op).collect(), end))
     }
 
-    /// The batch taken with `n` queued ops up to `end` is answered.
-    fn finish(&self, n: usize, end: u64, failure: Option<ClientError>) {
+    /// The batch taken with `n` queued ops up to `end` is answered; `kick`
+    /// the flusher (it may be waiting for a carried batch to send the rest).
+    fn finish(&self, n: usize, end: u64, failure: Option<ClientError>, kick: bool) {
         {
             let mut q = self.queue.lock();
             q.ops.drain(..n);
@@ -187,8 +188,9 @@ impl Behind {
             }
         }
         self.done.send_replace(end);
-        // The flusher may be waiting for this batch to send the rest.
-        self.kick.notify_one();
+        if kick {
+            self.kick.notify_one();
+        }
     }
 
     /// Sends the queue until it is empty, leaving ops a moment for a
@@ -210,7 +212,7 @@ impl Behind {
                 Ok(outcomes) => refused(&ops, &outcomes),
                 Err(e) => Some(e),
             };
-            self.finish(n, end, failure);
+            self.finish(n, end, failure, false);
         }
     }
 
@@ -239,7 +241,7 @@ impl Behind {
                 (Some(ClientError::Remote(lost)), Err(e))
             }
         };
-        self.finish(n, end, failure);
+        self.finish(n, end, failure, true);
         Some(outcome)
     }
 }

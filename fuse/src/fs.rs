@@ -503,13 +503,28 @@ impl StrataFs {
     /// queued op carries so the master records the same ctime. None: do it
     /// now.
     fn set_attr_later(&self, ino: u64, path: &str, attrs: &SetAttrs) -> FsResult<Option<Attr>> {
-        if self.staged.lock().contains_key(&ino) || self.orphans.lock().contains_key(&ino) {
+        if self.orphans.lock().contains_key(&ino) {
             return Ok(None);
         }
-        let Some(mut a) = self.cached_attr(ino) else { return Ok(None) };
+        // A clean staging (a close published it; the release is on its way:
+        // rsync's utimes right after close) takes the change into its base.
+        let shared = self.staged.lock().get(&ino).cloned();
+        let mut staging = shared.as_ref().map(|s| s.lock());
+        if staging.as_ref().is_some_and(|g| g.as_ref().is_some_and(|s| s.dirty)) {
+            return Ok(None);
+        }
+        // Not cached (tar's and rsync's directory times, set at the end): a
+        // stat and a queued change cost less than a commit waited for.
+        let mut a = match self.cached_attr(ino) {
+            Some(a) => a,
+            None => self.attr_at(path)?,
+        };
         let t = strata_protocol::now_ms().max(a.ctime_ms);
         self.block_on(self.client.set_attr_later(path, attrs.clone(), t)).map_err(|e| errno(&e))?;
         attrs.apply(&mut a, t);
+        if let Some(base) = staging.as_mut().and_then(|g| g.as_mut()).and_then(|s| s.base.as_mut()) {
+            attrs.apply(base, t);
+        }
         self.fresh(&a);
         Ok(Some(a))
     }
