@@ -58,12 +58,10 @@ impl Filesystem for Adapter {
             | InitFlags::FUSE_DO_READDIRPLUS
             | InitFlags::FUSE_READDIRPLUS_AUTO
             | InitFlags::FUSE_CACHE_SYMLINKS
-            | InitFlags::FUSE_ATOMIC_O_TRUNC
-            // The kernel drops an inode's cached pages whenever attributes it
-            // is given show a new mtime (libfuse's default too): with pages
-            // kept across read-only opens, a change seen first by a getattr
-            // cannot leave stale pages behind.
-            | InitFlags::FUSE_AUTO_INVAL_DATA;
+            | InitFlags::FUSE_ATOMIC_O_TRUNC;
+        // Not FUSE_AUTO_INVAL_DATA: with it the kernel checks attributes
+        // before every cached read (4k random reads 48k → 31k IOPS); `open`
+        // revalidates the pages instead.
         let _ = config.add_capabilities(want & config.capabilities());
         Ok(())
     }

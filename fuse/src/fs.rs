@@ -129,9 +129,12 @@ impl PathMap {
 
 /// The filesystem.
 pub struct StrataFs {
-    /// Size and mtime of each file as last told to the kernel: an open that
-    /// finds them changed invalidates the kernel's cached attributes and pages
-    /// (close-to-open consistency across mounts).
+    /// Size and mtime of each file as of its last open or publish here: the
+    /// version whose pages the kernel may hold (read-only opens keep them).
+    /// An open that finds the file changed since invalidates the kernel's
+    /// cached attributes and pages (close-to-open consistency across
+    /// mounts). Attributes the kernel gets in between (a getattr) do not
+    /// count: its pages are still of this version.
     seen: Mutex<HashMap<u64, (u64, i64)>>,
     /// Set once the session exists.
     notifier: Arc<std::sync::OnceLock<fuser::Notifier>>,
@@ -262,10 +265,13 @@ impl StrataFs {
     /// reads short), else the mount's TTL.
     pub fn attr_ttl(&self, ino: u64) -> Duration {
         if self.staged.lock().contains_key(&ino) {
-            Duration::ZERO
-        } else {
-            self.cfg.ttl
+            return Duration::ZERO;
         }
+        // What is left of the TTL of the master's answer the attributes come
+        // from: served from the mount's cache, they are never older than a
+        // TTL in the kernel either.
+        let at = self.attrs.lock().get(&ino).map(|(at, _)| *at);
+        at.map_or(self.cfg.ttl, |at| self.cfg.ttl.saturating_sub(at.elapsed()))
     }
 
     fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
@@ -359,16 +365,8 @@ impl StrataFs {
         Ok(a)
     }
 
-    /// Converts attributes for the kernel and records what it was told.
-    fn observe(&self, a: &Attr) -> FileAttr {
-        if a.file_type == strata_client::FileType::File {
-            self.seen.lock().insert(a.inode, (a.size, a.mtime_ms));
-        }
-        file_attr(a)
-    }
-
     /// Drops the kernel's cached attributes and pages of `ino` if the file
-    /// changed since the kernel last saw it (another mount wrote it).
+    /// changed since the version its pages may hold (another mount wrote it).
     fn revalidate(&self, ino: u64, fresh: &Attr) {
         let changed = {
             let mut seen = self.seen.lock();
@@ -419,9 +417,8 @@ impl StrataFs {
     /// `lookup`: the attributes of `name` in `parent`.
     pub fn lookup(&self, parent: u64, name: &std::ffi::OsStr) -> FsResult<FileAttr> {
         let path = self.child_path(parent, name)?;
-        let a = self.stat_path(&path)?;
-        self.remember(path, &a);
-        Ok(self.observe(&self.with_staged_size(a)))
+        let a = self.attr_at(&path)?;
+        Ok(file_attr(&self.with_staged_size(a)))
     }
 
     /// `getattr`.
@@ -431,7 +428,7 @@ impl StrataFs {
             return Ok(file_attr(&self.with_staged_size(a)));
         }
         let a = self.dirty_base(ino).map_or_else(|| self.master_attr(ino), Ok)?;
-        Ok(self.observe(&self.with_staged_size(a)))
+        Ok(file_attr(&self.with_staged_size(a)))
     }
 
     /// The master's last attributes of an inode whose staged content is dirty here.
@@ -479,11 +476,11 @@ impl StrataFs {
             SetAttrs { mode: mode.map(|m| m & 0o7777), uid, gid, atime_ms: atime.map(ms), mtime_ms: mtime.map(ms) };
         if attrs != SetAttrs::default() && self.defer_attrs(ino, &attrs) {
             let a = self.dirty_base(ino).map_or_else(|| self.stat_path(&path), Ok)?;
-            return Ok(self.observe(&self.with_staged_size(a)));
+            return Ok(file_attr(&self.with_staged_size(a)));
         }
         if attrs != SetAttrs::default() && size.is_none() {
             if let Some(a) = self.set_attr_later(ino, &path, &attrs)? {
-                return Ok(self.observe(&a));
+                return Ok(file_attr(&a));
             }
         }
         let a = if attrs != SetAttrs::default() {
@@ -493,7 +490,7 @@ impl StrataFs {
             self.stat_path(&path)?
         };
         self.fresh(&a);
-        Ok(self.observe(&self.with_staged_size(a)))
+        Ok(file_attr(&self.with_staged_size(a)))
     }
 
     /// Queues a change of mode, owner or times when the mount can tell the
@@ -521,7 +518,15 @@ impl StrataFs {
         };
         let t = strata_protocol::now_ms().max(a.ctime_ms);
         self.block_on(self.client.set_attr_later(path, attrs.clone(), t)).map_err(|e| errno(&e))?;
+        let before = (a.size, a.mtime_ms);
         attrs.apply(&mut a, t);
+        {
+            // Pages the kernel holds of the content are still that content.
+            let mut seen = self.seen.lock();
+            if seen.get(&ino) == Some(&before) {
+                seen.insert(ino, (a.size, a.mtime_ms));
+            }
+        }
         if let Some(base) = staging.as_mut().and_then(|g| g.as_mut()).and_then(|s| s.base.as_mut()) {
             attrs.apply(base, t);
         }
@@ -689,7 +694,7 @@ impl StrataFs {
             .block_on(self.client.mknod(&path, kind, rdev, Owner { mode: mode & 0o7777, uid, gid }))
             .map_err(|e| errno(&e))?;
         self.made(parent, path, &a);
-        Ok(self.observe(&a))
+        Ok(file_attr(&a))
     }
 
     /// `link`: a new name for `ino`.
@@ -700,7 +705,7 @@ impl StrataFs {
         let a = r.inspect_err(|_| self.stale(&[newparent, ino])).map_err(|e| errno(&e))?;
         self.touched_dir(newparent, a.ctime_ms, 0);
         self.fresh(&a);
-        Ok(self.observe(&a))
+        Ok(file_attr(&a))
     }
 
     /// `rmdir`.
@@ -836,7 +841,7 @@ impl StrataFs {
         let a = self.block_on(self.client.create_empty_as(&path, self.cfg.block_size, owner)).map_err(|e| errno(&e))?;
         self.made(parent, path, &a);
         self.cache_xattrs(a.inode, Xattrs::default());
-        let fa = self.observe(&a);
+        let fa = file_attr(&a);
         let s = self.new_staging()?;
         let f = self.open_file(a.inode, true);
         *f.staging.lock() = Some(Staging { base: Some(a), ..s });
@@ -1076,7 +1081,7 @@ impl StrataFs {
             let mut paths = self.paths.write();
             for e in list {
                 self.fresh(&e.attr);
-                let fa = self.observe(&e.attr);
+                let fa = file_attr(&e.attr);
                 paths.insert(e.attr.inode, join(&path, &e.name));
                 entries.push(Entry { ino: e.attr.inode, kind: fa.kind, name: e.name, attr: Some(fa) });
             }
