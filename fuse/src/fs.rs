@@ -536,9 +536,9 @@ impl StrataFs {
 
     /// Queues a rename when the mount can tell the result itself: the
     /// source is a non-directory whose attributes it has within the TTL;
-    /// the target is a non-directory it knows likewise, or a name it does
-    /// not know (the kernel just looked it up and found nothing); no handle
-    /// here has either inode open. False: do it now.
+    /// the target is a non-directory with one link it knows likewise, or a
+    /// name it does not know (the kernel just looked it up and found
+    /// nothing); no handle here has either inode open. False: do it now.
     fn rename_later(&self, parent: u64, src: &str, newparent: u64, dst: &str) -> FsResult<bool> {
         use strata_client::FileType::Directory;
         let (ino, replaced) = {
@@ -548,7 +548,8 @@ impl StrataFs {
         let Some(ino) = ino else { return Ok(false) };
         let Some(mut a) = self.cached_attr(ino).filter(|a| a.file_type != Directory) else { return Ok(false) };
         if let Some(r) = replaced {
-            if r == ino || self.cached_attr(r).is_none_or(|ra| ra.file_type == Directory) {
+            // A replaced inode with other names changes under them (nlink, ctime).
+            if r == ino || self.cached_attr(r).is_none_or(|ra| ra.file_type == Directory || ra.nlink > 1) {
                 return Ok(false);
             }
         }
@@ -621,9 +622,11 @@ impl StrataFs {
             self.files.lock().values().any(|f| paths.get(f.ino) == Some(&path))
         };
         if !busy {
-            // Known here (the kernel looked it up): queued, no round trip.
+            // Known here (the kernel looked it up) with one link: queued, no
+            // round trip. An inode with other names changes (nlink, ctime)
+            // under them, which the mount would answer wrongly meanwhile.
             let known = self.paths.read().ino_at(&path);
-            if let Some(ino) = known {
+            if let Some(ino) = known.filter(|&i| self.cached_attr(i).is_some_and(|a| a.nlink <= 1)) {
                 self.block_on(self.client.unlink_later(&path)).map_err(|e| errno(&e))?;
                 self.stale(&[ino]);
                 self.touched_dir(parent, strata_protocol::now_ms(), 0);
