@@ -129,6 +129,28 @@ impl Client {
     }
 
     async fn call(&self, req: MasterRequest) -> Result<MasterResponse, ClientError> {
+        // A create, inline write or single delete carries the queued
+        // changes: one commit for all.
+        let req = match BatchOp::carrier(&req) {
+            None => req,
+            Some(op) => {
+                let wants_attr = !matches!(op, BatchOp::Delete { .. });
+                let path = op.paths().next().unwrap_or_default().to_string();
+                match self.inner.behind.carry(&self.inner.master, op).await {
+                    None => req,
+                    Some(Ok(BatchOutcome::Done { attr: Some(a), .. })) if wants_attr => {
+                        return Ok(MasterResponse::Attr(a))
+                    }
+                    Some(Ok(BatchOutcome::Done { .. })) if !wants_attr => return Ok(MasterResponse::Done),
+                    // Applied by an earlier send whose answer was lost.
+                    Some(Ok(BatchOutcome::AlreadyApplied)) if wants_attr => MasterRequest::Stat { path },
+                    Some(Ok(BatchOutcome::AlreadyApplied)) => return Ok(MasterResponse::Done),
+                    Some(Ok(BatchOutcome::Failed(e))) => return Err(ClientError::Remote(e)),
+                    Some(Ok(other)) => return Err(ClientError::unexpected(MasterResponse::Batch(vec![other]))),
+                    Some(Err(e)) => return Err(e),
+                }
+            }
+        };
         self.inner.behind.before(&req).await;
         match self.inner.master.call(req, self.inner.cfg.stale_reads).await? {
             MasterResponse::Error(e) => Err(ClientError::Remote(e)),
@@ -137,22 +159,6 @@ impl Client {
     }
 
     async fn call_attr(&self, req: MasterRequest) -> Result<Attr, ClientError> {
-        // A create or inline write carries the queued changes: one commit for all.
-        let req = match BatchOp::carrier(&req) {
-            None => req,
-            Some(op) => {
-                let path = op.paths().next().unwrap_or_default().to_string();
-                match self.inner.behind.carry(&self.inner.master, op).await {
-                    None => req,
-                    Some(Ok(BatchOutcome::Done { attr: Some(a), .. })) => return Ok(a),
-                    // Applied by an earlier send whose answer was lost.
-                    Some(Ok(BatchOutcome::AlreadyApplied)) => MasterRequest::Stat { path },
-                    Some(Ok(BatchOutcome::Failed(e))) => return Err(ClientError::Remote(e)),
-                    Some(Ok(other)) => return Err(ClientError::unexpected(MasterResponse::Batch(vec![other]))),
-                    Some(Err(e)) => return Err(e),
-                }
-            }
-        };
         match self.call(req).await? {
             MasterResponse::Attr(a) => Ok(a),
             other => Err(ClientError::unexpected(other)),

@@ -106,8 +106,9 @@ pub enum JournalEntry {
 
 /// One change in a [`JournalEntry::ClientBatch`]. Ops that carry a time
 /// were stamped by the client (the ctime it already answered with); the
-/// others take the batch's. `Create` and `WriteInline` are synchronous
-/// changes that carry the client's queued ones (last in their batch).
+/// others take the batch's. `Create`, `WriteInline` and `Delete` are
+/// synchronous changes that carry the client's queued ones (last in their
+/// batch).
 #[derive(Archive, Serialize, Deserialize, serde::Serialize, serde::Deserialize, Debug, Clone, PartialEq, Eq)]
 #[rkyv(derive(Debug))]
 pub enum BatchOp {
@@ -121,6 +122,9 @@ pub enum BatchOp {
     Create { path: String, mode: u32, uid: u32, gid: u32, block_size: u64, overwrite: bool, complete: bool },
     /// As `JournalEntry::WriteInline`.
     WriteInline { inode: InodeId, path: String, data: Vec<u8>, attrs: SetAttrs },
+    /// As `JournalEntry::Delete`, not recursive (rmdir of `rm -rf`, after
+    /// the unlinks queued under it).
+    Delete { path: String },
 }
 
 impl BatchOp {
@@ -130,7 +134,8 @@ impl BatchOp {
             BatchOp::Unlink { path }
             | BatchOp::SetAttr { path, .. }
             | BatchOp::Create { path, .. }
-            | BatchOp::WriteInline { path, .. } => (path, None),
+            | BatchOp::WriteInline { path, .. }
+            | BatchOp::Delete { path } => (path, None),
             BatchOp::Rename { src, dst, .. } => (src, Some(dst.as_str())),
         };
         std::iter::once(a.as_str()).chain(b)
@@ -148,6 +153,7 @@ impl BatchOp {
             BatchOp::WriteInline { inode, data, attrs, .. } => {
                 JournalEntry::WriteInline { inode, data, attrs, time_ms: batch_ms }
             }
+            BatchOp::Delete { path } => JournalEntry::Delete { path, recursive: false, time_ms: batch_ms },
         }
     }
 
@@ -163,10 +169,12 @@ impl BatchOp {
                 R::Create { path, block_size, mode, uid, gid, overwrite, complete }
             }
             BatchOp::WriteInline { inode, path, data, attrs } => R::WriteInline { inode, path, data, attrs },
+            BatchOp::Delete { path } => R::Delete { path, recursive: false },
         }
     }
 
-    /// A synchronous request that can carry queued ops, as an op.
+    /// A synchronous request that can carry queued ops, as an op: a
+    /// create, an inline write, a delete that is not recursive.
     pub fn carrier(req: &crate::messages::MasterRequest) -> Option<BatchOp> {
         use crate::messages::MasterRequest as R;
         Some(match req.clone() {
@@ -174,6 +182,7 @@ impl BatchOp {
                 BatchOp::Create { path, mode, uid, gid, block_size, overwrite, complete }
             }
             R::WriteInline { inode, path, data, attrs } => BatchOp::WriteInline { inode, path, data, attrs },
+            R::Delete { path, recursive: false } => BatchOp::Delete { path },
             _ => return None,
         })
     }

@@ -1552,7 +1552,7 @@ mod tests {
     }
 
     #[test]
-    fn a_create_or_inline_write_carries_queued_ops_in_one_entry() {
+    fn a_create_inline_write_or_delete_carries_queued_ops_in_one_entry() {
         let d = tempfile::tempdir().unwrap();
         let ns = ns_in(&d);
         ok(&ns, mkdir("/d", false));
@@ -1588,6 +1588,20 @@ mod tests {
         assert_eq!((c.mode, c.uid, c.gid, c.ctime_ms), (0o640, 1, 2, 9));
         assert_eq!(ns.resolve("/d/a").unwrap().attr.inode, c.inode);
         assert_eq!(ns.applied_index().unwrap(), 3);
+        // rm -rf: the rmdir carries the unlinks before it; one not empty is refused.
+        ok(&ns, mkdir("/e/sub", true));
+        ok(&ns, create("/e/f", false));
+        let ops = vec![
+            BatchOp::Unlink { path: "/e/f".into() },
+            BatchOp::Delete { path: "/e".into() },
+            BatchOp::Delete { path: "/e/sub".into() },
+            BatchOp::Delete { path: "/e".into() },
+        ];
+        let e = JournalEntry::ClientBatch { client: 1, seq: 2, part: 0, ops, time_ms: 10 };
+        let ApplyResult::Batch(out) = ns.apply(4, &e, &[]).unwrap() else { panic!() };
+        assert!(matches!(&out[1], BatchOutcome::Failed(e) if e.code == ErrorCode::DirectoryNotEmpty), "{out:?}");
+        assert!(matches!(out[3], BatchOutcome::Done { attr: None, .. }), "{out:?}");
+        assert!(ns.resolve("/e").is_err());
     }
 
     #[test]
