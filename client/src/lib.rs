@@ -210,7 +210,7 @@ impl Client {
     /// open. Later requests of this client touching `p` wait for it.
     pub async fn unlink_later(&self, p: &str) -> Result<(), ClientError> {
         path::components(p)?;
-        self.queue(strata_protocol::journal::BatchOp::Unlink { path: p.into() });
+        self.queue(BatchOp::Unlink { path: p.into() });
         Ok(())
     }
 
@@ -219,7 +219,7 @@ impl Client {
     /// [`Client::unlink_later`].
     pub async fn set_attr_later(&self, p: &str, attrs: SetAttrs, time_ms: i64) -> Result<(), ClientError> {
         path::components(p)?;
-        self.queue(strata_protocol::journal::BatchOp::SetAttr { path: p.into(), attrs, time_ms });
+        self.queue(BatchOp::SetAttr { path: p.into(), attrs, time_ms });
         Ok(())
     }
 
@@ -228,11 +228,11 @@ impl Client {
     pub async fn rename_later(&self, src: &str, dst: &str, time_ms: i64) -> Result<(), ClientError> {
         path::components(src)?;
         path::components(dst)?;
-        self.queue(strata_protocol::journal::BatchOp::Rename { src: src.into(), dst: dst.into(), time_ms });
+        self.queue(BatchOp::Rename { src: src.into(), dst: dst.into(), time_ms });
         Ok(())
     }
 
-    fn queue(&self, op: strata_protocol::journal::BatchOp) {
+    fn queue(&self, op: BatchOp) {
         if self.inner.behind.push(op) {
             tokio::spawn(self.inner.behind.clone().run(self.inner.master.clone()));
         }

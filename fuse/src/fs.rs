@@ -494,11 +494,11 @@ impl StrataFs {
     }
 
     /// Queues a change of mode, owner or times when the mount can tell the
-    /// result itself: it has the inode's attributes from the master within
-    /// the TTL and no handle here stages the inode. The answer is those
-    /// attributes with the change applied at this mount's time, which the
-    /// queued op carries so the master records the same ctime. None: do it
-    /// now.
+    /// result itself: no handle here stages dirty content of the inode. The
+    /// answer is the inode's attributes from the master (cached within the
+    /// TTL, else asked for) with the change applied at this mount's time,
+    /// which the queued op carries so the master records the same ctime.
+    /// None: do it now.
     fn set_attr_later(&self, ino: u64, path: &str, attrs: &SetAttrs) -> FsResult<Option<Attr>> {
         if self.orphans.lock().contains_key(&ino) {
             return Ok(None);
@@ -512,10 +512,7 @@ impl StrataFs {
         }
         // Not cached (tar's and rsync's directory times, set at the end): a
         // stat and a queued change cost less than a commit waited for.
-        let mut a = match self.cached_attr(ino) {
-            Some(a) => a,
-            None => self.attr_at(path)?,
-        };
+        let mut a = self.master_attr(ino)?;
         let t = strata_protocol::now_ms().max(a.ctime_ms);
         self.block_on(self.client.set_attr_later(path, attrs.clone(), t)).map_err(|e| errno(&e))?;
         let before = (a.size, a.mtime_ms);
@@ -1039,13 +1036,13 @@ impl StrataFs {
         self.publish(&f)
     }
 
-    /// `fsync`: publish pending writes, and wait for this mount's queued unlinks.
+    /// `fsync`: publish pending writes, and wait for this mount's queued changes.
     pub fn fsync(&self, fh: u64) -> FsResult<()> {
         self.flush(fh)?;
         self.sync_queued()
     }
 
-    /// Waits for this mount's queued unlinks (fsyncdir, unmount); EIO if the
+    /// Waits for this mount's queued changes (fsyncdir, unmount); EIO if the
     /// master refused one since the last wait.
     pub fn sync_queued(&self) -> FsResult<()> {
         self.block_on(self.client.flush_queued()).map_err(|e| {
