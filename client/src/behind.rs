@@ -20,15 +20,25 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 use strata_protocol::journal::{BatchOp, BatchOutcome};
-use strata_protocol::messages::{MasterRequest, MasterResponse};
+use strata_protocol::messages::{DirEntry, MasterRequest, MasterResponse};
 use strata_protocol::path::{is_under, parent};
+
 use strata_protocol::{ErrorCode, ErrorInfo};
 use tokio::sync::watch;
+use tokio::time::{Duration, Instant};
 
 use crate::{master, ClientError};
 
 /// Ops per `Batch` request.
 const MAX_BATCH: usize = 1024;
+/// Bytes per `Batch` request (about; queued inline writes carry data):
+/// well inside the master's 1 MiB request limit.
+const MAX_BATCH_BYTES: usize = 512 * 1024;
+/// How long after sending a keep-alive (or lease request) this client
+/// uses its leases: a second less than the master keeps them.
+const CLIENT_LEASE: Duration = Duration::from_secs(2);
+/// How long a keep-alive may take before it counts as failed.
+const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_millis(1500);
 /// How long the flusher leaves new ops queued for the client's next
 /// synchronous change to carry (see [`Behind::carry`]): a program that
 /// alternates queued and synchronous changes (tar, rsync: create, write,
@@ -50,6 +60,25 @@ struct Queue {
     failed: Option<ClientError>,
     /// Batches sent so far.
     batches: u64,
+    /// Directories leased to this client, by path, with the generation of
+    /// the grant (a lease lost and granted again is a new generation: what
+    /// the caller learnt under the old one may be stale).
+    leases: std::collections::HashMap<String, u64>,
+    generation: u64,
+    /// The leases are good until then (the master renews them from each
+    /// keep-alive's arrival; this counts a shorter time from its sending).
+    valid_until: Option<Instant>,
+    /// The keep-alive task is running.
+    keeper: bool,
+}
+
+impl Queue {
+    fn lease_of(&self, path: &str) -> Option<u64> {
+        if self.valid_until.is_none_or(|v| v <= Instant::now()) {
+            return None;
+        }
+        self.leases.iter().find(|(d, _)| is_under(path, d)).map(|(_, g)| *g)
+    }
 }
 
 pub(crate) struct Behind {
@@ -81,46 +110,13 @@ fn must_wait(path: &str, read: bool, op: &BatchOp) -> bool {
     })
 }
 
-/// The paths a request reads or changes.
-fn paths(req: &MasterRequest) -> Vec<&str> {
-    use MasterRequest as R;
-    match req {
-        R::Mkdir { path, .. }
-        | R::Create { path, .. }
-        | R::AddBlock { path, .. }
-        | R::Complete { path, .. }
-        | R::WriteInline { path, .. }
-        | R::Delete { path, .. }
-        | R::SetAttr { path, .. }
-        | R::Mknod { path, .. }
-        | R::SwapContent { path, .. }
-        | R::Stat { path }
-        | R::List { path }
-        | R::GetBlocks { path }
-        | R::Unmount { path }
-        | R::SetXattr { path, .. }
-        | R::Xattrs { path }
-        | R::Persist { path }
-        | R::Free { path }
-        | R::SetPin { path, .. }
-        | R::Unlink { path }
-        | R::SetTtl { path, .. } => vec![path],
-        R::Rename { src, dst } => vec![src, dst],
-        R::Symlink { link, .. } => vec![link],
-        R::Link { target, link } => vec![target, link],
-        R::Mount { info } => vec![&info.path],
-        R::Batch { ops, .. } => ops.iter().flat_map(BatchOp::paths).collect(),
-        R::CreateDetached { .. } | R::Report | R::Mounts | R::AddMaster { .. } | R::RemoveMaster { .. } => vec![],
-    }
-}
-
 impl Behind {
-    pub(crate) fn new() -> Self {
+    pub(crate) fn new(client: u64) -> Self {
         Behind {
             queue: Mutex::new(Queue::default()),
             done: watch::channel(0).0,
             kick: tokio::sync::Notify::new(),
-            client: rand::random(),
+            client,
         }
     }
 
@@ -133,6 +129,115 @@ impl Behind {
         !std::mem::replace(&mut q.flusher, true)
     }
 
+    /// Queues `op` under the lease generation `generation` covering `path`,
+    /// if this client still holds it: Some(start the flusher), or None
+    /// (do it synchronously). Checked and queued under one lock, so a
+    /// recall either comes after the op (and sends it before releasing)
+    /// or before the check.
+    pub(crate) fn push_leased(&self, generation: u64, path: &str, op: BatchOp) -> Option<bool> {
+        let mut q = self.queue.lock();
+        if q.lease_of(path) != Some(generation) {
+            return None;
+        }
+        let seq = q.next;
+        q.next += 1;
+        q.ops.push_back((seq, op));
+        Some(!std::mem::replace(&mut q.flusher, true))
+    }
+
+    /// The generation of this client's lease covering `path`, if it holds
+    /// one and it is still good.
+    pub(crate) fn lease_of(&self, path: &str) -> Option<u64> {
+        self.queue.lock().lease_of(path)
+    }
+
+    /// Asks for the lease on `dir`: its generation and the directory's
+    /// entries, or None when the master refuses (a UFS mount there).
+    pub(crate) async fn lease(
+        self: &Arc<Self>,
+        masters: &Arc<master::Masters>,
+        dir: &str,
+    ) -> Result<Option<(u64, Vec<DirEntry>)>, ClientError> {
+        let sent = Instant::now();
+        let entries = match masters.call(MasterRequest::Lease { path: dir.to_string() }, false).await? {
+            MasterResponse::Leased(entries) => entries,
+            MasterResponse::Error(e) if e.code == ErrorCode::InvalidState => return Ok(None),
+            MasterResponse::Error(e) => return Err(ClientError::Remote(e)),
+            other => return Err(ClientError::unexpected(other)),
+        };
+        let (generation, start) = {
+            let mut q = self.queue.lock();
+            q.generation += 1;
+            let g = q.generation;
+            q.leases.retain(|d, _| !is_under(d, dir));
+            q.leases.insert(dir.to_string(), g);
+            let until = sent + CLIENT_LEASE;
+            q.valid_until = Some(q.valid_until.map_or(until, |v| v.max(until)));
+            (g, !std::mem::replace(&mut q.keeper, true))
+        };
+        if start {
+            tokio::spawn(self.clone().keep_alive(masters.clone()));
+        }
+        Ok(Some((generation, entries)))
+    }
+
+    /// Renews the leases while there are any; hands recalled ones back.
+    async fn keep_alive(self: Arc<Self>, masters: Arc<master::Masters>) {
+        loop {
+            {
+                let mut q = self.queue.lock();
+                if q.leases.is_empty() {
+                    q.keeper = false;
+                    return;
+                }
+                if q.valid_until.is_some_and(|v| v <= Instant::now()) {
+                    // The master may have given them to others by now.
+                    tracing::warn!(leases = q.leases.len(), "directory leases lapsed (no keep-alive answer)");
+                    q.leases.clear();
+                    q.valid_until = None;
+                    q.keeper = false;
+                    return;
+                }
+            }
+            let sent = Instant::now();
+            match tokio::time::timeout(KEEP_ALIVE_TIMEOUT, masters.call(MasterRequest::KeepAlive, false)).await {
+                Ok(Ok(MasterResponse::Recall(dirs))) => {
+                    {
+                        let mut q = self.queue.lock();
+                        let until = sent + CLIENT_LEASE;
+                        if q.valid_until.is_some_and(|v| v < until) {
+                            q.valid_until = Some(until);
+                        }
+                    }
+                    if !dirs.is_empty() {
+                        tokio::spawn(self.clone().give_back(masters.clone(), dirs));
+                    }
+                }
+                other => {
+                    tracing::debug!(answer = ?other, "keep-alive failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }
+
+    /// Stops using the recalled leases, sends every change queued so far
+    /// and releases them.
+    async fn give_back(self: Arc<Self>, masters: Arc<master::Masters>, dirs: Vec<String>) {
+        let next = {
+            let mut q = self.queue.lock();
+            for d in &dirs {
+                q.leases.remove(d);
+            }
+            q.next
+        };
+        self.kick.notify_one();
+        let _ = self.done.subscribe().wait_for(|d| *d >= next).await;
+        if let Err(e) = masters.call(MasterRequest::Release { paths: dirs }, false).await {
+            tracing::warn!(error = %e, "releasing recalled leases failed (they lapse instead)");
+        }
+    }
+
     /// Waits until no queued op touches what `req` touches.
     pub(crate) async fn before(&self, req: &MasterRequest) {
         let last = {
@@ -140,8 +245,8 @@ impl Behind {
             if q.ops.is_empty() {
                 return;
             }
-            let ps = paths(req);
-            let read = master::is_read(req);
+            let ps = req.paths();
+            let read = req.is_read();
             q.ops.iter().rev().find(|(_, op)| ps.iter().any(|p| must_wait(p, read, op))).map(|(seq, _)| *seq)
         };
         if let Some(seq) = last {
@@ -166,12 +271,23 @@ impl Behind {
     /// after its last op.
     fn take(&self, whole: bool) -> Option<(u64, Vec<BatchOp>, u64)> {
         let mut q = self.queue.lock();
-        if q.ops.is_empty() || q.in_flight || (whole && q.ops.len() > MAX_BATCH) {
+        if q.ops.is_empty() || q.in_flight {
+            return None;
+        }
+        let (mut n, mut bytes) = (0, 0);
+        for (_, op) in q.ops.iter().take(MAX_BATCH) {
+            bytes += op.weight();
+            if n > 0 && bytes > MAX_BATCH_BYTES {
+                break;
+            }
+            n += 1;
+        }
+        if whole && n < q.ops.len() {
             return None;
         }
         q.in_flight = true;
         q.batches += 1;
-        let ops: Vec<(u64, BatchOp)> = q.ops.iter().take(MAX_BATCH).cloned().collect();
+        let ops: Vec<(u64, BatchOp)> = q.ops.iter().take(n).cloned().collect();
         let end = ops.last().map_or(0, |(s, _)| *s) + 1;
         Some((q.batches, ops.into_iter().map(|(_, op)| op).collect(), end))
     }

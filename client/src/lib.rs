@@ -30,7 +30,8 @@ pub use strata_protocol::ufs::{FileTtl, MountInfo, MountOptions, ReadType, TtlAc
 pub use strata_protocol::{ErrorCode, ErrorInfo};
 pub use writer::FileWriter;
 
-use strata_protocol::journal::{BatchOp, BatchOutcome};
+pub use strata_protocol::journal::BatchOp;
+use strata_protocol::journal::BatchOutcome;
 use strata_protocol::messages::{MasterRequest, MasterResponse};
 use strata_protocol::{path, DEFAULT_BLOCK_SIZE};
 
@@ -107,15 +108,25 @@ struct Inner {
     master: Arc<master::Masters>,
     data: data::DataPool,
     behind: Arc<behind::Behind>,
+    /// Inode numbers reserved for creates under leases, not yet used.
+    inodes: tokio::sync::Mutex<std::ops::Range<u64>>,
+    /// Where the queue's flusher runs (callers may be outside the runtime).
+    rt: tokio::runtime::Handle,
 }
+
+/// Inode numbers reserved at a time.
+const RESERVE_INODES: u32 = 4096;
 
 impl Client {
     /// Connects to the master.
     pub async fn connect(cfg: ClientConfig) -> Result<Client, ClientError> {
-        let master = master::Masters::connect(&cfg.master, cfg.rpc_timeout, cfg.failover_timeout).await?;
+        let id = rand::random::<u64>().max(1);
+        let master = master::Masters::connect(&cfg.master, cfg.rpc_timeout, cfg.failover_timeout, id).await?;
         let data = data::DataPool::new(cfg.data_timeout);
-        let (master, behind) = (Arc::new(master), Arc::new(behind::Behind::new()));
-        Ok(Client { inner: Arc::new(Inner { cfg, master, data, behind }) })
+        let (master, behind) = (Arc::new(master), Arc::new(behind::Behind::new(id)));
+        let inodes = tokio::sync::Mutex::new(0..0);
+        let rt = tokio::runtime::Handle::current();
+        Ok(Client { inner: Arc::new(Inner { cfg, master, data, behind, inodes, rt }) })
     }
 
     /// The configuration.
@@ -234,8 +245,56 @@ impl Client {
 
     fn queue(&self, op: BatchOp) {
         if self.inner.behind.push(op) {
-            tokio::spawn(self.inner.behind.clone().run(self.inner.master.clone()));
+            self.inner.rt.spawn(self.inner.behind.clone().run(self.inner.master.clone()));
         }
+    }
+
+    /// Leases the directory `p` and everything below it to this client
+    /// (see `docs/architecture.md`, *Directory leases*): the lease's
+    /// generation and the directory's entries, or None if the master will
+    /// not lease it (a UFS mount in it or above it). The lease is renewed
+    /// in the background and handed back when another client needs it,
+    /// after the changes queued under it are sent.
+    pub async fn lease(&self, p: &str) -> Result<Option<(u64, Vec<DirEntry>)>, ClientError> {
+        path::components(p)?;
+        self.inner.behind.before(&MasterRequest::Lease { path: p.into() }).await;
+        self.inner.behind.lease(&self.inner.master, p).await
+    }
+
+    /// The generation of this client's lease covering `p`, while it holds
+    /// one: nothing there changes but through this client.
+    pub fn lease_of(&self, p: &str) -> Option<u64> {
+        self.inner.behind.lease_of(p)
+    }
+
+    /// Queues `op`, whose paths are all under the lease of generation
+    /// `generation` covering `path`, if this client still holds that lease;
+    /// false: it does not (do the change synchronously).
+    pub fn queue_leased(&self, generation: u64, path: &str, op: BatchOp) -> bool {
+        debug_assert!(op.paths().all(|p| self.inner.behind.lease_of(p) == Some(generation)));
+        match self.inner.behind.push_leased(generation, path, op) {
+            None => false,
+            Some(start) => {
+                if start {
+                    self.inner.rt.spawn(self.inner.behind.clone().run(self.inner.master.clone()));
+                }
+                true
+            }
+        }
+    }
+
+    /// An inode number for a create under a lease (reserved from the
+    /// master a few thousand at a time).
+    pub async fn reserve_inode(&self) -> Result<u64, ClientError> {
+        let mut pool = self.inner.inodes.lock().await;
+        if pool.is_empty() {
+            match self.inner.master.call(MasterRequest::ReserveInodes { count: RESERVE_INODES }, false).await? {
+                MasterResponse::Inodes { first, count } => *pool = first..first + u64::from(count),
+                MasterResponse::Error(e) => return Err(ClientError::Remote(e)),
+                other => return Err(ClientError::unexpected(other)),
+            }
+        }
+        Ok(pool.next().expect("refilled above"))
     }
 
     /// Waits until every queued change is applied; the first one the

@@ -40,15 +40,18 @@ pub(crate) struct MasterConnection {
     timeout: Duration,
     conn: tokio::sync::Mutex<Option<Arc<Conn>>>,
     next_id: AtomicU64,
+    /// This client's id, sent with every request.
+    client: u64,
 }
 
 impl MasterConnection {
-    pub(crate) async fn connect(addr: &str, timeout: Duration) -> Result<Self, ClientError> {
+    pub(crate) async fn connect(addr: &str, timeout: Duration, client: u64) -> Result<Self, ClientError> {
         let m = MasterConnection {
             addr: addr.to_string(),
             timeout,
             conn: tokio::sync::Mutex::new(None),
             next_id: AtomicU64::new(1),
+            client,
         };
         m.get().await?;
         Ok(m)
@@ -117,7 +120,7 @@ impl MasterConnection {
     ) -> Result<MasterResponse, ClientError> {
         let conn = self.get().await?;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let frame = encode_frame(FrameKind::Request, &RequestEnvelope { id, body, stale_ok })
+        let frame = encode_frame(FrameKind::Request, &RequestEnvelope { id, body, stale_ok, client: self.client })
             .map_err(|source| ClientError::Protocol { addr: self.addr.clone(), source })?;
         let (tx, rx) = oneshot::channel();
         match conn.pending.lock().as_mut() {
@@ -161,20 +164,7 @@ const STALE_READ_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Whether a request changes the namespace (not safe to resend blindly).
 fn is_mutation(r: &MasterRequest) -> bool {
-    !is_read(r)
-}
-
-/// Whether a request only reads.
-pub(crate) fn is_read(r: &MasterRequest) -> bool {
-    matches!(
-        r,
-        MasterRequest::Stat { .. }
-            | MasterRequest::List { .. }
-            | MasterRequest::GetBlocks { .. }
-            | MasterRequest::Xattrs { .. }
-            | MasterRequest::Mounts
-            | MasterRequest::Report
-    )
+    !r.is_read()
 }
 
 /// Connections to every known master; calls go to the current leader,
@@ -187,10 +177,17 @@ pub(crate) struct Masters {
     reader: parking_lot::Mutex<String>,
     timeout: Duration,
     failover: Duration,
+    /// This client's id (random): the master's key for its leases and batches.
+    pub(crate) client: u64,
 }
 
 impl Masters {
-    pub(crate) async fn connect(list: &str, timeout: Duration, failover: Duration) -> Result<Self, ClientError> {
+    pub(crate) async fn connect(
+        list: &str,
+        timeout: Duration,
+        failover: Duration,
+        client: u64,
+    ) -> Result<Self, ClientError> {
         let addrs: Vec<String> = list.split(',').map(|a| a.trim().to_string()).filter(|a| !a.is_empty()).collect();
         let first = addrs.first().cloned().unwrap_or_default();
         let m = Masters {
@@ -200,6 +197,7 @@ impl Masters {
             reader: parking_lot::Mutex::new(first),
             timeout,
             failover,
+            client,
         };
         // Any reachable master will do to start; the leader is found on the first call.
         let mut last = None;
@@ -224,7 +222,7 @@ impl Masters {
         if let Some(c) = conns.get(addr) {
             return Ok(c.clone());
         }
-        let c = Arc::new(MasterConnection::connect(addr, self.timeout).await?);
+        let c = Arc::new(MasterConnection::connect(addr, self.timeout, self.client).await?);
         conns.insert(addr.to_string(), c.clone());
         Ok(c)
     }

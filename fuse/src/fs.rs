@@ -3,7 +3,7 @@
 //! into Strata's path-based calls, and each writable open file stages its
 //! bytes in a local file until it is flushed.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
@@ -13,7 +13,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use fuser::{Errno, FileAttr, FileType, INodeNo};
 use parking_lot::{Mutex, RwLock};
-use strata_client::{Attr, Client, ClientError, ErrorCode, FileReader, Owner, SetAttrs};
+use strata_client::{Attr, BatchOp, Client, ClientError, ErrorCode, FileReader, Owner, SetAttrs};
 use strata_protocol::INLINE_MAX_BYTES;
 
 use crate::errno::errno;
@@ -75,11 +75,19 @@ struct OpenFile {
 }
 
 /// The path this mount reaches each inode by (the name it was last looked
-/// up, created or renamed to), and the inode at each such path.
+/// up, created or renamed to), the inode at each such path, and the names
+/// known in each directory.
 #[derive(Default)]
 struct PathMap {
     by_ino: HashMap<u64, String>,
     by_path: HashMap<String, u64>,
+    names: HashMap<String, BTreeSet<String>>,
+}
+
+/// A path's directory and name.
+fn split(path: &str) -> (&str, &str) {
+    let dir = strata_protocol::path::parent(path);
+    (dir, path[dir.len()..].trim_start_matches('/'))
 }
 
 impl PathMap {
@@ -92,19 +100,43 @@ impl PathMap {
         self.by_path.get(path).copied()
     }
 
+    /// The names known in directory `dir`.
+    fn names_in(&self, dir: &str) -> impl Iterator<Item = &String> {
+        self.names.get(dir).into_iter().flatten()
+    }
+
+    fn link_path(&mut self, path: String, ino: u64) {
+        let (dir, name) = split(&path);
+        self.names.entry(dir.to_string()).or_default().insert(name.to_string());
+        self.by_path.insert(path, ino);
+    }
+
+    /// Forgets the name `path` (whatever inode it had).
+    fn unlink_path(&mut self, path: &str) {
+        if self.by_path.remove(path).is_some() {
+            let (dir, name) = split(path);
+            if let Some(set) = self.names.get_mut(dir) {
+                set.remove(name);
+                if set.is_empty() {
+                    self.names.remove(dir);
+                }
+            }
+        }
+    }
+
     fn insert(&mut self, ino: u64, path: String) {
         if let Some(before) = self.by_ino.insert(ino, path.clone()) {
             if before != path && self.by_path.get(&before) == Some(&ino) {
-                self.by_path.remove(&before);
+                self.unlink_path(&before);
             }
         }
-        self.by_path.insert(path, ino);
+        self.link_path(path, ino);
     }
 
     fn remove(&mut self, ino: u64) {
         if let Some(p) = self.by_ino.remove(&ino) {
             if self.by_path.get(&p) == Some(&ino) {
-                self.by_path.remove(&p);
+                self.unlink_path(&p);
             }
         }
     }
@@ -116,6 +148,7 @@ impl PathMap {
         let moved: Vec<(u64, String)> = self
             .by_ino
             .iter()
+            .filter(|(i, p)| self.by_path.get(p.as_str()) == Some(i))
             .filter_map(|(&i, p)| p.strip_prefix(&prefix).map(|rest| (i, format!("{dst}/{rest}"))))
             .collect();
         for (i, p) in moved {
@@ -123,6 +156,7 @@ impl PathMap {
             self.insert(i, p);
         }
         self.remove(ino);
+        self.unlink_path(dst);
         self.insert(ino, dst.to_string());
     }
 }
@@ -163,6 +197,12 @@ pub struct StrataFs {
     /// an answer). Every change made through this mount replaces or drops
     /// the entries it affects, so this mount reads its own writes.
     attrs: Mutex<HashMap<u64, (Instant, Attr)>>,
+    /// Directories whose every entry this mount knows (names in `paths`,
+    /// attributes in `attrs`), with the generation of the lease under
+    /// which it learnt them: while the client holds that lease, lookups,
+    /// listings and creates there are answered here and the changes
+    /// queued (see [`Client::lease`]).
+    known: Mutex<HashMap<u64, u64>>,
     next_fh: AtomicU64,
 }
 
@@ -250,6 +290,7 @@ impl StrataFs {
             dirs: Mutex::new(HashMap::new()),
             xattrs: Mutex::new(HashMap::new()),
             attrs: Mutex::new(HashMap::new()),
+            known: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
         }
     }
@@ -271,6 +312,9 @@ impl StrataFs {
         // from: served from the mount's cache, they are never older than a
         // TTL in the kernel either.
         let at = self.attrs.lock().get(&ino).map(|(at, _)| *at);
+        if at.is_some_and(|at| at.elapsed() >= self.cfg.ttl) && self.leased(ino) {
+            return self.cfg.ttl;
+        }
         at.map_or(self.cfg.ttl, |at| self.cfg.ttl.saturating_sub(at.elapsed()))
     }
 
@@ -314,9 +358,52 @@ impl StrataFs {
         Ok(a)
     }
 
-    /// `ino`'s cached attributes if within the TTL.
+    /// `ino`'s cached attributes if within the TTL, or while this mount
+    /// holds a lease over it (nothing there changes but through here).
     fn cached_attr(&self, ino: u64) -> Option<Attr> {
-        self.attrs.lock().get(&ino).filter(|(at, _)| at.elapsed() < self.cfg.ttl).map(|(_, a)| a.clone())
+        let (at, a) = self.attrs.lock().get(&ino).cloned()?;
+        (at.elapsed() < self.cfg.ttl || self.leased(ino)).then_some(a)
+    }
+
+    /// Whether the client holds a lease over the path this mount knows `ino` by.
+    fn leased(&self, ino: u64) -> bool {
+        self.paths.read().get(ino).is_some_and(|p| self.client.lease_of(p).is_some())
+    }
+
+    /// The lease generation under which this mount knows every entry of
+    /// directory `dir` (at `path`), if the client still holds that lease.
+    fn known_dir(&self, dir: u64, path: &str) -> Option<u64> {
+        let g = *self.known.lock().get(&dir)?;
+        (self.client.lease_of(path) == Some(g)).then_some(g)
+    }
+
+    /// Asks for the lease on the directory `dir` at `path` (just made here):
+    /// granted, its entries are known from then on.
+    fn try_lease(&self, dir: u64, path: &str) {
+        let granted = match self.block_on(self.client.lease(path)) {
+            Ok(g) => g,
+            Err(e) => {
+                tracing::debug!(path, error = %e, "no lease");
+                None
+            }
+        };
+        let Some((g, entries)) = granted else { return };
+        {
+            let mut paths = self.paths.write();
+            let stale: Vec<String> = paths
+                .names_in(path)
+                .filter(|n| !entries.iter().any(|e| &e.name == *n))
+                .map(|n| join(path, n))
+                .collect();
+            for p in stale {
+                paths.unlink_path(&p);
+            }
+            for e in &entries {
+                self.fresh(&e.attr);
+                paths.insert(e.attr.inode, join(path, &e.name));
+            }
+        }
+        self.known.lock().insert(dir, g);
     }
 
     /// Records the master's answer for `a.inode`.
@@ -342,8 +429,9 @@ impl StrataFs {
     /// them before the next change in it, to check permissions: dropping
     /// them cost a round trip per create), or are dropped if too old.
     fn touched_dir(&self, dir: u64, time_ms: i64, links: i32) {
+        let leased = self.leased(dir);
         let mut cache = self.attrs.lock();
-        match cache.get_mut(&dir).filter(|(at, _)| at.elapsed() < self.cfg.ttl) {
+        match cache.get_mut(&dir).filter(|(at, _)| leased || at.elapsed() < self.cfg.ttl) {
             Some((_, a)) => {
                 a.mtime_ms = a.mtime_ms.max(time_ms);
                 a.ctime_ms = a.ctime_ms.max(time_ms);
@@ -416,7 +504,13 @@ impl StrataFs {
 
     /// `lookup`: the attributes of `name` in `parent`.
     pub fn lookup(&self, parent: u64, name: &std::ffi::OsStr) -> FsResult<FileAttr> {
-        let path = self.child_path(parent, name)?;
+        let dir = self.path(parent)?;
+        let path = join(&dir, name_str(name)?);
+        // Every name in a known directory is in the path map; its
+        // attributes are then answered from the cache below.
+        if self.known_dir(parent, &dir).is_some() && self.paths.read().ino_at(&path).is_none() {
+            return Err(Errno::ENOENT);
+        }
         let a = self.attr_at(&path)?;
         Ok(file_attr(&self.with_staged_size(a)))
     }
@@ -601,11 +695,51 @@ impl StrataFs {
     /// `mkdir`.
     pub fn mkdir(&self, parent: u64, name: &std::ffi::OsStr, mode: u32, uid: u32, gid: u32) -> FsResult<FileAttr> {
         let path = self.child_path(parent, name)?;
-        let a = self
-            .block_on(self.client.mkdir_as(&path, false, Owner { mode: mode & 0o7777, uid, gid }))
-            .map_err(|e| errno(&e))?;
-        self.made(parent, path, &a);
+        let owner = Owner { mode: mode & 0o7777, uid, gid };
+        if let Some((a, g)) = self.make_leased(parent, &path, strata_client::FileType::Directory, owner)? {
+            self.known.lock().insert(a.inode, g);
+            return Ok(file_attr(&a));
+        }
+        let a = self.block_on(self.client.mkdir_as(&path, false, owner)).map_err(|e| errno(&e))?;
+        self.made(parent, path.clone(), &a);
+        match self.client.lease_of(&path) {
+            // Made by this client under its lease: empty, and nobody else's.
+            Some(g) => {
+                self.known.lock().insert(a.inode, g);
+            }
+            None => self.try_lease(a.inode, &path),
+        }
         Ok(file_attr(&a))
+    }
+
+    /// Makes `path` in directory `parent` here when this mount knows every
+    /// entry there under a lease the client still holds: the create is
+    /// queued with an inode number the client reserved and this mount's
+    /// time, and answered at once. The new inode's attributes and the
+    /// lease generation; None: do it synchronously.
+    fn make_leased(
+        &self,
+        parent: u64,
+        path: &str,
+        kind: strata_client::FileType,
+        owner: Owner,
+    ) -> FsResult<Option<(Attr, u64)>> {
+        let Some(g) = self.known_dir(parent, split(path).0) else { return Ok(None) };
+        if self.paths.read().ino_at(path).is_some() {
+            return Err(Errno::EEXIST);
+        }
+        let Some(dir) = self.cached_attr(parent) else { return Ok(None) };
+        let inode = self.block_on(self.client.reserve_inode()).map_err(|e| errno(&e))?;
+        let t = strata_protocol::now_ms();
+        let block_size = self.cfg.block_size;
+        let a = Attr::new(inode, kind, owner.mode, owner.uid, owner.gid, t).created_in(&dir, block_size);
+        let Owner { mode, uid, gid } = owner;
+        let op = BatchOp::CreateInode { path: path.into(), inode, kind, mode, uid, gid, block_size, time_ms: t };
+        if !self.client.queue_leased(g, path, op) {
+            return Ok(None);
+        }
+        self.made(parent, path.to_string(), &a);
+        Ok(Some((a, g)))
     }
 
     /// `unlink` (files and symlinks).
@@ -665,6 +799,9 @@ impl StrataFs {
         if paths.get(ino).is_some_and(|p| p == path) {
             paths.remove(ino);
         }
+        if paths.ino_at(path) == Some(ino) {
+            paths.unlink_path(path);
+        }
     }
 
     /// `mknod`: FIFOs, sockets and devices.
@@ -704,6 +841,9 @@ impl StrataFs {
         let r = self.block_on(self.client.link(&target, &path));
         let a = r.inspect_err(|_| self.stale(&[newparent, ino])).map_err(|e| errno(&e))?;
         self.touched_dir(newparent, a.ctime_ms, 0);
+        // The path map keeps one name per inode: the directory's names are
+        // no longer all known here.
+        self.known.lock().remove(&newparent);
         self.fresh(&a);
         Ok(file_attr(&a))
     }
@@ -711,6 +851,20 @@ impl StrataFs {
     /// `rmdir`.
     pub fn rmdir(&self, parent: u64, name: &std::ffi::OsStr) -> FsResult<()> {
         let path = self.child_path(parent, name)?;
+        let known = self.paths.read().ino_at(&path);
+        if let Some((ino, g)) = known.and_then(|i| Some((i, self.known_dir(i, &path)?))) {
+            // Known here, under the lease: empty or not is known too.
+            if self.paths.read().names_in(&path).next().is_some() {
+                return Err(Errno::ENOTEMPTY);
+            }
+            if self.client.queue_leased(g, &path, BatchOp::Delete { path: path.clone() }) {
+                self.touched_dir(parent, strata_protocol::now_ms(), -1);
+                self.stale(&[ino]);
+                self.known.lock().remove(&ino);
+                self.paths.write().remove(ino);
+                return Ok(());
+            }
+        }
         let a = self.attr_at(&path)?;
         if a.file_type != strata_client::FileType::Directory {
             return Err(Errno::ENOTDIR);
@@ -838,8 +992,15 @@ impl StrataFs {
     ) -> FsResult<(FileAttr, u64)> {
         let path = self.child_path(parent, name)?;
         let owner = Owner { mode: mode & 0o7777, uid, gid };
-        let a = self.block_on(self.client.create_empty_as(&path, self.cfg.block_size, owner)).map_err(|e| errno(&e))?;
-        self.made(parent, path, &a);
+        let a = match self.make_leased(parent, &path, strata_client::FileType::File, owner)? {
+            Some((a, _)) => a,
+            None => {
+                let a = self.block_on(self.client.create_empty_as(&path, self.cfg.block_size, owner));
+                let a = a.map_err(|e| errno(&e))?;
+                self.made(parent, path, &a);
+                a
+            }
+        };
         self.cache_xattrs(a.inode, Xattrs::default());
         let fa = file_attr(&a);
         let s = self.new_staging()?;
@@ -989,34 +1150,23 @@ impl StrataFs {
         let len = s.file.metadata().map_err(io_err)?.len();
         let (file, attrs) = (&s.file, s.attrs.clone());
         let path = self.path(f.ino).unwrap_or_default();
-        let a = self
-            .block_on(async {
-                if len <= INLINE_MAX_BYTES {
-                    let mut data = vec![0u8; len as usize];
-                    file.read_exact_at(&mut data, 0)?;
-                    match self.client.write_inline(f.ino, &path, data, attrs.clone()).await {
-                        Err(e) if e.code() == ErrorCode::InlineRefused => {}
-                        r => return r,
-                    }
-                }
-                let mut w = self.client.create_detached(self.cfg.block_size, &path).await?;
-                let mut buf = vec![0u8; 8 << 20];
-                let mut off = 0u64;
-                while off < len {
-                    let n = ((len - off) as usize).min(buf.len());
-                    file.read_exact_at(&mut buf[..n], off)?;
-                    w.write(&buf[..n]).await?;
-                    off += n as u64;
-                }
-                w.close_into(f.ino, &path).await?;
-                if attrs != SetAttrs::default() {
-                    self.client.set_attr(&path, attrs).await
-                } else {
-                    self.client.stat(&path).await
-                }
-            })
-            .inspect_err(|_| self.stale(&[f.ino]))
-            .map_err(|e| errno(&e))?;
+        let leased = match (len <= INLINE_MAX_BYTES, s.base.clone(), self.client.lease_of(&path)) {
+            // Under a lease: queued, answered with what the master will record.
+            (true, Some(mut a), Some(g)) => {
+                let mut data = vec![0u8; len as usize];
+                file.read_exact_at(&mut data, 0).map_err(io_err)?;
+                let t = strata_protocol::now_ms();
+                a.write_inline(len, &attrs, t);
+                let op =
+                    BatchOp::WriteInlineAt { inode: f.ino, path: path.clone(), data, attrs: attrs.clone(), time_ms: t };
+                self.client.queue_leased(g, &path, op).then_some(a)
+            }
+            _ => None,
+        };
+        let a = match leased {
+            Some(a) => a,
+            None => self.publish_now(f.ino, &path, file, len, attrs)?,
+        };
         self.fresh(&a);
         // This mount's kernel already has these bytes; don't invalidate on the next open.
         self.seen.lock().insert(f.ino, (a.size, a.mtime_ms));
@@ -1028,6 +1178,38 @@ impl StrataFs {
             *r = None;
         }
         Ok(())
+    }
+
+    /// Publishes `len` bytes of `file` with `attrs` to the master now: the
+    /// inode's attributes after it.
+    fn publish_now(&self, ino: u64, path: &str, file: &File, len: u64, attrs: SetAttrs) -> FsResult<Attr> {
+        self.block_on(async {
+            if len <= INLINE_MAX_BYTES {
+                let mut data = vec![0u8; len as usize];
+                file.read_exact_at(&mut data, 0)?;
+                match self.client.write_inline(ino, path, data, attrs.clone()).await {
+                    Err(e) if e.code() == ErrorCode::InlineRefused => {}
+                    r => return r,
+                }
+            }
+            let mut w = self.client.create_detached(self.cfg.block_size, path).await?;
+            let mut buf = vec![0u8; 8 << 20];
+            let mut off = 0u64;
+            while off < len {
+                let n = ((len - off) as usize).min(buf.len());
+                file.read_exact_at(&mut buf[..n], off)?;
+                w.write(&buf[..n]).await?;
+                off += n as u64;
+            }
+            w.close_into(ino, path).await?;
+            if attrs != SetAttrs::default() {
+                self.client.set_attr(path, attrs).await
+            } else {
+                self.client.stat(path).await
+            }
+        })
+        .inspect_err(|_| self.stale(&[ino]))
+        .map_err(|e| errno(&e))
     }
 
     /// `flush` / `fsync`: publish pending writes.
@@ -1064,7 +1246,10 @@ impl StrataFs {
     /// `opendir`: snapshots the listing so offsets stay stable.
     pub fn opendir(&self, ino: u64) -> FsResult<u64> {
         let path = self.path(ino)?;
-        let list = self.block_on(self.client.list(&path)).map_err(|e| errno(&e))?;
+        let list = match self.known_listing(ino, &path) {
+            Some(list) => list,
+            None => self.block_on(self.client.list(&path)).map_err(|e| errno(&e))?,
+        };
         let parent = match ino {
             1 => 1,
             _ => {
@@ -1089,6 +1274,20 @@ impl StrataFs {
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
         self.dirs.lock().insert(fh, Arc::new(entries));
         Ok(fh)
+    }
+
+    /// The entries of a directory this mount knows under a lease, if it
+    /// has every entry's attributes.
+    fn known_listing(&self, dir: u64, path: &str) -> Option<Vec<strata_client::DirEntry>> {
+        self.known_dir(dir, path)?;
+        let named: Vec<(String, u64)> = {
+            let paths = self.paths.read();
+            paths.names_in(path).map(|n| Some((n.clone(), paths.ino_at(&join(path, n))?))).collect::<Option<_>>()?
+        };
+        named
+            .into_iter()
+            .map(|(name, ino)| Some(strata_client::DirEntry { name, attr: self.cached_attr(ino)? }))
+            .collect()
     }
 
     /// The snapshot taken at `opendir`.

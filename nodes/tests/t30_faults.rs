@@ -87,7 +87,7 @@ async fn malformed_frames_close_only_their_connection() {
 
     let good = encode_frame(
         FrameKind::Request,
-        &RequestEnvelope { id: 9, body: MasterRequest::Stat { path: "/keep".into() }, stale_ok: false },
+        &RequestEnvelope { id: 9, body: MasterRequest::Stat { path: "/keep".into() }, stale_ok: false, client: 0 },
     )
     .unwrap();
     let mut oversized = good.clone();

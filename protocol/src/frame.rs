@@ -265,6 +265,7 @@ mod tests {
             id: 42,
             body: MasterRequest::Mkdir { path: "/a/b".into(), recursive: true, mode: 0o755, uid: 0, gid: 0 },
             stale_ok: false,
+            client: 7,
         }
     }
 

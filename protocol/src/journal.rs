@@ -102,6 +102,24 @@ pub enum JournalEntry {
     /// the state machine has seen from `client` is not applied again, so a
     /// client may resend one whose fate it does not know.
     ClientBatch { client: u64, seq: u64, part: u32, ops: Vec<BatchOp>, time_ms: i64 },
+    /// Reserve `count` inode numbers for a client to give the inodes it
+    /// creates under its directory leases (`CreateInode`); answered with
+    /// `Reserved` and the first.
+    ReserveInodes { count: u64, time_ms: i64 },
+    /// Create a file (`kind` File, empty and sealed) or a directory at
+    /// `path` as inode `inode`, which must be reserved and unused: a
+    /// client's create under a lease, numbered and timed by the client,
+    /// which already told its caller the result.
+    CreateInode {
+        path: String,
+        inode: InodeId,
+        kind: FileType,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+        block_size: u64,
+        time_ms: i64,
+    },
 }
 
 /// One change in a [`JournalEntry::ClientBatch`]. Ops that carry a time
@@ -125,6 +143,20 @@ pub enum BatchOp {
     /// As `JournalEntry::Delete`, not recursive (rmdir of `rm -rf`, after
     /// the unlinks queued under it).
     Delete { path: String },
+    /// As `JournalEntry::CreateInode` (a create under a lease).
+    CreateInode {
+        path: String,
+        inode: InodeId,
+        kind: FileType,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+        block_size: u64,
+        time_ms: i64,
+    },
+    /// As `JournalEntry::WriteInline`, timed by the client (a publish
+    /// under a lease, answered before it is sent).
+    WriteInlineAt { inode: InodeId, path: String, data: Vec<u8>, attrs: SetAttrs, time_ms: i64 },
 }
 
 impl BatchOp {
@@ -135,6 +167,8 @@ impl BatchOp {
             | BatchOp::SetAttr { path, .. }
             | BatchOp::Create { path, .. }
             | BatchOp::WriteInline { path, .. }
+            | BatchOp::CreateInode { path, .. }
+            | BatchOp::WriteInlineAt { path, .. }
             | BatchOp::Delete { path } => (path, None),
             BatchOp::Rename { src, dst, .. } => (src, Some(dst.as_str())),
         };
@@ -154,14 +188,31 @@ impl BatchOp {
                 JournalEntry::WriteInline { inode, data, attrs, time_ms: batch_ms }
             }
             BatchOp::Delete { path } => JournalEntry::Delete { path, recursive: false, time_ms: batch_ms },
+            BatchOp::CreateInode { path, inode, kind, mode, uid, gid, block_size, time_ms } => {
+                JournalEntry::CreateInode { path, inode, kind, mode, uid, gid, block_size, time_ms }
+            }
+            BatchOp::WriteInlineAt { inode, data, attrs, time_ms, .. } => {
+                JournalEntry::WriteInline { inode, data, attrs, time_ms }
+            }
         }
     }
 
+    /// Bytes the op adds to a request (about): batches are cut to stay
+    /// well inside the master's frame limit.
+    pub fn weight(&self) -> usize {
+        let data = match self {
+            BatchOp::WriteInline { data, .. } | BatchOp::WriteInlineAt { data, .. } => data.len(),
+            _ => 0,
+        };
+        64 + data + self.paths().map(str::len).sum::<usize>()
+    }
+
     /// The op as a request of its own (the master runs an op that needs
-    /// more than a journal entry, one under a UFS mount, this way).
-    pub fn into_request(self) -> crate::messages::MasterRequest {
+    /// more than a journal entry, one under a UFS mount, this way); none
+    /// for a client-numbered create.
+    pub fn into_request(self) -> Option<crate::messages::MasterRequest> {
         use crate::messages::MasterRequest as R;
-        match self {
+        Some(match self {
             BatchOp::Unlink { path } => R::Unlink { path },
             BatchOp::SetAttr { path, attrs, .. } => R::SetAttr { path, attrs },
             BatchOp::Rename { src, dst, .. } => R::Rename { src, dst },
@@ -170,7 +221,10 @@ impl BatchOp {
             }
             BatchOp::WriteInline { inode, path, data, attrs } => R::WriteInline { inode, path, data, attrs },
             BatchOp::Delete { path } => R::Delete { path, recursive: false },
-        }
+            BatchOp::WriteInlineAt { inode, path, data, attrs, .. } => R::WriteInline { inode, path, data, attrs },
+            // A client-numbered create has no request of its own.
+            BatchOp::CreateInode { .. } => return None,
+        })
     }
 
     /// A synchronous request that can carry queued ops, as an op: a
@@ -247,4 +301,6 @@ pub enum ApplyResult {
     Error(ErrorInfo),
     /// Each op of a `Batch`, in order.
     Batch(Vec<BatchOutcome>),
+    /// `ReserveInodes` reserved inode numbers from this one.
+    Reserved { first: InodeId },
 }

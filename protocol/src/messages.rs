@@ -85,6 +85,53 @@ pub struct SetAttrs {
     pub mtime_ms: Option<i64>,
 }
 
+impl Attr {
+    /// A new inode's attributes, as the master makes them (a file empty
+    /// and incomplete, a directory with two links).
+    pub fn new(inode: InodeId, file_type: FileType, mode: u32, uid: u32, gid: u32, time_ms: i64) -> Attr {
+        Attr {
+            inode,
+            file_type,
+            mode: mode & 0o7777,
+            uid,
+            gid,
+            size: 0,
+            mtime_ms: time_ms,
+            ctime_ms: time_ms,
+            nlink: if file_type == FileType::Directory { 2 } else { 1 },
+            block_size: 0,
+            complete: file_type != FileType::File,
+            symlink_target: None,
+            atime_ms: time_ms,
+            rdev: 0,
+            pinned: false,
+            ttl: None,
+        }
+    }
+
+    /// A client-numbered create's inode in directory `parent` (see
+    /// `JournalEntry::CreateInode`): pinned and TTL as the parent; a file
+    /// gets `block_size` and is sealed empty.
+    pub fn created_in(mut self, parent: &Attr, block_size: u64) -> Attr {
+        if self.file_type == FileType::File {
+            self.block_size = block_size;
+            self.complete = true;
+        }
+        self.pinned = parent.pinned;
+        self.ttl = parent.ttl;
+        self
+    }
+
+    /// What an inline write of `len` bytes with `attrs` after it, at
+    /// `time_ms`, makes of a file's attributes (master and client agree).
+    pub fn write_inline(&mut self, len: u64, attrs: &SetAttrs, time_ms: i64) {
+        self.size = len;
+        self.complete = true;
+        self.mtime_ms = time_ms;
+        attrs.apply(self, time_ms);
+    }
+}
+
 impl SetAttrs {
     /// Applies the changes to `a`, made at `time_ms` (the new ctime): what
     /// the master does, and what a client answers with for a queued change.
@@ -293,6 +340,73 @@ pub enum MasterRequest {
     AddMaster { id: u64, addr: String, mesh: String },
     /// Remove master `id` from the Raft group; it stops serving.
     RemoveMaster { id: u64 },
+    /// Lease the directory `path` and everything below it to the calling
+    /// client (the envelope's `client`): until it is released, recalled
+    /// or lapses, no other client reads or changes anything there, so the
+    /// holder may answer lookups there itself and queue its changes (see
+    /// `docs/architecture.md`, *Directory leases*). Answered with `Leased`
+    /// and the directory's entries, or an error (not a directory, under a
+    /// UFS mount, no client id).
+    Lease { path: String },
+    /// Keeps the calling client's leases alive: each arrival renews them
+    /// all for the lease time. Held by the master up to about a second;
+    /// answered with `Recall` (empty when nothing is recalled).
+    KeepAlive,
+    /// The calling client gives up its leases on these directories (after
+    /// sending every change it made under them).
+    Release { paths: Vec<String> },
+    /// Reserves `count` inode numbers for the calling client to give the
+    /// inodes it creates under its leases; answered with `Inodes`.
+    ReserveInodes { count: u32 },
+}
+
+impl MasterRequest {
+    /// The paths the request reads or changes.
+    pub fn paths(&self) -> Vec<&str> {
+        use MasterRequest as R;
+        match self {
+            R::Mkdir { path, .. }
+            | R::Create { path, .. }
+            | R::AddBlock { path, .. }
+            | R::Complete { path, .. }
+            | R::WriteInline { path, .. }
+            | R::Delete { path, .. }
+            | R::SetAttr { path, .. }
+            | R::Mknod { path, .. }
+            | R::SwapContent { path, .. }
+            | R::Stat { path }
+            | R::List { path }
+            | R::GetBlocks { path }
+            | R::Unmount { path }
+            | R::SetXattr { path, .. }
+            | R::Xattrs { path }
+            | R::Persist { path }
+            | R::Free { path }
+            | R::SetPin { path, .. }
+            | R::Unlink { path }
+            | R::Lease { path }
+            | R::SetTtl { path, .. } => vec![path],
+            R::Rename { src, dst } => vec![src, dst],
+            R::Symlink { link, .. } => vec![link],
+            R::Link { target, link } => vec![target, link],
+            R::Mount { info } => vec![&info.path],
+            R::Batch { ops, .. } => ops.iter().flat_map(crate::journal::BatchOp::paths).collect(),
+            R::Release { paths } => paths.iter().map(String::as_str).collect(),
+            R::CreateDetached { .. }
+            | R::Report
+            | R::Mounts
+            | R::AddMaster { .. }
+            | R::RemoveMaster { .. }
+            | R::KeepAlive
+            | R::ReserveInodes { .. } => vec![],
+        }
+    }
+
+    /// Whether the request only reads.
+    pub fn is_read(&self) -> bool {
+        use MasterRequest as R;
+        matches!(self, R::Stat { .. } | R::List { .. } | R::GetBlocks { .. } | R::Xattrs { .. } | R::Mounts | R::Report)
+    }
 }
 
 /// A metadata response.
@@ -318,6 +432,13 @@ pub enum MasterResponse {
 
     /// One outcome per op of a `Batch` request.
     Batch(Vec<crate::journal::BatchOutcome>),
+    /// A lease is granted; the directory's entries as of the grant.
+    Leased(Vec<DirEntry>),
+    /// The client must send its changes under these leased directories
+    /// and release them.
+    Recall(Vec<String>),
+    /// Inode numbers `first..first + count` are the client's to use.
+    Inodes { first: u64, count: u32 },
     /// Success with nothing to return.
     Done,
     /// The request failed.
@@ -336,6 +457,9 @@ pub struct RequestEnvelope {
     /// master's local state, without a read barrier through the leader:
     /// possibly stale, but served by any master, even without a quorum.
     pub stale_ok: bool,
+    /// The calling client's id (random per client; 0: anonymous): whose
+    /// leases a request may use, and whose it must wait for.
+    pub client: u64,
 }
 
 /// A response frame's payload on the master's client port.

@@ -15,6 +15,7 @@ use strata_protocol::messages::{
     BlockLocation, ClusterReport, FileBlocks, FileType, MasterRequest, MasterResponse, RequestEnvelope,
     ResponseEnvelope,
 };
+use strata_protocol::path::is_under;
 use strata_protocol::ufs::{UfsSource, WriteType};
 use strata_protocol::{now_ms, path, ErrorCode, ErrorInfo, INLINE_MAX_BYTES, MAX_BLOCK_SIZE, MIN_BLOCK_SIZE};
 use tokio::io::AsyncWriteExt;
@@ -22,11 +23,11 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinHandle;
 
-use super::mounts;
 use super::namespace_actor::{self, NamespaceMsg};
 use super::raft::MasterNode;
 use super::workers::{self, BlockList, PlaceRequest, WorkerManagerMsg};
 use super::{journal, namespace::InodeRecord};
+use super::{leases, mounts};
 use crate::mesh::Wire;
 
 /// Registered name of the ClientGateway.
@@ -125,7 +126,7 @@ async fn serve_connection(stream: TcpStream) {
                 tokio::spawn(async move {
                     let span = tracing::debug_span!("rpc", id = req.id);
                     let _e = span.enter();
-                    let body = handle_request(req.body, req.stale_ok).await;
+                    let body = handle_request(req.body, req.stale_ok, req.client).await;
                     let _ = tx.send(ResponseEnvelope { id: req.id, body }).await;
                     drop(permit);
                 });
@@ -201,11 +202,52 @@ fn check_path(p: &str) -> Result<(), ErrorInfo> {
     path::components(p).map(|_| ())
 }
 
-async fn handle_request(req: MasterRequest, stale_ok: bool) -> MasterResponse {
-    match handle(req, stale_ok).await {
-        Ok(r) => r,
-        Err(e) => MasterResponse::Error(e),
+async fn handle_request(req: MasterRequest, stale_ok: bool, client: u64) -> MasterResponse {
+    let r = match req {
+        MasterRequest::KeepAlive => keep_alive(client).await,
+        MasterRequest::Release { paths } => {
+            leases::release(client, &paths);
+            Ok(MasterResponse::Done)
+        }
+        MasterRequest::Lease { path } => lease(client, path).await,
+        req => {
+            let _running = leases::admit(client, &req).await;
+            handle(req, stale_ok).await
+        }
+    };
+    r.unwrap_or_else(MasterResponse::Error)
+}
+
+/// Renews the client's leases once this master has shown it still leads.
+async fn keep_alive(client: u64) -> Result<MasterResponse, ErrorInfo> {
+    if client == 0 {
+        return Err(ErrorInfo::new(ErrorCode::InvalidArgument, "a keep-alive needs a client id"));
     }
+    journal::read_barrier().await?;
+    Ok(MasterResponse::Recall(leases::keep_alive(client).await))
+}
+
+/// Leases a directory outside every UFS mount (a mount's changes need its
+/// UFS at once, which a queued change would not reach).
+async fn lease(client: u64, path: String) -> Result<MasterResponse, ErrorInfo> {
+    check_path(&path)?;
+    let mounted = mounts::mounts().await?.into_iter().find(|m| is_under(&m.path, &path) || is_under(&path, &m.path));
+    if let Some(m) = mounted {
+        return Err(ErrorInfo::new(
+            ErrorCode::InvalidState,
+            format!("{path} has the UFS mount {} in it or above it", m.path),
+        ));
+    }
+    let entries = leases::grant(client, &path, async || {
+        journal::read_barrier().await?;
+        let a = ns_call(|r| NamespaceMsg::Stat(path.clone(), r)).await??;
+        if a.file_type != FileType::Directory {
+            return Err(ErrorInfo::new(ErrorCode::NotADirectory, format!("{path} is not a directory")));
+        }
+        ns_call(|r| NamespaceMsg::List(path.clone(), r)).await?
+    })
+    .await?;
+    Ok(MasterResponse::Leased(entries))
 }
 
 /// A read barrier unless the client accepts a stale answer from this master's local state.
@@ -452,6 +494,18 @@ async fn handle(req: MasterRequest, stale_ok: bool) -> Result<MasterResponse, Er
             fb.inline = inline;
             MasterResponse::Blocks(fb)
         }
+        MasterRequest::ReserveInodes { count } => {
+            if !(1..=65_536).contains(&count) {
+                return Ok(err(ErrorCode::InvalidArgument, format!("reserve 1..=65536 inode numbers, not {count}")));
+            }
+            match propose(JournalEntry::ReserveInodes { count: u64::from(count), time_ms: t }).await? {
+                ApplyResult::Reserved { first } => MasterResponse::Inodes { first, count },
+                other => unexpected(other),
+            }
+        }
+        MasterRequest::KeepAlive | MasterRequest::Release { .. } | MasterRequest::Lease { .. } => {
+            return Ok(err(ErrorCode::Internal, "lease requests are answered before this"));
+        }
         MasterRequest::AddMaster { id, addr, mesh } => {
             let node = MasterNode { addr, mesh };
             journal::change_masters(|r| journal::JournalMsg::AddMaster(id, node, r)).await?;
@@ -495,7 +549,11 @@ async fn batch(client: u64, seq: u64, ops: Vec<BatchOp>) -> Result<Vec<BatchOutc
         }
         out.extend(propose_run(client, seq, part, std::mem::take(&mut run)).await?);
         part += 1;
-        let req = op.into_request();
+        let Some(req) = op.into_request() else {
+            let e = ErrorInfo::new(ErrorCode::InvalidState, "a create under a lease cannot be in a UFS mount");
+            out.push(BatchOutcome::Failed(e));
+            continue;
+        };
         out.push(match Box::pin(handle(req, false)).await {
             Ok(MasterResponse::Attr(attr)) => BatchOutcome::Done { attr: Some(attr), freed: Vec::new() },
             Ok(MasterResponse::Done) => BatchOutcome::Done { attr: None, freed: Vec::new() },
@@ -516,7 +574,11 @@ async fn on_own(op: &BatchOp) -> Result<bool, ErrorInfo> {
         BatchOp::Create { block_size, .. } if !(MIN_BLOCK_SIZE..=MAX_BLOCK_SIZE).contains(block_size) => {
             return Ok(true)
         }
-        BatchOp::WriteInline { data, .. } if data.len() as u64 > INLINE_MAX_BYTES => return Ok(true),
+        BatchOp::WriteInline { data, .. } | BatchOp::WriteInlineAt { data, .. }
+            if data.len() as u64 > INLINE_MAX_BYTES =>
+        {
+            return Ok(true)
+        }
         _ => {}
     }
     for p in op.paths() {

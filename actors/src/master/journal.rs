@@ -357,6 +357,15 @@ fn sole_voter_caught_up(raft: &Raft) -> bool {
         && m.last_applied.map(|l| l.index) == m.last_log_index
 }
 
+/// The term this master leads in, if it is the leader (`None` while the
+/// journal restarts).
+pub fn leader_term() -> Option<u64> {
+    let raft = RAFT.read().clone()?;
+    let m = raft.metrics();
+    let m = m.borrow();
+    (m.state == ServerState::Leader && m.current_leader == Some(m.id)).then_some(m.current_term)
+}
+
 /// The JournalActor by name.
 pub fn actor() -> Option<ActorRef<JournalMsg>> {
     ractor::registry::where_is(NAME).map(ActorRef::from)

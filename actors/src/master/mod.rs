@@ -12,6 +12,7 @@
 
 pub mod gateway;
 pub mod journal;
+pub mod leases;
 pub mod mounts;
 pub mod namespace;
 pub mod namespace_actor;

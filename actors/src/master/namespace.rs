@@ -205,7 +205,7 @@ impl Namespace {
         *self.counters.lock() = (read(NEXT_INODE, ROOT_INODE + 1)?, read(NEXT_BLOCK, 1)?);
         if self.inode(ROOT_INODE)?.is_none() {
             let root = InodeRecord {
-                attr: new_attr(ROOT_INODE, FileType::Directory, 0o755, 0, 0, 0),
+                attr: Attr::new(ROOT_INODE, FileType::Directory, 0o755, 0, 0, 0),
                 blocks: vec![],
                 ufs: None,
             };
@@ -590,27 +590,6 @@ fn length_fits(n: u64, bs: u64, length: u64) -> bool {
     }
 }
 
-fn new_attr(inode: InodeId, file_type: FileType, mode: u32, uid: u32, gid: u32, time_ms: i64) -> Attr {
-    Attr {
-        inode,
-        file_type,
-        mode: mode & 0o7777,
-        uid,
-        gid,
-        size: 0,
-        mtime_ms: time_ms,
-        ctime_ms: time_ms,
-        nlink: if file_type == FileType::Directory { 2 } else { 1 },
-        block_size: 0,
-        complete: file_type != FileType::File,
-        symlink_target: None,
-        atime_ms: time_ms,
-        rdev: 0,
-        pinned: false,
-        ttl: None,
-    }
-}
-
 /// One entry's changes, collected in a batch.
 struct Tx<'a> {
     ns: &'a Namespace,
@@ -750,7 +729,7 @@ impl Tx<'_> {
                                 ));
                             }
                             let id = self.next_inode();
-                            let mut attr = new_attr(id, FileType::Directory, *mode, *uid, *gid, *time_ms);
+                            let mut attr = Attr::new(id, FileType::Directory, *mode, *uid, *gid, *time_ms);
                             attr.pinned = cur.attr.pinned;
                             attr.ttl = cur.attr.ttl;
                             let rec = InodeRecord { attr, blocks: vec![], ufs: None };
@@ -777,7 +756,7 @@ impl Tx<'_> {
                     }
                 }
                 let id = self.next_inode();
-                let mut attr = new_attr(id, FileType::File, *mode, *uid, *gid, *time_ms);
+                let mut attr = Attr::new(id, FileType::File, *mode, *uid, *gid, *time_ms);
                 attr.block_size = *block_size;
                 attr.complete = *complete;
                 attr.pinned = parent.attr.pinned;
@@ -787,6 +766,34 @@ impl Tx<'_> {
                 self.put_inode(&rec);
                 self.touch_dir(parent, *time_ms);
                 Ok(ApplyResult::Created { attr: rec.attr, freed })
+            }
+            JournalEntry::ReserveInodes { count, .. } => {
+                let first = self.counters.0;
+                self.counters.0 = first
+                    .checked_add(*count)
+                    .ok_or_else(|| ns(ErrorCode::InvalidArgument, "inode numbers exhausted"))?;
+                Ok(ApplyResult::Reserved { first })
+            }
+            JournalEntry::CreateInode { path: p, inode, kind, mode, uid, gid, block_size, time_ms } => {
+                let comps = path::components(p)?;
+                let (parent, name) = self.ns.resolve_parent(&comps, p)?;
+                if !matches!(kind, FileType::File | FileType::Directory) {
+                    return Err(ns(ErrorCode::InvalidArgument, format!("{p}: only files and directories")));
+                }
+                // A number the client did not reserve, or used already, is refused.
+                if *inode <= ROOT_INODE || *inode >= self.counters.0 || self.ns.inode(*inode)?.is_some() {
+                    return Err(ns(ErrorCode::InvalidArgument, format!("inode {inode} is not reserved and unused")));
+                }
+                if self.ns.child(parent.attr.inode, name)?.is_some() {
+                    return Err(ns(ErrorCode::AlreadyExists, format!("{p} already exists")));
+                }
+                let attr = Attr::new(*inode, *kind, *mode, *uid, *gid, *time_ms).created_in(&parent.attr, *block_size);
+                let rec = InodeRecord { attr, blocks: vec![], ufs: None };
+                self.put_edge(parent.attr.inode, name, *inode);
+                self.put_inode(&rec);
+                let subdir = i32::from(*kind == FileType::Directory);
+                self.adjust_dir(parent, subdir, *time_ms);
+                Ok(ApplyResult::Attr(rec.attr))
             }
             JournalEntry::AddBlock { inode, time_ms } => {
                 let mut rec = self.open_for_write(*inode)?;
@@ -843,7 +850,7 @@ impl Tx<'_> {
                     return Err(ns(ErrorCode::AlreadyExists, format!("{p} already exists")));
                 }
                 let id = self.next_inode();
-                let mut attr = new_attr(id, *kind, *mode, *uid, *gid, *time_ms);
+                let mut attr = Attr::new(id, *kind, *mode, *uid, *gid, *time_ms);
                 attr.rdev = *rdev;
                 let rec = InodeRecord { attr, blocks: vec![], ufs: None };
                 self.put_edge(parent.attr.inode, name, id);
@@ -870,7 +877,7 @@ impl Tx<'_> {
             }
             JournalEntry::CreateDetached { mode, uid, gid, block_size, time_ms } => {
                 let id = self.next_inode();
-                let mut attr = new_attr(id, FileType::File, *mode, *uid, *gid, *time_ms);
+                let mut attr = Attr::new(id, FileType::File, *mode, *uid, *gid, *time_ms);
                 attr.block_size = *block_size;
                 attr.nlink = 0;
                 let rec = InodeRecord { attr, blocks: vec![], ufs: None };
@@ -938,7 +945,7 @@ impl Tx<'_> {
                     return Err(ns(ErrorCode::AlreadyExists, format!("{link} already exists")));
                 }
                 let id = self.next_inode();
-                let mut attr = new_attr(id, FileType::Symlink, 0o777, *uid, *gid, *time_ms);
+                let mut attr = Attr::new(id, FileType::Symlink, 0o777, *uid, *gid, *time_ms);
                 attr.size = target.len() as u64;
                 attr.symlink_target = Some(target.clone());
                 let rec = InodeRecord { attr, blocks: vec![], ufs: None };
@@ -969,10 +976,7 @@ impl Tx<'_> {
                 } else {
                     self.batch.put_cf(hl, inode.to_be_bytes(), data);
                 }
-                rec.attr.size = data.len() as u64;
-                rec.attr.complete = true;
-                rec.attr.mtime_ms = *time_ms;
-                attrs.apply(&mut rec.attr, *time_ms);
+                rec.attr.write_inline(data.len() as u64, attrs, *time_ms);
                 self.put_inode(&rec);
                 Ok(ApplyResult::Replaced { attr: rec.attr, freed })
             }
@@ -1205,10 +1209,10 @@ impl Tx<'_> {
                     let id = self.next_inode();
                     let rec = if e.is_dir {
                         subdirs += 1;
-                        let attr = new_attr(id, FileType::Directory, 0o755, 0, 0, time_ms);
+                        let attr = Attr::new(id, FileType::Directory, 0o755, 0, 0, time_ms);
                         InodeRecord { attr, blocks: vec![], ufs: Some(UfsMeta::dir()) }
                     } else {
-                        let mut attr = new_attr(id, FileType::File, 0o644, 0, 0, mtime);
+                        let mut attr = Attr::new(id, FileType::File, 0o644, 0, 0, mtime);
                         attr.size = fp.size;
                         attr.block_size = bs;
                         attr.complete = true;

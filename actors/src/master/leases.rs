@@ -1,0 +1,314 @@
+//! Directory leases, kept by the leader in memory. A client holding the
+//! lease on a directory owns it and everything below it: it answers
+//! lookups and listings there itself and queues its changes there (creates
+//! included, with inode numbers it reserved), so a program unpacking a
+//! tree costs no round trip per file. Every other client's request that
+//! reads or changes something there first recalls the lease and waits
+//! until the holder has sent its changes and released it (or its session
+//! lapsed): that request then sees everything the holder did.
+//!
+//! Sessions: a client's leases live as long as it keeps sending
+//! `KeepAlive`s, each of which renews them for [`LEASE_TIME`] from its
+//! arrival, after a read barrier (a deposed leader cannot renew). The
+//! client counts a shorter time from when it sent the keep-alive, so it
+//! stops using a lease before the master may give the directory to
+//! anyone else.
+//!
+//! A new leader does not know the old one's leases: in any term after the
+//! first it serves no request that names a path until [`LEASE_TIME`] has
+//! passed since it first saw itself leading, by when every lease the old
+//! leader granted or renewed has lapsed.
+
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock};
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use strata_protocol::messages::MasterRequest;
+use strata_protocol::path::{is_under, parent};
+use strata_protocol::{ErrorCode, ErrorInfo};
+use tokio::sync::{Notify, RwLock, RwLockReadGuard};
+use tokio::time::Instant;
+
+/// How long a lease lives past the last keep-alive, as the master counts.
+pub const LEASE_TIME: Duration = Duration::from_secs(3);
+/// How long a keep-alive is held when nothing is recalled.
+pub const HOLD: Duration = Duration::from_millis(500);
+/// A live holder that has not released a recalled lease after this long
+/// loses it (logged): the others do not wait forever on a stuck client.
+const RECALL_LIMIT: Duration = Duration::from_secs(10);
+
+struct Session {
+    expires: Instant,
+    /// Recalled directories not yet told to the client.
+    recalls: Vec<String>,
+    wake: Arc<Notify>,
+}
+
+struct Lease {
+    client: u64,
+    recalled: Option<Instant>,
+}
+
+#[derive(Default)]
+struct Table {
+    /// By directory path.
+    leases: HashMap<String, Lease>,
+    sessions: HashMap<u64, Session>,
+    /// The term this master leads in and when it first saw it.
+    term: Option<(u64, Instant)>,
+}
+
+static TABLE: LazyLock<Mutex<Table>> = LazyLock::new(Mutex::default);
+/// Woken when a lease goes (released, revoked, lapsed).
+static CHANGED: LazyLock<Notify> = LazyLock::new(Notify::new);
+/// Requests past the lease check hold it shared while they run; a grant
+/// holds it exclusively, so the listing it answers with is not changed by
+/// a request that was admitted before the lease existed.
+static RUNNING: LazyLock<RwLock<()>> = LazyLock::new(RwLock::default);
+
+/// How a request touches its paths.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Access {
+    /// The path itself (stat, create, write, set attributes).
+    Itself,
+    /// The path and its children's attributes (a listing).
+    List,
+    /// The path and everything below it (rename, delete, mount, pin, lease).
+    Subtree,
+}
+
+fn access(req: &MasterRequest) -> Access {
+    use MasterRequest as R;
+    match req {
+        R::List { .. } => Access::List,
+        R::Rename { .. }
+        | R::Delete { .. }
+        | R::Unlink { .. }
+        | R::Mount { .. }
+        | R::Unmount { .. }
+        | R::SetPin { .. }
+        | R::SetTtl { .. }
+        | R::Persist { .. }
+        | R::Free { .. }
+        | R::Batch { .. }
+        | R::Lease { .. } => Access::Subtree,
+        _ => Access::Itself,
+    }
+}
+
+/// Whether a request touching `path` this way must wait for the lease on `dir`.
+fn conflicts(dir: &str, path: &str, how: Access) -> bool {
+    is_under(path, dir)
+        || match how {
+            Access::Itself => false,
+            Access::List => parent(dir) == path,
+            Access::Subtree => is_under(dir, path),
+        }
+}
+
+impl Table {
+    /// When the caller may look again, if it must wait; recalls what it waits for.
+    fn check(&mut self, client: u64, paths: &[&str], how: Access, now: Instant) -> Option<Instant> {
+        if let Some(term) = crate::master::journal::leader_term() {
+            if self.term.map(|(t, _)| t) != Some(term) {
+                // A new leadership: whatever this master granted before is void.
+                self.term = Some((term, now));
+                self.leases.clear();
+                self.sessions.clear();
+            }
+            let since = self.term.map_or(now, |(_, at)| at);
+            if term > 1 && now < since + LEASE_TIME {
+                return Some(since + LEASE_TIME);
+            }
+        }
+        if self.leases.is_empty() {
+            return None;
+        }
+        let mut until: Option<Instant> = None;
+        let mut gone = Vec::new();
+        for (dir, lease) in self.leases.iter_mut() {
+            if lease.client == client || !paths.iter().any(|p| conflicts(dir, p, how)) {
+                continue;
+            }
+            let Some(s) = self.sessions.get_mut(&lease.client).filter(|s| s.expires > now) else {
+                gone.push(dir.clone());
+                continue;
+            };
+            let recalled = *lease.recalled.get_or_insert_with(|| {
+                s.recalls.push(dir.clone());
+                s.wake.notify_one();
+                now
+            });
+            if now >= recalled + RECALL_LIMIT {
+                tracing::warn!(dir = %dir, client = lease.client, "a recalled lease was not released in time; revoked");
+                gone.push(dir.clone());
+                continue;
+            }
+            let t = s.expires.min(recalled + RECALL_LIMIT);
+            until = Some(until.map_or(t, |u| u.min(t)));
+        }
+        for dir in gone {
+            self.leases.remove(&dir);
+        }
+        until
+    }
+}
+
+/// Waits until no other client's lease covers what `req` touches
+/// (recalling those that do), then lets it run: hold the guard while it does.
+pub async fn admit(client: u64, req: &MasterRequest) -> RwLockReadGuard<'static, ()> {
+    let paths = req.paths();
+    let how = access(req);
+    loop {
+        let running = RUNNING.read().await;
+        if paths.is_empty() {
+            return running;
+        }
+        let changed = CHANGED.notified();
+        tokio::pin!(changed);
+        changed.as_mut().enable();
+        let Some(until) = TABLE.lock().check(client, &paths, how, Instant::now()) else { return running };
+        drop(running);
+        tokio::select! {
+            _ = changed => {}
+            _ = tokio::time::sleep_until(until) => {}
+        }
+    }
+}
+
+/// Grants `client` the lease on `dir` once no other client's lease is in
+/// the way; `list` (run while nothing else runs) answers with the entries.
+pub async fn grant<T>(
+    client: u64,
+    dir: &str,
+    list: impl AsyncFnOnce() -> Result<T, ErrorInfo>,
+) -> Result<T, ErrorInfo> {
+    if client == 0 {
+        return Err(ErrorInfo::new(ErrorCode::InvalidArgument, "a lease needs a client id"));
+    }
+    let paths = [dir];
+    loop {
+        let changed = CHANGED.notified();
+        tokio::pin!(changed);
+        changed.as_mut().enable();
+        let all = RUNNING.write().await;
+        let until = {
+            let mut t = TABLE.lock();
+            let until = t.check(client, &paths, Access::Subtree, Instant::now());
+            if until.is_none() {
+                // The client's own leases below `dir` are subsumed.
+                t.leases.retain(|d, l| l.client != client || !is_under(d, dir));
+                t.leases.insert(dir.to_string(), Lease { client, recalled: None });
+                let now = Instant::now();
+                let s = t.sessions.entry(client).or_insert_with(|| Session {
+                    expires: now,
+                    recalls: Vec::new(),
+                    wake: Arc::new(Notify::new()),
+                });
+                s.expires = s.expires.max(now + LEASE_TIME);
+            }
+            until
+        };
+        match until {
+            None => {
+                let r = list().await;
+                drop(all);
+                if r.is_err() {
+                    release(client, &[dir.to_string()]);
+                }
+                return r;
+            }
+            Some(until) => {
+                drop(all);
+                tokio::select! {
+                    _ = changed => {}
+                    _ = tokio::time::sleep_until(until) => {}
+                }
+            }
+        }
+    }
+}
+
+/// Renews `client`'s leases (the caller passed a read barrier) and waits
+/// up to [`HOLD`] for a recall: the directories to give back.
+pub async fn keep_alive(client: u64) -> Vec<String> {
+    let wake = {
+        let mut t = TABLE.lock();
+        let now = Instant::now();
+        let s = t.sessions.entry(client).or_insert_with(|| Session {
+            expires: now,
+            recalls: Vec::new(),
+            wake: Arc::new(Notify::new()),
+        });
+        s.expires = now + LEASE_TIME;
+        if !s.recalls.is_empty() {
+            return std::mem::take(&mut s.recalls);
+        }
+        s.wake.clone()
+    };
+    let _ = tokio::time::timeout(HOLD, wake.notified()).await;
+    TABLE.lock().sessions.get_mut(&client).map(|s| std::mem::take(&mut s.recalls)).unwrap_or_default()
+}
+
+/// `client` gives up its leases on `dirs`.
+pub fn release(client: u64, dirs: &[String]) {
+    {
+        let mut t = TABLE.lock();
+        for d in dirs {
+            if t.leases.get(d).is_some_and(|l| l.client == client) {
+                t.leases.remove(d);
+            }
+        }
+    }
+    CHANGED.notify_waiters();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn what_waits_for_a_lease() {
+        let d = "/w/tar";
+        assert!(conflicts(d, "/w/tar", Access::Itself), "the directory's own attributes");
+        assert!(conflicts(d, "/w/tar/a/b", Access::Itself));
+        assert!(!conflicts(d, "/w/tarball", Access::Itself));
+        assert!(!conflicts(d, "/w", Access::Itself), "stat of the parent");
+        assert!(conflicts(d, "/w", Access::List), "a listing of the parent shows its attributes");
+        assert!(!conflicts(d, "/", Access::List));
+        assert!(conflicts(d, "/w", Access::Subtree), "a rename or delete above");
+        assert!(!conflicts(d, "/x", Access::Subtree));
+    }
+
+    #[tokio::test]
+    async fn a_recall_reaches_the_holder_and_a_release_lets_others_in() {
+        let (holder, other) = (11, 12);
+        grant(holder, "/lease-test", async || Ok(())).await.unwrap();
+        // The holder itself is not held up by its own lease.
+        let stat = MasterRequest::Stat { path: "/lease-test/f".into() };
+        drop(admit(holder, &stat).await);
+        // Another client waits; the holder hears the recall, then releases.
+        let waiter = tokio::spawn(async move {
+            drop(admit(other, &stat).await);
+        });
+        let recalled = keep_alive(holder).await;
+        assert_eq!(recalled, vec!["/lease-test".to_string()]);
+        assert!(!waiter.is_finished());
+        release(holder, &recalled);
+        tokio::time::timeout(Duration::from_secs(2), waiter).await.unwrap().unwrap();
+        // Unrelated paths never wait.
+        drop(admit(other, &MasterRequest::Stat { path: "/elsewhere".into() }).await);
+    }
+
+    #[tokio::test]
+    async fn a_lapsed_session_frees_its_directories() {
+        let (holder, other) = (21, 22);
+        grant(holder, "/lapse-test", async || Ok(())).await.unwrap();
+        let t0 = Instant::now();
+        // No keep-alives: the lease lapses after LEASE_TIME at most.
+        drop(admit(other, &MasterRequest::List { path: "/lapse-test".into() }).await);
+        let waited = t0.elapsed();
+        assert!(waited <= LEASE_TIME + Duration::from_millis(500), "{waited:?}");
+    }
+}
