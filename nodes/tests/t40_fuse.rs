@@ -409,3 +409,86 @@ print("ok")
     let out = std::process::Command::new("python3").arg("-c").arg(script).arg(&m).output().unwrap();
     assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
 }
+
+/// A directory made through a mount is leased to it: what it does below
+/// (creates, mkdirs, small-file writes, unlinks, renames, rmdirs) is
+/// answered there and queued. Another mount's first look recalls the
+/// lease: it waits until the holder has sent everything, then sees exactly
+/// what the holder saw (names, bytes, inode numbers, times), without any
+/// fsync. After the recall the holder asks the master again, so it sees
+/// the other mount's changes too.
+#[test]
+fn a_leased_tree_is_handed_over_to_another_mount() {
+    let dir = tempfile::tempdir().unwrap();
+    let (node_a, a) = start_mounted(dir.path());
+    let (_node_b, b) = second_mount(dir.path(), &node_a);
+    std::fs::create_dir(a.join("t")).unwrap();
+    std::fs::create_dir(a.join("t/sub")).unwrap();
+    for i in 0..50u64 {
+        std::fs::write(a.join(format!("t/sub/f{i}")), bytes(100 + i as usize * 37, i)).unwrap();
+    }
+    // Bigger than inline: written as blocks, after the queued create.
+    std::fs::write(a.join("t/big"), bytes(300_000, 99)).unwrap();
+    std::fs::remove_file(a.join("t/sub/f0")).unwrap();
+    std::fs::rename(a.join("t/sub/f1"), a.join("t/sub/g1")).unwrap();
+    std::fs::create_dir(a.join("t/gone")).unwrap();
+    std::fs::write(a.join("t/gone/x"), b"x").unwrap();
+    std::fs::remove_file(a.join("t/gone/x")).unwrap();
+    std::fs::remove_dir(a.join("t/gone")).unwrap();
+    assert!(std::fs::create_dir(a.join("t/sub")).is_err_and(|e| e.kind() == std::io::ErrorKind::AlreadyExists));
+    assert!(std::fs::remove_dir(a.join("t/sub")).is_err(), "not empty");
+    let in_a = |name: &str| std::fs::metadata(a.join(name)).unwrap();
+    let f2 = in_a("t/sub/f2");
+
+    let mut names: Vec<String> =
+        std::fs::read_dir(b.join("t/sub")).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    names.sort();
+    let mut want: Vec<String> = (2..50).map(|i| format!("f{i}")).chain(["g1".to_string()]).collect();
+    want.sort();
+    assert_eq!(names, want);
+    for i in 2..50u64 {
+        same(&node_a, &std::fs::read(b.join(format!("t/sub/f{i}"))).unwrap(), &bytes(100 + i as usize * 37, i), "f");
+    }
+    same(&node_a, &std::fs::read(b.join("t/sub/g1")).unwrap(), &bytes(137, 1), "g1");
+    same(&node_a, &std::fs::read(b.join("t/big")).unwrap(), &bytes(300_000, 99), "big");
+    assert!(!b.join("t/gone").exists());
+    let seen = std::fs::metadata(b.join("t/sub/f2")).unwrap();
+    assert_eq!(
+        (seen.ino(), seen.len(), seen.mode(), seen.mtime_nsec(), seen.mtime(), seen.ctime(), seen.ctime_nsec()),
+        (f2.ino(), f2.len(), f2.mode(), f2.mtime_nsec(), f2.mtime(), f2.ctime(), f2.ctime_nsec()),
+        "the holder's answer is what the master recorded"
+    );
+
+    // The other way: the holder no longer answers for the tree itself.
+    std::fs::write(b.join("t/sub/from_b"), b"b").unwrap();
+    std::fs::remove_file(b.join("t/sub/f2")).unwrap();
+    assert_eq!(std::fs::read(a.join("t/sub/from_b")).unwrap(), b"b");
+    std::thread::sleep(Duration::from_millis(1100)); // the kernel's own entry cache
+    assert!(!a.join("t/sub/f2").exists(), "removed by the other mount");
+}
+
+/// A holder that stops answering (SIGSTOP) holds nobody up for longer than
+/// the lease time: the other mount waits it out, then goes ahead. What the
+/// holder sent before stopping is there; resumed, it sees the other's changes.
+#[test]
+fn a_stopped_holder_loses_its_lease() {
+    let dir = tempfile::tempdir().unwrap();
+    let (node, a) = start_mounted(dir.path());
+    // The holder is the separate `strata fuse` process (the other mount
+    // shares its process with the master).
+    let (holder, h) = second_mount(dir.path(), &node);
+    std::fs::create_dir(h.join("held")).unwrap();
+    std::fs::write(h.join("held/one"), b"1").unwrap();
+    std::fs::File::open(h.join("held")).unwrap().sync_all().unwrap();
+    holder.pause().unwrap();
+    let t0 = std::time::Instant::now();
+    let names: Vec<String> =
+        std::fs::read_dir(a.join("held")).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    let waited = t0.elapsed();
+    std::fs::write(a.join("held/two"), b"2").unwrap();
+    holder.resume().unwrap();
+    assert_eq!(names, vec!["one".to_string()]);
+    assert!(waited < Duration::from_secs(8), "waited {waited:?} for a stopped holder");
+    std::thread::sleep(Duration::from_millis(1100));
+    assert_eq!(std::fs::read(h.join("held/two")).unwrap(), b"2");
+}
