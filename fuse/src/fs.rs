@@ -211,12 +211,20 @@ pub struct StrataFs {
     /// The content of small files this mount published under a lease (with
     /// its generation), and the bytes held: a read-only open of one while
     /// the lease is held needs no round trip.
-    inline: Mutex<(usize, HashMap<u64, (u64, Arc<Vec<u8>>)>)>,
+    inline: Mutex<InlineCache>,
     /// Emptied staging files kept for the next writer: making an ext4
     /// inode for every file written (and unlinking it after) was a sixth
     /// of the mount's CPU time in a small-file workload.
     pool: Mutex<Vec<(File, PathBuf)>>,
     next_fh: AtomicU64,
+}
+
+/// Small files' content by inode, with the lease generation it was
+/// published under, and the bytes held.
+#[derive(Default)]
+struct InlineCache {
+    bytes: usize,
+    files: HashMap<u64, (u64, Arc<Vec<u8>>)>,
 }
 
 /// Staging files kept for reuse.
@@ -319,7 +327,7 @@ impl StrataFs {
             xattrs: Mutex::new(HashMap::new()),
             attrs: Mutex::new(HashMap::new()),
             known: Mutex::new(HashMap::new()),
-            inline: Mutex::new((0, HashMap::new())),
+            inline: Mutex::new(InlineCache::default()),
             pool: Mutex::new(Vec::new()),
             next_fh: AtomicU64::new(1),
         }
@@ -1031,7 +1039,7 @@ impl StrataFs {
             0 => Vec::new(),
             size => {
                 let cache = self.inline.lock();
-                let (at, data) = cache.1.get(&ino)?;
+                let (at, data) = cache.files.get(&ino)?;
                 (*at == g && data.len() as u64 == size).then(|| data.to_vec())?
             }
         };
@@ -1044,16 +1052,16 @@ impl StrataFs {
     /// published here under lease generation `g`.
     fn keep_inline(&self, ino: u64, kept: Option<(u64, Arc<Vec<u8>>)>) {
         let mut cache = self.inline.lock();
-        if let Some((_, old)) = cache.1.remove(&ino) {
-            cache.0 -= old.len();
+        if let Some((_, old)) = cache.files.remove(&ino) {
+            cache.bytes -= old.len();
         }
         let Some((g, data)) = kept else { return };
-        if cache.0 + data.len() > MAX_INLINE_CACHE {
-            cache.1.clear();
-            cache.0 = 0;
+        if cache.bytes + data.len() > MAX_INLINE_CACHE {
+            cache.files.clear();
+            cache.bytes = 0;
         }
-        cache.0 += data.len();
-        cache.1.insert(ino, (g, data));
+        cache.bytes += data.len();
+        cache.files.insert(ino, (g, data));
     }
 
     /// `create`: a new empty file, opened.
