@@ -226,9 +226,8 @@ impl Behind {
     async fn give_back(self: Arc<Self>, masters: Arc<master::Masters>, dirs: Vec<String>) {
         let next = {
             let mut q = self.queue.lock();
-            for d in &dirs {
-                q.leases.remove(d);
-            }
+            // `/` from a master that does not know this client's session: all of them.
+            q.leases.retain(|held, _| !dirs.iter().any(|d| is_under(held, d)));
             q.next
         };
         self.kick.notify_one();

@@ -57,8 +57,13 @@ impl Filesystem for Adapter {
         let want = InitFlags::FUSE_PARALLEL_DIROPS
             | InitFlags::FUSE_DO_READDIRPLUS
             | InitFlags::FUSE_READDIRPLUS_AUTO
-            | InitFlags::FUSE_CACHE_SYMLINKS
-            | InitFlags::FUSE_ATOMIC_O_TRUNC;
+            | InitFlags::FUSE_CACHE_SYMLINKS;
+        // Not FUSE_ATOMIC_O_TRUNC: with it the kernel opens an O_RDONLY |
+        // O_TRUNC file through us and sets its size to 0 before it checks
+        // that the file is not being executed (ETXTBSY), so a program
+        // still loading saw a truncated image and crashed (pjdfstest's
+        // open::etxtbsy, intermittently). The kernel truncates with a
+        // setattr after its checks instead.
         // Not FUSE_AUTO_INVAL_DATA: with it the kernel checks attributes
         // before every cached read (4k random reads 48k → 31k IOPS); `open`
         // revalidates the pages instead.
@@ -175,12 +180,11 @@ impl Filesystem for Adapter {
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let writable = flags.acc_mode() != OpenAccMode::O_RDONLY;
-        let truncate = flags.0 & libc::O_TRUNC != 0;
         // A read-only open keeps the kernel's cached pages: `open` has
         // already dropped them if the file changed since this mount last
         // saw it (close-to-open), so a re-read needs no request.
         let keep = if writable { FopenFlags::empty() } else { FopenFlags::FOPEN_KEEP_CACHE };
-        match self.fs.open(ino.0, writable, truncate) {
+        match self.fs.open(ino.0, writable) {
             Ok(fh) => reply.opened(FileHandle(fh), keep),
             Err(e) => reply_err!(reply, "open", e),
         }

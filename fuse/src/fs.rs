@@ -586,6 +586,8 @@ impl StrataFs {
         let path = self.path(ino)?;
         if let Some(size) = size {
             match fh.and_then(|fh| self.files.lock().get(&fh).cloned()) {
+                // O_TRUNC: nothing of the old content is needed.
+                Some(f) if f.writable && size == 0 => self.truncate_to_empty(&f)?,
                 Some(f) if f.writable => {
                     self.with_staging(&f, |s| s.file.set_len(size).map_err(io_err))?;
                 }
@@ -988,8 +990,8 @@ impl StrataFs {
         self.orphans.lock().remove(&ino);
     }
 
-    /// `open`: `truncate` for O_TRUNC.
-    pub fn open(&self, ino: u64, writable: bool, truncate: bool) -> FsResult<u64> {
+    /// `open` (O_TRUNC comes as a setattr of the size after it).
+    pub fn open(&self, ino: u64, writable: bool) -> FsResult<u64> {
         let path = self.path(ino)?;
         let f = self.open_file(ino, writable);
         let fresh = if let Some(a) = self.open_leased(ino, &path, writable, &f) {
@@ -1012,13 +1014,6 @@ impl StrataFs {
         };
         self.fresh(&fresh);
         self.revalidate(ino, &fresh);
-        if writable && truncate {
-            let s = self.new_staging()?;
-            let old = f.staging.lock().replace(Staging { dirty: true, base: Some(fresh), ..s });
-            if let Some(old) = old {
-                self.recycle(old);
-            }
-        }
         Ok(self.new_handle(f))
     }
 
@@ -1095,6 +1090,8 @@ impl StrataFs {
     fn new_staging(&self) -> FsResult<Staging> {
         let pooled = self.pool.lock().pop();
         if let Some((file, path)) = pooled {
+            // Its mtime stands for the staged content's (an O_TRUNC open's).
+            file.set_modified(SystemTime::now()).map_err(io_err)?;
             return Ok(Staging { file, path, dirty: false, attrs: SetAttrs::default(), base: None });
         }
         let path = self.cfg.staging_dir.join(format!(
@@ -1104,6 +1101,21 @@ impl StrataFs {
         ));
         let file = std::fs::OpenOptions::new().read(true).write(true).create_new(true).open(&path).map_err(io_err)?;
         Ok(Staging { file, path, dirty: false, attrs: SetAttrs::default(), base: None })
+    }
+
+    /// Makes the inode's staged content empty and dirty without reading
+    /// the old content (an O_TRUNC open of a writer).
+    fn truncate_to_empty(&self, f: &OpenFile) -> FsResult<()> {
+        let mut guard = f.staging.lock();
+        if let Some(s) = guard.as_mut() {
+            s.file.set_len(0).map_err(io_err)?;
+            s.dirty = true;
+            return Ok(());
+        }
+        let s = self.new_staging()?;
+        let base = self.cached_attr(f.ino);
+        *guard = Some(Staging { dirty: true, base, ..s });
+        Ok(())
     }
 
     /// Empties a staging file no handle uses any more for the next writer.

@@ -349,8 +349,10 @@ pub enum MasterRequest {
     /// UFS mount, no client id).
     Lease { path: String },
     /// Keeps the calling client's leases alive: each arrival renews them
-    /// all for the lease time. Held by the master up to about a second;
-    /// answered with `Recall` (empty when nothing is recalled).
+    /// all for the lease time. Held by the master up to half a second;
+    /// answered with `Recall` (empty when nothing is recalled; `/` when
+    /// the master does not know the client's session: a new leader, or
+    /// it lapsed — the client holds nothing).
     KeepAlive,
     /// The calling client gives up its leases on these directories (after
     /// sending every change it made under them).

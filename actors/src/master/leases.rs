@@ -232,15 +232,19 @@ pub async fn grant<T>(
 
 /// Renews `client`'s leases (the caller passed a read barrier) and waits
 /// up to [`HOLD`] for a recall: the directories to give back.
+/// A session this master does not know (it became leader since, or the
+/// session lapsed) is answered with a recall of `/`: the client holds
+/// nothing here.
 pub async fn keep_alive(client: u64) -> Vec<String> {
     let wake = {
         let mut t = TABLE.lock();
         let now = Instant::now();
-        let s = t.sessions.entry(client).or_insert_with(|| Session {
-            expires: now,
-            recalls: Vec::new(),
-            wake: Arc::new(Notify::new()),
-        });
+        if t.sessions.get(&client).is_none_or(|s| s.expires <= now) {
+            t.leases.retain(|_, l| l.client != client);
+            t.sessions.remove(&client);
+            return vec!["/".to_string()];
+        }
+        let s = t.sessions.get_mut(&client).expect("checked above");
         s.expires = now + LEASE_TIME;
         if !s.recalls.is_empty() {
             return std::mem::take(&mut s.recalls);
@@ -299,6 +303,16 @@ mod tests {
         tokio::time::timeout(Duration::from_secs(2), waiter).await.unwrap().unwrap();
         // Unrelated paths never wait.
         drop(admit(other, &MasterRequest::Stat { path: "/elsewhere".into() }).await);
+    }
+
+    #[tokio::test]
+    async fn an_unknown_session_holds_nothing() {
+        // A new leader (or a lapsed session): the client is told to drop everything.
+        assert_eq!(keep_alive(31).await, vec!["/".to_string()]);
+        grant(31, "/known-test", async || Ok(())).await.unwrap();
+        let t0 = Instant::now();
+        assert!(keep_alive(31).await.is_empty(), "held, nothing recalled");
+        assert!(t0.elapsed() >= HOLD - Duration::from_millis(50));
     }
 
     #[tokio::test]
