@@ -120,6 +120,11 @@ pub enum JournalEntry {
         block_size: u64,
         time_ms: i64,
     },
+    /// The leader of `term` granted a directory lease (journaled once per
+    /// term, before the first grant): a later leader that finds one waits
+    /// out the lease time before serving paths; one that finds none has
+    /// nobody's lease to wait for.
+    LeaseTerm { term: u64, time_ms: i64 },
 }
 
 /// One change in a [`JournalEntry::ClientBatch`]. Ops that carry a time

@@ -14,21 +14,26 @@
 //! stops using a lease before the master may give the directory to
 //! anyone else.
 //!
-//! A new leader does not know the old one's leases: in any term after the
-//! first it serves no request that names a path until [`LEASE_TIME`] has
-//! passed since it first saw itself leading, by when every lease the old
-//! leader granted or renewed has lapsed.
+//! A new leader does not know the old ones' leases. A leader journals its
+//! term (`LeaseTerm`) before its first grant; a new leader whose state
+//! shows a lease granted in an earlier term serves no request that names
+//! a path until [`LEASE_TIME`] has passed since it first saw itself
+//! leading, by when every lease an old leader granted or renewed has
+//! lapsed. One that finds none (leases never used) waits for nothing.
 
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use parking_lot::Mutex;
+use strata_protocol::journal::JournalEntry;
 use strata_protocol::messages::MasterRequest;
 use strata_protocol::path::{is_under, parent};
 use strata_protocol::{ErrorCode, ErrorInfo};
 use tokio::sync::{Notify, RwLock, RwLockReadGuard};
 use tokio::time::Instant;
+
+use super::namespace_actor::NamespaceMsg;
 
 /// How long a lease lives past the last keep-alive, as the master counts.
 pub const LEASE_TIME: Duration = Duration::from_secs(3);
@@ -57,6 +62,11 @@ struct Table {
     sessions: HashMap<u64, Session>,
     /// The term this master leads in and when it first saw it.
     term: Option<(u64, Instant)>,
+    /// Until then no request naming a path runs (a new leader after leases
+    /// were granted in an earlier term).
+    grace_until: Option<Instant>,
+    /// The term whose `LeaseTerm` entry this master has journaled.
+    journaled: Option<u64>,
 }
 
 static TABLE: LazyLock<Mutex<Table>> = LazyLock::new(Mutex::default);
@@ -110,17 +120,8 @@ fn conflicts(dir: &str, path: &str, how: Access) -> bool {
 impl Table {
     /// When the caller may look again, if it must wait; recalls what it waits for.
     fn check(&mut self, client: u64, paths: &[&str], how: Access, now: Instant) -> Option<Instant> {
-        if let Some(term) = crate::master::journal::leader_term() {
-            if self.term.map(|(t, _)| t) != Some(term) {
-                // A new leadership: whatever this master granted before is void.
-                self.term = Some((term, now));
-                self.leases.clear();
-                self.sessions.clear();
-            }
-            let since = self.term.map_or(now, |(_, at)| at);
-            if term > 1 && now < since + LEASE_TIME {
-                return Some(since + LEASE_TIME);
-            }
+        if let Some(g) = self.grace_until.filter(|g| now < *g) {
+            return Some(g);
         }
         if self.leases.is_empty() {
             return None;
@@ -155,11 +156,42 @@ impl Table {
     }
 }
 
+/// Makes the table this leadership's: a new term empties it and, if a
+/// lease was granted in an earlier term (read from the applied state after
+/// a read barrier, so every committed `LeaseTerm` counts), sets the grace.
+async fn this_term() {
+    let Some(term) = crate::master::journal::leader_term() else { return };
+    if TABLE.lock().term.is_some_and(|(t, _)| t == term) {
+        return;
+    }
+    if crate::master::journal::read_barrier().await.is_err() {
+        return; // not leading after all: the request fails on its own
+    }
+    let earlier = match super::gateway::ns_call(NamespaceMsg::LeaseTerm).await {
+        Ok(Ok(t)) => t,
+        // Unknown: assume the worst.
+        _ => Some(0),
+    };
+    let mut t = TABLE.lock();
+    if t.term.is_some_and(|(x, _)| x == term) {
+        return;
+    }
+    let now = Instant::now();
+    *t = Table {
+        term: Some((term, now)),
+        grace_until: earlier.filter(|e| *e < term).map(|_| now + LEASE_TIME),
+        ..Table::default()
+    };
+}
+
 /// Waits until no other client's lease covers what `req` touches
 /// (recalling those that do), then lets it run: hold the guard while it does.
 pub async fn admit(client: u64, req: &MasterRequest) -> RwLockReadGuard<'static, ()> {
     let paths = req.paths();
     let how = access(req);
+    if !paths.is_empty() {
+        this_term().await;
+    }
     loop {
         let running = RUNNING.read().await;
         if paths.is_empty() {
@@ -186,6 +218,14 @@ pub async fn grant<T>(
 ) -> Result<T, ErrorInfo> {
     if client == 0 {
         return Err(ErrorInfo::new(ErrorCode::InvalidArgument, "a lease needs a client id"));
+    }
+    this_term().await;
+    if let Some(term) = crate::master::journal::leader_term() {
+        if TABLE.lock().journaled != Some(term) {
+            let entry = JournalEntry::LeaseTerm { term, time_ms: strata_protocol::now_ms() };
+            super::gateway::propose(entry).await?;
+            TABLE.lock().journaled = Some(term);
+        }
     }
     let paths = [dir];
     loop {

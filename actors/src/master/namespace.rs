@@ -89,6 +89,8 @@ const MOUNT_PREFIX: &[u8] = b"mount:";
 /// Present in `sm_meta` once a `SetTtl` with a TTL was applied: until then
 /// the leader's TTL pass need not walk the whole namespace.
 const TTL_USED: &[u8] = b"ttl_used";
+/// The last term in which a leader granted a directory lease.
+const LEASE_TERM: &[u8] = b"lease_term";
 /// Pending UFS operations (`JournalEntry::UfsIntent`) live in `sm_meta`
 /// under this prefix followed by the intent id (u64 BE), as bincode
 /// `(UfsOp, time_ms)`, until their `UfsDone`.
@@ -389,6 +391,14 @@ impl Namespace {
     }
 
     /// Whether a per-inode TTL was ever set (`SetTtl`).
+    pub fn lease_term(&self) -> Result<Option<u64>, StoreError> {
+        match self.db.get_cf(handle(&self.db, cf::SM_META), LEASE_TERM)? {
+            Some(v) => Ok(Some(u64_of(LEASE_TERM, &v)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Whether a per-inode TTL was ever set.
     pub fn ttl_used(&self) -> Result<bool, StoreError> {
         Ok(self.db.get_cf(handle(&self.db, cf::SM_META), TTL_USED)?.is_some())
     }
@@ -766,6 +776,11 @@ impl Tx<'_> {
                 self.put_inode(&rec);
                 self.touch_dir(parent, *time_ms);
                 Ok(ApplyResult::Created { attr: rec.attr, freed })
+            }
+            JournalEntry::LeaseTerm { term, .. } => {
+                let h = handle(&self.ns.db, cf::SM_META);
+                self.batch.put_cf(h, LEASE_TERM, term.to_be_bytes());
+                Ok(ApplyResult::Done)
             }
             JournalEntry::ReserveInodes { count, .. } => {
                 let first = self.counters.0;
@@ -1781,6 +1796,43 @@ mod tests {
     /// A TTL set on a directory reaches everything below it and what is
     /// created in it later (survives an export/import); clearing it clears
     /// the subtree; a TTL of 0 and a missing path are refused.
+    /// Creates under a lease use numbers the client reserved: only those,
+    /// each once, and never one a master-numbered create takes.
+    #[test]
+    fn client_numbered_creates_use_reserved_numbers_once() {
+        let d = tempfile::tempdir().unwrap();
+        let ns = ns_in(&d);
+        let make = |p: &str, inode, kind| JournalEntry::CreateInode {
+            path: p.into(),
+            inode,
+            kind,
+            mode: 0o640,
+            uid: 7,
+            gid: 8,
+            block_size: 10,
+            time_ms: 5,
+        };
+        let ApplyResult::Reserved { first } = ok(&ns, JournalEntry::ReserveInodes { count: 3, time_ms: 1 }) else {
+            panic!("no reservation")
+        };
+        assert_eq!(err(&ns, make("/x", first + 3, FileType::File)), ErrorCode::InvalidArgument, "not reserved");
+        let ApplyResult::Attr(dir) = ok(&ns, make("/d", first, FileType::Directory)) else { panic!("no attr") };
+        assert_eq!((dir.inode, dir.nlink, dir.mtime_ms), (first, 2, 5));
+        let ApplyResult::Attr(f) = ok(&ns, make("/d/f", first + 1, FileType::File)) else { panic!("no attr") };
+        assert_eq!((f.inode, f.uid, f.gid, f.mode, f.complete, f.block_size), (first + 1, 7, 8, 0o640, true, 10));
+        assert_eq!(ns.resolve("/d/f").unwrap().attr, f);
+        assert_eq!(err(&ns, make("/d/g", first + 1, FileType::File)), ErrorCode::InvalidArgument, "used");
+        assert_eq!(err(&ns, make("/d/f", first + 2, FileType::File)), ErrorCode::AlreadyExists);
+        assert_eq!(err(&ns, make("/d/s", first + 2, FileType::Symlink)), ErrorCode::InvalidArgument);
+        let ApplyResult::Created { attr, .. } = ok(&ns, create("/d/m", false)) else { panic!("no attr") };
+        assert_eq!(attr.inode, first + 3, "the master numbers past the reservation");
+        // The parent's link count and times moved as for a mkdir.
+        assert_eq!(ns.resolve("/").unwrap().attr.nlink, 3);
+        assert_eq!(ns.lease_term().unwrap(), None);
+        ok(&ns, JournalEntry::LeaseTerm { term: 4, time_ms: 1 });
+        assert_eq!(ns.lease_term().unwrap(), Some(4));
+    }
+
     #[test]
     fn ttl_is_recursive_inherited_and_cleared() {
         use strata_protocol::ufs::{FileTtl, TtlAction};

@@ -66,6 +66,8 @@ pub enum NamespaceMsg {
     TtlUsed(RpcReplyPort<Result<bool, ErrorInfo>>),
     /// The UFS operations recorded and not completed.
     UfsIntents(RpcReplyPort<Result<Vec<super::namespace::UfsIntent>, ErrorInfo>>),
+    /// The last term in which a lease was granted.
+    LeaseTerm(RpcReplyPort<Result<Option<u64>, ErrorInfo>>),
     /// Those of the blocks whose files are pinned.
     PinnedBlocks(Vec<BlockId>, RpcReplyPort<Vec<BlockId>>),
 }
@@ -164,6 +166,9 @@ impl Actor for NamespaceActor {
             }
             NamespaceMsg::Walk(path, reply) => {
                 let _ = reply.send(ns.walk(&path).map_err(to_info));
+            }
+            NamespaceMsg::LeaseTerm(reply) => {
+                let _ = reply.send(ns.lease_term().map_err(|e| to_info(e.into())));
             }
             NamespaceMsg::TtlUsed(reply) => {
                 let _ = reply.send(ns.ttl_used().map_err(|e| to_info(e.into())));
