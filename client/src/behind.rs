@@ -22,7 +22,6 @@ use parking_lot::Mutex;
 use strata_protocol::journal::{BatchOp, BatchOutcome};
 use strata_protocol::messages::{DirEntry, MasterRequest, MasterResponse};
 use strata_protocol::path::{is_under, parent};
-
 use strata_protocol::{ErrorCode, ErrorInfo};
 use tokio::sync::watch;
 use tokio::time::{Duration, Instant};
@@ -73,6 +72,21 @@ struct Queue {
 }
 
 impl Queue {
+    /// Numbers and queues `op`; true if the flusher must be started.
+    fn push(&mut self, op: BatchOp) -> bool {
+        let seq = self.next;
+        self.next += 1;
+        self.ops.push_back((seq, op));
+        !std::mem::replace(&mut self.flusher, true)
+    }
+
+    /// The leases hold for `CLIENT_LEASE` from `sent` (a keep-alive or
+    /// grant sent then was answered), unless they already hold longer.
+    fn renewed(&mut self, sent: Instant) {
+        let until = sent + CLIENT_LEASE;
+        self.valid_until = Some(self.valid_until.map_or(until, |v| v.max(until)));
+    }
+
     fn lease_of(&self, path: &str) -> Option<u64> {
         if self.valid_until.is_none_or(|v| v <= Instant::now()) {
             return None;
@@ -87,8 +101,6 @@ pub(crate) struct Behind {
     done: watch::Sender<u64>,
     /// Wakes the flusher before its linger is over.
     kick: tokio::sync::Notify,
-    /// This client's id for the master's duplicate check.
-    client: u64,
 }
 
 /// Whether a request on `path` must wait for the queued `op`: it names the
@@ -111,22 +123,13 @@ fn must_wait(path: &str, read: bool, op: &BatchOp) -> bool {
 }
 
 impl Behind {
-    pub(crate) fn new(client: u64) -> Self {
-        Behind {
-            queue: Mutex::new(Queue::default()),
-            done: watch::channel(0).0,
-            kick: tokio::sync::Notify::new(),
-            client,
-        }
+    pub(crate) fn new() -> Self {
+        Behind { queue: Mutex::new(Queue::default()), done: watch::channel(0).0, kick: tokio::sync::Notify::new() }
     }
 
     /// Queues `op`; true if the caller must start the flusher.
     pub(crate) fn push(&self, op: BatchOp) -> bool {
-        let mut q = self.queue.lock();
-        let seq = q.next;
-        q.next += 1;
-        q.ops.push_back((seq, op));
-        !std::mem::replace(&mut q.flusher, true)
+        self.queue.lock().push(op)
     }
 
     /// Queues `op` under the lease generation `generation` covering `path`,
@@ -136,13 +139,7 @@ impl Behind {
     /// or before the check.
     pub(crate) fn push_leased(&self, generation: u64, path: &str, op: BatchOp) -> Option<bool> {
         let mut q = self.queue.lock();
-        if q.lease_of(path) != Some(generation) {
-            return None;
-        }
-        let seq = q.next;
-        q.next += 1;
-        q.ops.push_back((seq, op));
-        Some(!std::mem::replace(&mut q.flusher, true))
+        (q.lease_of(path) == Some(generation)).then(|| q.push(op))
     }
 
     /// The generation of this client's lease covering `path`, if it holds
@@ -171,8 +168,7 @@ impl Behind {
             let g = q.generation;
             q.leases.retain(|d, _| !is_under(d, dir));
             q.leases.insert(dir.to_string(), g);
-            let until = sent + CLIENT_LEASE;
-            q.valid_until = Some(q.valid_until.map_or(until, |v| v.max(until)));
+            q.renewed(sent);
             (g, !std::mem::replace(&mut q.keeper, true))
         };
         if start {
@@ -202,13 +198,7 @@ impl Behind {
             let sent = Instant::now();
             match tokio::time::timeout(KEEP_ALIVE_TIMEOUT, masters.call(MasterRequest::KeepAlive, false)).await {
                 Ok(Ok(MasterResponse::Recall(dirs))) => {
-                    {
-                        let mut q = self.queue.lock();
-                        let until = sent + CLIENT_LEASE;
-                        if q.valid_until.is_some_and(|v| v < until) {
-                            q.valid_until = Some(until);
-                        }
-                    }
+                    self.queue.lock().renewed(sent);
                     if !dirs.is_empty() {
                         tokio::spawn(self.clone().give_back(masters.clone(), dirs));
                     }
@@ -323,7 +313,7 @@ impl Behind {
             // None: a carried batch is on its way; its end kicks us.
             let Some((seq, ops, end)) = self.take(false) else { continue };
             let n = ops.len();
-            let failure = match send(&masters, self.client, seq, ops.clone()).await {
+            let failure = match send(&masters, seq, ops.clone()).await {
                 Ok(outcomes) => refused(&ops, &outcomes),
                 Err(e) => Some(e),
             };
@@ -343,7 +333,7 @@ impl Behind {
         let (seq, mut ops, end) = self.take(true)?;
         let n = ops.len();
         ops.push(op);
-        let (failure, outcome) = match send(masters, self.client, seq, ops.clone()).await {
+        let (failure, outcome) = match send(masters, seq, ops.clone()).await {
             Ok(mut outcomes) => {
                 let mine = outcomes.pop();
                 (
@@ -375,14 +365,9 @@ fn refused(ops: &[BatchOp], outcomes: &[BatchOutcome]) -> Option<ClientError> {
 /// Sends one batch; one outcome per op. A batch whose fate is unknown (the
 /// connection broke after it was sent) is sent once more, under the same
 /// number: the master applies it once.
-async fn send(
-    masters: &master::Masters,
-    client: u64,
-    seq: u64,
-    ops: Vec<BatchOp>,
-) -> Result<Vec<BatchOutcome>, ClientError> {
+async fn send(masters: &master::Masters, seq: u64, ops: Vec<BatchOp>) -> Result<Vec<BatchOutcome>, ClientError> {
     let n = ops.len();
-    let req = MasterRequest::Batch { client, seq, ops };
+    let req = MasterRequest::Batch { client: masters.client, seq, ops };
     let mut retried = false;
     loop {
         return match masters.call(req.clone(), false).await {

@@ -123,7 +123,7 @@ impl Client {
         let id = rand::random::<u64>().max(1);
         let master = master::Masters::connect(&cfg.master, cfg.rpc_timeout, cfg.failover_timeout, id).await?;
         let data = data::DataPool::new(cfg.data_timeout);
-        let (master, behind) = (Arc::new(master), Arc::new(behind::Behind::new(id)));
+        let (master, behind) = (Arc::new(master), Arc::new(behind::Behind::new()));
         let inodes = tokio::sync::Mutex::new(0..0);
         let rt = tokio::runtime::Handle::current();
         Ok(Client { inner: Arc::new(Inner { cfg, master, data, behind, inodes, rt }) })
@@ -244,7 +244,12 @@ impl Client {
     }
 
     fn queue(&self, op: BatchOp) {
-        if self.inner.behind.push(op) {
+        self.start_flusher(self.inner.behind.push(op));
+    }
+
+    /// Starts the queue's flusher task when `start` (a push said so).
+    fn start_flusher(&self, start: bool) {
+        if start {
             self.inner.rt.spawn(self.inner.behind.clone().run(self.inner.master.clone()));
         }
     }
@@ -272,15 +277,8 @@ impl Client {
     /// false: it does not (do the change synchronously).
     pub fn queue_leased(&self, generation: u64, path: &str, op: BatchOp) -> bool {
         debug_assert!(op.paths().all(|p| self.inner.behind.lease_of(p) == Some(generation)));
-        match self.inner.behind.push_leased(generation, path, op) {
-            None => false,
-            Some(start) => {
-                if start {
-                    self.inner.rt.spawn(self.inner.behind.clone().run(self.inner.master.clone()));
-                }
-                true
-            }
-        }
+        let pushed = self.inner.behind.push_leased(generation, path, op);
+        pushed.inspect(|start| self.start_flusher(*start)).is_some()
     }
 
     /// An inode number for a create under a lease (reserved from the

@@ -197,15 +197,20 @@ pub async fn admit(client: u64, req: &MasterRequest) -> RwLockReadGuard<'static,
         if paths.is_empty() {
             return running;
         }
-        let changed = CHANGED.notified();
-        tokio::pin!(changed);
+        let mut changed = std::pin::pin!(CHANGED.notified());
         changed.as_mut().enable();
         let Some(until) = TABLE.lock().check(client, &paths, how, Instant::now()) else { return running };
         drop(running);
-        tokio::select! {
-            _ = changed => {}
-            _ = tokio::time::sleep_until(until) => {}
-        }
+        wait(changed, until).await;
+    }
+}
+
+/// Waits until a lease goes (`changed`, enabled before the table was
+/// read, so a release in between is not missed) or `until`.
+async fn wait(changed: std::pin::Pin<&mut tokio::sync::futures::Notified<'_>>, until: Instant) {
+    tokio::select! {
+        _ = changed => {}
+        _ = tokio::time::sleep_until(until) => {}
     }
 }
 
@@ -229,8 +234,7 @@ pub async fn grant<T>(
     }
     let paths = [dir];
     loop {
-        let changed = CHANGED.notified();
-        tokio::pin!(changed);
+        let mut changed = std::pin::pin!(CHANGED.notified());
         changed.as_mut().enable();
         let all = RUNNING.write().await;
         let until = {
@@ -261,10 +265,7 @@ pub async fn grant<T>(
             }
             Some(until) => {
                 drop(all);
-                tokio::select! {
-                    _ = changed => {}
-                    _ = tokio::time::sleep_until(until) => {}
-                }
+                wait(changed, until).await;
             }
         }
     }
