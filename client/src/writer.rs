@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use strata_protocol::messages::{Attr, MasterRequest, MasterResponse, SetAttrs};
-use strata_protocol::{ErrorCode, ErrorInfo, InodeId, INLINE_MAX_BYTES};
+use strata_protocol::{BlockId, ErrorCode, ErrorInfo, InodeId, INLINE_MAX_BYTES};
 use tokio::task::JoinHandle;
 
 use crate::{Client, ClientError};
@@ -19,15 +19,26 @@ pub struct FileWriter {
     attr: Attr,
     buf: Vec<u8>,
     length: u64,
-    in_flight: Option<JoinHandle<Result<(), ClientError>>>,
+    in_flight: Option<JoinHandle<Result<BlockId, ClientError>>>,
     /// Whether a block was sent (else a small file may go inline).
     sent: bool,
+    /// The blocks written, in order.
+    blocks: Vec<BlockId>,
 }
 
 impl FileWriter {
     pub(crate) fn new(client: Client, path: String, attr: Attr) -> Self {
         let cap = attr.block_size.min(64 << 20) as usize;
-        FileWriter { client, path, attr, buf: Vec::with_capacity(cap), length: 0, in_flight: None, sent: false }
+        FileWriter {
+            client,
+            path,
+            attr,
+            buf: Vec::with_capacity(cap),
+            length: 0,
+            in_flight: None,
+            sent: false,
+            blocks: Vec::new(),
+        }
     }
 
     /// The file's inode.
@@ -62,7 +73,9 @@ impl FileWriter {
 
     async fn wait_in_flight(&mut self) -> Result<(), ClientError> {
         if let Some(h) = self.in_flight.take() {
-            h.await.map_err(|e| ClientError::Remote(ErrorInfo::new(ErrorCode::Internal, e.to_string())))??;
+            let block =
+                h.await.map_err(|e| ClientError::Remote(ErrorInfo::new(ErrorCode::Internal, e.to_string())))??;
+            self.blocks.push(block);
         }
         Ok(())
     }
@@ -81,8 +94,10 @@ impl FileWriter {
 
     /// Writes the last block, then seals this (detached) file and moves its
     /// content into file `to`, named `path`, in one journal entry (see
-    /// `SwapContent`); under a mount, `path`'s write type applies.
-    pub async fn close_into(mut self, to: InodeId, path: &str) -> Result<(), ClientError> {
+    /// `SwapContent`); under a mount, `path`'s write type applies. The
+    /// file's blocks, which are now `to`'s (as
+    /// [`crate::FileBlocks::blocks`] lists them until `to` changes again).
+    pub async fn close_into(mut self, to: InodeId, path: &str) -> Result<Vec<BlockId>, ClientError> {
         if !self.buf.is_empty() {
             self.send_block().await?;
         }
@@ -90,7 +105,7 @@ impl FileWriter {
         let req =
             MasterRequest::SwapContent { from: self.attr.inode, to, length: Some(self.length), path: path.to_string() };
         match self.client.call(req).await? {
-            MasterResponse::Done => Ok(()),
+            MasterResponse::Done => Ok(self.blocks),
             other => Err(ClientError::unexpected(other)),
         }
     }
@@ -121,7 +136,7 @@ impl FileWriter {
 /// Allocates the next block and writes it to as many of the offered
 /// workers as the master asks for (two for async-through data), trying the
 /// next worker when one fails. One copy suffices if no second worker is live.
-async fn write_block(client: &Client, inode: InodeId, path: &str, data: Arc<Vec<u8>>) -> Result<(), ClientError> {
+async fn write_block(client: &Client, inode: InodeId, path: &str, data: Arc<Vec<u8>>) -> Result<BlockId, ClientError> {
     let host = client.inner.cfg.client_host.clone();
     let req = MasterRequest::AddBlock { inode, client_host: host, path: path.to_string() };
     let (loc, copies) = match client.call(req).await? {
@@ -135,7 +150,7 @@ async fn write_block(client: &Client, inode: InodeId, path: &str, data: Arc<Vec<
             Ok(()) => {
                 written += 1;
                 if written == copies {
-                    return Ok(());
+                    return Ok(loc.block_id);
                 }
             }
             Err(e) => {
@@ -145,7 +160,7 @@ async fn write_block(client: &Client, inode: InodeId, path: &str, data: Arc<Vec<
         }
     }
     if written > 0 {
-        return Ok(());
+        return Ok(loc.block_id);
     }
     Err(last.unwrap_or_else(|| ClientError::Remote(ErrorInfo::new(ErrorCode::NoWorkers, "no worker to write to"))))
 }

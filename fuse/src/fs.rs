@@ -48,6 +48,113 @@ struct Staging {
     /// is the writer, and answers attribute calls from here plus the staged
     /// size and deferred changes, without a round trip.
     base: Option<Attr>,
+    /// The staging file's ctime when this mount last knew its content. A
+    /// passthrough handle's writes reach the file without a FUSE request;
+    /// a later ctime is how the mount learns of them (ext4 gives a changed
+    /// file a fine-grained ctime once the old one was read).
+    stamp: Option<(i64, i64)>,
+    /// The kernel wrote the content directly since the last publish: the
+    /// pages it cached of the inode for earlier cached opens are stale.
+    bypassed: bool,
+    /// Which content of the inode the file holds, when clean and published.
+    version: Option<Version>,
+    /// The kernel was given the file as a passthrough backing file: a
+    /// process may still have it mapped after every handle closed (git
+    /// maps pack files and closes them), so it is never emptied for
+    /// another inode, only kept as this inode's copy or unlinked.
+    backed: bool,
+}
+
+/// Which content of an inode a clean staging file holds: what the inode
+/// has while the client holds the lease of this generation over it
+/// (nobody else can change it meanwhile), or while it has these blocks (a
+/// change by anyone gives it new ones).
+#[derive(Clone, Debug, Default, PartialEq)]
+struct Version {
+    lease: Option<u64>,
+    blocks: Vec<strata_protocol::BlockId>,
+}
+
+impl Version {
+    /// Whether the inode still has this content: under lease generation
+    /// `lease` now, or with `blocks` now.
+    fn holds(&self, lease: Option<u64>, file: Option<&strata_client::FileBlocks>) -> bool {
+        let same_blocks =
+            |f: &strata_client::FileBlocks| f.blocks.iter().map(|b| b.block_id).eq(self.blocks.iter().copied());
+        (self.lease.is_some() && self.lease == lease) || (!self.blocks.is_empty() && file.is_some_and(same_blocks))
+    }
+}
+
+/// Clean staging files kept after their inode's last handle closed (what
+/// this mount wrote, as it published it), least recently kept first: an
+/// open that finds the inode still at that version starts from the file
+/// instead of the cluster, and the kernel reads it directly (passthrough).
+#[derive(Default)]
+struct Copies {
+    bytes: u64,
+    files: HashMap<u64, Copy>,
+    order: std::collections::VecDeque<(u64, u64)>,
+    next: u64,
+}
+
+/// A kept copy: a closed staging file (reopened when used).
+struct Copy {
+    path: PathBuf,
+    len: u64,
+    seq: u64,
+    version: Version,
+    stamp: Option<(i64, i64)>,
+    backed: bool,
+}
+
+/// Copies kept beyond this many are dropped, least recently kept first.
+const MAX_COPIES: usize = 16_384;
+
+impl Staging {
+    fn new(file: File, path: PathBuf) -> Staging {
+        let mut s = Staging {
+            file,
+            path,
+            dirty: false,
+            attrs: SetAttrs::default(),
+            base: None,
+            stamp: None,
+            bypassed: false,
+            version: None,
+            backed: false,
+        };
+        s.restamp();
+        s
+    }
+
+    fn ctime(&self) -> Option<(i64, i64)> {
+        use std::os::unix::fs::MetadataExt;
+        self.file.metadata().ok().map(|m| (m.ctime(), m.ctime_nsec()))
+    }
+
+    /// Takes the file's present content as known (after this mount wrote it).
+    fn restamp(&mut self) {
+        self.stamp = self.ctime();
+    }
+
+    /// Whether the content differs from what was last published: written
+    /// through FUSE, or directly by the kernel since the last stamp (which
+    /// sets the mtime anew, as a FUSE write does).
+    fn is_dirty(&mut self) -> bool {
+        let now = self.ctime();
+        if now != self.stamp {
+            self.stamp = now;
+            self.dirty = true;
+            self.bypassed = true;
+            self.attrs.mtime_ms = None;
+        }
+        self.dirty
+    }
+}
+
+/// The staging if its content is dirty.
+fn dirty(s: Option<&mut Staging>) -> Option<&mut Staging> {
+    s.and_then(|s| s.is_dirty().then_some(s))
 }
 
 type SharedStaging = Arc<Mutex<Option<Staging>>>;
@@ -212,6 +319,8 @@ pub struct StrataFs {
     /// its generation), and the bytes held: a read-only open of one while
     /// the lease is held needs no round trip.
     inline: Mutex<InlineCache>,
+    /// Clean copies of bigger files this mount wrote, by inode.
+    copies: Mutex<Copies>,
     /// Emptied staging files kept for the next writer: making an ext4
     /// inode for every file written (and unlinking it after) was a sixth
     /// of the mount's CPU time in a small-file workload.
@@ -227,6 +336,10 @@ struct InlineCache {
     files: HashMap<u64, (u64, Arc<Vec<u8>>)>,
 }
 
+/// Bytes of small-file content kept for opens under a lease (all dropped
+/// when full: the master has them too).
+const MAX_INLINE_CACHE: usize = 64 << 20;
+
 /// Staging files kept for reuse.
 const MAX_POOLED: usize = 256;
 
@@ -235,12 +348,11 @@ impl Drop for StrataFs {
         for (_, path) in self.pool.get_mut().drain(..) {
             let _ = std::fs::remove_file(path);
         }
+        for (_, c) in self.copies.get_mut().files.drain() {
+            let _ = std::fs::remove_file(c.path);
+        }
     }
 }
-
-/// Bytes of small-file content kept for opens under a lease (all dropped
-/// when full: the master has them too).
-const MAX_INLINE_CACHE: usize = 64 << 20;
 
 /// Cached attribute entries beyond this many are dropped.
 const MAX_CACHED_ATTRS: usize = 65_536;
@@ -328,6 +440,7 @@ impl StrataFs {
             attrs: Mutex::new(HashMap::new()),
             known: Mutex::new(HashMap::new()),
             inline: Mutex::new(InlineCache::default()),
+            copies: Mutex::new(Copies::default()),
             pool: Mutex::new(Vec::new()),
             next_fh: AtomicU64::new(1),
         }
@@ -519,7 +632,7 @@ impl StrataFs {
     fn with_staged_size(&self, mut a: Attr) -> Attr {
         let shared = self.staged.lock().get(&a.inode).cloned();
         if let Some(shared) = shared {
-            if let Some(s) = shared.lock().as_ref().filter(|s| s.dirty) {
+            if let Some(s) = dirty(shared.lock().as_mut()) {
                 if let Ok(m) = s.file.metadata() {
                     a.size = m.len();
                     if let Ok(t) =
@@ -566,8 +679,8 @@ impl StrataFs {
     /// The master's last attributes of an inode whose staged content is dirty here.
     fn dirty_base(&self, ino: u64) -> Option<Attr> {
         let shared = self.staged.lock().get(&ino).cloned()?;
-        let guard = shared.lock();
-        guard.as_ref().filter(|s| s.dirty).and_then(|s| s.base.clone())
+        let mut guard = shared.lock();
+        dirty(guard.as_mut()).and_then(|s| s.base.clone())
     }
 
     /// `setattr`: mode, owner, times and size.
@@ -641,7 +754,7 @@ impl StrataFs {
         // rsync's utimes right after close) takes the change into its base.
         let shared = self.staged.lock().get(&ino).cloned();
         let mut staging = shared.as_ref().map(|s| s.lock());
-        if staging.as_ref().is_some_and(|g| g.as_ref().is_some_and(|s| s.dirty)) {
+        if staging.as_mut().is_some_and(|g| g.as_mut().is_some_and(|s| s.is_dirty())) {
             return Ok(None);
         }
         // Not cached (tar's and rsync's directory times, set at the end): a
@@ -700,6 +813,7 @@ impl StrataFs {
         self.touched_dir(newparent, t, 0);
         let mut paths = self.paths.write();
         if let Some(r) = replaced {
+            self.drop_copy(r);
             self.stale(&[r]);
             paths.remove(r);
         }
@@ -715,7 +829,9 @@ impl StrataFs {
         let Some(shared) = self.staged.lock().get(&ino).cloned() else { return false };
         let mut guard = shared.lock();
         let small = |s: &Staging| s.file.metadata().is_ok_and(|m| m.len() <= INLINE_MAX_BYTES);
-        let Some(s) = guard.as_mut().filter(|s| s.dirty || (s.base.is_some() && small(s))) else { return false };
+        let Some(s) = guard.as_mut().and_then(|s| (s.is_dirty() || (s.base.is_some() && small(s))).then_some(s)) else {
+            return false;
+        };
         s.dirty = true;
         let p = &mut s.attrs;
         p.mode = attrs.mode.or(p.mode);
@@ -799,6 +915,7 @@ impl StrataFs {
             let known = self.paths.read().ino_at(&path);
             if let Some(ino) = known.filter(|&i| self.cached_attr(i).is_some_and(|a| a.nlink <= 1)) {
                 self.block_on(self.client.unlink_later(&path)).map_err(|e| errno(&e))?;
+                self.drop_copy(ino);
                 self.stale(&[ino]);
                 self.touched_dir(parent, strata_protocol::now_ms(), 0);
                 self.forget_name(ino, &path);
@@ -807,6 +924,7 @@ impl StrataFs {
             let r = self.block_on(self.client.unlink(&path));
             self.stale(&[parent]);
             let a = r.map_err(|e| errno(&e))?;
+            self.drop_copy(a.inode);
             self.stale(&[a.inode]);
             self.forget_name(a.inode, &path);
             return Ok(());
@@ -955,6 +1073,9 @@ impl StrataFs {
         let replaced = self.paths.read().ino_at(&dst);
         self.stale(&[a.inode, parent, newparent, replaced.unwrap_or(a.inode)]);
         r.map_err(|e| errno(&e))?;
+        if let Some(gone) = replaced.filter(|&i| i != a.inode) {
+            self.drop_copy(gone);
+        }
         // Re-point the moved inode and, for a directory, everything below it.
         self.paths.write().rename(&src, &dst, a.inode);
         Ok(())
@@ -981,13 +1102,12 @@ impl StrataFs {
         if in_use || self.files.lock().values().any(|o| o.ino == ino) {
             return;
         }
+        let orphan = self.orphans.lock().remove(&ino).is_some();
         if let Some(shared) = staged.remove(&ino) {
             if let Some(s) = shared.lock().take() {
-                self.recycle(s);
+                self.retire(ino, s, orphan);
             }
         }
-        drop(staged);
-        self.orphans.lock().remove(&ino);
     }
 
     /// `open` (O_TRUNC comes as a setattr of the size after it).
@@ -996,6 +1116,15 @@ impl StrataFs {
         let f = self.open_file(ino, writable);
         let fresh = if let Some(a) = self.open_leased(ino, &path, writable, &f) {
             a
+        } else if writable && self.copies.lock().files.contains_key(&ino) {
+            // One call tells the attributes and whether the copy is current.
+            match self.block_on(self.client.open(&path)) {
+                Ok(r) => {
+                    self.install_copy(&f, None, Some(r.file()), r.attr());
+                    r.attr().clone()
+                }
+                Err(_) => self.stat_path(&path)?,
+            }
         } else if writable {
             self.stat_path(&path)?
         } else {
@@ -1004,6 +1133,7 @@ impl StrataFs {
             match self.block_on(self.client.open(&path)) {
                 Ok(r) => {
                     let a = r.attr().clone();
+                    self.install_copy(&f, None, Some(r.file()), &a);
                     let _ = f.snapshot.set(Arc::new(r.file().clone()));
                     *f.reader.try_lock().expect("a new handle is not shared") = Some(r);
                     a
@@ -1017,14 +1147,39 @@ impl StrataFs {
         Ok(self.new_handle(f))
     }
 
+    /// Runs `op` on the staging file of handle `fh`'s inode if it is one
+    /// the kernel should do the handle's reads and writes on directly (FUSE
+    /// passthrough): one already given to the kernel, or a bigger file's
+    /// (a kept copy, or content staged by another handle). Small and new
+    /// files stay with the mount: a backing file can be mapped past its
+    /// last close, so it is never reused for another inode, and an ext4
+    /// inode per small file costs more than the requests it saves.
+    pub fn with_backing<R>(&self, fh: u64, op: impl FnOnce(&File) -> R) -> Option<R> {
+        let f = self.handle(fh).ok()?;
+        let mut guard = f.staging.lock();
+        let s = guard.as_mut()?;
+        if !s.backed && s.file.metadata().ok()?.len() <= INLINE_MAX_BYTES {
+            return None;
+        }
+        s.backed = true;
+        Some(op(&s.file))
+    }
+
+    /// Whether handle `fh`'s inode has a staging file (see [`Self::with_backing`]).
+    pub fn has_staging(&self, fh: u64) -> bool {
+        self.handle(fh).is_ok_and(|f| f.staging.lock().is_some())
+    }
+
     /// Opens `ino` without a round trip when the client holds a lease over
     /// it and this mount has what the open needs: the attributes, and for a
-    /// reader the content (an empty file, or one published here under the
-    /// lease). The attributes, or None: ask the master.
+    /// reader the content (an empty file, or one written here under the
+    /// lease: a small one's bytes, a bigger one's copy). The attributes, or
+    /// None: ask the master.
     fn open_leased(&self, ino: u64, path: &str, writable: bool, f: &OpenFile) -> Option<Attr> {
         let g = self.client.lease_of(path)?;
         let a = self.cached_attr(ino)?;
-        if writable {
+        let copy = self.install_copy(f, Some(g), None, &a);
+        if writable || copy {
             return Some(a);
         }
         if a.file_type != strata_client::FileType::File || !a.complete {
@@ -1057,6 +1212,129 @@ impl StrataFs {
         }
         cache.bytes += data.len();
         cache.files.insert(ino, (g, data));
+    }
+
+    /// Gives handle `f` the inode's kept copy as its staging if the inode
+    /// still has that content (see [`Version::holds`]). True if the handle
+    /// has a staging now (this copy, or another handle's staging).
+    fn install_copy(
+        &self,
+        f: &OpenFile,
+        lease: Option<u64>,
+        file: Option<&strata_client::FileBlocks>,
+        base: &Attr,
+    ) -> bool {
+        let mut guard = f.staging.lock();
+        if guard.is_none() {
+            *guard = self.revive(f.ino, lease, file, base.size).map(|s| Staging { base: Some(base.clone()), ..s });
+        }
+        guard.is_some()
+    }
+
+    /// Takes `ino`'s copy out of the kept ones if the inode still has its
+    /// content (and `size`), reopened as a clean staging. A copy the blocks
+    /// show stale (or that was changed on disk) is deleted.
+    fn revive(
+        &self,
+        ino: u64,
+        lease: Option<u64>,
+        file: Option<&strata_client::FileBlocks>,
+        size: u64,
+    ) -> Option<Staging> {
+        let c = {
+            let mut copies = self.copies.lock();
+            let c = copies.files.get(&ino)?;
+            let holds = c.version.holds(lease, file) && c.len == size;
+            if !holds && file.is_none() {
+                return None; // a lease alone cannot tell it stale
+            }
+            let c = copies.files.remove(&ino)?;
+            copies.bytes -= c.len;
+            if !holds {
+                drop(copies);
+                let _ = std::fs::remove_file(&c.path);
+                return None;
+            }
+            c
+        };
+        let file = std::fs::OpenOptions::new().read(true).write(true).open(&c.path).ok();
+        let s = Staging { version: Some(c.version), backed: c.backed, ..Staging::new(file?, c.path) };
+        if s.stamp != c.stamp {
+            // Changed since it was kept (a write through a mapping left
+            // after close): not what was published.
+            let _ = std::fs::remove_file(&s.path);
+            return None;
+        }
+        Some(s)
+    }
+
+    /// Keeps clean staging `s` of a published version as `ino`'s copy
+    /// (dropping the least recently kept ones beyond the mount's budget),
+    /// or lets it go.
+    fn retire(&self, ino: u64, mut s: Staging, orphan: bool) {
+        let len = s.file.metadata().map(|m| m.len()).unwrap_or(u64::MAX);
+        // Small files are kept in memory (`inline`); a file on disk for
+        // each would cost an ext4 inode per file written.
+        let version = s.version.take().filter(|_| !orphan && len > INLINE_MAX_BYTES && len <= self.cfg.copy_bytes);
+        let Some(version) = version.filter(|_| !s.is_dirty()) else { return self.discard(s) };
+        let mut dropped = Vec::new();
+        {
+            let mut copies = self.copies.lock();
+            let seq = copies.next;
+            copies.next += 1;
+            let c = Copy { path: s.path.clone(), len, seq, version, stamp: s.stamp, backed: s.backed };
+            if let Some(old) = copies.files.insert(ino, c) {
+                copies.bytes -= old.len;
+                dropped.push(old.path);
+            }
+            copies.bytes += len;
+            copies.order.push_back((ino, seq));
+            while copies.bytes > self.cfg.copy_bytes || copies.files.len() > MAX_COPIES {
+                let Some((i, seq)) = copies.order.pop_front() else { break };
+                if copies.files.get(&i).is_some_and(|c| c.seq == seq) {
+                    let c = copies.files.remove(&i).expect("present");
+                    copies.bytes -= c.len;
+                    dropped.push(c.path);
+                }
+            }
+            // Entries of copies taken or replaced since are skipped above;
+            // keep the queue from growing without bound meanwhile.
+            if copies.order.len() > 2 * MAX_COPIES {
+                let live: std::collections::VecDeque<_> = copies
+                    .order
+                    .iter()
+                    .filter(|(i, q)| copies.files.get(i).is_some_and(|c| c.seq == *q))
+                    .copied()
+                    .collect();
+                copies.order = live;
+            }
+        }
+        for p in dropped {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+
+    /// Drops `ino`'s kept copy (the inode was unlinked or replaced).
+    fn drop_copy(&self, ino: u64) {
+        let c = {
+            let mut copies = self.copies.lock();
+            let c = copies.files.remove(&ino);
+            copies.bytes -= c.as_ref().map_or(0, |c| c.len);
+            c
+        };
+        if let Some(c) = c {
+            let _ = std::fs::remove_file(c.path);
+        }
+    }
+
+    /// Lets a staging file go: emptied for the next writer, unless the
+    /// kernel had it as a backing file (it may still be mapped).
+    fn discard(&self, s: Staging) {
+        if s.backed {
+            let _ = std::fs::remove_file(&s.path);
+        } else {
+            self.recycle(s);
+        }
     }
 
     /// `create`: a new empty file, opened.
@@ -1092,7 +1370,7 @@ impl StrataFs {
         if let Some((file, path)) = pooled {
             // Its mtime stands for the staged content's (an O_TRUNC open's).
             file.set_modified(SystemTime::now()).map_err(io_err)?;
-            return Ok(Staging { file, path, dirty: false, attrs: SetAttrs::default(), base: None });
+            return Ok(Staging::new(file, path));
         }
         let path = self.cfg.staging_dir.join(format!(
             "stage-{}-{}",
@@ -1100,7 +1378,7 @@ impl StrataFs {
             self.next_fh.fetch_add(1, Ordering::Relaxed)
         ));
         let file = std::fs::OpenOptions::new().read(true).write(true).create_new(true).open(&path).map_err(io_err)?;
-        Ok(Staging { file, path, dirty: false, attrs: SetAttrs::default(), base: None })
+        Ok(Staging::new(file, path))
     }
 
     /// Makes the inode's staged content empty and dirty without reading
@@ -1108,8 +1386,10 @@ impl StrataFs {
     fn truncate_to_empty(&self, f: &OpenFile) -> FsResult<()> {
         let mut guard = f.staging.lock();
         if let Some(s) = guard.as_mut() {
+            s.is_dirty();
             s.file.set_len(0).map_err(io_err)?;
             s.dirty = true;
+            s.restamp();
             return Ok(());
         }
         let s = self.new_staging()?;
@@ -1141,8 +1421,10 @@ impl StrataFs {
         self.ensure_staging(f, false)?;
         let mut guard = f.staging.lock();
         let s = guard.as_mut().ok_or(Errno::EIO)?;
+        s.is_dirty(); // direct writes before this one
         let r = op(s)?;
         s.dirty = true;
+        s.restamp();
         Ok(r)
     }
 
@@ -1151,8 +1433,23 @@ impl StrataFs {
         let mut guard = f.staging.lock();
         if guard.is_none() {
             let path = self.path(f.ino)?;
-            let s = self.new_staging()?;
-            self.block_on(self.seed(&s.file, &path)).map_err(|e| errno(&e))?;
+            let known = self.cached_attr(f.ino).map(|a| a.size);
+            let leased = known.and_then(|size| self.revive(f.ino, self.client.lease_of(&path), None, size));
+            let s = match leased {
+                Some(s) => s,
+                None => {
+                    let r = self.block_on(self.client.open(&path)).map_err(|e| errno(&e))?;
+                    match self.revive(f.ino, None, Some(r.file()), r.attr().size) {
+                        Some(s) => s,
+                        None => {
+                            let mut s = self.new_staging()?;
+                            self.block_on(self.seed(&s.file, r)).map_err(|e| errno(&e))?;
+                            s.restamp();
+                            s
+                        }
+                    }
+                }
+            };
             *guard = Some(s);
         }
         let s = guard.as_mut().expect("created above");
@@ -1161,8 +1458,7 @@ impl StrataFs {
     }
 
     /// Copies the file's current content into a staging file.
-    async fn seed(&self, file: &File, path: &str) -> Result<(), ClientError> {
-        let mut r = self.client.open(path).await?;
+    async fn seed(&self, file: &File, mut r: FileReader) -> Result<(), ClientError> {
         let mut buf = vec![0u8; 8 << 20];
         let mut off = 0u64;
         loop {
@@ -1257,7 +1553,7 @@ impl StrataFs {
             return Ok(()); // unlinked: nothing to publish to
         }
         let mut guard = f.staging.lock();
-        let Some(s) = guard.as_mut().filter(|s| s.dirty) else { return Ok(()) };
+        let Some(s) = dirty(guard.as_mut()) else { return Ok(()) };
         let len = s.file.metadata().map_err(io_err)?.len();
         let (file, attrs) = (&s.file, s.attrs.clone());
         let path = self.path(f.ino).unwrap_or_default();
@@ -1271,24 +1567,32 @@ impl StrataFs {
                 let kept = Arc::new(data.clone());
                 let op =
                     BatchOp::WriteInlineAt { inode: f.ino, path: path.clone(), data, attrs: attrs.clone(), time_ms: t };
+                let version = Version { lease: Some(g), blocks: Vec::new() };
                 self.client.queue_leased(g, &path, op).then(|| {
                     self.keep_inline(f.ino, Some((g, kept)));
-                    a
+                    (a, version)
                 })
             }
             _ => None,
         };
-        let a = match leased {
-            Some(a) => a,
+        let (a, version) = match leased {
+            Some(r) => r,
             None => {
                 self.keep_inline(f.ino, None);
                 self.publish_now(f.ino, &path, file, len, attrs)?
             }
         };
+        s.version = Some(version).filter(|v| v.lease.is_some() || !v.blocks.is_empty());
         self.fresh(&a);
-        // This mount's kernel already has these bytes; don't invalidate on the next open.
-        self.seen.lock().insert(f.ino, (a.size, a.mtime_ms));
+        // This mount's kernel already has these bytes, unless it wrote
+        // them past its page cache; don't invalidate on the next open.
+        if s.bypassed {
+            self.seen.lock().remove(&f.ino);
+        } else {
+            self.seen.lock().insert(f.ino, (a.size, a.mtime_ms));
+        }
         s.dirty = false;
+        s.bypassed = false;
         s.attrs = SetAttrs::default();
         s.base = Some(a);
         // Readers of this handle must see the new content.
@@ -1299,15 +1603,15 @@ impl StrataFs {
     }
 
     /// Publishes `len` bytes of `file` with `attrs` to the master now: the
-    /// inode's attributes after it.
-    fn publish_now(&self, ino: u64, path: &str, file: &File, len: u64, attrs: SetAttrs) -> FsResult<Attr> {
-        self.block_on(async {
+    /// inode's attributes and content version after it.
+    fn publish_now(&self, ino: u64, path: &str, file: &File, len: u64, attrs: SetAttrs) -> FsResult<(Attr, Version)> {
+        let r = self.block_on(async {
             if len <= INLINE_MAX_BYTES {
                 let mut data = vec![0u8; len as usize];
                 file.read_exact_at(&mut data, 0)?;
                 match self.client.write_inline(ino, path, data, attrs.clone()).await {
                     Err(e) if e.code() == ErrorCode::InlineRefused => {}
-                    r => return r,
+                    r => return r.map(|a| (a, Vec::new())),
                 }
             }
             let mut w = self.client.create_detached(self.cfg.block_size, path).await?;
@@ -1319,15 +1623,16 @@ impl StrataFs {
                 w.write(&buf[..n]).await?;
                 off += n as u64;
             }
-            w.close_into(ino, path).await?;
-            if attrs != SetAttrs::default() {
-                self.client.set_attr(path, attrs).await
+            let blocks = w.close_into(ino, path).await?;
+            let a = if attrs != SetAttrs::default() {
+                self.client.set_attr(path, attrs).await?
             } else {
-                self.client.stat(path).await
-            }
-        })
-        .inspect_err(|_| self.stale(&[ino]))
-        .map_err(|e| errno(&e))
+                self.client.stat(path).await?
+            };
+            Ok((a, blocks))
+        });
+        let (a, blocks) = r.inspect_err(|_| self.stale(&[ino])).map_err(|e| errno(&e))?;
+        Ok((a, Version { lease: self.client.lease_of(path), blocks }))
     }
 
     /// `flush` / `fsync`: publish pending writes.

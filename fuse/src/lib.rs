@@ -31,6 +31,9 @@ pub struct MountConfig {
     pub block_size: u64,
     /// Let other users use the mount (allow_other).
     pub allow_other: bool,
+    /// Bytes of clean copies of written files kept in the staging
+    /// directory after close, for later opens (0: none).
+    pub copy_bytes: u64,
 }
 
 impl MountConfig {
@@ -42,6 +45,7 @@ impl MountConfig {
             threads: 4,
             block_size: strata_protocol::DEFAULT_BLOCK_SIZE,
             allow_other: true,
+            copy_bytes: 1 << 30,
         }
     }
 }

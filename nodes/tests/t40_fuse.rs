@@ -492,3 +492,93 @@ fn a_stopped_holder_loses_its_lease() {
     std::thread::sleep(Duration::from_millis(1100));
     assert_eq!(std::fs::read(h.join("held/two")).unwrap(), b"2");
 }
+
+/// A file over 64 KiB written through a mount is kept there as a local
+/// copy after close; later opens that find the file unchanged hand the
+/// copy to the kernel (FUSE passthrough), which reads and writes it
+/// without the mount. Writes made that way are published at close like
+/// any other; another mount's change makes the copy stale; a mapping
+/// outlives its file's close and every later write of other files.
+#[test]
+fn copies_of_written_files_are_read_and_written_by_the_kernel() {
+    let dir = tempfile::tempdir().unwrap();
+    let (node_a, a) = start_mounted(dir.path());
+    let (_node_b, b) = second_mount(dir.path(), &node_a);
+    std::fs::create_dir(a.join("d")).unwrap(); // leased to mount a
+    let big = bytes(300_000, 1);
+    std::fs::write(a.join("d/big"), &big).unwrap();
+    std::fs::write(a.join("top"), bytes(200_000, 2)).unwrap(); // not under a lease
+    same(&node_a, &std::fs::read(a.join("d/big")).unwrap(), &big, "re-read of a written file");
+    same(&node_a, &std::fs::read(a.join("top")).unwrap(), &bytes(200_000, 2), "re-read, no lease");
+
+    // Written in place through an open of the copy: the size is right
+    // before the close, and the other mount sees the bytes after it.
+    let mut want = big.clone();
+    {
+        let mut f = std::fs::OpenOptions::new().read(true).write(true).open(a.join("d/big")).unwrap();
+        f.seek(SeekFrom::Start(1000)).unwrap();
+        f.write_all(b"written in place").unwrap();
+        f.seek(SeekFrom::End(0)).unwrap();
+        f.write_all(&[7u8; 5000]).unwrap();
+        assert_eq!(f.metadata().unwrap().len(), 305_000, "size while open");
+        want[1000..1016].copy_from_slice(b"written in place");
+        want.extend_from_slice(&[7u8; 5000]);
+    }
+    assert_eq!(std::fs::metadata(a.join("d/big")).unwrap().len(), 305_000);
+    same(&node_a, &std::fs::read(b.join("d/big")).unwrap(), &want, "other mount after an in-place write");
+    same(&node_a, &std::fs::read(a.join("d/big")).unwrap(), &want, "own re-read after the recall");
+
+    // Another mount's rewrite (same size) makes the copy stale.
+    for (name, len) in [("d/big", 305_000usize), ("top", 200_000)] {
+        std::fs::write(b.join(name), bytes(len, 9)).unwrap();
+        same(&node_a, &std::fs::read(a.join(name)).unwrap(), &bytes(len, 9), "after the other mount's rewrite");
+    }
+
+    // A mapping of a copy read after its close, once many other files
+    // were written, rewritten and removed meanwhile, still has its bytes.
+    std::fs::write(a.join("mapped"), bytes(400_000, 3)).unwrap();
+    std::fs::write(a.join("mapped2"), bytes(400_000, 3)).unwrap();
+    let script = r#"
+import ctypes, os, sys, time
+m = sys.argv[1]
+want = open(sys.argv[2], "rb").read()
+libc = ctypes.CDLL(None, use_errno=True)
+libc.mmap.restype = ctypes.c_void_p
+libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
+def mapped(path, unlink=False):
+    # Not Python's mmap: it keeps a duplicate of the descriptor open.
+    fd = os.open(path, os.O_RDONLY)
+    n = os.fstat(fd).st_size
+    p = libc.mmap(None, n, 1, 1, fd, 0)  # PROT_READ, MAP_SHARED
+    assert p is not None and p != ctypes.c_void_p(-1).value, ctypes.get_errno()
+    if unlink:
+        os.unlink(path)
+    os.close(fd)
+    return lambda: ctypes.string_at(p, n)
+# The releases of the writes' handles come in the background; an open
+# while one is pending joins its mode (through the mount, not passthrough).
+time.sleep(0.5)
+mm = mapped(m + "/mapped")
+mm2 = mapped(m + "/mapped2", unlink=True)  # its bytes live on in the mapping alone
+time.sleep(0.5)  # the releases again
+for i in range(40):
+    data = bytes([i]) * (70_000 + i * 1000)
+    with open(f"{m}/other{i % 5}", "wb") as f:
+        f.write(data)
+    assert open(f"{m}/other{i % 5}", "rb").read() == data
+    if i % 7 == 0:
+        os.unlink(f"{m}/other{i % 5}")
+assert mm() == want, "the mapping changed"
+assert mm2() == want, "the mapping of the unlinked file changed"
+print("ok")
+"#;
+    std::fs::write(dir.path().join("want"), bytes(400_000, 3)).unwrap();
+    let out = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .arg(&a)
+        .arg(dir.path().join("want"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+}

@@ -77,6 +77,23 @@ fn fsx_random_operations() {
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "fsx failed:\n{}", text.lines().take(80).collect::<Vec<_>>().join("\n"));
+
+    // Again with the file closed and reopened every ~30 operations: a
+    // reopen of a file over 64 KiB hands the kernel the mount's copy
+    // (passthrough), whose reads, writes and mappings then bypass the
+    // mount until the next close publishes them.
+    let config = dir.path().join("fsx-reopen.toml");
+    std::fs::write(&config, "[weights]\nclose_open = 2\ninvalidate = 1\nfsync = 1\nfdatasync = 1\n").unwrap();
+    let out = Command::new(tool("fsx"))
+        .args(["-N", &(ops / 5).to_string(), "-S", "7", "-f"])
+        .arg(&config)
+        .arg("-P")
+        .arg(dir.path())
+        .arg(mnt.join("fsx-reopen.bin"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "fsx with reopens failed:\n{}", text.lines().take(80).collect::<Vec<_>>().join("\n"));
 }
 
 #[test]
