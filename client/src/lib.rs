@@ -110,12 +110,18 @@ struct Inner {
     behind: Arc<behind::Behind>,
     /// Inode numbers reserved for creates under leases, not yet used.
     inodes: tokio::sync::Mutex<std::ops::Range<u64>>,
+    /// Block ids reserved for blocks written before a file has them, not
+    /// yet used, and the workers the master offered with them.
+    block_ids: tokio::sync::Mutex<(std::ops::Range<u64>, Vec<strata_protocol::messages::WorkerAddr>)>,
     /// Where the queue's flusher runs (callers may be outside the runtime).
     rt: tokio::runtime::Handle,
 }
 
 /// Inode numbers reserved at a time.
 const RESERVE_INODES: u32 = 4096;
+
+/// Block ids reserved at a time.
+const RESERVE_BLOCKS: u32 = 1024;
 
 impl Client {
     /// Connects to the master.
@@ -125,8 +131,9 @@ impl Client {
         let data = data::DataPool::new(cfg.data_timeout);
         let (master, behind) = (Arc::new(master), Arc::new(behind::Behind::new()));
         let inodes = tokio::sync::Mutex::new(0..0);
+        let block_ids = tokio::sync::Mutex::new((0..0, Vec::new()));
         let rt = tokio::runtime::Handle::current();
-        Ok(Client { inner: Arc::new(Inner { cfg, master, data, behind, inodes, rt }) })
+        Ok(Client { inner: Arc::new(Inner { cfg, master, data, behind, inodes, block_ids, rt }) })
     }
 
     /// The configuration.
@@ -293,6 +300,75 @@ impl Client {
             }
         }
         Ok(pool.next().expect("refilled above"))
+    }
+
+    /// Writes `len` bytes of `file` as blocks of `block_size` under block
+    /// ids reserved from the master (a thousand at a time), each to the
+    /// first of the offered workers that takes it (one on this host
+    /// first): the blocks for a [`Client::set_content`] or a queued
+    /// `SetContentAt`, which make them a file's content in one journal
+    /// entry. Blocks no file ever gets are dropped by their worker when it
+    /// next registers.
+    pub async fn write_blocks(&self, file: &std::fs::File, len: u64, block_size: u64) -> Result<Vec<u64>, ClientError> {
+        use std::os::unix::fs::FileExt;
+        let n = len.div_ceil(block_size.max(1));
+        let mut ids = Vec::with_capacity(n as usize);
+        let mut buf = vec![0u8; len.min(block_size) as usize];
+        for i in 0..n {
+            let (id, mut workers) = {
+                let mut pool = self.inner.block_ids.lock().await;
+                if pool.0.is_empty() {
+                    let host = self.inner.cfg.client_host.clone();
+                    let req = MasterRequest::ReserveBlocks { count: RESERVE_BLOCKS, client_host: host };
+                    match self.inner.master.call(req, false).await? {
+                        MasterResponse::BlockIds { first, count, workers } => {
+                            *pool = (first..first + u64::from(count), workers)
+                        }
+                        MasterResponse::Error(e) => return Err(ClientError::Remote(e)),
+                        other => return Err(ClientError::unexpected(other)),
+                    }
+                }
+                (pool.0.next().expect("refilled above"), pool.1.clone())
+            };
+            workers.sort_by_key(|w| !self.is_local(w));
+            let off = i * block_size;
+            let chunk = &mut buf[..(len - off).min(block_size) as usize];
+            file.read_exact_at(chunk, off)?;
+            let mut last = None;
+            for w in &workers {
+                match self.inner.data.write_block(w, id, chunk).await {
+                    Ok(()) => {
+                        last = None;
+                        break;
+                    }
+                    Err(e) => last = Some(e),
+                }
+            }
+            if workers.is_empty() || last.is_some() {
+                // The offer may be stale (a worker left): ask anew next time.
+                self.inner.block_ids.lock().await.0 = 0..0;
+                return Err(last.unwrap_or_else(|| {
+                    ClientError::Remote(ErrorInfo::new(ErrorCode::NoWorkers, "no worker to write to"))
+                }));
+            }
+            ids.push(id);
+        }
+        Ok(ids)
+    }
+
+    /// Makes `blocks` (written with [`Client::write_blocks`]) the content
+    /// of file `inode` at `path`, `length` bytes, with `attrs` after it.
+    pub async fn set_content(
+        &self,
+        inode: u64,
+        path: &str,
+        blocks: Vec<u64>,
+        length: u64,
+        block_size: u64,
+        attrs: SetAttrs,
+    ) -> Result<Attr, ClientError> {
+        let req = MasterRequest::SetContent { inode, path: path.into(), blocks, length, block_size, attrs };
+        self.call_attr(req).await
     }
 
     /// Waits until every queued change is applied; the first one the

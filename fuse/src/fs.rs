@@ -321,6 +321,8 @@ pub struct StrataFs {
     inline: Mutex<InlineCache>,
     /// Clean copies of bigger files this mount wrote, by inode.
     copies: Mutex<Copies>,
+    /// The UFS mount points as last read, and when.
+    ufs_mounts: Mutex<(Option<Instant>, Vec<String>)>,
     /// Emptied staging files kept for the next writer: making an ext4
     /// inode for every file written (and unlinking it after) was a sixth
     /// of the mount's CPU time in a small-file workload.
@@ -441,6 +443,7 @@ impl StrataFs {
             known: Mutex::new(HashMap::new()),
             inline: Mutex::new(InlineCache::default()),
             copies: Mutex::new(Copies::default()),
+            ufs_mounts: Mutex::new((None, Vec::new())),
             pool: Mutex::new(Vec::new()),
             next_fh: AtomicU64::new(1),
         }
@@ -1573,6 +1576,32 @@ impl StrataFs {
                     (a, version)
                 })
             }
+            // A bigger one: its blocks written now, the content change queued.
+            (false, Some(mut a), Some(g)) => {
+                let bs = self.cfg.block_size;
+                match self.block_on(self.client.write_blocks(file, len, bs)) {
+                    Ok(blocks) => {
+                        let t = strata_protocol::now_ms();
+                        a.block_size = bs;
+                        a.write_inline(len, &attrs, t);
+                        let op = BatchOp::SetContentAt {
+                            inode: f.ino,
+                            path: path.clone(),
+                            blocks: blocks.clone(),
+                            length: len,
+                            block_size: bs,
+                            attrs: attrs.clone(),
+                            time_ms: t,
+                        };
+                        let version = Version { lease: Some(g), blocks };
+                        self.client.queue_leased(g, &path, op).then_some((a, version))
+                    }
+                    Err(e) => {
+                        tracing::debug!(path, error = %e, "blocks not written ahead; publishing the slow way");
+                        None
+                    }
+                }
+            }
             _ => None,
         };
         let (a, version) = match leased {
@@ -1602,6 +1631,28 @@ impl StrataFs {
         Ok(())
     }
 
+    /// Whether `path` is under a UFS mount, by the mount table as read in
+    /// the last 10 s (a file there is written block by block, each placed
+    /// by the master, for its write type).
+    async fn under_ufs_mount(&self, path: &str) -> bool {
+        let fresh = {
+            let m = self.ufs_mounts.lock();
+            m.0.filter(|at| at.elapsed() < Duration::from_secs(10)).map(|_| m.1.clone())
+        };
+        let mounts = match fresh {
+            Some(m) => m,
+            None => {
+                let m: Vec<String> = match self.client.mounts().await {
+                    Ok(m) => m.into_iter().map(|m| m.path).collect(),
+                    Err(_) => return true, // unknown: the way that works everywhere
+                };
+                *self.ufs_mounts.lock() = (Some(Instant::now()), m.clone());
+                m
+            }
+        };
+        mounts.iter().any(|m| strata_protocol::path::is_under(path, m))
+    }
+
     /// Publishes `len` bytes of `file` with `attrs` to the master now: the
     /// inode's attributes and content version after it.
     fn publish_now(&self, ino: u64, path: &str, file: &File, len: u64, attrs: SetAttrs) -> FsResult<(Attr, Version)> {
@@ -1612,6 +1663,15 @@ impl StrataFs {
                 match self.client.write_inline(ino, path, data, attrs.clone()).await {
                     Err(e) if e.code() == ErrorCode::InlineRefused => {}
                     r => return r.map(|a| (a, Vec::new())),
+                }
+            } else if !self.under_ufs_mount(path).await {
+                // Blocks first, then one journal entry makes them the content.
+                let bs = self.cfg.block_size;
+                let blocks = self.client.write_blocks(file, len, bs).await?;
+                let r = self.client.set_content(ino, path, blocks.clone(), len, bs, attrs.clone()).await;
+                match r {
+                    Err(e) if e.code() == ErrorCode::InlineRefused => self.ufs_mounts.lock().0 = None,
+                    r => return r.map(|a| (a, blocks)),
                 }
             }
             let mut w = self.client.create_detached(self.cfg.block_size, path).await?;

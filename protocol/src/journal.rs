@@ -4,7 +4,7 @@
 
 use rkyv::{Archive, Deserialize, Serialize};
 
-use crate::ids::InodeId;
+use crate::ids::{BlockId, InodeId};
 use crate::messages::{Attr, FileType, SetAttrs};
 use crate::ufs::{FileTtl, Fingerprint, MountInfo, UfsEntry};
 use crate::ErrorInfo;
@@ -125,6 +125,13 @@ pub enum JournalEntry {
     /// out the lease time before serving paths; one that finds none has
     /// nobody's lease to wait for.
     LeaseTerm { term: u64, time_ms: i64 },
+    /// Reserve `count` block ids for a client to write blocks under before
+    /// it names them in `SetContent`; answered with `Reserved` and the first.
+    ReserveBlocks { count: u64, time_ms: i64 },
+    /// Make `blocks` (reserved, owned by no inode) the whole content of
+    /// file `inode`: `length` bytes in blocks of `block_size`, sealed, with
+    /// `attrs` applied after; answered with `Replaced` (the blocks it had).
+    SetContent { inode: InodeId, blocks: Vec<BlockId>, length: u64, block_size: u64, attrs: SetAttrs, time_ms: i64 },
 }
 
 /// One change in a [`JournalEntry::ClientBatch`]. Ops that carry a time
@@ -162,6 +169,17 @@ pub enum BatchOp {
     /// As `JournalEntry::WriteInline`, timed by the client (a publish
     /// under a lease, answered before it is sent).
     WriteInlineAt { inode: InodeId, path: String, data: Vec<u8>, attrs: SetAttrs, time_ms: i64 },
+    /// As `JournalEntry::SetContent`, timed by the client (a publish under
+    /// a lease of blocks it wrote, answered before it is sent).
+    SetContentAt {
+        inode: InodeId,
+        path: String,
+        blocks: Vec<BlockId>,
+        length: u64,
+        block_size: u64,
+        attrs: SetAttrs,
+        time_ms: i64,
+    },
 }
 
 impl BatchOp {
@@ -174,6 +192,7 @@ impl BatchOp {
             | BatchOp::WriteInline { path, .. }
             | BatchOp::CreateInode { path, .. }
             | BatchOp::WriteInlineAt { path, .. }
+            | BatchOp::SetContentAt { path, .. }
             | BatchOp::Delete { path } => (path, None),
             BatchOp::Rename { src, dst, .. } => (src, Some(dst.as_str())),
         };
@@ -199,6 +218,9 @@ impl BatchOp {
             BatchOp::WriteInlineAt { inode, data, attrs, time_ms, .. } => {
                 JournalEntry::WriteInline { inode, data, attrs, time_ms }
             }
+            BatchOp::SetContentAt { inode, blocks, length, block_size, attrs, time_ms, .. } => {
+                JournalEntry::SetContent { inode, blocks, length, block_size, attrs, time_ms }
+            }
         }
     }
 
@@ -207,6 +229,7 @@ impl BatchOp {
     pub fn weight(&self) -> usize {
         let data = match self {
             BatchOp::WriteInline { data, .. } | BatchOp::WriteInlineAt { data, .. } => data.len(),
+            BatchOp::SetContentAt { blocks, .. } => 8 * blocks.len(),
             _ => 0,
         };
         64 + data + self.paths().map(str::len).sum::<usize>()
@@ -227,6 +250,9 @@ impl BatchOp {
             BatchOp::WriteInline { inode, path, data, attrs } => R::WriteInline { inode, path, data, attrs },
             BatchOp::Delete { path } => R::Delete { path, recursive: false },
             BatchOp::WriteInlineAt { inode, path, data, attrs, .. } => R::WriteInline { inode, path, data, attrs },
+            BatchOp::SetContentAt { inode, path, blocks, length, block_size, attrs, .. } => {
+                R::SetContent { inode, path, blocks, length, block_size, attrs }
+            }
             // A client-numbered create has no request of its own.
             BatchOp::CreateInode { .. } => return None,
         })

@@ -360,6 +360,22 @@ pub enum MasterRequest {
     /// Reserves `count` inode numbers for the calling client to give the
     /// inodes it creates under its leases; answered with `Inodes`.
     ReserveInodes { count: u32 },
+    /// Reserves `count` block ids for the calling client to write blocks
+    /// under before any inode has them (`SetContent`); answered with
+    /// `BlockIds` and the workers to write to from `client_host`.
+    ReserveBlocks { count: u32, client_host: String },
+    /// Makes blocks the client wrote under reserved ids the whole content
+    /// of file `inode` (named `path`), `length` bytes in blocks of
+    /// `block_size`, with `attrs` after it: one journal entry for a file
+    /// the mount staged (refused under a UFS mount).
+    SetContent {
+        inode: InodeId,
+        path: String,
+        blocks: Vec<crate::BlockId>,
+        length: u64,
+        block_size: u64,
+        attrs: SetAttrs,
+    },
 }
 
 impl MasterRequest {
@@ -387,6 +403,7 @@ impl MasterRequest {
             | R::SetPin { path, .. }
             | R::Unlink { path }
             | R::Lease { path }
+            | R::SetContent { path, .. }
             | R::SetTtl { path, .. } => vec![path],
             R::Rename { src, dst } => vec![src, dst],
             R::Symlink { link, .. } => vec![link],
@@ -400,6 +417,7 @@ impl MasterRequest {
             | R::AddMaster { .. }
             | R::RemoveMaster { .. }
             | R::KeepAlive
+            | R::ReserveBlocks { .. }
             | R::ReserveInodes { .. } => vec![],
         }
     }
@@ -445,6 +463,9 @@ pub enum MasterResponse {
     Done,
     /// The request failed.
     Error(ErrorInfo),
+    /// Block ids `first..first + count` are the client's to use; write
+    /// them to `workers` (best first).
+    BlockIds { first: u64, count: u32, workers: Vec<WorkerAddr> },
 }
 
 /// A request frame's payload on the master's client port.

@@ -494,6 +494,36 @@ async fn handle(req: MasterRequest, stale_ok: bool) -> Result<MasterResponse, Er
             fb.inline = inline;
             MasterResponse::Blocks(fb)
         }
+        MasterRequest::ReserveBlocks { count, client_host } => {
+            if !(1..=65_536).contains(&count) {
+                return Ok(err(ErrorCode::InvalidArgument, format!("reserve 1..=65536 block ids, not {count}")));
+            }
+            let placement =
+                wm_call(|r| WorkerManagerMsg::Place(Wire(PlaceRequest { client_host, length: 0 }), r)).await?.0;
+            if placement.0.is_empty() {
+                return Ok(err(ErrorCode::NoWorkers, "no live worker can take blocks"));
+            }
+            match propose(JournalEntry::ReserveBlocks { count: u64::from(count), time_ms: t }).await? {
+                ApplyResult::Reserved { first } => MasterResponse::BlockIds { first, count, workers: placement.0 },
+                other => unexpected(other),
+            }
+        }
+        MasterRequest::SetContent { inode, path, blocks, length, block_size, attrs } => {
+            check_path(&path)?;
+            // Under a mount the write type decides where the blocks go
+            // (and async-through keeps two copies): the block-by-block way.
+            if mounts::mount_of(&path).await?.is_some() {
+                return Ok(err(ErrorCode::InlineRefused, format!("{path} is under a UFS mount")));
+            }
+            let entry = JournalEntry::SetContent { inode, blocks, length, block_size, attrs, time_ms: t };
+            match propose(entry).await? {
+                ApplyResult::Replaced { attr, freed } => {
+                    free(freed);
+                    MasterResponse::Attr(attr)
+                }
+                other => unexpected(other),
+            }
+        }
         MasterRequest::ReserveInodes { count } => {
             if !(1..=65_536).contains(&count) {
                 return Ok(err(ErrorCode::InvalidArgument, format!("reserve 1..=65536 inode numbers, not {count}")));

@@ -789,6 +789,46 @@ impl Tx<'_> {
                     .ok_or_else(|| ns(ErrorCode::InvalidArgument, "inode numbers exhausted"))?;
                 Ok(ApplyResult::Reserved { first })
             }
+            JournalEntry::ReserveBlocks { count, .. } => {
+                let first = self.counters.1;
+                self.counters.1 =
+                    first.checked_add(*count).ok_or_else(|| ns(ErrorCode::InvalidArgument, "block ids exhausted"))?;
+                Ok(ApplyResult::Reserved { first })
+            }
+            JournalEntry::SetContent { inode, blocks, length, block_size, attrs, time_ms } => {
+                let mut rec = self.file(*inode)?;
+                if !(strata_protocol::MIN_BLOCK_SIZE..=strata_protocol::MAX_BLOCK_SIZE).contains(block_size)
+                    || !length_fits(blocks.len() as u64, *block_size, *length)
+                {
+                    return Err(ns(
+                        ErrorCode::InvalidArgument,
+                        format!("length {length} does not fit {} blocks of {block_size} bytes", blocks.len()),
+                    ));
+                }
+                // Only ids reserved and owned by no inode (nor named twice).
+                let hb = handle(&self.ns.db, cf::BLOCKS);
+                for (i, b) in blocks.iter().enumerate() {
+                    if *b >= self.counters.1
+                        || blocks[..i].contains(b)
+                        || self.ns.db.get_cf(hb, b.to_be_bytes())?.is_some()
+                    {
+                        return Err(ns(ErrorCode::InvalidArgument, format!("block {b} is not reserved and unused")));
+                    }
+                }
+                let freed = std::mem::replace(&mut rec.blocks, blocks.clone());
+                self.drop_inline(&rec);
+                for b in &freed {
+                    self.batch.delete_cf(hb, b.to_be_bytes());
+                }
+                for b in blocks {
+                    self.batch.put_cf(hb, b.to_be_bytes(), inode.to_be_bytes());
+                }
+                rec.ufs = None; // new content: not in the UFS yet
+                rec.attr.block_size = *block_size;
+                rec.attr.write_inline(*length, attrs, *time_ms);
+                self.put_inode(&rec);
+                Ok(ApplyResult::Replaced { attr: rec.attr, freed })
+            }
             JournalEntry::CreateInode { path: p, inode, kind, mode, uid, gid, block_size, time_ms } => {
                 let comps = path::components(p)?;
                 let (parent, name) = self.ns.resolve_parent(&comps, p)?;
@@ -970,13 +1010,7 @@ impl Tx<'_> {
                 Ok(ApplyResult::Attr(rec.attr))
             }
             JournalEntry::WriteInline { inode, data, attrs, time_ms } => {
-                let mut rec = self
-                    .ns
-                    .inode(*inode)?
-                    .ok_or_else(|| ns(ErrorCode::NotFound, format!("inode {inode} does not exist")))?;
-                if rec.attr.file_type != FileType::File {
-                    return Err(ns(ErrorCode::IsADirectory, format!("inode {inode} is not a file")));
-                }
+                let mut rec = self.file(*inode)?;
                 if data.len() as u64 > strata_protocol::INLINE_MAX_BYTES || rec.ufs.is_some() {
                     return Err(ns(ErrorCode::InlineRefused, format!("inode {inode} cannot be kept inline")));
                 }
@@ -1286,6 +1320,16 @@ impl Tx<'_> {
             self.put_inode(&d);
         }
         Ok(ApplyResult::Freed { blocks: freed })
+    }
+
+    /// File `inode`'s record.
+    fn file(&self, inode: InodeId) -> Result<InodeRecord, NsError> {
+        let rec =
+            self.ns.inode(inode)?.ok_or_else(|| ns(ErrorCode::NotFound, format!("inode {inode} does not exist")))?;
+        if rec.attr.file_type != FileType::File {
+            return Err(ns(ErrorCode::IsADirectory, format!("inode {inode} is not a file")));
+        }
+        Ok(rec)
     }
 
     fn open_for_write(&self, inode: InodeId) -> Result<InodeRecord, NsError> {
@@ -1766,6 +1810,48 @@ mod tests {
         let b = ok(&ns2, create("/d/g", false));
         assert_eq!(a, b);
         assert!(ns2.resolve("/d/f").unwrap().attr.pinned);
+    }
+
+    /// Blocks written under reserved ids become a file's whole content in
+    /// one entry (its old blocks freed, attributes applied after); only
+    /// reserved ids no inode owns, each once, and a length they can hold.
+    #[test]
+    fn set_content_takes_reserved_unowned_blocks() {
+        let d = tempfile::tempdir().unwrap();
+        let ns = ns_in(&d);
+        let ApplyResult::Created { attr: f, .. } = ok(&ns, create("/f", false)) else { panic!() };
+        let ApplyResult::Block { block_id: old } = ok(&ns, JournalEntry::AddBlock { inode: f.inode, time_ms: 2 })
+        else {
+            panic!()
+        };
+        let ApplyResult::Reserved { first } = ok(&ns, JournalEntry::ReserveBlocks { count: 4, time_ms: 3 }) else {
+            panic!()
+        };
+        assert!(first > old);
+        let attrs = SetAttrs { mode: Some(0o600), ..Default::default() };
+        let set = |blocks: Vec<u64>, length| JournalEntry::SetContent {
+            inode: f.inode,
+            blocks,
+            length,
+            block_size: 4096,
+            attrs: attrs.clone(),
+            time_ms: 5,
+        };
+        assert_eq!(err(&ns, set(vec![first, first], 5000)), ErrorCode::InvalidArgument, "an id twice");
+        assert_eq!(err(&ns, set(vec![first + 4], 100)), ErrorCode::InvalidArgument, "not reserved");
+        assert_eq!(err(&ns, set(vec![old], 100)), ErrorCode::InvalidArgument, "owned by a file");
+        assert_eq!(err(&ns, set(vec![first], 5000)), ErrorCode::InvalidArgument, "length beyond the blocks");
+        let ApplyResult::Replaced { attr, freed } = ok(&ns, set(vec![first, first + 1], 5000)) else { panic!() };
+        assert_eq!(freed, vec![old]);
+        assert_eq!((attr.size, attr.block_size, attr.mode, attr.mtime_ms, attr.complete), (5000, 4096, 0o600, 5, true));
+        assert_eq!(ns.resolve("/f").unwrap().blocks, vec![first, first + 1]);
+        assert_eq!(err(&ns, set(vec![first + 1], 100)), ErrorCode::InvalidArgument, "used once already");
+        // Ids a master-numbered block takes are past the reservation.
+        let ApplyResult::Created { attr: g, .. } = ok(&ns, create("/g", false)) else { panic!() };
+        let ApplyResult::Block { block_id } = ok(&ns, JournalEntry::AddBlock { inode: g.inode, time_ms: 6 }) else {
+            panic!()
+        };
+        assert!(block_id >= first + 4);
     }
 
     /// Pinning a directory pins everything below it and what is created in
