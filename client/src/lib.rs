@@ -308,7 +308,7 @@ impl Client {
     /// first): the blocks for a [`Client::set_content`] or a queued
     /// `SetContentAt`, which make them a file's content in one journal
     /// entry. Blocks no file ever gets are dropped by their worker when it
-    /// next registers.
+    /// next registers, once the master's grace for reserved ids (10 min) is over.
     pub async fn write_blocks(&self, file: &std::fs::File, len: u64, block_size: u64) -> Result<Vec<u64>, ClientError> {
         use std::os::unix::fs::FileExt;
         let n = len.div_ceil(block_size.max(1));

@@ -153,7 +153,14 @@ pub struct Namespace {
     /// The mount table as last read (every request under a mount and every
     /// path-changing request asks for it).
     mount_cache: Arc<MountCache>,
+    /// Block ids reserved (`ReserveBlocks`) in this process, and when: a
+    /// client writes blocks under them before any file has them, so a
+    /// worker's report of one is not an orphan until this long after.
+    reserved: Mutex<Vec<(std::time::Instant, std::ops::Range<BlockId>)>>,
 }
+
+/// How long reserved block ids no file has yet are not orphans.
+const RESERVED_GRACE: std::time::Duration = std::time::Duration::from_secs(600);
 
 /// The mount table cached in memory: filled on first read, dropped by every
 /// applied change to it. A generation makes a read that raced a change not
@@ -190,7 +197,8 @@ impl MountCache {
 impl Namespace {
     /// Opens the namespace, creating the root directory on first use.
     pub fn open(db: Arc<DB>) -> Result<Self, StoreError> {
-        let ns = Namespace { db, counters: Mutex::new((0, 0)), mount_cache: Arc::default() };
+        let ns =
+            Namespace { db, counters: Mutex::new((0, 0)), mount_cache: Arc::default(), reserved: Mutex::default() };
         ns.reload()?;
         Ok(ns)
     }
@@ -258,6 +266,14 @@ impl Namespace {
     }
 
     /// The inode owning a block, if any file references it.
+    /// Whether `block` is one of the ids reserved within the grace time
+    /// (written by a client, possibly not yet named by a file).
+    pub fn reserved_recently(&self, block: BlockId) -> bool {
+        let mut r = self.reserved.lock();
+        r.retain(|(at, _)| at.elapsed() < RESERVED_GRACE);
+        r.iter().any(|(_, ids)| ids.contains(&block))
+    }
+
     pub fn block_owner(&self, block: BlockId) -> Result<Option<InodeId>, StoreError> {
         let key = block.to_be_bytes();
         match self.db.get_cf(handle(&self.db, cf::BLOCKS), key)? {
@@ -793,6 +809,7 @@ impl Tx<'_> {
                 let first = self.counters.1;
                 self.counters.1 =
                     first.checked_add(*count).ok_or_else(|| ns(ErrorCode::InvalidArgument, "block ids exhausted"))?;
+                self.ns.reserved.lock().push((std::time::Instant::now(), first..self.counters.1));
                 Ok(ApplyResult::Reserved { first })
             }
             JournalEntry::SetContent { inode, blocks, length, block_size, attrs, time_ms } => {
@@ -1852,6 +1869,9 @@ mod tests {
             panic!()
         };
         assert!(block_id >= first + 4);
+        // A worker's report of a reserved id no file has yet is no orphan
+        // (its file's entry may be on its way).
+        assert!(ns.reserved_recently(first + 2) && !ns.reserved_recently(block_id));
     }
 
     /// Pinning a directory pins everything below it and what is created in

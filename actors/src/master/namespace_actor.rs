@@ -152,7 +152,7 @@ impl Actor for NamespaceActor {
             NamespaceMsg::Orphans(blocks, reply) => {
                 let mut orphans = Vec::new();
                 for b in blocks {
-                    if matches!(ns.block_owner(b), Ok(None)) {
+                    if matches!(ns.block_owner(b), Ok(None)) && !ns.reserved_recently(b) {
                         orphans.push(b);
                     }
                 }
