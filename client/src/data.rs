@@ -73,12 +73,18 @@ impl DataPool {
     }
 
     /// Writes a whole block to one worker.
-    pub async fn write_block(&self, w: &WorkerAddr, block_id: BlockId, data: &[u8]) -> Result<(), ClientError> {
+    pub async fn write_block(
+        &self,
+        w: &WorkerAddr,
+        block_id: BlockId,
+        data: &[u8],
+        durable: bool,
+    ) -> Result<(), ClientError> {
         let addr = key(w);
         let mut s = self.take(&addr).await?;
         let fut = async {
             let crc = crc32c::crc32c(data);
-            let req = DataRequest::Write { block_id, length: data.len() as u64, crc };
+            let req = DataRequest::Write { block_id, length: data.len() as u64, crc, durable };
             let io = |e: std::io::Error| ClientError::Disconnected { addr: addr.clone(), reason: e.to_string() };
             write_frame(&mut s, FrameKind::Request, &req)
                 .await

@@ -309,7 +309,15 @@ impl Client {
     /// `SetContentAt`, which make them a file's content in one journal
     /// entry. Blocks no file ever gets are dropped by their worker when it
     /// next registers, once the master's grace for reserved ids (10 min) is over.
-    pub async fn write_blocks(&self, file: &std::fs::File, len: u64, block_size: u64) -> Result<Vec<u64>, ClientError> {
+    /// `durable`: fsync'd by the worker before it answers (see
+    /// `DataRequest::Write`).
+    pub async fn write_blocks(
+        &self,
+        file: &std::fs::File,
+        len: u64,
+        block_size: u64,
+        durable: bool,
+    ) -> Result<Vec<u64>, ClientError> {
         use std::os::unix::fs::FileExt;
         let n = len.div_ceil(block_size.max(1));
         let mut ids = Vec::with_capacity(n as usize);
@@ -336,7 +344,7 @@ impl Client {
             file.read_exact_at(chunk, off)?;
             let mut last = None;
             for w in &workers {
-                match self.inner.data.write_block(w, id, chunk).await {
+                match self.inner.data.write_block(w, id, chunk, durable).await {
                     Ok(()) => {
                         last = None;
                         break;

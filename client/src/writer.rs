@@ -146,7 +146,7 @@ async fn write_block(client: &Client, inode: InodeId, path: &str, data: Arc<Vec<
     let mut last = None;
     let mut written = 0;
     for w in &loc.workers {
-        match client.inner.data.write_block(w, loc.block_id, &data).await {
+        match client.inner.data.write_block(w, loc.block_id, &data, true).await {
             Ok(()) => {
                 written += 1;
                 if written == copies {

@@ -58,6 +58,9 @@ struct Staging {
     bypassed: bool,
     /// Which content of the inode the file holds, when clean and published.
     version: Option<Version>,
+    /// No content published from here is waiting for its blocks to reach
+    /// disk (a flush's or close's blocks are not synced; an fsync's are).
+    synced: bool,
     /// The kernel was given the file as a passthrough backing file: a
     /// process may still have it mapped after every handle closed (git
     /// maps pack files and closes them), so it is never emptied for
@@ -121,6 +124,7 @@ impl Staging {
             stamp: None,
             bypassed: false,
             version: None,
+            synced: true,
             backed: false,
         };
         s.restamp();
@@ -711,7 +715,7 @@ impl StrataFs {
                     // truncate(2) on a path: stage, cut, publish.
                     let f = self.open_file(ino, true);
                     self.with_staging(&f, |s| s.file.set_len(size).map_err(io_err))?;
-                    let r = self.publish(&f);
+                    let r = self.publish(&f, false);
                     drop(f);
                     self.forget_staging_if_unused(ino);
                     r?;
@@ -1551,12 +1555,16 @@ impl StrataFs {
     /// a small file in one journal entry with its content inline, a bigger
     /// one (or one under a UFS mount) as new blocks in a detached file, then
     /// an atomic swap into the inode.
-    fn publish(&self, f: &OpenFile) -> FsResult<()> {
+    fn publish(&self, f: &OpenFile, durable: bool) -> FsResult<()> {
         if self.orphans.lock().contains_key(&f.ino) {
             return Ok(()); // unlinked: nothing to publish to
         }
         let mut guard = f.staging.lock();
-        let Some(s) = dirty(guard.as_mut()) else { return Ok(()) };
+        // An fsync also republishes content whose blocks went out without
+        // being synced to disk (by a flush or close).
+        let Some(s) = guard.as_mut().and_then(|s| (s.is_dirty() || (durable && !s.synced)).then_some(s)) else {
+            return Ok(());
+        };
         let len = s.file.metadata().map_err(io_err)?.len();
         let (file, attrs) = (&s.file, s.attrs.clone());
         let path = self.path(f.ino).unwrap_or_default();
@@ -1579,7 +1587,7 @@ impl StrataFs {
             // A bigger one: its blocks written now, the content change queued.
             (false, Some(mut a), Some(g)) => {
                 let bs = self.cfg.block_size;
-                match self.block_on(self.client.write_blocks(file, len, bs)) {
+                match self.block_on(self.client.write_blocks(file, len, bs, durable)) {
                     Ok(blocks) => {
                         let t = strata_protocol::now_ms();
                         a.block_size = bs;
@@ -1608,7 +1616,7 @@ impl StrataFs {
             Some(r) => r,
             None => {
                 self.keep_inline(f.ino, None);
-                self.publish_now(f.ino, &path, file, len, attrs)?
+                self.publish_now(f.ino, &path, file, len, attrs, durable)?
             }
         };
         s.version = Some(version).filter(|v| v.lease.is_some() || !v.blocks.is_empty());
@@ -1622,6 +1630,7 @@ impl StrataFs {
         }
         s.dirty = false;
         s.bypassed = false;
+        s.synced = durable || len <= INLINE_MAX_BYTES; // inline content is in the journal
         s.attrs = SetAttrs::default();
         s.base = Some(a);
         // Readers of this handle must see the new content.
@@ -1655,7 +1664,15 @@ impl StrataFs {
 
     /// Publishes `len` bytes of `file` with `attrs` to the master now: the
     /// inode's attributes and content version after it.
-    fn publish_now(&self, ino: u64, path: &str, file: &File, len: u64, attrs: SetAttrs) -> FsResult<(Attr, Version)> {
+    fn publish_now(
+        &self,
+        ino: u64,
+        path: &str,
+        file: &File,
+        len: u64,
+        attrs: SetAttrs,
+        durable: bool,
+    ) -> FsResult<(Attr, Version)> {
         let r = self.block_on(async {
             if len <= INLINE_MAX_BYTES {
                 let mut data = vec![0u8; len as usize];
@@ -1667,7 +1684,7 @@ impl StrataFs {
             } else if !self.under_ufs_mount(path).await {
                 // Blocks first, then one journal entry makes them the content.
                 let bs = self.cfg.block_size;
-                let blocks = self.client.write_blocks(file, len, bs).await?;
+                let blocks = self.client.write_blocks(file, len, bs, durable).await?;
                 let r = self.client.set_content(ino, path, blocks.clone(), len, bs, attrs.clone()).await;
                 match r {
                     Err(e) if e.code() == ErrorCode::InlineRefused => self.ufs_mounts.lock().0 = None,
@@ -1695,15 +1712,18 @@ impl StrataFs {
         Ok((a, Version { lease: self.client.lease_of(path), blocks }))
     }
 
-    /// `flush` / `fsync`: publish pending writes.
+    /// `flush`: publish pending writes (blocks in the workers' page cache,
+    /// as a local file's close leaves them).
     pub fn flush(&self, fh: u64) -> FsResult<()> {
         let f = self.handle(fh)?;
-        self.publish(&f)
+        self.publish(&f, false)
     }
 
-    /// `fsync`: publish pending writes, and wait for this mount's queued changes.
+    /// `fsync`: publish pending writes with their blocks on disk, and wait
+    /// for this mount's queued changes.
     pub fn fsync(&self, fh: u64) -> FsResult<()> {
-        self.flush(fh)?;
+        let f = self.handle(fh)?;
+        self.publish(&f, true)?;
         self.sync_queued()
     }
 
@@ -1719,7 +1739,7 @@ impl StrataFs {
     /// `release`: publish and forget the handle.
     pub fn release(&self, fh: u64) -> FsResult<()> {
         let Some(f) = self.files.lock().remove(&fh) else { return Ok(()) };
-        let r = self.publish(&f);
+        let r = self.publish(&f, false);
         let ino = f.ino;
         drop(f);
         self.forget_staging_if_unused(ino);

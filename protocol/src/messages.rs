@@ -503,8 +503,10 @@ pub enum DataRequest {
     /// followed by exactly the number of bytes it declares.
     Read { block_id: BlockId, offset: u64, length: u64 },
     /// Write a whole block; exactly `length` raw bytes follow this frame,
-    /// with their crc32c in `crc` (end-to-end check).
-    Write { block_id: BlockId, length: u64, crc: u32 },
+    /// with their crc32c in `crc` (end-to-end check). `durable`: on a
+    /// durable tier, on disk (fsync'd) before the answer; else in the
+    /// page cache (a mount's close, as a local file's: fsync asks for it).
+    Write { block_id: BlockId, length: u64, crc: u32, durable: bool },
     /// Read a range of a block that only the UFS has: the worker fetches the
     /// whole block (`block_offset`, `block_length` in the object) once, keeps
     /// it unless the read type says no, and answers like `Read`. A `length`

@@ -153,7 +153,9 @@ async fn serve(mut stream: TcpStream, ctx: Arc<Ctx>) {
             DataRequest::Read { block_id, offset, length } => {
                 serve_read(&mut stream, &ctx, block_id, offset, length).await
             }
-            DataRequest::Write { block_id, length, crc } => serve_write(&mut stream, &ctx, block_id, length, crc).await,
+            DataRequest::Write { block_id, length, crc, durable } => {
+                serve_write(&mut stream, &ctx, block_id, length, crc, durable).await
+            }
             DataRequest::ReadUfs { block_id, offset, length, block_offset, block_length, source } => {
                 let miss = UfsMiss { block_id, block_offset, block_length, source };
                 serve_read_ufs(&mut stream, &ctx, miss, offset, length).await
@@ -428,7 +430,14 @@ async fn reserve(ctx: &Ctx, length: u64) -> Result<TierConfig, ErrorInfo> {
     Err(last.unwrap_or_else(|| ErrorInfo::new(ErrorCode::NoSpace, "the worker has no tiers")))
 }
 
-async fn serve_write(stream: &mut TcpStream, ctx: &Ctx, block_id: BlockId, length: u64, crc: u32) -> bool {
+async fn serve_write(
+    stream: &mut TcpStream,
+    ctx: &Ctx,
+    block_id: BlockId,
+    length: u64,
+    crc: u32,
+    durable: bool,
+) -> bool {
     if length > MAX_BLOCK_SIZE {
         let e = ErrorInfo::new(ErrorCode::InvalidArgument, format!("block of {length} bytes exceeds {MAX_BLOCK_SIZE}"));
         let _ = respond(stream, &DataResponse::Error(e)).await;
@@ -505,15 +514,16 @@ async fn serve_write(stream: &mut TcpStream, ctx: &Ctx, block_id: BlockId, lengt
         let e = ErrorInfo::new(ErrorCode::ChecksumMismatch, format!("block {block_id:016x} arrived damaged"));
         return respond(stream, &DataResponse::Error(e)).await;
     }
-    match seal_block(ctx, &tier, writer, block_id, length, false).await {
+    match seal_block(ctx, &tier, writer, block_id, length, false, durable).await {
         Ok(()) => respond(stream, &DataResponse::WriteOk { tier: tier.name.clone() }).await,
         Err(e) => respond(stream, &DataResponse::Error(e)).await,
     }
 }
 
-/// Finishes a received block file, hands it to its tier (which accounts
-/// the reserved space) and commits its location to the masters. On failure
-/// the block is gone and the reservation released.
+/// Finishes a received block file (fsync'd on a durable tier if `durable`),
+/// hands it to its tier (which accounts the reserved space) and commits its
+/// location to the masters. On failure the block is gone and the
+/// reservation released.
 async fn seal_block(
     ctx: &Ctx,
     tier: &TierConfig,
@@ -521,13 +531,14 @@ async fn seal_block(
     block_id: BlockId,
     length: u64,
     clean: bool,
+    durable: bool,
 ) -> Result<(), ErrorInfo> {
     let release = |t: &TierConfig| {
         if let Ok(a) = tier_actor(t) {
             let _ = a.cast(TierMsg::Release(length));
         }
     };
-    let durable = tier.durable;
+    let durable = tier.durable && durable;
     let finished = tokio::task::spawn_blocking(move || writer.finish(durable)).await;
     if let Err(msg) = match finished {
         Ok(Ok(_)) => Ok(()),
@@ -586,7 +597,7 @@ async fn store_block(ctx: &Ctx, block_id: BlockId, data: Arc<Vec<u8>>, promote: 
     .await
     .map_err(|e| ErrorInfo::new(ErrorCode::Internal, e.to_string()))?;
     match written {
-        Ok(w) => seal_block(ctx, &tier, w, block_id, length, true).await,
+        Ok(w) => seal_block(ctx, &tier, w, block_id, length, true, true).await,
         Err(e) => {
             if let Ok(a) = tier_actor(&tier) {
                 let _ = a.cast(TierMsg::Release(length));
