@@ -272,13 +272,16 @@ impl Filesystem for Adapter {
         // A read-only open keeps the kernel's cached pages: `open` has
         // already dropped them if the file changed since this mount last
         // saw it (close-to-open), so a re-read needs no request.
-        let keep = if writable { FopenFlags::empty() } else { FopenFlags::FOPEN_KEEP_CACHE };
+        // Nor does its close need a flush request: it has nothing to
+        // publish (a writable handle of the inode publishes its own).
+        let keep =
+            if writable { FopenFlags::empty() } else { FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_NOFLUSH };
         let fh = match self.fs.open(ino.0, writable) {
             Ok(fh) => fh,
             Err(e) => return reply_err!(reply, "open", e),
         };
         match self.open_io(ino.0, fh, |file| reply.open_backing(file)) {
-            Ok(Some(id)) => reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), &id),
+            Ok(Some(id)) => reply.opened_passthrough(FileHandle(fh), keep & FopenFlags::FOPEN_NOFLUSH, &id),
             Ok(None) => reply.opened(FileHandle(fh), keep),
             Err(e) => reply_err!(reply, "open", e),
         }
