@@ -137,14 +137,28 @@ impl Staging {
     }
 
     /// Takes the file's present content as known (after this mount wrote it).
+    /// Only a backing file can change without a request (mappings of a
+    /// cached-mode file write back through FUSE too), so only its ctime is
+    /// tracked; [`Self::back`] takes the stamp when it becomes one.
     fn restamp(&mut self) {
-        self.stamp = self.ctime();
+        if self.backed {
+            self.stamp = self.ctime();
+        }
+    }
+
+    /// Marks the file as given to the kernel as a backing file.
+    fn back(&mut self) {
+        self.backed = true;
+        self.restamp();
     }
 
     /// Whether the content differs from what was last published: written
     /// through FUSE, or directly by the kernel since the last stamp (which
     /// sets the mtime anew, as a FUSE write does).
     fn is_dirty(&mut self) -> bool {
+        if !self.backed {
+            return self.dirty;
+        }
         let now = self.ctime();
         if now != self.stamp {
             self.stamp = now;
@@ -1168,7 +1182,9 @@ impl StrataFs {
         if !s.backed && s.file.metadata().ok()?.len() <= INLINE_MAX_BYTES {
             return None;
         }
-        s.backed = true;
+        if !s.backed {
+            s.back();
+        }
         Some(op(&s.file))
     }
 
@@ -1265,7 +1281,8 @@ impl StrataFs {
             c
         };
         let file = std::fs::OpenOptions::new().read(true).write(true).open(&c.path).ok();
-        let s = Staging { version: Some(c.version), backed: c.backed, ..Staging::new(file?, c.path) };
+        let mut s = Staging { version: Some(c.version), backed: c.backed, ..Staging::new(file?, c.path) };
+        s.stamp = s.ctime();
         if s.stamp != c.stamp {
             // Changed since it was kept (a write through a mapping left
             // after close): not what was published.
@@ -1284,6 +1301,9 @@ impl StrataFs {
         // each would cost an ext4 inode per file written.
         let version = s.version.take().filter(|_| !orphan && len > INLINE_MAX_BYTES && len <= self.cfg.copy_bytes);
         let Some(version) = version.filter(|_| !s.is_dirty()) else { return self.discard(s) };
+        // What a later revive compares: a write through a mapping left
+        // after close changes it.
+        s.stamp = s.ctime();
         let mut dropped = Vec::new();
         {
             let mut copies = self.copies.lock();
