@@ -101,6 +101,10 @@ pub(crate) struct Behind {
     done: watch::Sender<u64>,
     /// Wakes the flusher before its linger is over.
     kick: tokio::sync::Notify,
+    /// Blocks being written in the background, by the first id: whether
+    /// they were, once known. A batch with the `SetContentAt` naming them
+    /// waits for it.
+    writes: Mutex<std::collections::HashMap<u64, watch::Receiver<Option<bool>>>>,
 }
 
 /// Whether a request on `path` must wait for the queued `op`: it names the
@@ -124,7 +128,12 @@ fn must_wait(path: &str, read: bool, op: &BatchOp) -> bool {
 
 impl Behind {
     pub(crate) fn new() -> Self {
-        Behind { queue: Mutex::new(Queue::default()), done: watch::channel(0).0, kick: tokio::sync::Notify::new() }
+        Behind {
+            queue: Mutex::new(Queue::default()),
+            done: watch::channel(0).0,
+            kick: tokio::sync::Notify::new(),
+            writes: Mutex::default(),
+        }
     }
 
     /// Queues `op`; true if the caller must start the flusher.
@@ -255,6 +264,42 @@ impl Behind {
         }
     }
 
+    /// Registers blocks being written in the background from `first`;
+    /// the writer sends whether they were.
+    pub(crate) fn writing(&self, first: u64) -> watch::Sender<Option<bool>> {
+        let (tx, rx) = watch::channel(None);
+        self.writes.lock().insert(first, rx);
+        tx
+    }
+
+    /// Forgets blocks written behind that no queued change names.
+    pub(crate) fn abandon(&self, first: u64) {
+        self.writes.lock().remove(&first);
+    }
+
+    /// Waits until the blocks each `SetContentAt` of `ops` names are
+    /// written; one whose blocks could not be is made to name an id no
+    /// reservation covers, so the master refuses it (reported like any
+    /// refused change) instead of naming missing blocks.
+    async fn settle(&self, ops: &mut [BatchOp]) {
+        for op in ops {
+            let BatchOp::SetContentAt { blocks, .. } = op else { continue };
+            let pending = blocks.first().and_then(|b| self.writes.lock().remove(b));
+            let Some(mut rx) = pending else { continue };
+            let ok = loop {
+                if let Some(ok) = *rx.borrow() {
+                    break ok;
+                }
+                if rx.changed().await.is_err() {
+                    break false;
+                }
+            };
+            if !ok {
+                *blocks = vec![u64::MAX];
+            }
+        }
+    }
+
     /// Takes the next batch when none is on its way (`whole`: only if it
     /// is the whole queue): its number, its ops and the sequence number
     /// after its last op.
@@ -311,7 +356,8 @@ impl Behind {
                 }
             }
             // None: a carried batch is on its way; its end kicks us.
-            let Some((seq, ops, end)) = self.take(false) else { continue };
+            let Some((seq, mut ops, end)) = self.take(false) else { continue };
+            self.settle(&mut ops).await;
             let n = ops.len();
             let failure = match send(&masters, seq, ops.clone()).await {
                 Ok(outcomes) => refused(&ops, &outcomes),
@@ -331,6 +377,7 @@ impl Behind {
     ) -> Option<Result<BatchOutcome, ClientError>> {
         // The whole queue goes first, so the op needs to wait for nothing.
         let (seq, mut ops, end) = self.take(true)?;
+        self.settle(&mut ops).await;
         let n = ops.len();
         ops.push(op);
         let (failure, outcome) = match send(masters, seq, ops.clone()).await {
@@ -410,5 +457,40 @@ mod tests {
         assert!(must_wait("/a", true, &rename), "a listing of the old parent");
         assert!(!must_wait("/a/u", false, &rename), "a sibling of the source");
         assert!(!must_wait("/b/g", false, &rename), "a sibling of the target");
+    }
+
+    /// A queued content change goes out only once its blocks are written,
+    /// and names an id the master refuses if they could not be.
+    #[tokio::test]
+    async fn content_changes_wait_for_their_blocks() {
+        let b = Behind::new();
+        let op = |first: u64| BatchOp::SetContentAt {
+            inode: 9,
+            path: "/f".into(),
+            blocks: vec![first, first + 1],
+            length: 5,
+            block_size: 4096,
+            attrs: Default::default(),
+            time_ms: 1,
+        };
+        let (ok, failed) = (b.writing(10), b.writing(20));
+        let mut ops = vec![op(10), op(20), op(30)];
+        let writer = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            ok.send(Some(true)).unwrap();
+            failed.send(Some(false)).unwrap();
+        });
+        let started = Instant::now();
+        b.settle(&mut ops).await;
+        assert!(started.elapsed() >= Duration::from_millis(50), "waited for the writes");
+        writer.await.unwrap();
+        let blocks = |o: &BatchOp| match o {
+            BatchOp::SetContentAt { blocks, .. } => blocks.clone(),
+            _ => unreachable!(),
+        };
+        assert_eq!(blocks(&ops[0]), vec![10, 11]);
+        assert_eq!(blocks(&ops[1]), vec![u64::MAX], "failed writes: refused by the master");
+        assert_eq!(blocks(&ops[2]), vec![30, 31], "written before it was queued: nothing to wait for");
+        assert!(b.writes.lock().is_empty());
     }
 }

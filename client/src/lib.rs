@@ -113,6 +113,8 @@ struct Inner {
     /// Block ids reserved for blocks written before a file has them, not
     /// yet used, and the workers the master offered with them.
     block_ids: tokio::sync::Mutex<(std::ops::Range<u64>, Vec<strata_protocol::messages::WorkerAddr>)>,
+    /// Bytes of blocks being written in the background.
+    behind_bytes: std::sync::atomic::AtomicU64,
     /// Where the queue's flusher runs (callers may be outside the runtime).
     rt: tokio::runtime::Handle,
 }
@@ -122,6 +124,9 @@ const RESERVE_INODES: u32 = 4096;
 
 /// Block ids reserved at a time.
 const RESERVE_BLOCKS: u32 = 1024;
+
+/// Bytes of blocks written in the background at most at a time.
+const MAX_BEHIND_BYTES: u64 = 64 << 20;
 
 impl Client {
     /// Connects to the master.
@@ -133,7 +138,8 @@ impl Client {
         let inodes = tokio::sync::Mutex::new(0..0);
         let block_ids = tokio::sync::Mutex::new((0..0, Vec::new()));
         let rt = tokio::runtime::Handle::current();
-        Ok(Client { inner: Arc::new(Inner { cfg, master, data, behind, inodes, block_ids, rt }) })
+        let behind_bytes = Default::default();
+        Ok(Client { inner: Arc::new(Inner { cfg, master, data, behind, inodes, block_ids, behind_bytes, rt }) })
     }
 
     /// The configuration.
@@ -319,49 +325,105 @@ impl Client {
         durable: bool,
     ) -> Result<Vec<u64>, ClientError> {
         use std::os::unix::fs::FileExt;
-        let n = len.div_ceil(block_size.max(1));
-        let mut ids = Vec::with_capacity(n as usize);
+        let (ids, workers) = self.reserve_blocks(len.div_ceil(block_size.max(1))).await?;
         let mut buf = vec![0u8; len.min(block_size) as usize];
-        for i in 0..n {
-            let (id, mut workers) = {
-                let mut pool = self.inner.block_ids.lock().await;
-                if pool.0.is_empty() {
-                    let host = self.inner.cfg.client_host.clone();
-                    let req = MasterRequest::ReserveBlocks { count: RESERVE_BLOCKS, client_host: host };
-                    match self.inner.master.call(req, false).await? {
-                        MasterResponse::BlockIds { first, count, workers } => {
-                            *pool = (first..first + u64::from(count), workers)
-                        }
-                        MasterResponse::Error(e) => return Err(ClientError::Remote(e)),
-                        other => return Err(ClientError::unexpected(other)),
-                    }
-                }
-                (pool.0.next().expect("refilled above"), pool.1.clone())
-            };
-            workers.sort_by_key(|w| !self.is_local(w));
-            let off = i * block_size;
+        for (i, id) in ids.iter().enumerate() {
+            let off = i as u64 * block_size;
             let chunk = &mut buf[..(len - off).min(block_size) as usize];
             file.read_exact_at(chunk, off)?;
-            let mut last = None;
-            for w in &workers {
-                match self.inner.data.write_block(w, id, chunk, durable).await {
-                    Ok(()) => {
-                        last = None;
-                        break;
-                    }
-                    Err(e) => last = Some(e),
-                }
-            }
-            if workers.is_empty() || last.is_some() {
-                // The offer may be stale (a worker left): ask anew next time.
-                self.inner.block_ids.lock().await.0 = 0..0;
-                return Err(last.unwrap_or_else(|| {
-                    ClientError::Remote(ErrorInfo::new(ErrorCode::NoWorkers, "no worker to write to"))
-                }));
-            }
-            ids.push(id);
+            self.write_reserved(*id, &workers, chunk, durable).await?;
         }
         Ok(ids)
+    }
+
+    /// As [`Client::write_blocks`] for `data` in memory, but the blocks are
+    /// written in the background: their ids now. A queued `SetContentAt`
+    /// naming them is held back until they are written; if they could not
+    /// be, it goes out naming an id the master refuses, so the change fails
+    /// and the next [`Client::flush_queued`] reports it. Behind at most
+    /// 64 MiB at a time; None when that is full (write them now instead).
+    pub async fn write_blocks_behind(&self, data: Vec<u8>, block_size: u64) -> Result<Option<Vec<u64>>, ClientError> {
+        let len = data.len() as u64;
+        let behind = &self.inner.behind_bytes;
+        if behind.fetch_add(len, std::sync::atomic::Ordering::Relaxed) + len > MAX_BEHIND_BYTES {
+            behind.fetch_sub(len, std::sync::atomic::Ordering::Relaxed);
+            return Ok(None);
+        }
+        let (ids, workers) = match self.reserve_blocks(len.div_ceil(block_size.max(1))).await {
+            Ok(r) => r,
+            Err(e) => {
+                behind.fetch_sub(len, std::sync::atomic::Ordering::Relaxed);
+                return Err(e);
+            }
+        };
+        let done = self.inner.behind.writing(ids[0]);
+        let (client, written) = (self.clone(), ids.clone());
+        self.inner.rt.spawn(async move {
+            let mut ok = true;
+            for (chunk, id) in data.chunks(block_size as usize).zip(&written) {
+                if let Err(e) = client.write_reserved(*id, &workers, chunk, false).await {
+                    tracing::warn!(block = id, error = %e, "a block written behind failed");
+                    ok = false;
+                    break;
+                }
+            }
+            client.inner.behind_bytes.fetch_sub(len, std::sync::atomic::Ordering::Relaxed);
+            let _ = done.send(Some(ok));
+        });
+        Ok(Some(ids))
+    }
+
+    /// `n` block ids reserved from the master (a thousand at a time) and
+    /// the workers to write them to, one on this host first.
+    async fn reserve_blocks(
+        &self,
+        n: u64,
+    ) -> Result<(Vec<u64>, Vec<strata_protocol::messages::WorkerAddr>), ClientError> {
+        let mut ids = Vec::with_capacity(n as usize);
+        let mut pool = self.inner.block_ids.lock().await;
+        while (ids.len() as u64) < n {
+            if pool.0.is_empty() {
+                let host = self.inner.cfg.client_host.clone();
+                let req = MasterRequest::ReserveBlocks { count: RESERVE_BLOCKS, client_host: host };
+                match self.inner.master.call(req, false).await? {
+                    MasterResponse::BlockIds { first, count, workers } => {
+                        *pool = (first..first + u64::from(count), workers)
+                    }
+                    MasterResponse::Error(e) => return Err(ClientError::Remote(e)),
+                    other => return Err(ClientError::unexpected(other)),
+                }
+            }
+            ids.push(pool.0.next().expect("refilled above"));
+        }
+        let mut workers = pool.1.clone();
+        workers.sort_by_key(|w| !self.is_local(w));
+        Ok((ids, workers))
+    }
+
+    /// Writes block `id` to the first of `workers` that takes it.
+    async fn write_reserved(
+        &self,
+        id: u64,
+        workers: &[strata_protocol::messages::WorkerAddr],
+        data: &[u8],
+        durable: bool,
+    ) -> Result<(), ClientError> {
+        let mut last = None;
+        for w in workers {
+            match self.inner.data.write_block(w, id, data, durable).await {
+                Ok(()) => return Ok(()),
+                Err(e) => last = Some(e),
+            }
+        }
+        // The offer may be stale (a worker left): ask anew next time.
+        self.inner.block_ids.lock().await.0 = 0..0;
+        Err(last.unwrap_or_else(|| ClientError::Remote(ErrorInfo::new(ErrorCode::NoWorkers, "no worker to write to"))))
+    }
+
+    /// Forgets blocks written behind that no queued change will name (the
+    /// change could not be queued).
+    pub fn abandon_behind(&self, first: u64) {
+        self.inner.behind.abandon(first);
     }
 
     /// Makes `blocks` (written with [`Client::write_blocks`]) the content

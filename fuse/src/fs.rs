@@ -110,6 +110,11 @@ struct Copy {
     backed: bool,
 }
 
+/// Files up to this size publish under a lease with their blocks written
+/// in the background (the close waits for neither the worker nor the
+/// master; anyone who looks waits for both).
+const MAX_BEHIND_FILE: u64 = 4 << 20;
+
 /// Copies kept beyond this many are dropped, least recently kept first.
 const MAX_COPIES: usize = 16_384;
 
@@ -1604,11 +1609,23 @@ impl StrataFs {
                     (a, version)
                 })
             }
-            // A bigger one: its blocks written now, the content change queued.
+            // A bigger one: its blocks written (in the background if it
+            // is not big and no fsync waits), the content change queued.
             (false, Some(mut a), Some(g)) => {
                 let bs = self.cfg.block_size;
-                match self.block_on(self.client.write_blocks(file, len, bs, durable)) {
-                    Ok(blocks) => {
+                let written = if !durable && len <= MAX_BEHIND_FILE {
+                    let mut data = vec![0u8; len as usize];
+                    file.read_exact_at(&mut data, 0).map_err(io_err)?;
+                    match self.block_on(self.client.write_blocks_behind(data, bs)) {
+                        Ok(Some(blocks)) => Ok((blocks, true)),
+                        Ok(None) => self.block_on(self.client.write_blocks(file, len, bs, false)).map(|b| (b, false)),
+                        Err(e) => Err(e),
+                    }
+                } else {
+                    self.block_on(self.client.write_blocks(file, len, bs, durable)).map(|b| (b, false))
+                };
+                match written {
+                    Ok((blocks, behind)) => {
                         let t = strata_protocol::now_ms();
                         a.block_size = bs;
                         a.write_inline(len, &attrs, t);
@@ -1621,8 +1638,13 @@ impl StrataFs {
                             attrs: attrs.clone(),
                             time_ms: t,
                         };
+                        let first = blocks[0];
                         let version = Version { lease: Some(g), blocks };
-                        self.client.queue_leased(g, &path, op).then_some((a, version))
+                        let queued = self.client.queue_leased(g, &path, op);
+                        if !queued && behind {
+                            self.client.abandon_behind(first);
+                        }
+                        queued.then_some((a, version))
                     }
                     Err(e) => {
                         tracing::debug!(path, error = %e, "blocks not written ahead; publishing the slow way");
