@@ -108,6 +108,7 @@ struct Copy {
     version: Version,
     stamp: Option<(i64, i64)>,
     backed: bool,
+    synced: bool,
 }
 
 /// Files up to this size publish under a lease with their blocks written
@@ -1253,10 +1254,42 @@ impl StrataFs {
         base: &Attr,
     ) -> bool {
         let mut guard = f.staging.lock();
-        if guard.is_none() {
-            *guard = self.revive(f.ino, lease, file, base.size).map(|s| Staging { base: Some(base.clone()), ..s });
+        match guard.as_mut() {
+            None => {
+                *guard = self.revive(f.ino, lease, file, base.size).map(|s| Staging { base: Some(base.clone()), ..s })
+            }
+            // Another handle's clean copy (a reader holding it open) the
+            // cluster's content has moved past: refilled in place (the
+            // kernel keeps the file as the inode's backing file).
+            Some(s) => {
+                let stale = |s: &mut Staging| {
+                    let fb = file?;
+                    let len = s.file.metadata().ok()?.len();
+                    let clean = !s.is_dirty();
+                    let v = s.version.as_ref()?;
+                    (clean && !(v.holds(lease, Some(fb)) && len == fb.attr.size)).then_some(())
+                };
+                if stale(s).is_some() {
+                    if let Err(e) = self.refill(s, f.ino) {
+                        tracing::warn!(ino = f.ino, errno = e.code(), "a stale copy could not be refilled");
+                    }
+                }
+            }
         }
         guard.is_some()
+    }
+
+    /// Makes clean staging `s` of `ino` hold the inode's current content.
+    fn refill(&self, s: &mut Staging, ino: u64) -> FsResult<()> {
+        let path = self.path(ino)?;
+        let r = self.block_on(self.client.open(&path)).map_err(|e| errno(&e))?;
+        let blocks = r.file().blocks.iter().map(|b| b.block_id).collect();
+        s.file.set_len(0).map_err(io_err)?;
+        self.block_on(self.seed(&s.file, r)).map_err(|e| errno(&e))?;
+        s.version = Some(Version { lease: None, blocks });
+        s.restamp();
+        s.bypassed = true; // the kernel's pages, if any, are of the old content
+        Ok(())
     }
 
     /// Takes `ino`'s copy out of the kept ones if the inode still has its
@@ -1286,7 +1319,8 @@ impl StrataFs {
             c
         };
         let file = std::fs::OpenOptions::new().read(true).write(true).open(&c.path).ok();
-        let mut s = Staging { version: Some(c.version), backed: c.backed, ..Staging::new(file?, c.path) };
+        let mut s =
+            Staging { version: Some(c.version), backed: c.backed, synced: c.synced, ..Staging::new(file?, c.path) };
         s.stamp = s.ctime();
         if s.stamp != c.stamp {
             // Changed since it was kept (a write through a mapping left
@@ -1314,7 +1348,8 @@ impl StrataFs {
             let mut copies = self.copies.lock();
             let seq = copies.next;
             copies.next += 1;
-            let c = Copy { path: s.path.clone(), len, seq, version, stamp: s.stamp, backed: s.backed };
+            let c =
+                Copy { path: s.path.clone(), len, seq, version, stamp: s.stamp, backed: s.backed, synced: s.synced };
             if let Some(old) = copies.files.insert(ino, c) {
                 copies.bytes -= old.len;
                 dropped.push(old.path);
@@ -1585,6 +1620,12 @@ impl StrataFs {
             return Ok(()); // unlinked: nothing to publish to
         }
         let mut guard = f.staging.lock();
+        // Writeback write-protects a mapping's pages: a store after it
+        // faults and moves the ctime (one into a page already dirty
+        // would not).
+        if let Some(s) = guard.as_mut().filter(|s| s.backed) {
+            let _ = s.file.sync_data();
+        }
         // An fsync also republishes content whose blocks went out without
         // being synced to disk (by a flush or close).
         let Some(s) = guard.as_mut().and_then(|s| (s.is_dirty() || (durable && !s.synced)).then_some(s)) else {

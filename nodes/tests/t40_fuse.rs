@@ -534,6 +534,22 @@ fn copies_of_written_files_are_read_and_written_by_the_kernel() {
         same(&node_a, &std::fs::read(a.join(name)).unwrap(), &bytes(len, 9), "after the other mount's rewrite");
     }
 
+    // A copy held open by a reader here is refilled when another mount
+    // rewrote the file: a new open sees the new bytes.
+    std::fs::write(a.join("held"), bytes(150_000, 4)).unwrap();
+    std::thread::sleep(Duration::from_millis(300)); // the release of the write's handle
+    let mut holder = std::fs::File::open(a.join("held")).unwrap();
+    let mut first = vec![0u8; 10];
+    holder.read_exact(&mut first).unwrap();
+    std::fs::write(b.join("held"), bytes(150_000, 5)).unwrap();
+    same(
+        &node_a,
+        &std::fs::read(a.join("held")).unwrap(),
+        &bytes(150_000, 5),
+        "reopened while a reader holds the copy",
+    );
+    drop(holder);
+
     // A mapping of a copy read after its close, once many other files
     // were written, rewritten and removed meanwhile, still has its bytes.
     std::fs::write(a.join("mapped"), bytes(400_000, 3)).unwrap();

@@ -159,6 +159,9 @@ pub struct Namespace {
     reserved: Mutex<Vec<(std::time::Instant, std::ops::Range<BlockId>)>>,
 }
 
+/// Block ids below the next one taken as reserved after a (re)load.
+const RESERVED_AFTER_RESTART: u64 = 1 << 20;
+
 /// How long reserved block ids no file has yet are not orphans.
 const RESERVED_GRACE: std::time::Duration = std::time::Duration::from_secs(600);
 
@@ -213,6 +216,11 @@ impl Namespace {
             }
         };
         *self.counters.lock() = (read(NEXT_INODE, ROOT_INODE + 1)?, read(NEXT_BLOCK, 1)?);
+        // Reservations are not journaled state: after a restart or a
+        // snapshot install, the most recent ids count as reserved for the
+        // grace time (clients reserve from the top).
+        let next = self.counters.lock().1;
+        self.reserved.lock().push((std::time::Instant::now(), next.saturating_sub(RESERVED_AFTER_RESTART)..next));
         if self.inode(ROOT_INODE)?.is_none() {
             let root = InodeRecord {
                 attr: Attr::new(ROOT_INODE, FileType::Directory, 0o755, 0, 0, 0),
