@@ -176,6 +176,13 @@ impl Staging {
     }
 }
 
+/// The first `len` bytes of `file`.
+fn read_whole(file: &File, len: u64) -> std::io::Result<Vec<u8>> {
+    let mut data = vec![0u8; len as usize];
+    file.read_exact_at(&mut data, 0)?;
+    Ok(data)
+}
+
 /// The staging if its content is dirty.
 fn dirty(s: Option<&mut Staging>) -> Option<&mut Staging> {
     s.and_then(|s| s.is_dirty().then_some(s))
@@ -1637,8 +1644,7 @@ impl StrataFs {
         let leased = match (len <= INLINE_MAX_BYTES, s.base.clone(), self.client.lease_of(&path)) {
             // Under a lease: queued, answered with what the master will record.
             (true, Some(mut a), Some(g)) => {
-                let mut data = vec![0u8; len as usize];
-                file.read_exact_at(&mut data, 0).map_err(io_err)?;
+                let data = read_whole(file, len).map_err(io_err)?;
                 let t = strata_protocol::now_ms();
                 a.write_inline(len, &attrs, t);
                 let kept = Arc::new(data.clone());
@@ -1650,49 +1656,8 @@ impl StrataFs {
                     (a, version)
                 })
             }
-            // A bigger one: its blocks written (in the background if it
-            // is not big and no fsync waits), the content change queued.
-            (false, Some(mut a), Some(g)) => {
-                let bs = self.cfg.block_size;
-                let written = if !durable && len <= MAX_BEHIND_FILE {
-                    let mut data = vec![0u8; len as usize];
-                    file.read_exact_at(&mut data, 0).map_err(io_err)?;
-                    match self.block_on(self.client.write_blocks_behind(data, bs)) {
-                        Ok(Some(blocks)) => Ok((blocks, true)),
-                        Ok(None) => self.block_on(self.client.write_blocks(file, len, bs, false)).map(|b| (b, false)),
-                        Err(e) => Err(e),
-                    }
-                } else {
-                    self.block_on(self.client.write_blocks(file, len, bs, durable)).map(|b| (b, false))
-                };
-                match written {
-                    Ok((blocks, behind)) => {
-                        let t = strata_protocol::now_ms();
-                        a.block_size = bs;
-                        a.write_inline(len, &attrs, t);
-                        let op = BatchOp::SetContentAt {
-                            inode: f.ino,
-                            path: path.clone(),
-                            blocks: blocks.clone(),
-                            length: len,
-                            block_size: bs,
-                            attrs: attrs.clone(),
-                            time_ms: t,
-                        };
-                        let first = blocks[0];
-                        let version = Version { lease: Some(g), blocks };
-                        let queued = self.client.queue_leased(g, &path, op);
-                        if !queued && behind {
-                            self.client.abandon_behind(first);
-                        }
-                        queued.then_some((a, version))
-                    }
-                    Err(e) => {
-                        tracing::debug!(path, error = %e, "blocks not written ahead; publishing the slow way");
-                        None
-                    }
-                }
-            }
+            // A bigger one: its blocks written, the content change queued.
+            (false, Some(a), Some(g)) => self.queue_content(f.ino, &path, file, len, &attrs, a, g, durable)?,
             _ => None,
         };
         let (a, version) = match leased {
@@ -1721,6 +1686,61 @@ impl StrataFs {
             *r = None;
         }
         Ok(())
+    }
+
+    /// Publishes the `len` bytes of staged `file` of inode `ino` under
+    /// lease generation `g`: its blocks written (in the background if the
+    /// file is not big and no fsync waits), the `SetContentAt` queued; the
+    /// attributes (from `a`) and version it makes. None: publish now.
+    #[allow(clippy::too_many_arguments)]
+    fn queue_content(
+        &self,
+        ino: u64,
+        path: &str,
+        file: &File,
+        len: u64,
+        attrs: &SetAttrs,
+        mut a: Attr,
+        g: u64,
+        durable: bool,
+    ) -> FsResult<Option<(Attr, Version)>> {
+        let bs = self.cfg.block_size;
+        let behind = if !durable && len <= MAX_BEHIND_FILE {
+            let data = read_whole(file, len).map_err(io_err)?;
+            self.block_on(self.client.write_blocks_behind(data, bs))
+        } else {
+            Ok(None)
+        };
+        let written = match behind {
+            Ok(Some(blocks)) => Ok((blocks, true)),
+            Ok(None) => self.block_on(self.client.write_blocks(file, len, bs, durable)).map(|b| (b, false)),
+            Err(e) => Err(e),
+        };
+        let (blocks, behind) = match written {
+            Ok(w) => w,
+            Err(e) => {
+                tracing::debug!(path, error = %e, "blocks not written ahead; publishing the slow way");
+                return Ok(None);
+            }
+        };
+        let t = strata_protocol::now_ms();
+        a.block_size = bs;
+        a.write_inline(len, attrs, t);
+        let first = blocks[0];
+        let op = BatchOp::SetContentAt {
+            inode: ino,
+            path: path.to_string(),
+            blocks: blocks.clone(),
+            length: len,
+            block_size: bs,
+            attrs: attrs.clone(),
+            time_ms: t,
+        };
+        let queued = self.client.queue_leased(g, path, op);
+        if !queued && behind {
+            self.client.abandon_behind(first);
+        }
+        Ok(queued.then_some((a, Version { lease: Some(g), blocks })))
     }
 
     /// Whether `path` is under a UFS mount, by the mount table as read in
@@ -1758,8 +1778,7 @@ impl StrataFs {
     ) -> FsResult<(Attr, Version)> {
         let r = self.block_on(async {
             if len <= INLINE_MAX_BYTES {
-                let mut data = vec![0u8; len as usize];
-                file.read_exact_at(&mut data, 0)?;
+                let data = read_whole(file, len)?;
                 match self.client.write_inline(ino, path, data, attrs.clone()).await {
                     Err(e) if e.code() == ErrorCode::InlineRefused => {}
                     r => return r.map(|a| (a, Vec::new())),

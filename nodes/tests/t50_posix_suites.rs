@@ -68,32 +68,27 @@ fn fsx_random_operations() {
     let dir = tempfile::tempdir().unwrap();
     let (_node, mnt) = start_mounted(dir.path());
     let ops: u32 = std::env::var("STRATA_FSX_OPS").ok().and_then(|v| v.parse().ok()).unwrap_or(100_000);
-    let out = Command::new(tool("fsx"))
-        .args(["-N", &ops.to_string(), "-S", "42"])
-        .arg("-P")
-        .arg(dir.path())
-        .arg(mnt.join("fsx.bin"))
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "fsx failed:\n{}", text.lines().take(80).collect::<Vec<_>>().join("\n"));
-
+    fsx(dir.path(), &mnt.join("fsx.bin"), ops, 42, None);
     // Again with the file closed and reopened every ~30 operations: a
     // reopen of a file over 64 KiB hands the kernel the mount's copy
     // (passthrough), whose reads, writes and mappings then bypass the
     // mount until the next close publishes them.
     let config = dir.path().join("fsx-reopen.toml");
     std::fs::write(&config, "[weights]\nclose_open = 2\ninvalidate = 1\nfsync = 1\nfdatasync = 1\n").unwrap();
-    let out = Command::new(tool("fsx"))
-        .args(["-N", &(ops / 5).to_string(), "-S", "7", "-f"])
-        .arg(&config)
-        .arg("-P")
-        .arg(dir.path())
-        .arg(mnt.join("fsx-reopen.bin"))
-        .output()
-        .unwrap();
+    fsx(dir.path(), &mnt.join("fsx-reopen.bin"), ops / 5, 7, Some(&config));
+}
+
+/// Runs fsx for `ops` operations on `file` (artifacts in `dir`), with a config file if given.
+fn fsx(dir: &Path, file: &Path, ops: u32, seed: u32, config: Option<&Path>) {
+    let mut cmd = Command::new(tool("fsx"));
+    cmd.args(["-N", &ops.to_string(), "-S", &seed.to_string()]);
+    if let Some(c) = config {
+        cmd.arg("-f").arg(c);
+    }
+    let out = cmd.arg("-P").arg(dir).arg(file).output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "fsx with reopens failed:\n{}", text.lines().take(80).collect::<Vec<_>>().join("\n"));
+    let config = config.map_or(String::new(), |c| format!(" ({})", c.display()));
+    assert!(out.status.success(), "fsx{config} failed:\n{}", text.lines().take(80).collect::<Vec<_>>().join("\n"));
 }
 
 #[test]
