@@ -88,10 +88,14 @@ impl Queue {
     }
 
     fn lease_of(&self, path: &str) -> Option<u64> {
-        if self.valid_until.is_none_or(|v| v <= Instant::now()) {
-            return None;
-        }
-        self.leases.iter().find(|(d, _)| is_under(path, d)).map(|(_, g)| *g)
+        self.lease_left(path).map(|(g, _)| g)
+    }
+
+    /// The generation of the lease covering `path` and how long it is
+    /// good for without another renewal.
+    fn lease_left(&self, path: &str) -> Option<(u64, Duration)> {
+        let left = self.valid_until?.checked_duration_since(Instant::now()).filter(|l| !l.is_zero())?;
+        self.leases.iter().find(|(d, _)| is_under(path, d)).map(|(_, g)| (*g, left))
     }
 }
 
@@ -105,7 +109,18 @@ pub(crate) struct Behind {
     /// they were, once known. A batch with the `SetContentAt` naming them
     /// waits for it.
     writes: Mutex<std::collections::HashMap<u64, watch::Receiver<Option<bool>>>>,
+    /// Run when leases are recalled, after they stopped being used and
+    /// before they are released (see [`crate::Client::on_recall`]).
+    on_recall: Mutex<Option<RecallHook>>,
 }
+
+/// What a client's user runs when leases are recalled.
+pub type RecallHook = Arc<dyn Fn() + Send + Sync>;
+
+/// How long a recall waits for its hook: it may block on what waits for
+/// the recall (the hook of a FUSE mount writes to the device, which waits
+/// for the kernel's locks); the release then goes ahead without it.
+const RECALL_HOOK_WAIT: Duration = Duration::from_millis(200);
 
 /// Whether a request on `path` must wait for the queued `op`: it names the
 /// op's path or one below it; it changes a directory above it (a rename or
@@ -133,6 +148,7 @@ impl Behind {
             done: watch::channel(0).0,
             kick: tokio::sync::Notify::new(),
             writes: Mutex::default(),
+            on_recall: Mutex::default(),
         }
     }
 
@@ -155,6 +171,15 @@ impl Behind {
     /// one and it is still good.
     pub(crate) fn lease_of(&self, path: &str) -> Option<u64> {
         self.queue.lock().lease_of(path)
+    }
+
+    /// [`Queue::lease_left`].
+    pub(crate) fn lease_left(&self, path: &str) -> Option<(u64, Duration)> {
+        self.queue.lock().lease_left(path)
+    }
+
+    pub(crate) fn on_recall(&self, hook: RecallHook) {
+        *self.on_recall.lock() = Some(hook);
     }
 
     /// Asks for the lease on `dir`: its generation and the directory's
@@ -229,6 +254,10 @@ impl Behind {
             q.leases.retain(|held, _| !dirs.iter().any(|d| is_under(held, d)));
             q.next
         };
+        let hook = self.on_recall.lock().clone();
+        if let Some(hook) = hook {
+            let _ = tokio::time::timeout(RECALL_HOOK_WAIT, tokio::task::spawn_blocking(move || hook())).await;
+        }
         self.kick.notify_one();
         let _ = self.done.subscribe().wait_for(|d| *d >= next).await;
         if let Err(e) = masters.call(MasterRequest::Release { paths: dirs }, false).await {

@@ -14,6 +14,7 @@
 //! ```
 
 mod behind;
+pub use behind::RecallHook;
 pub mod data;
 mod error;
 mod master;
@@ -283,6 +284,21 @@ impl Client {
     /// one: nothing there changes but through this client.
     pub fn lease_of(&self, p: &str) -> Option<u64> {
         self.inner.behind.lease_of(p)
+    }
+
+    /// The generation of this client's lease covering `p` and how long it
+    /// is good for without a renewal: what the client learnt under it may
+    /// be kept that long (nobody else can have the lease before then).
+    pub fn lease_left(&self, p: &str) -> Option<(u64, std::time::Duration)> {
+        self.inner.behind.lease_left(p)
+    }
+
+    /// Runs `hook` whenever leases are recalled: after this client stopped
+    /// using them, before it releases them to the client that asked (who
+    /// then changes what they covered). A hook that takes longer than
+    /// 200 ms is not waited for.
+    pub fn on_recall(&self, hook: RecallHook) {
+        self.inner.behind.on_recall(hook);
     }
 
     /// Queues `op`, whose paths are all under the lease of generation

@@ -15,7 +15,7 @@ use fuser::{
     ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
-use crate::fs::StrataFs;
+use crate::fs::{Lookup, StrataFs};
 
 /// Errors returned to the kernel, for diagnostics.
 pub static ERRORS: AtomicU64 = AtomicU64::new(0);
@@ -129,6 +129,25 @@ fn to_time(t: TimeOrNow) -> SystemTime {
 
 const GEN: Generation = Generation(0);
 
+/// The attributes of a negative entry (the kernel reads only the node id).
+const ABSENT: fuser::FileAttr = fuser::FileAttr {
+    ino: INodeNo(0),
+    size: 0,
+    blocks: 0,
+    atime: SystemTime::UNIX_EPOCH,
+    mtime: SystemTime::UNIX_EPOCH,
+    ctime: SystemTime::UNIX_EPOCH,
+    crtime: SystemTime::UNIX_EPOCH,
+    kind: fuser::FileType::RegularFile,
+    perm: 0,
+    nlink: 0,
+    uid: 0,
+    gid: 0,
+    rdev: 0,
+    blksize: 0,
+    flags: 0,
+};
+
 impl Filesystem for Adapter {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> io::Result<()> {
         let _ = config.set_max_write(1 << 20);
@@ -162,7 +181,10 @@ impl Filesystem for Adapter {
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         match self.fs.lookup(parent.0, name) {
-            Ok(a) => reply.entry(&self.fs.attr_ttl(a.ino.0), &a, GEN),
+            Ok(Lookup::Found(a)) => reply.entry(&self.fs.attr_ttl(a.ino.0), &a, GEN),
+            // Node id 0: a negative entry the kernel keeps for `ttl`.
+            Ok(Lookup::Absent(ttl)) if !ttl.is_zero() => reply.entry(&ttl, &ABSENT, GEN),
+            Ok(Lookup::Absent(_)) => reply_err!(reply, "lookup", Errno::ENOENT),
             Err(e) => reply_err!(reply, "lookup", e),
         }
     }

@@ -3,7 +3,8 @@
 //! into Strata's path-based calls, and each writable open file stages its
 //! bytes in a local file until it is flushed.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
@@ -315,6 +316,14 @@ pub struct StrataFs {
     seen: Mutex<HashMap<u64, (u64, i64)>>,
     /// Set once the session exists.
     notifier: Arc<std::sync::OnceLock<fuser::Notifier>>,
+    /// Negative entries the kernel holds of leased directories (git and
+    /// rsync look a name up again before creating or renaming to it: 14k
+    /// of the workload's 32k failed lookups were repeats). Nothing can
+    /// appear there but through this mount while the lease holds; a
+    /// recall drops them from the kernel before the lease is released,
+    /// and none outlives the lease's validity (which ends before the
+    /// master may give the directory to anyone else).
+    negatives: Negatives,
     /// Files unlinked while open here: their bytes live on in the handles'
     /// staging files until the last one closes (POSIX unlink-while-open).
     orphans: Mutex<HashMap<u64, Attr>>,
@@ -390,6 +399,35 @@ impl Drop for StrataFs {
 /// Cached attribute entries beyond this many are dropped.
 const MAX_CACHED_ATTRS: usize = 65_536;
 
+/// Negative entries handed to the kernel and not yet expired beyond this
+/// many: lookups are answered without one (a plain ENOENT).
+const MAX_NEGATIVES: usize = 65_536;
+
+/// Names this mount told the kernel are absent from a leased directory,
+/// with when the kernel's negative entry expires and the directory's inode.
+type Negatives = Arc<Mutex<VecDeque<(Instant, u64, OsString)>>>;
+
+/// Drops from the kernel every negative entry this mount gave it that may
+/// still be in use (leases were recalled: the names may appear elsewhere).
+fn forget_negatives(negatives: &Negatives, notifier: &std::sync::OnceLock<fuser::Notifier>) {
+    let gone = std::mem::take(&mut *negatives.lock());
+    let Some(n) = notifier.get() else { return };
+    let now = Instant::now();
+    for (until, parent, name) in gone {
+        if until > now {
+            let _ = n.inval_entry(INodeNo(parent), &name);
+        }
+    }
+}
+
+/// What a lookup found.
+pub enum Lookup {
+    /// The entry.
+    Found(FileAttr),
+    /// Nothing, and for how long the kernel may take that as the answer.
+    Absent(Duration),
+}
+
 fn time(ms: i64) -> SystemTime {
     if ms >= 0 {
         UNIX_EPOCH + Duration::from_millis(ms as u64)
@@ -458,8 +496,12 @@ impl StrataFs {
     ) -> Self {
         let mut paths = PathMap::default();
         paths.insert(1, "/".to_string());
+        let negatives = Negatives::default();
+        let (neg, n) = (negatives.clone(), notifier.clone());
+        client.on_recall(Arc::new(move || forget_negatives(&neg, &n)));
         StrataFs {
             seen: Mutex::new(HashMap::new()),
+            negatives,
             notifier,
             orphans: Mutex::new(HashMap::new()),
             client,
@@ -485,12 +527,17 @@ impl StrataFs {
         self.cfg.ttl
     }
 
-    /// How long the kernel may cache `ino`'s attributes: not at all while a
-    /// handle in this mount stages writes to it (its size moves with every
-    /// write, truncate and mmap writeback, and a cached stale size would cut
-    /// reads short), else the mount's TTL.
+    /// How long the kernel may cache `ino`'s attributes: not at all while
+    /// the kernel reads and writes its staging file itself (passthrough:
+    /// stores through a mapping move its times with no request here), else
+    /// the mount's TTL. A staging written through the mount needs no
+    /// exception: the kernel moves the size itself at each write and
+    /// forgets the times, and a truncate's reply carries the new size.
+    /// (Expiring them at once cost a GETATTR at every open of a new file,
+    /// from the kernel's permission check.)
     pub fn attr_ttl(&self, ino: u64) -> Duration {
-        if self.staged.lock().contains_key(&ino) {
+        let shared = self.staged.lock().get(&ino).cloned();
+        if shared.is_some_and(|s| s.try_lock().is_none_or(|g| g.as_ref().is_some_and(|s| s.backed))) {
             return Duration::ZERO;
         }
         // What is left of the TTL of the master's answer the attributes come
@@ -688,16 +735,41 @@ impl StrataFs {
     }
 
     /// `lookup`: the attributes of `name` in `parent`.
-    pub fn lookup(&self, parent: u64, name: &std::ffi::OsStr) -> FsResult<FileAttr> {
+    pub fn lookup(&self, parent: u64, name: &OsStr) -> FsResult<Lookup> {
         let dir = self.path(parent)?;
         let path = join(&dir, name_str(name)?);
         // Every name in a known directory is in the path map; its
         // attributes are then answered from the cache below.
-        if self.known_dir(parent, &dir).is_some() && self.paths.read().ino_at(&path).is_none() {
-            return Err(Errno::ENOENT);
+        if let Some(g) = self.known_dir(parent, &dir) {
+            if self.paths.read().ino_at(&path).is_none() {
+                return Ok(Lookup::Absent(self.absent(parent, name, &dir, g)));
+            }
         }
         let a = self.attr_at(&path)?;
-        Ok(file_attr(&self.with_staged_size(a)))
+        Ok(Lookup::Found(file_attr(&self.with_staged_size(a))))
+    }
+
+    /// How long the kernel may keep `name` in `parent` (at `dir`, known
+    /// under lease generation `g`) as absent: what is left of the TTL and
+    /// of the lease's validity. Checked and recorded under one lock, which
+    /// a recall's [`forget_negatives`] takes after the lease stopped being
+    /// used: a negative entry made under the lease is either in the list
+    /// it invalidates or made after, and then not made at all.
+    fn absent(&self, parent: u64, name: &OsStr, dir: &str, g: u64) -> Duration {
+        let mut neg = self.negatives.lock();
+        let now = Instant::now();
+        while neg.front().is_some_and(|(until, _, _)| *until <= now) {
+            neg.pop_front();
+        }
+        let Some(left) = self.client.lease_left(dir).filter(|(lg, _)| *lg == g).map(|(_, left)| left) else {
+            return Duration::ZERO;
+        };
+        if neg.len() >= MAX_NEGATIVES {
+            return Duration::ZERO;
+        }
+        let ttl = left.min(self.cfg.ttl);
+        neg.push_back((now + ttl, parent, name.to_owned()));
+        ttl
     }
 
     /// `getattr`.
@@ -814,9 +886,12 @@ impl StrataFs {
 
     /// Queues a rename when the mount can tell the result itself: the
     /// source is a non-directory whose attributes it has within the TTL;
-    /// the target is a non-directory with one link it knows likewise, or a
-    /// name it does not know (the kernel just looked it up and found
-    /// nothing); no handle here has either inode open. False: do it now.
+    /// the target is a non-directory with one link it knows likewise, not
+    /// open here, or a name it does not know (the kernel just looked it up
+    /// and found nothing). The source may be open, or its last handle's
+    /// release still on its way (rsync renames right after close): its
+    /// staging is held while the rename is queued, so a publish after it
+    /// names the new path. False: do it now.
     fn rename_later(&self, parent: u64, src: &str, newparent: u64, dst: &str) -> FsResult<bool> {
         use strata_client::FileType::Directory;
         let (ino, replaced) = {
@@ -826,23 +901,24 @@ impl StrataFs {
         let Some(ino) = ino else { return Ok(false) };
         let Some(mut a) = self.cached_attr(ino).filter(|a| a.file_type != Directory) else { return Ok(false) };
         if let Some(r) = replaced {
-            // A replaced inode with other names changes under them (nlink, ctime).
-            if r == ino || self.cached_attr(r).is_none_or(|ra| ra.file_type == Directory || ra.nlink > 1) {
+            // A replaced inode with other names changes under them (nlink,
+            // ctime); one open here would have to live on as an orphan.
+            let open = self.files.lock().values().any(|f| f.ino == r)
+                || self.staged.lock().contains_key(&r)
+                || self.orphans.lock().contains_key(&r);
+            if open || r == ino || self.cached_attr(r).is_none_or(|ra| ra.file_type == Directory || ra.nlink > 1) {
                 return Ok(false);
             }
         }
-        let inos = [Some(ino), replaced];
-        let busy = |i: &u64| inos.contains(&Some(*i));
-        if self.files.lock().values().any(|f| busy(&f.ino))
-            || self.staged.lock().keys().any(busy)
-            || self.orphans.lock().keys().any(busy)
-        {
-            return Ok(false);
-        }
+        let shared = self.staged.lock().get(&ino).cloned();
+        let mut staging = shared.as_ref().map(|s| s.lock());
         let t = strata_protocol::now_ms().max(a.ctime_ms);
         self.block_on(self.client.rename_later(src, dst, t)).map_err(|e| errno(&e))?;
         a.ctime_ms = t;
         self.fresh(&a);
+        if let Some(base) = staging.as_mut().and_then(|g| g.as_mut()).and_then(|s| s.base.as_mut()) {
+            base.ctime_ms = t;
+        }
         self.touched_dir(parent, t, 0);
         self.touched_dir(newparent, t, 0);
         let mut paths = self.paths.write();

@@ -467,6 +467,38 @@ fn a_leased_tree_is_handed_over_to_another_mount() {
     assert!(!a.join("t/sub/f2").exists(), "removed by the other mount");
 }
 
+/// A mount holding a directory's lease lets the kernel keep the names it
+/// found absent there as negative entries; another mount creating one of
+/// them recalls the lease, and the holder's kernel forgets them before the
+/// create goes ahead: the holder sees the new file, directory or link at once.
+#[test]
+fn names_found_absent_under_a_lease_appear_when_another_mount_makes_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let (node_a, a) = start_mounted(dir.path());
+    let (_node_b, b) = second_mount(dir.path(), &node_a);
+    for round in 0..4u64 {
+        let d = format!("d{round}");
+        std::fs::create_dir(a.join(&d)).unwrap(); // leased to a
+        for name in ["f", "sub", "ln"] {
+            for _ in 0..2 {
+                assert!(!a.join(&d).join(name).exists(), "round {round}: {name} not there yet");
+            }
+        }
+        let data = bytes(500 + round as usize * 1000, round);
+        match round % 3 {
+            0 => std::fs::write(b.join(&d).join("f"), &data).unwrap(),
+            1 => std::fs::create_dir(b.join(&d).join("sub")).unwrap(),
+            _ => std::os::unix::fs::symlink("f", b.join(&d).join("ln")).unwrap(),
+        }
+        match round % 3 {
+            0 => same(&node_a, &std::fs::read(a.join(&d).join("f")).unwrap(), &data, "made by the other mount"),
+            1 => assert!(a.join(&d).join("sub").is_dir(), "round {round}: directory made by the other mount"),
+            _ => assert_eq!(std::fs::read_link(a.join(&d).join("ln")).unwrap(), Path::new("f"), "round {round}"),
+        }
+        assert!(!a.join(&d).join("f").exists() || round % 3 == 0, "round {round}: only what b made");
+    }
+}
+
 /// A holder that stops answering (SIGSTOP) holds nobody up for longer than
 /// the lease time: the other mount waits it out, then goes ahead. What the
 /// holder sent before stopping is there; resumed, it sees the other's changes.
