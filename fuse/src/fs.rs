@@ -211,6 +211,9 @@ struct OpenFile {
     /// mount; created on the first write or truncate (seeded with the
     /// current content).
     staging: SharedStaging,
+    /// A write through this handle has dropped the file's capabilities
+    /// (`security.capability`) if it had any: once per handle.
+    unprivileged: std::sync::atomic::AtomicBool,
 }
 
 /// The path this mount reaches each inode by (the name it was last looked
@@ -774,12 +777,51 @@ impl StrataFs {
 
     /// `getattr`.
     pub fn getattr(&self, ino: u64) -> FsResult<FileAttr> {
+        Ok(file_attr(&self.attr_now(ino)?))
+    }
+
+    /// `ino`'s attributes as this mount answers them: an orphan's, or a
+    /// dirty staging's base with its size, times and deferred changes, or
+    /// the master's (within the TTL).
+    fn attr_now(&self, ino: u64) -> FsResult<Attr> {
         let orphan = self.orphans.lock().get(&ino).cloned();
         if let Some(a) = orphan {
-            return Ok(file_attr(&self.with_staged_size(a)));
+            return Ok(self.with_staged_size(a));
         }
         let a = self.dirty_base(ino).map_or_else(|| self.master_attr(ino), Ok)?;
-        Ok(file_attr(&self.with_staged_size(a)))
+        Ok(self.with_staged_size(a))
+    }
+
+    /// The mode `ino` takes when its privileges are dropped (the kernel
+    /// leaves that to the filesystem: `FUSE_HANDLE_KILLPRIV_V2`), as a
+    /// local filesystem does on a chown, or a write or truncate by a caller
+    /// without `CAP_FSETID`: no set-user-ID bit, no set-group-ID bit if
+    /// group members may execute it; None when nothing changes (or it is
+    /// a directory). File capabilities go too.
+    fn drop_privileges(&self, ino: u64) -> FsResult<Option<u32>> {
+        let a = self.attr_now(ino)?;
+        if a.file_type == strata_client::FileType::Directory {
+            return Ok(None);
+        }
+        self.drop_capabilities(ino)?;
+        let mut mode = a.mode & 0o7777;
+        mode &= !0o4000;
+        if mode & 0o010 != 0 {
+            mode &= !0o2000;
+        }
+        Ok((mode != a.mode & 0o7777).then_some(mode))
+    }
+
+    /// Removes `security.capability` from `ino` if it has one.
+    fn drop_capabilities(&self, ino: u64) -> FsResult<()> {
+        const CAPS: &str = "security.capability";
+        if self.xattrs_of(ino)?.iter().any(|(n, _)| n == CAPS) {
+            match self.setxattr(ino, OsStr::new(CAPS), None, 0) {
+                Err(e) if e != Errno::NO_XATTR => return Err(e),
+                _ => {}
+            }
+        }
+        Ok(())
     }
 
     /// The master's last attributes of an inode whose staged content is dirty here.
@@ -801,8 +843,15 @@ impl StrataFs {
         atime: Option<SystemTime>,
         mtime: Option<SystemTime>,
         fh: Option<u64>,
+        unprivileged: bool,
     ) -> FsResult<FileAttr> {
         let path = self.path(ino)?;
+        // A chown, and a truncate by a caller without CAP_FSETID, drop the
+        // file's privileges.
+        let mut mode = mode;
+        if uid.is_some() || gid.is_some() || (size.is_some() && unprivileged) {
+            mode = self.drop_privileges(ino)?.or(mode);
+        }
         if let Some(size) = size {
             match fh.and_then(|fh| self.files.lock().get(&fh).cloned()) {
                 // O_TRUNC: nothing of the old content is needed.
@@ -1200,7 +1249,14 @@ impl StrataFs {
     /// A handle state for `ino`, sharing the inode's staging.
     fn open_file(&self, ino: u64, writable: bool) -> OpenFile {
         let staging = self.staged.lock().entry(ino).or_default().clone();
-        OpenFile { ino, writable, reader: tokio::sync::Mutex::new(None), snapshot: Default::default(), staging }
+        OpenFile {
+            ino,
+            writable,
+            reader: tokio::sync::Mutex::new(None),
+            snapshot: Default::default(),
+            staging,
+            unprivileged: Default::default(),
+        }
     }
 
     /// Drops the inode's staging once no handle uses it.
@@ -1662,10 +1718,19 @@ impl StrataFs {
     }
 
     /// `write`.
-    pub fn write(&self, _ino: u64, fh: u64, offset: u64, data: &[u8]) -> FsResult<u32> {
+    /// `kill_suidgid`: the kernel says the writer lacks CAP_FSETID and the
+    /// file has set-id bits to drop.
+    pub fn write(&self, ino: u64, fh: u64, offset: u64, data: &[u8], kill_suidgid: bool) -> FsResult<u32> {
         let f = self.handle(fh)?;
         if !f.writable {
             return Err(Errno::EBADF);
+        }
+        if kill_suidgid {
+            if let Some(mode) = self.drop_privileges(ino)? {
+                self.setattr(ino, Some(mode), None, None, None, None, None, Some(fh), false)?;
+            }
+        } else if !f.unprivileged.swap(true, Ordering::Relaxed) {
+            self.drop_capabilities(ino)?;
         }
         self.with_staging(&f, |s| {
             s.file.write_all_at(data, offset).map_err(io_err)?;

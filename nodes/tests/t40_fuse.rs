@@ -467,6 +467,65 @@ fn a_leased_tree_is_handed_over_to_another_mount() {
     assert!(!a.join("t/sub/f2").exists(), "removed by the other mount");
 }
 
+/// Set-id bits and file capabilities are dropped by the mount (the kernel
+/// leaves it to the filesystem) exactly as a local filesystem drops them:
+/// the same chowns, writes and truncates, by root and by another user, on
+/// a plain directory and on the mount end in the same modes and capabilities.
+#[test]
+fn privileges_are_dropped_as_on_a_local_filesystem() {
+    use std::os::unix::process::CommandExt;
+    let dir = tempfile::tempdir().unwrap();
+    let (_node, m) = start_mounted(dir.path());
+    let local = dir.path().join("local");
+    std::fs::create_dir(&local).unwrap();
+    let run = |d: &Path| -> Vec<String> {
+        let sh = |uid: u32, cmd: &str| {
+            let st = std::process::Command::new("sh").arg("-c").arg(cmd).current_dir(d).uid(uid).gid(uid).status();
+            assert!(st.unwrap().success(), "{cmd} as {uid}");
+        };
+        let file = |name: &str, mode: u32| {
+            std::fs::write(d.join(name), b"0123456789").unwrap();
+            std::fs::set_permissions(d.join(name), std::fs::Permissions::from_mode(mode)).unwrap();
+        };
+        file("chown-suid", 0o6755);
+        std::os::unix::fs::chown(d.join("chown-suid"), Some(1000), Some(1000)).unwrap();
+        file("chown-sgid-noexec", 0o2745);
+        std::os::unix::fs::chown(d.join("chown-sgid-noexec"), Some(1000), None).unwrap();
+        file("write-other", 0o6777);
+        sh(1000, "echo x >> write-other");
+        file("write-root", 0o6777);
+        sh(0, "echo x >> write-root");
+        file("trunc-other", 0o6777);
+        sh(1000, "truncate -s 3 trunc-other");
+        file("caps-write", 0o755);
+        sh(0, "setcap cap_net_raw+ep caps-write && echo x >> caps-write");
+        file("caps-kept", 0o755);
+        sh(0, "setcap cap_net_raw+ep caps-kept && cat caps-kept >/dev/null");
+        std::fs::create_dir(d.join("dir")).unwrap();
+        std::fs::set_permissions(d.join("dir"), std::fs::Permissions::from_mode(0o2775)).unwrap();
+        std::os::unix::fs::chown(d.join("dir"), Some(1000), None).unwrap();
+        let mut names: Vec<String> =
+            std::fs::read_dir(d).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        names.sort();
+        names
+            .iter()
+            .map(|n| {
+                let md = std::fs::metadata(d.join(n)).unwrap();
+                let caps = std::process::Command::new("getcap").arg(d.join(n)).output().unwrap().stdout;
+                let caps = String::from_utf8_lossy(&caps).split_whitespace().skip(1).collect::<Vec<_>>().join(" ");
+                let len = if md.is_dir() { 0 } else { md.len() };
+                format!("{n} {:o} {} {len} [{caps}]", md.mode() & 0o7777, md.uid())
+            })
+            .collect()
+    };
+    let want = run(&local);
+    // The oracle itself: chown drops set-uid, and set-gid with group exec.
+    assert!(want.contains(&"chown-suid 755 1000 10 []".to_string()), "{want:#?}");
+    assert!(want.contains(&"write-root 6777 0 12 []".to_string()), "{want:#?}");
+    assert!(want.contains(&"caps-kept 755 0 10 [cap_net_raw=ep]".to_string()), "{want:#?}");
+    assert_eq!(run(&m), want);
+}
+
 /// A mount holding a directory's lease lets the kernel keep the names it
 /// found absent there as negative entries; another mount creating one of
 /// them recalls the lease, and the holder's kernel forgets them before the
