@@ -45,7 +45,9 @@ for t in plain bind strata; do
   r[$t,read]=$(fio_bw "$d" read 1M)
   r[$t,randread]=$(fio_bw "$d" randread 4k)
   rm -f "$d/fio.dat"
-  r[$t,workload]=$(bash bench/workload.sh "$d" "$root/scratch" | awk '$1=="total"{print $2}')
+  steps=$(bash bench/workload.sh "$d" "$root/scratch")
+  r[$t,workload]=$(awk '$1=="total"{print $2}' <<<"$steps")
+  for k in tar rsync git sqlite rm; do r[$t,$k]=$(awk -v k=$k '$1==k{print $2}' <<<"$steps"); done
 done
 printf '%-22s %10s %10s %10s %14s %14s\n' test plain bindfs strata strata/bindfs strata/plain
 for k in write read randread workload; do
@@ -56,5 +58,9 @@ for k in write read randread workload; do
   else
     printf '%-22s %10s %10s %10s %14.2f %14.2f\n' "$k ($unit)" "$p" "$b" "$s" "$(echo "$s/$b" | bc -l)" "$(echo "$s/$p" | bc -l)"
   fi
+done
+for k in tar rsync git sqlite rm; do
+  p=${r[plain,$k]}; b=${r[bind,$k]}; s=${r[strata,$k]}
+  printf '%-22s %10s %10s %10s %14.2f %14.2f\n' "  $k (s)" "$p" "$b" "$s" "$(echo "$b/$s" | bc -l)" "$(echo "$p/$s" | bc -l)"
 done
 echo "(ratios: >1 means strata is faster; size ${size} MiB)"
