@@ -117,6 +117,11 @@ pub(crate) struct Behind {
 /// What a client's user runs when leases are recalled.
 pub type RecallHook = Arc<dyn Fn() + Send + Sync>;
 
+/// How long a recall waits for its hook: it may block on what waits for
+/// the recall (the hook of a FUSE mount writes to the device, which waits
+/// for the kernel's locks); the release then goes ahead without it.
+const RECALL_HOOK_WAIT: Duration = Duration::from_millis(200);
+
 /// Whether a request on `path` must wait for the queued `op`: it names the
 /// op's path or one below it; it changes a directory above it (a rename or
 /// delete would move the op's path away); or it reads what the op changes
@@ -171,12 +176,6 @@ impl Behind {
     /// [`Queue::lease_left`].
     pub(crate) fn lease_left(&self, path: &str) -> Option<(u64, Duration)> {
         self.queue.lock().lease_left(path)
-    }
-
-    /// Keeps `e` for the next [`Behind::flush`] to report, unless it has
-    /// one already.
-    pub(crate) fn failed(&self, e: ClientError) {
-        self.queue.lock().failed.get_or_insert(e);
     }
 
     pub(crate) fn on_recall(&self, hook: RecallHook) {
@@ -257,7 +256,7 @@ impl Behind {
         };
         let hook = self.on_recall.lock().clone();
         if let Some(hook) = hook {
-            let _ = tokio::task::spawn_blocking(move || hook()).await;
+            let _ = tokio::time::timeout(RECALL_HOOK_WAIT, tokio::task::spawn_blocking(move || hook())).await;
         }
         self.kick.notify_one();
         let _ = self.done.subscribe().wait_for(|d| *d >= next).await;

@@ -294,17 +294,11 @@ impl Client {
     }
 
     /// Runs `hook` whenever leases are recalled: after this client stopped
-    /// using them, before it sends what it queued under them and releases
-    /// them to the client that asked (who then sees what the hook did).
-    /// The release waits for the hook.
+    /// using them, before it releases them to the client that asked (who
+    /// then changes what they covered). A hook that takes longer than
+    /// 200 ms is not waited for.
     pub fn on_recall(&self, hook: RecallHook) {
         self.inner.behind.on_recall(hook);
-    }
-
-    /// Reports `e` from the next [`Client::flush_queued`] (a change made
-    /// behind the caller's back that failed, like a queued one).
-    pub fn fail_later(&self, e: ClientError) {
-        self.inner.behind.failed(e);
     }
 
     /// Queues `op`, whose paths are all under the lease of generation

@@ -22,7 +22,7 @@ pub static ERRORS: AtomicU64 = AtomicU64::new(0);
 
 /// The adapter.
 pub struct Adapter {
-    fs: Arc<StrataFs>,
+    fs: StrataFs,
     /// How the kernel does the I/O of each inode open here. It refuses
     /// (EIO to the opener) a passthrough open of an inode open cached, a
     /// cached open of one open passthrough, and a second backing file for
@@ -45,7 +45,7 @@ enum Io {
 
 impl Adapter {
     /// Wraps a filesystem.
-    pub fn new(fs: Arc<StrataFs>) -> Self {
+    pub fn new(fs: StrataFs) -> Self {
         Adapter { fs, io: Default::default(), passthrough: AtomicBool::new(false) }
     }
 
@@ -95,16 +95,6 @@ impl Adapter {
                 Some(id.clone())
             }
         })
-    }
-
-    /// The open flags of writable handle `fh` in cached mode: no flush at
-    /// its close while the file is leased ([`StrataFs::go_flushless`]).
-    fn flushless(&self, fh: u64) -> FopenFlags {
-        if self.fs.go_flushless(fh) {
-            FopenFlags::FOPEN_NOFLUSH
-        } else {
-            FopenFlags::empty()
-        }
     }
 
     /// A handle of `ino` was released: the last one ends its I/O mode (and
@@ -324,7 +314,6 @@ impl Filesystem for Adapter {
         };
         match self.open_io(ino.0, fh, |file| reply.open_backing(file)) {
             Ok(Some(id)) => reply.opened_passthrough(FileHandle(fh), keep & FopenFlags::FOPEN_NOFLUSH, &id),
-            Ok(None) if writable => reply.opened(FileHandle(fh), keep | self.flushless(fh)),
             Ok(None) => reply.opened(FileHandle(fh), keep),
             Err(e) => reply_err!(reply, "open", e),
         }
@@ -347,7 +336,7 @@ impl Filesystem for Adapter {
         let ttl = self.fs.attr_ttl(a.ino.0);
         match self.open_io(a.ino.0, fh, |file| reply.open_backing(file)) {
             Ok(Some(id)) => reply.created_passthrough(&ttl, &a, GEN, FileHandle(fh), FopenFlags::empty(), &id),
-            Ok(None) => reply.created(&ttl, &a, GEN, FileHandle(fh), self.flushless(fh)),
+            Ok(None) => reply.created(&ttl, &a, GEN, FileHandle(fh), FopenFlags::empty()),
             Err(e) => reply_err!(reply, "create", e),
         }
     }

@@ -214,9 +214,6 @@ struct OpenFile {
     /// A write through this handle has dropped the file's capabilities
     /// (`security.capability`) if it had any: once per handle.
     unprivileged: std::sync::atomic::AtomicBool,
-    /// The kernel sends no flush at this handle's close (see
-    /// [`StrataFs::go_flushless`]).
-    flushless: std::sync::atomic::AtomicBool,
 }
 
 /// The path this mount reaches each inode by (the name it was last looked
@@ -338,10 +335,6 @@ pub struct StrataFs {
     cfg: MountConfig,
     paths: RwLock<PathMap>,
     files: Mutex<HashMap<u64, Arc<OpenFile>>>,
-    /// Held shared by a release while it publishes, exclusively by a
-    /// recall while it publishes the flushless handles: a recall waits for
-    /// releases already under way (their handle is no longer in `files`).
-    releasing: RwLock<()>,
     /// Staging per inode with open handles.
     staged: Mutex<HashMap<u64, SharedStaging>>,
     dirs: Mutex<HashMap<u64, Arc<Vec<Entry>>>>,
@@ -419,24 +412,15 @@ type Negatives = Arc<Mutex<VecDeque<(Instant, u64, OsString)>>>;
 
 /// Drops from the kernel every negative entry this mount gave it that may
 /// still be in use (leases were recalled: the names may appear elsewhere).
-/// The invalidations wait for the directories' locks in the kernel, which
-/// a request waiting on the recall may hold: waited for at most 200 ms.
 fn forget_negatives(negatives: &Negatives, notifier: &std::sync::OnceLock<fuser::Notifier>) {
     let gone = std::mem::take(&mut *negatives.lock());
-    let Some(n) = notifier.get().cloned() else { return };
+    let Some(n) = notifier.get() else { return };
     let now = Instant::now();
-    let gone: Vec<_> = gone.into_iter().filter(|(until, _, _)| *until > now).collect();
-    if gone.is_empty() {
-        return;
-    }
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for (_, parent, name) in gone {
+    for (until, parent, name) in gone {
+        if until > now {
             let _ = n.inval_entry(INodeNo(parent), &name);
         }
-        let _ = tx.send(());
-    });
-    let _ = rx.recv_timeout(Duration::from_millis(200));
+    }
 }
 
 /// What a lookup found.
@@ -512,29 +496,13 @@ impl StrataFs {
         rt: tokio::runtime::Handle,
         cfg: MountConfig,
         notifier: Arc<std::sync::OnceLock<fuser::Notifier>>,
-    ) -> Arc<Self> {
-        Arc::new_cyclic(|me: &std::sync::Weak<StrataFs>| {
-            let me = me.clone();
-            client.on_recall(Arc::new(move || {
-                if let Some(fs) = me.upgrade() {
-                    fs.recalled();
-                }
-            }));
-            Self::with(client, rt, cfg, notifier)
-        })
-    }
-
-    fn with(
-        client: Client,
-        rt: tokio::runtime::Handle,
-        cfg: MountConfig,
-        notifier: Arc<std::sync::OnceLock<fuser::Notifier>>,
     ) -> Self {
         let mut paths = PathMap::default();
         paths.insert(1, "/".to_string());
         let negatives = Negatives::default();
+        let (neg, n) = (negatives.clone(), notifier.clone());
+        client.on_recall(Arc::new(move || forget_negatives(&neg, &n)));
         StrataFs {
-            releasing: RwLock::new(()),
             seen: Mutex::new(HashMap::new()),
             negatives,
             notifier,
@@ -908,11 +876,7 @@ impl StrataFs {
         };
         let attrs =
             SetAttrs { mode: mode.map(|m| m & 0o7777), uid, gid, atime_ms: atime.map(ms), mtime_ms: mtime.map(ms) };
-        if size.is_some() {
-            self.publish_unleased(ino)?;
-        }
         if attrs != SetAttrs::default() && self.defer_attrs(ino, &attrs) {
-            self.publish_unleased(ino)?;
             let a = self.dirty_base(ino).map_or_else(|| self.stat_path(&path), Ok)?;
             return Ok(file_attr(&self.with_staged_size(a)));
         }
@@ -1292,7 +1256,6 @@ impl StrataFs {
             snapshot: Default::default(),
             staging,
             unprivileged: Default::default(),
-            flushless: Default::default(),
         }
     }
 
@@ -1774,7 +1737,6 @@ impl StrataFs {
             s.attrs.mtime_ms = None; // a write after futimens sets the time anew
             Ok(())
         })?;
-        self.publish_unleased(ino)?;
         Ok(data.len() as u32)
     }
 
@@ -1794,8 +1756,7 @@ impl StrataFs {
                 s.file.set_len(end).map_err(io_err)?;
             }
             Ok(())
-        })?;
-        self.publish_unleased(f.ino)
+        })
     }
 
     /// Publishes a dirty staging file with its deferred attribute changes:
@@ -2020,72 +1981,12 @@ impl StrataFs {
 
     /// `release`: publish and forget the handle.
     pub fn release(&self, fh: u64) -> FsResult<()> {
-        let publishing = self.releasing.read();
         let Some(f) = self.files.lock().remove(&fh) else { return Ok(()) };
         let r = self.publish(&f, false);
-        drop(publishing);
-        if let Err(e) = r {
-            if f.flushless.load(Ordering::Relaxed) {
-                // Its close returned long ago: the next fsync reports it.
-                tracing::warn!(ino = f.ino, errno = e.code(), "publishing a closed file failed");
-                self.client.fail_later(ClientError::Io(std::io::Error::from_raw_os_error(e.code())));
-            }
-        }
         let ino = f.ino;
         drop(f);
         self.forget_staging_if_unused(ino);
         r
-    }
-
-    /// Makes writable handle `fh` flushless if the file is under a lease
-    /// this client holds: the kernel then sends no flush at its close
-    /// (`FOPEN_NOFLUSH`, one request and a publish off every close of a
-    /// written file) and the release, which the kernel sends after the
-    /// close returned, publishes. Whoever else looks first recalls the
-    /// lease, and [`StrataFs::recalled`] publishes the flushless handles
-    /// before the lease goes; once the lease is gone, each change through
-    /// such a handle is published before it is answered
-    /// ([`StrataFs::publish_unleased`]), so a close never leaves anything
-    /// unpublished that another client could miss. Only for handles the
-    /// kernel writes through the mount (not passthrough).
-    pub fn go_flushless(&self, fh: u64) -> bool {
-        let Some(f) = self.files.lock().get(&fh).cloned() else { return false };
-        let leased = self.path(f.ino).is_ok_and(|p| self.client.lease_of(&p).is_some());
-        let flushless = f.writable && leased && !self.orphans.lock().contains_key(&f.ino);
-        f.flushless.store(flushless, Ordering::Relaxed);
-        flushless
-    }
-
-    /// After a change staged through a handle: if a flushless handle of
-    /// `ino` is open and the lease it was opened under is gone, publish now.
-    fn publish_unleased(&self, ino: u64) -> FsResult<()> {
-        if self.path(ino).is_ok_and(|p| self.client.lease_of(&p).is_some()) {
-            return Ok(());
-        }
-        let flushless =
-            self.files.lock().values().find(|f| f.ino == ino && f.flushless.load(Ordering::Relaxed)).cloned();
-        match flushless {
-            Some(f) => self.publish(&f, false),
-            None => Ok(()),
-        }
-    }
-
-    /// Leases were recalled (the client stopped using them; the release
-    /// waits for this): publish every flushless handle's changes, after
-    /// the releases under way, and drop the negative entries.
-    fn recalled(&self) {
-        {
-            let _quiet = self.releasing.write();
-            let flushless: Vec<Arc<OpenFile>> =
-                self.files.lock().values().filter(|f| f.flushless.load(Ordering::Relaxed)).cloned().collect();
-            for f in flushless {
-                if let Err(e) = self.publish(&f, false) {
-                    tracing::warn!(ino = f.ino, errno = e.code(), "publishing an open file at a recall failed");
-                    self.client.fail_later(ClientError::Io(std::io::Error::from_raw_os_error(e.code())));
-                }
-            }
-        }
-        forget_negatives(&self.negatives, &self.notifier);
     }
 
     /// `opendir`: snapshots the listing so offsets stay stable.

@@ -526,47 +526,6 @@ fn privileges_are_dropped_as_on_a_local_filesystem() {
     assert_eq!(run(&m), want);
 }
 
-/// A file written under a lease is closed without a flush request (the
-/// release publishes it, after the close returned): another mount still
-/// sees it at once, and a file held open across the recall of its lease
-/// publishes every later change before answering it, so a close after the
-/// recall leaves nothing for the other mount to miss.
-#[test]
-fn flushless_closes_reach_other_mounts() {
-    let dir = tempfile::tempdir().unwrap();
-    let (node_a, a) = start_mounted(dir.path());
-    let (_node_b, b) = second_mount(dir.path(), &node_a);
-    for round in 0..3u64 {
-        let d = format!("d{round}");
-        std::fs::create_dir(a.join(&d)).unwrap(); // leased to a
-                                                  // Closed, then read by the other mount right away.
-        let small = bytes(2_000 + round as usize, round);
-        let big = bytes(300_000 + round as usize, round + 10);
-        std::fs::write(a.join(&d).join("small"), &small).unwrap();
-        std::fs::write(a.join(&d).join("big"), &big).unwrap();
-        // Open across the recall the other mount's reads make.
-        let mut open = std::fs::File::create(a.join(&d).join("open")).unwrap();
-        open.write_all(b"before").unwrap();
-        same(&node_a, &std::fs::read(b.join(&d).join("small")).unwrap(), &small, "small, closed before");
-        same(&node_a, &std::fs::read(b.join(&d).join("big")).unwrap(), &big, "big, closed before");
-        same(&node_a, &std::fs::read(b.join(&d).join("open")).unwrap(), b"before", "open across the recall");
-        // After the recall: each change is published before it is answered.
-        open.write_all(b" after").unwrap();
-        same(&node_a, &std::fs::read(b.join(&d).join("open")).unwrap(), b"before after", "written after the recall");
-        open.set_len(3).unwrap();
-        same(&node_a, &std::fs::read(b.join(&d).join("open")).unwrap(), b"bef", "truncated after the recall");
-        open.write_all(b"!").unwrap(); // at offset 12: a hole between
-        open.set_permissions(std::fs::Permissions::from_mode(0o640)).unwrap();
-        drop(open);
-        let mut want = b"bef".to_vec();
-        want.resize(12, 0);
-        want.push(b'!');
-        same(&node_a, &std::fs::read(b.join(&d).join("open")).unwrap(), &want, "closed after the recall");
-        let f = std::fs::File::open(b.join(&d).join("open")).unwrap(); // an open revalidates
-        assert_eq!(f.metadata().unwrap().mode() & 0o7777, 0o640, "round {round}: mode set after the recall");
-    }
-}
-
 /// A mount holding a directory's lease lets the kernel keep the names it
 /// found absent there as negative entries; another mount creating one of
 /// them recalls the lease, and the holder's kernel forgets them before the
