@@ -406,6 +406,9 @@ const MAX_CACHED_ATTRS: usize = 65_536;
 /// many: lookups are answered without one (a plain ENOENT).
 const MAX_NEGATIVES: usize = 65_536;
 
+/// How long after its TTL a negative entry is still invalidated at a recall.
+const NEGATIVE_MARGIN: Duration = Duration::from_millis(100);
+
 /// Names this mount told the kernel are absent from a leased directory,
 /// with when the kernel's negative entry expires and the directory's inode.
 type Negatives = Arc<Mutex<VecDeque<(Instant, u64, OsString)>>>;
@@ -417,10 +420,32 @@ fn forget_negatives(negatives: &Negatives, notifier: &std::sync::OnceLock<fuser:
     let Some(n) = notifier.get() else { return };
     let now = Instant::now();
     for (until, parent, name) in gone {
-        if until > now {
+        // The kernel's expiry counts from when it took the reply, a little
+        // after `until` was set.
+        if until + NEGATIVE_MARGIN > now {
             let _ = n.inval_entry(INodeNo(parent), &name);
         }
     }
+}
+
+/// `a` with the size, times and deferred changes of `staged` (dirty
+/// staged content) over it.
+fn overlay(mut a: Attr, staged: Option<&mut Staging>) -> Attr {
+    let Some(s) = staged else { return a };
+    if let Ok(m) = s.file.metadata() {
+        a.size = m.len();
+        if let Ok(t) = m.modified().and_then(|t| t.duration_since(UNIX_EPOCH).map_err(std::io::Error::other)) {
+            a.mtime_ms = a.mtime_ms.max(t.as_millis() as i64);
+            a.ctime_ms = a.ctime_ms.max(a.mtime_ms);
+        }
+    }
+    let p = &s.attrs;
+    a.mode = p.mode.unwrap_or(a.mode);
+    a.uid = p.uid.unwrap_or(a.uid);
+    a.gid = p.gid.unwrap_or(a.gid);
+    a.atime_ms = p.atime_ms.unwrap_or(a.atime_ms);
+    a.mtime_ms = p.mtime_ms.unwrap_or(a.mtime_ms);
+    a
 }
 
 /// What a lookup found.
@@ -713,28 +738,12 @@ impl StrataFs {
     }
 
     /// Attributes, with the size and times of a dirty open file taken from its staging file.
-    fn with_staged_size(&self, mut a: Attr) -> Attr {
+    fn with_staged_size(&self, a: Attr) -> Attr {
         let shared = self.staged.lock().get(&a.inode).cloned();
-        if let Some(shared) = shared {
-            if let Some(s) = dirty(shared.lock().as_mut()) {
-                if let Ok(m) = s.file.metadata() {
-                    a.size = m.len();
-                    if let Ok(t) =
-                        m.modified().and_then(|t| t.duration_since(UNIX_EPOCH).map_err(std::io::Error::other))
-                    {
-                        a.mtime_ms = a.mtime_ms.max(t.as_millis() as i64);
-                        a.ctime_ms = a.ctime_ms.max(a.mtime_ms);
-                    }
-                }
-                let p = &s.attrs;
-                a.mode = p.mode.unwrap_or(a.mode);
-                a.uid = p.uid.unwrap_or(a.uid);
-                a.gid = p.gid.unwrap_or(a.gid);
-                a.atime_ms = p.atime_ms.unwrap_or(a.atime_ms);
-                a.mtime_ms = p.mtime_ms.unwrap_or(a.mtime_ms);
-            }
+        match shared {
+            Some(shared) => overlay(a, dirty(shared.lock().as_mut())),
+            None => a,
         }
-        a
     }
 
     /// `lookup`: the attributes of `name` in `parent`.
@@ -761,7 +770,7 @@ impl StrataFs {
     fn absent(&self, parent: u64, name: &OsStr, dir: &str, g: u64) -> Duration {
         let mut neg = self.negatives.lock();
         let now = Instant::now();
-        while neg.front().is_some_and(|(until, _, _)| *until <= now) {
+        while neg.front().is_some_and(|(until, _, _)| *until + NEGATIVE_MARGIN <= now) {
             neg.pop_front();
         }
         let Some(left) = self.client.lease_left(dir).filter(|(lg, _)| *lg == g).map(|(_, left)| left) else {
@@ -788,8 +797,18 @@ impl StrataFs {
         if let Some(a) = orphan {
             return Ok(self.with_staged_size(a));
         }
-        let a = self.dirty_base(ino).map_or_else(|| self.master_attr(ino), Ok)?;
-        Ok(self.with_staged_size(a))
+        // Under the staging's lock throughout: a publish (a release's,
+        // beside this) cleaning it in between would leave a base older
+        // than the staging it no longer overlays.
+        let shared = self.staged.lock().get(&ino).cloned();
+        let mut guard = shared.as_ref().map(|s| s.lock());
+        let staged = guard.as_mut().and_then(|g| dirty(g.as_mut()));
+        let base = staged.as_ref().and_then(|s| s.base.clone());
+        let a = match base {
+            Some(a) => a,
+            None => self.master_attr(ino)?,
+        };
+        Ok(overlay(a, staged))
     }
 
     /// The mode `ino` takes when its privileges are dropped (the kernel
@@ -885,6 +904,13 @@ impl StrataFs {
                 return Ok(file_attr(&a));
             }
         }
+        // The master's answer and what is staged over it, both under the
+        // staging's lock: a publish in between (a release's, beside this)
+        // would leave the answer older than the staging it no longer
+        // overlays (pjdfstest's ftruncate::shrink_not_empty, now and then,
+        // once the kernel kept these attributes).
+        let shared = self.staged.lock().get(&ino).cloned();
+        let mut staging = shared.as_ref().map(|s| s.lock());
         let a = if attrs != SetAttrs::default() {
             let a = self.block_on(self.client.set_attr(&path, attrs));
             a.inspect_err(|_| self.stale(&[ino])).map_err(|e| errno(&e))?
@@ -892,7 +918,7 @@ impl StrataFs {
             self.stat_path(&path)?
         };
         self.fresh(&a);
-        Ok(file_attr(&self.with_staged_size(a)))
+        Ok(file_attr(&overlay(a, staging.as_mut().and_then(|g| dirty(g.as_mut())))))
     }
 
     /// Queues a change of mode, owner or times when the mount can tell the
@@ -948,6 +974,10 @@ impl StrataFs {
             (paths.ino_at(src), paths.ino_at(dst))
         };
         let Some(ino) = ino else { return Ok(false) };
+        // The staging first: a publish (a release's) refreshes the cached
+        // attributes under it, which this then reads after, not before.
+        let shared = self.staged.lock().get(&ino).cloned();
+        let mut staging = shared.as_ref().map(|s| s.lock());
         let Some(mut a) = self.cached_attr(ino).filter(|a| a.file_type != Directory) else { return Ok(false) };
         if let Some(r) = replaced {
             // A replaced inode with other names changes under them (nlink,
@@ -959,8 +989,6 @@ impl StrataFs {
                 return Ok(false);
             }
         }
-        let shared = self.staged.lock().get(&ino).cloned();
-        let mut staging = shared.as_ref().map(|s| s.lock());
         let t = strata_protocol::now_ms().max(a.ctime_ms);
         self.block_on(self.client.rename_later(src, dst, t)).map_err(|e| errno(&e))?;
         a.ctime_ms = t;
@@ -1992,9 +2020,9 @@ impl StrataFs {
     /// `opendir`: snapshots the listing so offsets stay stable.
     pub fn opendir(&self, ino: u64) -> FsResult<u64> {
         let path = self.path(ino)?;
-        let list = match self.known_listing(ino, &path) {
-            Some(list) => list,
-            None => self.block_on(self.client.list(&path)).map_err(|e| errno(&e))?,
+        let (list, known) = match self.known_listing(ino, &path) {
+            Some(list) => (list, true),
+            None => (self.block_on(self.client.list(&path)).map_err(|e| errno(&e))?, false),
         };
         let parent = match ino {
             1 => 1,
@@ -2008,15 +2036,18 @@ impl StrataFs {
             Entry { ino, kind: FileType::Directory, name: ".".into(), attr: None },
             Entry { ino: parent, kind: FileType::Directory, name: "..".into(), attr: None },
         ];
-        {
-            let mut paths = self.paths.write();
-            for e in list {
+        // A listing from the master is remembered; one this mount knew
+        // already is (every entry in the path map, its attributes cached).
+        let mut paths = (!known).then(|| self.paths.write());
+        for e in list {
+            let fa = file_attr(&e.attr);
+            if let Some(paths) = paths.as_mut() {
                 self.fresh(&e.attr);
-                let fa = file_attr(&e.attr);
                 paths.insert(e.attr.inode, join(&path, &e.name));
-                entries.push(Entry { ino: e.attr.inode, kind: fa.kind, name: e.name, attr: Some(fa) });
             }
+            entries.push(Entry { ino: e.attr.inode, kind: fa.kind, name: e.name, attr: Some(fa) });
         }
+        drop(paths);
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
         self.dirs.lock().insert(fh, Arc::new(entries));
         Ok(fh)
