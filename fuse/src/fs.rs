@@ -758,7 +758,9 @@ impl StrataFs {
             }
         }
         let a = self.attr_at(&path)?;
-        Ok(Lookup::Found(file_attr(&self.with_staged_size(a))))
+        // An inode staged here: read under its staging's lock (see `attr_now`).
+        let a = if self.staged.lock().contains_key(&a.inode) { self.attr_now(a.inode)? } else { a };
+        Ok(Lookup::Found(file_attr(&a)))
     }
 
     /// How long the kernel may keep `name` in `parent` (at `dir`, known
