@@ -213,7 +213,7 @@ struct OpenFile {
     staging: SharedStaging,
     /// A write through this handle has dropped the file's capabilities
     /// (`security.capability`) if it had any: once per handle.
-    unprivileged: std::sync::atomic::AtomicBool,
+    caps_dropped: std::sync::atomic::AtomicBool,
 }
 
 /// The path this mount reaches each inode by (the name it was last looked
@@ -898,8 +898,7 @@ impl StrataFs {
         let attrs =
             SetAttrs { mode: mode.map(|m| m & 0o7777), uid, gid, atime_ms: atime.map(ms), mtime_ms: mtime.map(ms) };
         if attrs != SetAttrs::default() && self.defer_attrs(ino, &attrs) {
-            let a = self.dirty_base(ino).map_or_else(|| self.stat_path(&path), Ok)?;
-            return Ok(file_attr(&self.with_staged_size(a)));
+            return Ok(file_attr(&self.attr_now(ino)?));
         }
         if attrs != SetAttrs::default() && size.is_none() {
             if let Some(a) = self.set_attr_later(ino, &path, &attrs)? {
@@ -1285,7 +1284,7 @@ impl StrataFs {
             reader: tokio::sync::Mutex::new(None),
             snapshot: Default::default(),
             staging,
-            unprivileged: Default::default(),
+            caps_dropped: Default::default(),
         }
     }
 
@@ -1759,7 +1758,7 @@ impl StrataFs {
             if let Some(mode) = self.drop_privileges(ino)? {
                 self.setattr(ino, Some(mode), None, None, None, None, None, Some(fh), false)?;
             }
-        } else if !f.unprivileged.swap(true, Ordering::Relaxed) {
+        } else if !f.caps_dropped.swap(true, Ordering::Relaxed) {
             self.drop_capabilities(ino)?;
         }
         self.with_staging(&f, |s| {
