@@ -1292,16 +1292,20 @@ impl StrataFs {
     /// Callers drop their own `OpenFile` first: a handle that holds the
     /// staging (even one still being opened, not yet in `files`) keeps it.
     fn forget_staging_if_unused(&self, ino: u64) {
-        let mut staged = self.staged.lock();
-        let in_use = staged.get(&ino).is_some_and(|shared| Arc::strong_count(shared) > 1);
-        if in_use || self.files.lock().values().any(|o| o.ino == ino) {
-            return;
-        }
-        let orphan = self.orphans.lock().remove(&ino).is_some();
-        if let Some(shared) = staged.remove(&ino) {
-            if let Some(s) = shared.lock().take() {
-                self.retire(ino, s, orphan);
+        let (staging, orphan) = {
+            let mut staged = self.staged.lock();
+            let in_use = staged.get(&ino).is_some_and(|shared| Arc::strong_count(shared) > 1);
+            if in_use || self.files.lock().values().any(|o| o.ino == ino) {
+                return;
             }
+            let orphan = self.orphans.lock().remove(&ino).is_some();
+            (staged.remove(&ino).and_then(|shared| shared.lock().take()), orphan)
+        };
+        // Kept as a copy or emptied for reuse (file system calls) outside
+        // the map's lock: every getattr takes it, and waited behind the
+        // truncates of the releases running beside it.
+        if let Some(s) = staging {
+            self.retire(ino, s, orphan);
         }
     }
 
