@@ -48,8 +48,10 @@ const LINGER: std::time::Duration = std::time::Duration::from_millis(2);
 #[derive(Default)]
 struct Queue {
     /// Ops not yet applied, oldest first, with their sequence numbers (the
-    /// first of them may be in the batch on its way).
-    ops: VecDeque<(u64, BatchOp)>,
+    /// first of them may be in the batch on its way). Shared, so taking a
+    /// batch under the lock copies no paths or data (every FUSE request
+    /// takes this lock to check its lease).
+    ops: VecDeque<(u64, Arc<BatchOp>)>,
     next: u64,
     /// The flusher task is running.
     flusher: bool,
@@ -76,7 +78,7 @@ impl Queue {
     fn push(&mut self, op: BatchOp) -> bool {
         let seq = self.next;
         self.next += 1;
-        self.ops.push_back((seq, op));
+        self.ops.push_back((seq, Arc::new(op)));
         !std::mem::replace(&mut self.flusher, true)
     }
 
@@ -350,9 +352,11 @@ impl Behind {
         }
         q.in_flight = true;
         q.batches += 1;
-        let ops: Vec<(u64, BatchOp)> = q.ops.iter().take(n).cloned().collect();
-        let end = ops.last().map_or(0, |(s, _)| *s) + 1;
-        Some((q.batches, ops.into_iter().map(|(_, op)| op).collect(), end))
+        let ops: Vec<Arc<BatchOp>> = q.ops.iter().take(n).map(|(_, op)| op.clone()).collect();
+        let end = q.ops[n - 1].0 + 1;
+        let seq = q.batches;
+        drop(q);
+        Some((seq, ops.iter().map(|op| BatchOp::clone(op)).collect(), end))
     }
 
     /// The batch taken with `n` queued ops up to `end` is answered; `kick`

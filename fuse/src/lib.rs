@@ -25,7 +25,7 @@ pub struct MountConfig {
     pub ttl: Duration,
     /// Directory for write staging files.
     pub staging_dir: PathBuf,
-    /// Kernel request threads.
+    /// Kernel request threads (default: one per CPU, 2 to 8).
     pub threads: usize,
     /// Block size of files written through the mount.
     pub block_size: u64,
@@ -42,7 +42,10 @@ impl MountConfig {
         MountConfig {
             ttl: Duration::from_secs(1),
             staging_dir,
-            threads: 4,
+            // More threads than CPUs only queue for them: on 2 cores the
+            // workload took 8.9 s with 2 threads and 9.4 s with 4 (each
+            // request is woken on a thread that must then wait for a CPU).
+            threads: std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 8)),
             block_size: strata_protocol::DEFAULT_BLOCK_SIZE,
             allow_other: true,
             copy_bytes: 1 << 30,
