@@ -1109,6 +1109,7 @@ impl StrataFs {
                 self.forget_name(ino, &path);
                 return Ok(());
             }
+            tracing::debug!(path, ?known, "unlink: not queued");
             let r = self.block_on(self.client.unlink(&path));
             self.stale(&[parent]);
             let a = r.map_err(|e| errno(&e))?;
@@ -1598,17 +1599,22 @@ impl StrataFs {
         };
         self.cache_xattrs(a.inode, Xattrs::default());
         let fa = file_attr(&a);
-        let s = self.new_staging()?;
+        let s = self.new_staging(false)?;
         let f = self.open_file(a.inode, true);
         *f.staging.lock() = Some(Staging { base: Some(a), ..s });
         Ok((fa, self.new_handle(f)))
     }
 
-    fn new_staging(&self) -> FsResult<Staging> {
+    /// An empty staging file; `stamp`: its mtime made now (it stands for
+    /// the staged content's, as an O_TRUNC open's). A new file's needs
+    /// none: the attributes shown take the later of the master's mtime
+    /// and the staging file's, and every write moves the latter.
+    fn new_staging(&self, stamp: bool) -> FsResult<Staging> {
         let pooled = self.pool.lock().pop();
         if let Some((file, path)) = pooled {
-            // Its mtime stands for the staged content's (an O_TRUNC open's).
-            file.set_modified(SystemTime::now()).map_err(io_err)?;
+            if stamp {
+                file.set_modified(SystemTime::now()).map_err(io_err)?;
+            }
             return Ok(Staging::new(file, path));
         }
         let path = self.cfg.staging_dir.join(format!(
@@ -1631,7 +1637,7 @@ impl StrataFs {
             s.restamp();
             return Ok(());
         }
-        let s = self.new_staging()?;
+        let s = self.new_staging(true)?;
         let base = self.cached_attr(f.ino);
         *guard = Some(Staging { dirty: true, base, ..s });
         Ok(())
@@ -1681,7 +1687,7 @@ impl StrataFs {
                     match self.revive(f.ino, None, Some(r.file()), r.attr().size) {
                         Some(s) => s,
                         None => {
-                            let mut s = self.new_staging()?;
+                            let mut s = self.new_staging(true)?;
                             self.block_on(self.seed(&s.file, r)).map_err(|e| errno(&e))?;
                             s.restamp();
                             s
@@ -2066,9 +2072,13 @@ impl StrataFs {
             let paths = self.paths.read();
             paths.names_in(path).map(|n| Some((n.clone(), paths.ino_at(&join(path, n))?))).collect::<Option<_>>()?
         };
+        // Everything below a leased directory is leased: every cached
+        // answer there is current (`cached_attr`'s test, without its
+        // locks per entry).
+        let attrs = self.attrs.lock();
         named
             .into_iter()
-            .map(|(name, ino)| Some(strata_client::DirEntry { name, attr: self.cached_attr(ino)? }))
+            .map(|(name, ino)| Some(strata_client::DirEntry { name, attr: attrs.get(&ino)?.1.clone() }))
             .collect()
     }
 
