@@ -7,7 +7,7 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use rocksdb::{IteratorMode, WriteBatch, DB};
 use serde::{Deserialize, Serialize};
-use strata_protocol::journal::{ApplyResult, BatchOutcome, JournalEntry, UfsOp};
+use strata_protocol::journal::{ApplyResult, BatchOp, BatchOutcome, JournalEntry, UfsOp};
 use strata_protocol::messages::{Attr, DirEntry, FileType};
 use strata_protocol::ufs::{self, Fingerprint, MountInfo, UfsEntry};
 use strata_protocol::{path, BlockId, ErrorCode, ErrorInfo, InodeId, ROOT_INODE};
@@ -494,12 +494,28 @@ impl Namespace {
         // between resumes after the last op written.
         let done = if index == 0 { 0 } else { self.batch_progress(index)? };
         let mut out = vec![BatchOutcome::AlreadyApplied; done.min(ops.len())];
-        for (i, op) in ops.iter().enumerate().skip(done) {
-            let progress: Vec<(&str, Vec<u8>, Vec<u8>)> = match index {
+        let progress = |n: usize| -> Vec<(&str, Vec<u8>, Vec<u8>)> {
+            match index {
                 0 => Vec::new(),
-                _ => vec![(cf::SM_META, BATCH_PROGRESS.to_vec(), [index, i as u64 + 1].map(u64::to_be_bytes).concat())],
-            };
-            out.push(match self.apply_one(0, &op.entry(time_ms), &progress)? {
+                _ => vec![(cf::SM_META, BATCH_PROGRESS.to_vec(), [index, n as u64].map(u64::to_be_bytes).concat())],
+            }
+        };
+        let mut i = done;
+        while i < ops.len() {
+            // A file created under a lease and closed with its first
+            // content: one write for both (tar, git and rsync make most
+            // files this way; half the state-machine writes).
+            if let Some(next) = ops.get(i + 1) {
+                if let Some((made, written)) = self.apply_created_inline(&ops[i], next, &progress(i + 2))? {
+                    out.push(BatchOutcome::Done { attr: Some(made), freed: Vec::new() });
+                    out.push(BatchOutcome::Done { attr: Some(written), freed: Vec::new() });
+                    i += 2;
+                    continue;
+                }
+            }
+            let op = &ops[i];
+            i += 1;
+            out.push(match self.apply_one(0, &op.entry(time_ms), &progress(i))? {
                 ApplyResult::Replaced { attr, freed } | ApplyResult::Created { attr, freed } => {
                     BatchOutcome::Done { attr: Some(attr), freed }
                 }
@@ -533,6 +549,44 @@ impl Namespace {
         Ok(Some((u64_of(&key, seq)?, u64_of(&key, part)? as u32)))
     }
 
+    /// Applies `create` (a `CreateInode` of a file) and `write` (the
+    /// `WriteInlineAt` of the same inode right after it in a batch) as one
+    /// write, recording `extra` with them: the attributes after each. None
+    /// (nothing written) when they are not such a pair or the create is
+    /// refused: the caller applies them one by one.
+    fn apply_created_inline(
+        &self,
+        create: &BatchOp,
+        write: &BatchOp,
+        extra: &[(&str, Vec<u8>, Vec<u8>)],
+    ) -> Result<Option<(Attr, Attr)>, StoreError> {
+        let (
+            BatchOp::CreateInode { inode, kind: FileType::File, time_ms: made_ms, .. },
+            BatchOp::WriteInlineAt { inode: written, data, attrs, time_ms, .. },
+        ) = (create, write)
+        else {
+            return Ok(None);
+        };
+        if inode != written || data.len() as u64 > strata_protocol::INLINE_MAX_BYTES {
+            return Ok(None);
+        }
+        let mut tx = Tx { ns: self, batch: WriteBatch::default(), counters: *self.counters.lock() };
+        let made = match tx.apply(&create.entry(*made_ms)) {
+            Ok(ApplyResult::Attr(a)) => a,
+            Ok(_) | Err(NsError::Ns(_)) => return Ok(None),
+            Err(NsError::Store(e)) => return Err(e),
+        };
+        // As `WriteInline` of the record just made (no blocks, no UFS: it cannot be refused).
+        let mut rec = InodeRecord { attr: made.clone(), blocks: Vec::new(), ufs: None };
+        match tx.write_inline(&mut rec, data, attrs, *time_ms) {
+            Ok(_) => {}
+            Err(NsError::Ns(_)) => return Ok(None),
+            Err(NsError::Store(e)) => return Err(e),
+        }
+        self.commit(tx, 0, extra)?;
+        Ok(Some((made, rec.attr)))
+    }
+
     fn apply_one(
         &self,
         index: u64,
@@ -554,6 +608,15 @@ impl Namespace {
             // Forgotten even when the namespace change was rejected.
             tx.batch.delete_cf(handle(&self.db, cf::SM_META), intent_key(*id));
         }
+        self.commit(tx, index, extra)?;
+        if matches!(entry, JournalEntry::Mount { .. } | JournalEntry::Unmount { .. }) {
+            self.mount_cache.invalidate();
+        }
+        Ok(result)
+    }
+
+    /// Writes `tx` with `extra`, the counters and (unless 0) the applied index.
+    fn commit(&self, mut tx: Tx<'_>, index: u64, extra: &[(&str, Vec<u8>, Vec<u8>)]) -> Result<(), StoreError> {
         for (cf_name, k, v) in extra {
             tx.batch.put_cf(handle(&self.db, cf_name), k, v);
         }
@@ -565,10 +628,7 @@ impl Namespace {
         }
         self.db.write(tx.batch)?;
         *self.counters.lock() = tx.counters;
-        if matches!(entry, JournalEntry::Mount { .. } | JournalEntry::Unmount { .. }) {
-            self.mount_cache.invalidate();
-        }
-        Ok(result)
+        Ok(())
     }
 
     /// Every key/value of the state column families, from one consistent
@@ -717,6 +777,35 @@ impl Tx<'_> {
             }
             freed.extend(self.unlink_inode(&cur, time_ms));
         }
+        Ok(freed)
+    }
+
+    /// Makes `data` the whole content of file `rec` (kept inline), with
+    /// `attrs` applied after; the blocks it had, freed.
+    fn write_inline(
+        &mut self,
+        rec: &mut InodeRecord,
+        data: &[u8],
+        attrs: &strata_protocol::messages::SetAttrs,
+        time_ms: i64,
+    ) -> Result<Vec<BlockId>, NsError> {
+        let inode = rec.attr.inode;
+        if data.len() as u64 > strata_protocol::INLINE_MAX_BYTES || rec.ufs.is_some() {
+            return Err(ns(ErrorCode::InlineRefused, format!("inode {inode} cannot be kept inline")));
+        }
+        let freed = std::mem::take(&mut rec.blocks);
+        let hb = handle(&self.ns.db, cf::BLOCKS);
+        for b in &freed {
+            self.batch.delete_cf(hb, b.to_be_bytes());
+        }
+        let hl = handle(&self.ns.db, cf::INLINE);
+        if data.is_empty() {
+            self.batch.delete_cf(hl, inode.to_be_bytes());
+        } else {
+            self.batch.put_cf(hl, inode.to_be_bytes(), data);
+        }
+        rec.attr.write_inline(data.len() as u64, attrs, time_ms);
+        self.put_inode(rec);
         Ok(freed)
     }
 
@@ -1036,22 +1125,7 @@ impl Tx<'_> {
             }
             JournalEntry::WriteInline { inode, data, attrs, time_ms } => {
                 let mut rec = self.file(*inode)?;
-                if data.len() as u64 > strata_protocol::INLINE_MAX_BYTES || rec.ufs.is_some() {
-                    return Err(ns(ErrorCode::InlineRefused, format!("inode {inode} cannot be kept inline")));
-                }
-                let freed = std::mem::take(&mut rec.blocks);
-                let hb = handle(&self.ns.db, cf::BLOCKS);
-                for b in &freed {
-                    self.batch.delete_cf(hb, b.to_be_bytes());
-                }
-                let hl = handle(&self.ns.db, cf::INLINE);
-                if data.is_empty() {
-                    self.batch.delete_cf(hl, inode.to_be_bytes());
-                } else {
-                    self.batch.put_cf(hl, inode.to_be_bytes(), data);
-                }
-                rec.attr.write_inline(data.len() as u64, attrs, *time_ms);
-                self.put_inode(&rec);
+                let freed = self.write_inline(&mut rec, data, attrs, *time_ms)?;
                 Ok(ApplyResult::Replaced { attr: rec.attr, freed })
             }
             JournalEntry::SetXattr { path: p, name, value, flags, time_ms } => {
@@ -1585,6 +1659,111 @@ mod tests {
         // is a no-op.
         assert_eq!(ns.applied_index().unwrap(), 7);
         assert_eq!(ns.apply(7, &batch, &[]).unwrap(), ApplyResult::Done);
+    }
+
+    /// A create and the first content of the same file, next to each other
+    /// in a batch, are applied in one write: the result and the outcomes
+    /// are those of applying them one by one, refusals included (a name
+    /// taken, content too big for inline), and a crash between batches
+    /// resumes after the pair.
+    #[test]
+    fn a_create_and_its_first_content_apply_as_one_op_would() {
+        let make = |p: &str, inode| BatchOp::CreateInode {
+            path: p.into(),
+            inode,
+            kind: FileType::File,
+            mode: 0o644,
+            uid: 7,
+            gid: 8,
+            block_size: 10,
+            time_ms: 5,
+        };
+        let attrs = SetAttrs { mode: Some(0o600), mtime_ms: Some(3), ..Default::default() };
+        let fill = |inode, data: Vec<u8>| BatchOp::WriteInlineAt {
+            inode,
+            path: String::new(),
+            data,
+            attrs: attrs.clone(),
+            time_ms: 6,
+        };
+        let big = vec![1u8; strata_protocol::INLINE_MAX_BYTES as usize + 1];
+        let run = |paired: bool| {
+            let d = tempfile::tempdir().unwrap();
+            let ns = ns_in(&d);
+            ok(&ns, mkdir("/d", false));
+            ok(&ns, create("/d/taken", false));
+            let ApplyResult::Reserved { first: n } = ok(&ns, JournalEntry::ReserveInodes { count: 8, time_ms: 1 })
+            else {
+                panic!("no reservation")
+            };
+            let ops = vec![
+                make("/d/a", n),
+                fill(n, b"hello".to_vec()),
+                make("/d/taken", n + 1),    // refused: the name is taken
+                fill(n + 1, b"x".to_vec()), // refused: no such inode
+                make("/d/big", n + 2),
+                fill(n + 2, big.clone()), // refused: too big for inline
+                make("/d/empty", n + 3),
+                fill(n + 3, Vec::new()),
+                fill(n, b"again".to_vec()), // not after its create
+            ];
+            let out: Vec<BatchOutcome> = if paired {
+                let ApplyResult::Batch(out) = ns
+                    .apply(9, &JournalEntry::ClientBatch { client: 1, seq: 1, part: 0, ops, time_ms: 8 }, &[])
+                    .unwrap()
+                else {
+                    panic!("no outcomes")
+                };
+                out
+            } else {
+                // One op per batch: nothing to pair.
+                ops.into_iter()
+                    .enumerate()
+                    .map(|(i, op)| {
+                        let b = JournalEntry::ClientBatch {
+                            client: 1,
+                            seq: i as u64 + 1,
+                            part: 0,
+                            ops: vec![op],
+                            time_ms: 8,
+                        };
+                        let ApplyResult::Batch(mut out) = ns.apply(9 + i as u64, &b, &[]).unwrap() else { panic!() };
+                        out.pop().unwrap()
+                    })
+                    .collect()
+            };
+            let files: Vec<_> = ["/d/a", "/d/big", "/d/empty", "/d/taken"]
+                .iter()
+                .map(|p| {
+                    let r = ns.resolve(p).unwrap();
+                    (r.attr.clone(), ns.inline(r.attr.inode).unwrap())
+                })
+                .collect();
+            let ids = *ns.counters.lock();
+            (out, files, ns.resolve("/d").unwrap().attr, ids)
+        };
+        let (one_by_one, paired) = (run(false), run(true));
+        assert_eq!(paired, one_by_one);
+        let (out, files, _, _) = paired;
+        let failed: Vec<bool> = out.iter().map(|o| matches!(o, BatchOutcome::Failed(_))).collect();
+        assert_eq!(failed, [false, false, true, true, false, true, false, false, false]);
+        let (a, content) = &files[0];
+        assert_eq!((a.size, a.mode & 0o7777, a.mtime_ms, a.ctime_ms), (5, 0o600, 3, 6));
+        assert_eq!(content.as_deref(), Some(&b"again"[..]));
+        // And the pair did go as one.
+        let d = tempfile::tempdir().unwrap();
+        let ns = ns_in(&d);
+        ok(&ns, mkdir("/d", false));
+        let ApplyResult::Reserved { first: n } = ok(&ns, JournalEntry::ReserveInodes { count: 2, time_ms: 1 }) else {
+            panic!("no reservation")
+        };
+        assert!(ns.apply_created_inline(&make("/d/a", n), &fill(n + 1, b"x".to_vec()), &[]).unwrap().is_none());
+        assert!(ns.apply_created_inline(&make("/d/a", n), &fill(n, big.clone()), &[]).unwrap().is_none());
+        assert!(ns.resolve("/d/a").is_err(), "nothing written");
+        let (made, written) =
+            ns.apply_created_inline(&make("/d/a", n), &fill(n, b"hi".to_vec()), &[]).unwrap().unwrap();
+        assert_eq!((made.inode, made.size, written.inode, written.size), (n, 0, n, 2));
+        assert_eq!(ns.inline(n).unwrap().as_deref(), Some(&b"hi"[..]));
     }
 
     #[test]
