@@ -634,8 +634,15 @@ impl Namespace {
             tx.batch.put_cf(handle(&self.db, cf_name), k, v);
         }
         let meta = handle(&self.db, cf::SM_META);
-        tx.batch.put_cf(meta, NEXT_INODE, tx.counters.0.to_be_bytes());
-        tx.batch.put_cf(meta, NEXT_BLOCK, tx.counters.1.to_be_bytes());
+        // Stored as they are in memory after every write (and read back
+        // at load): written only when they moved.
+        let stored = *self.counters.lock();
+        if tx.counters.0 != stored.0 {
+            tx.batch.put_cf(meta, NEXT_INODE, tx.counters.0.to_be_bytes());
+        }
+        if tx.counters.1 != stored.1 {
+            tx.batch.put_cf(meta, NEXT_BLOCK, tx.counters.1.to_be_bytes());
+        }
         if index != 0 {
             tx.batch.put_cf(meta, APPLIED_INDEX, index.to_be_bytes());
         }
