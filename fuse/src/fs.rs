@@ -1293,20 +1293,28 @@ impl StrataFs {
     /// Callers drop their own `OpenFile` first: a handle that holds the
     /// staging (even one still being opened, not yet in `files`) keeps it.
     fn forget_staging_if_unused(&self, ino: u64) {
-        let (staging, orphan) = {
+        let (discard, dropped) = {
             let mut staged = self.staged.lock();
             let in_use = staged.get(&ino).is_some_and(|shared| Arc::strong_count(shared) > 1);
             if in_use || self.files.lock().values().any(|o| o.ino == ino) {
                 return;
             }
             let orphan = self.orphans.lock().remove(&ino).is_some();
-            (staged.remove(&ino).and_then(|shared| shared.lock().take()), orphan)
+            // Kept as the copy under the lock: an open of the inode right
+            // after finds it (or a newer copy is not replaced by this one).
+            match staged.remove(&ino).and_then(|shared| shared.lock().take()) {
+                Some(s) => self.retire(ino, s, orphan),
+                None => (None, Vec::new()),
+            }
         };
-        // Kept as a copy or emptied for reuse (file system calls) outside
-        // the map's lock: every getattr takes it, and waited behind the
+        // Emptied for reuse and unlinked (file system calls) outside the
+        // map's lock: every getattr takes it, and waited behind the
         // truncates of the releases running beside it.
-        if let Some(s) = staging {
-            self.retire(ino, s, orphan);
+        if let Some(s) = discard {
+            self.discard(s);
+        }
+        for p in dropped {
+            let _ = std::fs::remove_file(p);
         }
     }
 
@@ -1506,13 +1514,15 @@ impl StrataFs {
 
     /// Keeps clean staging `s` of a published version as `ino`'s copy
     /// (dropping the least recently kept ones beyond the mount's budget),
-    /// or lets it go.
-    fn retire(&self, ino: u64, mut s: Staging, orphan: bool) {
+    /// or hands it back to be let go (`discard`); and the files of the
+    /// copies it dropped, to be removed. The caller does that file system
+    /// work after its locks.
+    fn retire(&self, ino: u64, mut s: Staging, orphan: bool) -> (Option<Staging>, Vec<PathBuf>) {
         let len = s.file.metadata().map(|m| m.len()).unwrap_or(u64::MAX);
         // Small files are kept in memory (`inline`); a file on disk for
         // each would cost an ext4 inode per file written.
         let version = s.version.take().filter(|_| !orphan && len > INLINE_MAX_BYTES && len <= self.cfg.copy_bytes);
-        let Some(version) = version.filter(|_| !s.is_dirty()) else { return self.discard(s) };
+        let Some(version) = version.filter(|_| !s.is_dirty()) else { return (Some(s), Vec::new()) };
         // What a later revive compares: a write through a mapping left
         // after close changes it.
         s.stamp = s.ctime();
@@ -1549,9 +1559,7 @@ impl StrataFs {
                 copies.order = live;
             }
         }
-        for p in dropped {
-            let _ = std::fs::remove_file(p);
-        }
+        (None, dropped)
     }
 
     /// Drops `ino`'s kept copy (the inode was unlinked or replaced).
