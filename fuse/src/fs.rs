@@ -2080,13 +2080,24 @@ impl StrataFs {
             let paths = self.paths.read();
             paths.names_in(path).map(|n| Some((n.clone(), paths.ino_at(&join(path, n))?))).collect::<Option<_>>()?
         };
-        // Everything below a leased directory is leased: every cached
-        // answer there is current (`cached_attr`'s test, without its
-        // locks per entry).
-        let attrs = self.attrs.lock();
-        named
+        // `cached_attr`'s test, with one lock for all: an answer within the
+        // TTL, or one for an inode this mount knows under a lease (one also
+        // named outside the directory — a hard link — may not be).
+        let found: Vec<(String, u64, bool, Attr)> = {
+            let attrs = self.attrs.lock();
+            named
+                .into_iter()
+                .map(|(name, ino)| {
+                    let (at, a) = attrs.get(&ino)?;
+                    Some((name, ino, at.elapsed() < self.cfg.ttl, a.clone()))
+                })
+                .collect::<Option<_>>()?
+        };
+        found
             .into_iter()
-            .map(|(name, ino)| Some(strata_client::DirEntry { name, attr: attrs.get(&ino)?.1.clone() }))
+            .map(|(name, ino, fresh, attr)| {
+                (fresh || self.leased(ino)).then_some(strata_client::DirEntry { name, attr })
+            })
             .collect()
     }
 
