@@ -9,10 +9,8 @@
 # Usage: bench/fuse.sh [SIZE_MiB]   (needs root, fio, bindfs; run from the repo)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-. scripts/setup.sh
 size=${1:-512}
-cargo build --release --bin strata >/dev/null 2>&1
-bin="$CARGO_TARGET_DIR/release/strata"
+. bench/strata-lib.sh
 root=$(mktemp -d /var/tmp/strata-bench.XXXXXX)
 plain="$root/plain"; bind="$root/bindfs"; smnt="$root/strata-mnt"
 mkdir -p "$plain" "$bind" "$smnt"
@@ -24,11 +22,7 @@ cleanup() {
 }
 trap cleanup EXIT
 bindfs "$plain" "$bind"
-"$bin" local --data-dir "$root/strata" --rpc-port 0 --data-port 0 --mesh-port 0 \
-  --tier "SSD:$root/strata/ssd:$((4 * size + 8192))MiB" --mount "$smnt" >"$root/strata.out" 2>"$root/strata.log" &
-spid=$!
-for _ in $(seq 100); do grep -q '^mount:' "$root/strata.out" 2>/dev/null && break; sleep 0.2; done
-grep -q '^mount:' "$root/strata.out" || { cat "$root/strata.log" >&2; exit 1; }
+start_strata "$root/strata" "$smnt" $((4 * size + 8192))
 
 fio_bw() { # dir rw bs -> MiB/s (or IOPS for randread)
   local out

@@ -7,10 +7,8 @@
 # Usage: bench/workload-ab.sh [N]   (needs root and bindfs; run from the repo)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-. scripts/setup.sh
 n=${1:-5}
-cargo build --release --bin strata >/dev/null 2>&1
-bin="$CARGO_TARGET_DIR/release/strata"
+. bench/strata-lib.sh
 root=$(mktemp -d /var/tmp/strata-ab.XXXXXX)
 scratch="$root/scratch"; out="$root/runs"
 cleanup() {
@@ -27,11 +25,7 @@ run() { # target index
   if [ "$1" = bindfs ]; then
     bindfs "$plain" "$mnt"
   else
-    "$bin" local --data-dir "$root/s.$2" --rpc-port 0 --data-port 0 --mesh-port 0 \
-      --tier "SSD:$root/s.$2/ssd:8192MiB" --mount "$mnt" >"$root/s.$2.out" 2>"$root/s.$2.log" &
-    spid=$!
-    for _ in $(seq 100); do grep -q '^mount:' "$root/s.$2.out" 2>/dev/null && break; sleep 0.2; done
-    grep -q '^mount:' "$root/s.$2.out" || { cat "$root/s.$2.log" >&2; exit 1; }
+    start_strata "$root/s.$2" "$mnt" 8192
   fi
   sync; echo 3 >/proc/sys/vm/drop_caches
   steps=$(bash bench/workload.sh "$mnt" "$scratch")
