@@ -75,12 +75,73 @@ fn ser<T: Serialize>(v: &T) -> Vec<u8> {
 #[derive(Clone)]
 pub struct LogStore {
     db: Arc<DB>,
+    /// The newest entries, as appended: what openraft reads back to apply
+    /// and to replicate, without a RocksDB iterator and a decode per read.
+    recent: Arc<parking_lot::Mutex<Recent>>,
+}
+
+/// Entries held after their append: always a suffix of the log (every
+/// append goes in; a truncate drops its tail, a purge its head, and the
+/// oldest leave first beyond [`Recent::MAX_BYTES`]).
+#[derive(Default)]
+struct Recent {
+    entries: std::collections::VecDeque<(Entry<TypeConfig>, usize)>,
+    bytes: usize,
+}
+
+impl Recent {
+    /// What the held entries may take (by their encoded size).
+    const MAX_BYTES: usize = 32 << 20;
+
+    fn first(&self) -> Option<u64> {
+        self.entries.front().map(|(e, _)| e.log_id.index)
+    }
+
+    fn push(&mut self, e: Entry<TypeConfig>, size: usize) {
+        let next = self.entries.back().map(|(b, _)| b.log_id.index + 1);
+        if next.is_some_and(|n| n != e.log_id.index) {
+            // Not right after the last one held: start again from here.
+            self.entries.clear();
+            self.bytes = 0;
+        }
+        self.bytes += size;
+        self.entries.push_back((e, size));
+        while self.bytes > Self::MAX_BYTES {
+            let Some((_, n)) = self.entries.pop_front() else { break };
+            self.bytes -= n;
+        }
+    }
+
+    /// Drops the entries at or after `index` (a truncate).
+    fn truncate(&mut self, index: u64) {
+        while self.entries.back().is_some_and(|(e, _)| e.log_id.index >= index) {
+            let (_, n) = self.entries.pop_back().expect("checked");
+            self.bytes -= n;
+        }
+    }
+
+    /// Drops the entries at or before `index` (a purge).
+    fn purge(&mut self, index: u64) {
+        while self.entries.front().is_some_and(|(e, _)| e.log_id.index <= index) {
+            let (_, n) = self.entries.pop_front().expect("checked");
+            self.bytes -= n;
+        }
+    }
+
+    /// The entries of `range` if it starts at or after the first one held
+    /// (they are a suffix of the log: nothing in the range is elsewhere).
+    fn get<RB: RangeBounds<u64>>(&self, start: u64, range: &RB) -> Option<Vec<Entry<TypeConfig>>> {
+        if self.first()? > start {
+            return None;
+        }
+        Some(self.entries.iter().map(|(e, _)| e).filter(|e| range.contains(&e.log_id.index)).cloned().collect())
+    }
 }
 
 impl LogStore {
     /// A log store over the master database.
     pub fn new(db: Arc<DB>) -> Self {
-        LogStore { db }
+        LogStore { db, recent: Arc::default() }
     }
 
     fn meta<T: for<'de> Deserialize<'de>>(&self, key: &[u8]) -> Result<Option<T>, SErr> {
@@ -107,6 +168,9 @@ impl RaftLogReader<TypeConfig> for LogStore {
             Bound::Excluded(s) => s + 1,
             Bound::Unbounded => 0,
         };
+        if let Some(held) = self.recent.lock().get(start, &range) {
+            return Ok(held);
+        }
         let h = handle(&self.db, cf::RAFT_LOG);
         let mut out = Vec::new();
         for item in self.db.iterator_cf(h, IteratorMode::From(&start.to_be_bytes(), rocksdb::Direction::Forward)) {
@@ -171,14 +235,22 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     {
         let h = handle(&self.db, cf::RAFT_LOG);
         let mut batch = WriteBatch::default();
+        let mut written = Vec::new();
         for e in entries {
-            batch.put_cf(h, e.log_id.index.to_be_bytes(), ser(&e));
+            let bytes = ser(&e);
+            batch.put_cf(h, e.log_id.index.to_be_bytes(), &bytes);
+            written.push((e, bytes.len()));
         }
         let mut wo = WriteOptions::default();
         wo.set_sync(true);
         let res = self.db.write_opt(batch, &wo);
         match res {
             Ok(()) => {
+                let mut recent = self.recent.lock();
+                for (e, size) in written {
+                    recent.push(e, size);
+                }
+                drop(recent);
                 callback.log_io_completed(Ok(()));
                 Ok(())
             }
@@ -196,10 +268,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let mut batch = WriteBatch::default();
         batch.delete_range_cf(h, log_id.index.to_be_bytes(), u64::MAX.to_be_bytes());
         batch.delete_cf(h, u64::MAX.to_be_bytes());
+        // Dropped first: a failed write leaves them to be read from the database.
+        self.recent.lock().truncate(log_id.index);
         self.db.write_opt(batch, &wo).map_err(|e| StorageIOError::write_logs(&e).into())
     }
 
     async fn purge(&mut self, log_id: LogId<NodeId>) -> Result<(), SErr> {
+        self.recent.lock().purge(log_id.index);
         self.put_meta_synced(PURGED, &log_id).map_err(|e| StorageIOError::write_logs(&e))?;
         let h = handle(&self.db, cf::RAFT_LOG);
         self.db
@@ -454,5 +529,39 @@ mod tests {
     #[test]
     fn openraft_storage_suite() {
         Suite::test_all(Builder).unwrap();
+    }
+
+    /// The entries held after their append are a suffix of the log: a read
+    /// from before the first one goes to the database, a truncate drops the
+    /// tail, a purge the head, an append that does not follow starts again,
+    /// and the oldest leave first beyond the byte budget.
+    #[test]
+    fn recent_entries_stay_a_suffix_of_the_log() {
+        let entry = |i| Entry::<TypeConfig> {
+            log_id: LogId::new(openraft::CommittedLeaderId::new(1, 0), i),
+            payload: EntryPayload::Blank,
+        };
+        let ids = |v: Vec<Entry<TypeConfig>>| v.iter().map(|e| e.log_id.index).collect::<Vec<_>>();
+        let mut r = Recent::default();
+        for i in 1..=5 {
+            r.push(entry(i), 10);
+        }
+        assert_eq!(r.get(3, &(3..)).map(ids), Some(vec![3, 4, 5]));
+        assert_eq!(r.get(2, &(2..4)).map(ids), Some(vec![2, 3]));
+        assert!(r.get(0, &(0..)).is_none(), "entry 0 is not held");
+        r.truncate(4);
+        assert_eq!(r.get(1, &(1..)).map(ids), Some(vec![1, 2, 3]));
+        r.push(entry(4), 10);
+        r.purge(2);
+        assert_eq!(r.get(3, &(3..)).map(ids), Some(vec![3, 4]));
+        assert!(r.get(2, &(2..)).is_none(), "purged");
+        r.push(entry(9), 10);
+        assert_eq!(r.get(9, &(9..)).map(ids), Some(vec![9]), "a gap starts again");
+        assert!(r.get(4, &(4..)).is_none());
+        for i in 10..=12 {
+            r.push(entry(i), Recent::MAX_BYTES / 2);
+        }
+        assert_eq!(r.get(11, &(11..)).map(ids), Some(vec![11, 12]), "the oldest left");
+        assert_eq!(r.bytes, Recent::MAX_BYTES);
     }
 }
