@@ -332,24 +332,40 @@ impl Client {
     /// entry. Blocks no file ever gets are dropped by their worker when it
     /// next registers, once the master's grace for reserved ids (10 min) is over.
     /// `durable`: fsync'd by the worker before it answers (see
-    /// `DataRequest::Write`).
+    /// `DataRequest::Write`). `keep`: per block, the id of a block of the
+    /// file's present content to keep in its place (not written), or None.
     pub async fn write_blocks(
         &self,
         file: &std::fs::File,
         len: u64,
         block_size: u64,
         durable: bool,
+        keep: &[Option<u64>],
     ) -> Result<Vec<u64>, ClientError> {
         use std::os::unix::fs::FileExt;
-        let (ids, workers) = self.reserve_blocks(len.div_ceil(block_size.max(1))).await?;
+        let n = len.div_ceil(block_size.max(1)) as usize;
+        let kept = |i: usize| keep.get(i).copied().flatten();
+        let fresh = (0..n).filter(|&i| kept(i).is_none()).count() as u64;
+        let (mut ids, workers) = match fresh {
+            0 => (Vec::new(), Vec::new()),
+            _ => self.reserve_blocks(fresh).await?,
+        };
+        ids.reverse();
         let mut buf = vec![0u8; len.min(block_size) as usize];
-        for (i, id) in ids.iter().enumerate() {
+        let mut out = Vec::with_capacity(n);
+        for i in 0..n {
+            if let Some(id) = kept(i) {
+                out.push(id);
+                continue;
+            }
+            let id = ids.pop().expect("one reserved per block not kept");
             let off = i as u64 * block_size;
             let chunk = &mut buf[..(len - off).min(block_size) as usize];
             file.read_exact_at(chunk, off)?;
-            self.write_reserved(*id, &workers, chunk, durable).await?;
+            self.write_reserved(id, &workers, chunk, durable).await?;
+            out.push(id);
         }
-        Ok(ids)
+        Ok(out)
     }
 
     /// As [`Client::write_blocks`] for `data` in memory, but the blocks are

@@ -67,6 +67,60 @@ struct Staging {
     /// maps pack files and closes them), so it is never emptied for
     /// another inode, only kept as this inode's copy or unlinked.
     backed: bool,
+    /// The blocks this mount last published the content as, and what was
+    /// written through it since: a publish keeps the blocks nothing
+    /// touched. None when that is not known (a new, revived or refilled
+    /// staging; a direct write by the kernel; a truncate to empty).
+    since: Option<Since>,
+}
+
+/// The blocks a staging file's content was last published as (written
+/// by this mount, not behind), and the byte ranges written since.
+struct Since {
+    /// The lease generation the content was published under: only while
+    /// the mount still holds it is nobody else able to have replaced the
+    /// content (freeing these blocks).
+    lease: u64,
+    block_size: u64,
+    len: u64,
+    blocks: Vec<strata_protocol::BlockId>,
+    /// Published durably (the blocks were synced on their workers).
+    durable: bool,
+    changed: Vec<std::ops::Range<u64>>,
+}
+
+/// Written ranges a [`Since`] records before it gives up (and the next
+/// publish writes every block).
+const MAX_CHANGED_RANGES: usize = 4096;
+
+/// The block size of a file first published by an fsync while smaller than
+/// [`DURABLE_SMALL_FILE`] (at most the mount's).
+const DURABLE_BLOCK_SIZE: u64 = 1 << 20;
+const DURABLE_SMALL_FILE: u64 = 16 << 20;
+
+/// A publish's block size and, per block, the id it keeps (None: written).
+type Layout = (u64, Vec<Option<strata_protocol::BlockId>>);
+
+impl Since {
+    /// For a content of `len` bytes in blocks of `bs`, published under
+    /// lease `lease`, durably or not: per block, the id of the last
+    /// published block it can keep (none touched since, same length),
+    /// None to write it anew.
+    fn keep(&self, len: u64, bs: u64, lease: u64, durable: bool) -> Vec<Option<strata_protocol::BlockId>> {
+        let n = len.div_ceil(bs) as usize;
+        // Blocks of a flush are not synced yet: an fsync writes them again.
+        if bs != self.block_size || lease != self.lease || (durable && !self.durable) {
+            return vec![None; n];
+        }
+        (0..n)
+            .map(|i| {
+                let start = i as u64 * bs;
+                let (was, now) = ((self.len.saturating_sub(start)).min(bs), (len - start).min(bs));
+                let touched = self.changed.iter().any(|r| r.start < start + now.max(was) && start < r.end);
+                self.blocks.get(i).copied().filter(|_| was == now && !touched)
+            })
+            .collect()
+    }
 }
 
 /// Which content of an inode a clean staging file holds: what the inode
@@ -133,9 +187,22 @@ impl Staging {
             version: None,
             synced: true,
             backed: false,
+            since: None,
         };
         s.restamp();
         s
+    }
+
+    /// Records that `range` of the content was written through this mount.
+    fn touch(&mut self, range: std::ops::Range<u64>) {
+        if let Some(since) = self.since.as_mut() {
+            if !range.is_empty() {
+                since.changed.push(range);
+            }
+            if since.changed.len() > MAX_CHANGED_RANGES {
+                self.since = None;
+            }
+        }
     }
 
     fn ctime(&self) -> Option<(i64, i64)> {
@@ -172,6 +239,7 @@ impl Staging {
             self.dirty = true;
             self.bypassed = true;
             self.attrs.mtime_ms = None;
+            self.since = None; // what the kernel wrote is not known
         }
         self.dirty
     }
@@ -182,6 +250,13 @@ fn read_whole(file: &File, len: u64) -> std::io::Result<Vec<u8>> {
     let mut data = vec![0u8; len as usize];
     file.read_exact_at(&mut data, 0)?;
     Ok(data)
+}
+
+/// Cuts or extends staging `s` to `size` bytes: the range that changed.
+fn set_len(s: &mut Staging, size: u64) -> FsResult<((), std::ops::Range<u64>)> {
+    let len = s.file.metadata().map_err(io_err)?.len();
+    s.file.set_len(size).map_err(io_err)?;
+    Ok(((), len.min(size)..len.max(size)))
 }
 
 /// The staging if its content is dirty.
@@ -878,12 +953,12 @@ impl StrataFs {
                 // O_TRUNC: nothing of the old content is needed.
                 Some(f) if f.writable && size == 0 => self.truncate_to_empty(&f)?,
                 Some(f) if f.writable => {
-                    self.with_staging(&f, |s| s.file.set_len(size).map_err(io_err))?;
+                    self.with_staging(&f, |s| set_len(s, size))?;
                 }
                 _ => {
                     // truncate(2) on a path: stage, cut, publish.
                     let f = self.open_file(ino, true);
-                    self.with_staging(&f, |s| s.file.set_len(size).map_err(io_err))?;
+                    self.with_staging(&f, |s| set_len(s, size))?;
                     let r = self.publish(&f, false);
                     drop(f);
                     self.forget_staging_if_unused(ino);
@@ -897,7 +972,7 @@ impl StrataFs {
         };
         let attrs =
             SetAttrs { mode: mode.map(|m| m & 0o7777), uid, gid, atime_ms: atime.map(ms), mtime_ms: mtime.map(ms) };
-        if attrs != SetAttrs::default() && self.defer_attrs(ino, &attrs) {
+        if attrs != SetAttrs::default() && self.defer_attrs(ino, &attrs)? {
             return Ok(file_attr(&self.attr_now(ino)?));
         }
         if attrs != SetAttrs::default() && size.is_none() {
@@ -1013,8 +1088,27 @@ impl StrataFs {
     /// content; false if nothing is staged (apply them now).
     /// A clean staging file of a small file (rsync's `fchmod` right after
     /// its create) is marked dirty for it: republishing it is one entry.
-    fn defer_attrs(&self, ino: u64, attrs: &SetAttrs) -> bool {
-        let Some(shared) = self.staged.lock().get(&ino).cloned() else { return false };
+    fn defer_attrs(&self, ino: u64, attrs: &SetAttrs) -> FsResult<bool> {
+        let Some(shared) = self.staged.lock().get(&ino).cloned() else { return Ok(false) };
+        if !self.mark_attrs(&shared, attrs) {
+            return Ok(false);
+        }
+        // A release (the kernel sends it after `close` returned; a chmod by
+        // path can come before it is handled) may have published before
+        // the mark and would then let the dirty staging go; the reference
+        // held here keeps it until it is published here instead.
+        if !self.files.lock().values().any(|o| o.ino == ino) {
+            let f = self.open_file(ino, true);
+            drop(shared);
+            let r = self.publish(&f, false);
+            drop(f);
+            self.forget_staging_if_unused(ino);
+            r?;
+        }
+        Ok(true)
+    }
+
+    fn mark_attrs(&self, shared: &SharedStaging, attrs: &SetAttrs) -> bool {
         let mut guard = shared.lock();
         let small = |s: &Staging| s.file.metadata().is_ok_and(|m| m.len() <= INLINE_MAX_BYTES);
         let Some(s) = guard.as_mut().and_then(|s| (s.is_dirty() || (s.base.is_some() && small(s))).then_some(s)) else {
@@ -1466,6 +1560,7 @@ impl StrataFs {
         let r = self.block_on(self.client.open(&path)).map_err(|e| errno(&e))?;
         let blocks = r.file().blocks.iter().map(|b| b.block_id).collect();
         s.file.set_len(0).map_err(io_err)?;
+        s.since = None;
         self.block_on(self.seed(&s.file, r)).map_err(|e| errno(&e))?;
         s.version = Some(Version { lease: None, blocks });
         s.restamp();
@@ -1642,6 +1737,7 @@ impl StrataFs {
             s.is_dirty();
             s.file.set_len(0).map_err(io_err)?;
             s.dirty = true;
+            s.since = None;
             s.restamp();
             return Ok(());
         }
@@ -1670,12 +1766,19 @@ impl StrataFs {
     /// dirty for the next flush. (Marking it dirty before the change let a
     /// racing release publish the old bytes and clear the flag, losing the
     /// write: seen as a rare append failure in CI.)
-    fn with_staging<R>(&self, f: &OpenFile, op: impl FnOnce(&mut Staging) -> FsResult<R>) -> FsResult<R> {
+    /// `op` answers the byte range it changed.
+    fn with_staging<R>(
+        &self,
+        f: &OpenFile,
+        op: impl FnOnce(&mut Staging) -> FsResult<(R, std::ops::Range<u64>)>,
+    ) -> FsResult<R> {
         self.ensure_staging(f, false)?;
         let mut guard = f.staging.lock();
         let s = guard.as_mut().ok_or(Errno::EIO)?;
         s.is_dirty(); // direct writes before this one
-        let r = op(s)?;
+                      // A failed change may have written part of its range.
+        let (r, changed) = op(s).inspect_err(|_| s.since = None)?;
+        s.touch(changed);
         s.dirty = true;
         s.restamp();
         Ok(r)
@@ -1782,7 +1885,7 @@ impl StrataFs {
         self.with_staging(&f, |s| {
             s.file.write_all_at(data, offset).map_err(io_err)?;
             s.attrs.mtime_ms = None; // a write after futimens sets the time anew
-            Ok(())
+            Ok(((), offset..offset + data.len() as u64))
         })?;
         Ok(data.len() as u32)
     }
@@ -1802,7 +1905,7 @@ impl StrataFs {
             if end > len {
                 s.file.set_len(end).map_err(io_err)?;
             }
-            Ok(())
+            Ok(((), len..end.max(len)))
         })
     }
 
@@ -1827,9 +1930,14 @@ impl StrataFs {
             return Ok(());
         };
         let len = s.file.metadata().map_err(io_err)?.len();
-        let (file, attrs) = (&s.file, s.attrs.clone());
         let path = self.path(f.ino).unwrap_or_default();
-        let leased = match (len <= INLINE_MAX_BYTES, s.base.clone(), self.client.lease_of(&path)) {
+        let lease = self.client.lease_of(&path);
+        // A file with other names may change through one outside the
+        // lease: its blocks are all written anew.
+        let since = s.since.take().filter(|_| s.base.as_ref().is_some_and(|a| a.nlink <= 1));
+        let layout = self.layout(since, len, lease, durable);
+        let (file, attrs) = (&s.file, s.attrs.clone());
+        let leased = match (len <= INLINE_MAX_BYTES, s.base.clone(), lease) {
             // Under a lease: queued, answered with what the master will record.
             (true, Some(mut a), Some(g)) => {
                 let data = read_whole(file, len).map_err(io_err)?;
@@ -1845,14 +1953,30 @@ impl StrataFs {
                 })
             }
             // A bigger one: its blocks written, the content change queued.
-            (false, Some(a), Some(g)) => self.queue_content(f.ino, &path, file, len, &attrs, a, g, durable)?,
+            (false, Some(a), Some(g)) => {
+                let r = self.queue_content(f.ino, &path, file, len, &attrs, a, g, durable, &layout)?;
+                r.map(|(a, version, now)| {
+                    // Blocks written now (not behind) are this content's
+                    // for as long as the lease holds: the next publish
+                    // keeps those it does not change.
+                    s.since = now.then(|| Since {
+                        lease: g,
+                        block_size: layout.0,
+                        len,
+                        blocks: version.blocks.clone(),
+                        durable,
+                        changed: Vec::new(),
+                    });
+                    (a, version)
+                })
+            }
             _ => None,
         };
         let (a, version) = match leased {
             Some(r) => r,
             None => {
                 self.keep_inline(f.ino, None);
-                self.publish_now(f.ino, &path, file, len, attrs, durable)?
+                self.publish_now(f.ino, &path, &s.file, len, attrs, durable)?
             }
         };
         s.version = Some(version).filter(|v| v.lease.is_some() || !v.blocks.is_empty());
@@ -1876,10 +2000,32 @@ impl StrataFs {
         Ok(())
     }
 
+    /// The block size and the blocks to keep (per block: an id, or None
+    /// to write it) for publishing `len` bytes: those of the last publish
+    /// (`since`) still under lease `lease`; otherwise the mount's block
+    /// size, or [`DURABLE_BLOCK_SIZE`] for a small file made durable (a
+    /// database's or log's fsyncs then write only the blocks they change).
+    fn layout(&self, since: Option<Since>, len: u64, lease: Option<u64>, durable: bool) -> Layout {
+        match (since, lease) {
+            (Some(since), Some(g)) if since.lease == g => {
+                (since.block_size, since.keep(len, since.block_size, g, durable))
+            }
+            _ => {
+                let bs = match durable && len < DURABLE_SMALL_FILE {
+                    true => self.cfg.block_size.min(DURABLE_BLOCK_SIZE),
+                    false => self.cfg.block_size,
+                };
+                (bs, vec![None; len.div_ceil(bs) as usize])
+            }
+        }
+    }
+
     /// Publishes the `len` bytes of staged `file` of inode `ino` under
     /// lease generation `g`: its blocks written (in the background if the
-    /// file is not big and no fsync waits), the `SetContentAt` queued; the
-    /// attributes (from `a`) and version it makes. None: publish now.
+    /// file is not big and no fsync waits; those `layout` keeps not at
+    /// all), the `SetContentAt` queued; the attributes (from `a`) and
+    /// version it makes, and whether the blocks were written now (not
+    /// behind). None: publish now.
     #[allow(clippy::too_many_arguments)]
     fn queue_content(
         &self,
@@ -1891,9 +2037,10 @@ impl StrataFs {
         mut a: Attr,
         g: u64,
         durable: bool,
-    ) -> FsResult<Option<(Attr, Version)>> {
-        let bs = self.cfg.block_size;
-        let behind = if !durable && len <= MAX_BEHIND_FILE {
+        layout: &Layout,
+    ) -> FsResult<Option<(Attr, Version, bool)>> {
+        let (bs, keep) = (layout.0, &layout.1);
+        let behind = if !durable && len <= MAX_BEHIND_FILE && keep.iter().all(Option::is_none) {
             let data = read_whole(file, len).map_err(io_err)?;
             self.block_on(self.client.write_blocks_behind(data, bs))
         } else {
@@ -1901,7 +2048,7 @@ impl StrataFs {
         };
         let written = match behind {
             Ok(Some(blocks)) => Ok((blocks, true)),
-            Ok(None) => self.block_on(self.client.write_blocks(file, len, bs, durable)).map(|b| (b, false)),
+            Ok(None) => self.block_on(self.client.write_blocks(file, len, bs, durable, keep)).map(|b| (b, false)),
             Err(e) => Err(e),
         };
         let (blocks, behind) = match written {
@@ -1928,7 +2075,7 @@ impl StrataFs {
         if !queued && behind {
             self.client.abandon_behind(first);
         }
-        Ok(queued.then_some((a, Version { lease: Some(g), blocks })))
+        Ok(queued.then_some((a, Version { lease: Some(g), blocks }, !behind)))
     }
 
     /// Whether `path` is under a UFS mount, by the mount table as read in
@@ -1974,7 +2121,7 @@ impl StrataFs {
             } else if !self.under_ufs_mount(path).await {
                 // Blocks first, then one journal entry makes them the content.
                 let bs = self.cfg.block_size;
-                let blocks = self.client.write_blocks(file, len, bs, durable).await?;
+                let blocks = self.client.write_blocks(file, len, bs, durable, &[]).await?;
                 let r = self.client.set_content(ino, path, blocks.clone(), len, bs, attrs.clone()).await;
                 match r {
                     Err(e) if e.code() == ErrorCode::InlineRefused => self.ufs_mounts.lock().0 = None,

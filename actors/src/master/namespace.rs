@@ -939,17 +939,22 @@ impl Tx<'_> {
                         format!("length {length} does not fit {} blocks of {block_size} bytes", blocks.len()),
                     ));
                 }
-                // Only ids reserved and owned by no inode (nor named twice).
+                // Only ids reserved and owned by no inode, or blocks of this
+                // file's present content it keeps (a writer's fsync that
+                // changed some blocks); none named twice.
                 let hb = handle(&self.ns.db, cf::BLOCKS);
-                for (i, b) in blocks.iter().enumerate() {
-                    if *b >= self.counters.1
-                        || blocks[..i].contains(b)
-                        || self.ns.db.get_cf(hb, b.to_be_bytes())?.is_some()
+                let own: std::collections::HashSet<BlockId> = rec.blocks.iter().copied().collect();
+                let mut named = std::collections::HashSet::with_capacity(blocks.len());
+                for b in blocks {
+                    if !named.insert(*b)
+                        || !(own.contains(b)
+                            || (*b < self.counters.1 && self.ns.db.get_cf(hb, b.to_be_bytes())?.is_none()))
                     {
                         return Err(ns(ErrorCode::InvalidArgument, format!("block {b} is not reserved and unused")));
                     }
                 }
-                let freed = std::mem::replace(&mut rec.blocks, blocks.clone());
+                let old = std::mem::replace(&mut rec.blocks, blocks.clone());
+                let freed: Vec<BlockId> = old.into_iter().filter(|b| !named.contains(b)).collect();
                 self.drop_inline(&rec);
                 for b in &freed {
                     self.batch.delete_cf(hb, b.to_be_bytes());
@@ -2083,13 +2088,25 @@ mod tests {
         };
         assert_eq!(err(&ns, set(vec![first, first], 5000)), ErrorCode::InvalidArgument, "an id twice");
         assert_eq!(err(&ns, set(vec![first + 4], 100)), ErrorCode::InvalidArgument, "not reserved");
-        assert_eq!(err(&ns, set(vec![old], 100)), ErrorCode::InvalidArgument, "owned by a file");
+        let ApplyResult::Created { attr: h, .. } = ok(&ns, create("/h", false)) else { panic!() };
+        let ApplyResult::Block { block_id: other } = ok(&ns, JournalEntry::AddBlock { inode: h.inode, time_ms: 4 })
+        else {
+            panic!()
+        };
+        assert_eq!(err(&ns, set(vec![other], 100)), ErrorCode::InvalidArgument, "owned by another file");
         assert_eq!(err(&ns, set(vec![first], 5000)), ErrorCode::InvalidArgument, "length beyond the blocks");
         let ApplyResult::Replaced { attr, freed } = ok(&ns, set(vec![first, first + 1], 5000)) else { panic!() };
         assert_eq!(freed, vec![old]);
         assert_eq!((attr.size, attr.block_size, attr.mode, attr.mtime_ms, attr.complete), (5000, 4096, 0o600, 5, true));
         assert_eq!(ns.resolve("/f").unwrap().blocks, vec![first, first + 1]);
-        assert_eq!(err(&ns, set(vec![first + 1], 100)), ErrorCode::InvalidArgument, "used once already");
+        assert_eq!(err(&ns, set(vec![other], 100)), ErrorCode::InvalidArgument, "still another file's");
+        // A new content keeping a block of the present one: only the
+        // replaced block is freed, the kept one stays the file's.
+        let ApplyResult::Replaced { freed, .. } = ok(&ns, set(vec![first, first + 2], 6000)) else { panic!() };
+        assert_eq!(freed, vec![first + 1]);
+        assert_eq!(ns.resolve("/f").unwrap().blocks, vec![first, first + 2]);
+        assert_eq!(ns.block_owner(first).unwrap(), Some(f.inode));
+        assert_eq!(err(&ns, set(vec![first + 2, first + 2], 5000)), ErrorCode::InvalidArgument, "a kept id twice");
         // Ids a master-numbered block takes are past the reservation.
         let ApplyResult::Created { attr: g, .. } = ok(&ns, create("/g", false)) else { panic!() };
         let ApplyResult::Block { block_id } = ok(&ns, JournalEntry::AddBlock { inode: g.inode, time_ms: 6 }) else {
@@ -2098,7 +2115,7 @@ mod tests {
         assert!(block_id >= first + 4);
         // A worker's report of a reserved id no file has yet is no orphan
         // (its file's entry may be on its way).
-        assert!(ns.reserved_recently(first + 2) && !ns.reserved_recently(block_id));
+        assert!(ns.reserved_recently(first + 3) && !ns.reserved_recently(block_id));
     }
 
     /// Pinning a directory pins everything below it and what is created in
