@@ -194,11 +194,10 @@ async fn short_circuit_reads_and_inline_small_files() {
     assert!(!matches!(remote_r, Ok(Ok(_))), "a read through the frozen worker fails");
 }
 
-/// State-machine writes wait in RocksDB's WAL buffer until the next synced
-/// Raft append (they are replayed from the log): a node killed with
-/// SIGKILL may lose the last of them from its state machine and gets them
-/// back by replay at restart; a clean stop writes them, so the state
-/// machine on disk is current without a replay.
+/// State-machine writes are not synced (they are replayed from the Raft
+/// log): a node killed with SIGKILL loses nothing it acknowledged (the
+/// restart replays what its state machine had not written); a clean stop
+/// leaves the state machine on disk current without a replay.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_node_replays_its_state_machine_and_a_stopped_one_wrote_it() {
     let dir = tempfile::tempdir().unwrap();

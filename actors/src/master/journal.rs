@@ -155,9 +155,8 @@ impl Actor for JournalActor {
     async fn post_stop(&self, _myself: ActorRef<Self::Msg>, state: &mut Self::State) -> Result<(), ActorProcessingErr> {
         *RAFT.write() = None;
         let _ = state.raft.shutdown().await;
-        // State-machine writes wait in RocksDB's WAL buffer (manual WAL
-        // flush, see `store::open_db`); a clean stop leaves them on disk,
-        // so a restart need not replay them (a crash does).
+        // State-machine writes are not synced (they are replayed from the
+        // log after a crash); a clean stop leaves them on disk.
         if let Err(e) = state.args.db.flush_wal(true) {
             tracing::warn!(error = %e, "flushing the metadata store's WAL at stop");
         }

@@ -64,11 +64,6 @@ pub fn open_db(dir: &Path) -> Result<Arc<DB>, rocksdb::Error> {
     // Reuse WAL files: appends then overwrite blocks already in the file, so
     // the per-commit fdatasync does not also journal a file-size change.
     opts.set_recycle_log_file_num(4);
-    // The WAL is written to its file only by a synced write (a Raft log
-    // append, a vote), `flush_wal`, or a memtable switch: a state-machine
-    // write (not synced: it is replayed from the log) is an append to an
-    // in-memory buffer, not a write(2) per applied op.
-    opts.set_manual_wal_flush(true);
     let cfs = cf::ALL.iter().map(|name| ColumnFamilyDescriptor::new(*name, Options::default()));
     Ok(Arc::new(DB::open_cf_descriptors(&opts, dir, cfs)?))
 }
