@@ -20,6 +20,7 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 use strata_protocol::journal::{BatchOp, BatchOutcome};
+use strata_protocol::locks::{LockKind, LockSet, RangeLock};
 use strata_protocol::messages::{DirEntry, MasterRequest, MasterResponse};
 use strata_protocol::path::{is_under, parent};
 use strata_protocol::{ErrorCode, ErrorInfo};
@@ -114,6 +115,27 @@ pub(crate) struct Behind {
     /// Run when leases are recalled, after they stopped being used and
     /// before they are released (see [`crate::Client::on_recall`]).
     on_recall: Mutex<Option<RecallHook>>,
+    /// The byte-range locks this client holds, by inode (as client 0):
+    /// given back at a close, and reclaimed from a master that does not
+    /// know this client's session (a new leader). The keep-alive task runs
+    /// while there are any.
+    locks: Mutex<std::collections::HashMap<u64, LockSet>>,
+    /// Lock requests hold it shared; a reclaim exclusively, so that none
+    /// of them overtakes a reclaim of what it changes.
+    reclaiming: tokio::sync::RwLock<()>,
+}
+
+/// A lock request: `MasterRequest::Lock` less the reclaim flag.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LockRequest {
+    pub inode: u64,
+    pub owner: u64,
+    pub start: u64,
+    /// Inclusive.
+    pub end: u64,
+    /// None: unlock.
+    pub kind: Option<LockKind>,
+    pub pid: u32,
 }
 
 /// What a client's user runs when leases are recalled.
@@ -151,6 +173,86 @@ impl Behind {
             kick: tokio::sync::Notify::new(),
             writes: Mutex::default(),
             on_recall: Mutex::default(),
+            locks: Mutex::default(),
+            reclaiming: tokio::sync::RwLock::new(()),
+        }
+    }
+
+    /// Sends a lock request (with `wait`, the master holds it a while
+    /// before answering `WouldBlock`) and records what this client holds.
+    pub(crate) async fn lock(
+        self: &Arc<Self>,
+        masters: &Arc<master::Masters>,
+        r: LockRequest,
+        wait: bool,
+    ) -> Result<(), ClientError> {
+        let _order = self.reclaiming.read().await;
+        let req = MasterRequest::Lock {
+            inode: r.inode,
+            owner: r.owner,
+            start: r.start,
+            end: r.end,
+            kind: r.kind,
+            pid: r.pid,
+            wait,
+            reclaim: false,
+        };
+        match masters.call(req, false).await? {
+            MasterResponse::Done => {}
+            MasterResponse::Error(e) => return Err(ClientError::Remote(e)),
+            other => return Err(ClientError::unexpected(other)),
+        }
+        let start = {
+            let mut locks = self.locks.lock();
+            let set = locks.entry(r.inode).or_default();
+            set.set(0, r.owner, r.start, r.end, r.kind, r.pid);
+            if set.is_empty() {
+                locks.remove(&r.inode);
+            }
+            !locks.is_empty() && !std::mem::replace(&mut self.queue.lock().keeper, true)
+        };
+        if start {
+            tokio::spawn(self.clone().keep_alive(masters.clone()));
+        }
+        Ok(())
+    }
+
+    /// Whether this client holds a lock of `owner` on `inode`.
+    pub(crate) fn holds_lock(&self, inode: u64, owner: u64) -> bool {
+        self.locks.lock().get(&inode).is_some_and(|s| s.holds(0, owner))
+    }
+
+    /// Sends every lock this client holds to a master that does not know
+    /// its session; one another owner took meanwhile (this client's
+    /// session lapsed) is lost, and logged.
+    async fn reclaim(&self, masters: &master::Masters) {
+        let _order = self.reclaiming.write().await;
+        let held: Vec<(u64, RangeLock)> =
+            self.locks.lock().iter().flat_map(|(i, s)| s.held().iter().map(|l| (*i, l.clone()))).collect();
+        for (inode, l) in held {
+            let req = MasterRequest::Lock {
+                inode,
+                owner: l.owner,
+                start: l.start,
+                end: l.end,
+                kind: Some(l.kind),
+                pid: l.pid,
+                wait: false,
+                reclaim: true,
+            };
+            match masters.call(req, false).await {
+                Ok(MasterResponse::Done) => {}
+                answer => {
+                    tracing::warn!(inode, owner = l.owner, ?answer, "a lock could not be reclaimed: it is lost");
+                    let mut locks = self.locks.lock();
+                    if let Some(set) = locks.get_mut(&inode) {
+                        set.set(0, l.owner, l.start, l.end, None, l.pid);
+                        if set.is_empty() {
+                            locks.remove(&inode);
+                        }
+                    }
+                }
+            }
         }
     }
 
@@ -213,20 +315,23 @@ impl Behind {
         Ok(Some((generation, entries)))
     }
 
-    /// Renews the leases while there are any; hands recalled ones back.
+    /// Renews the session while this client holds leases or locks: hands
+    /// recalled leases back, and reclaims its locks from a master that
+    /// does not know the session.
     async fn keep_alive(self: Arc<Self>, masters: Arc<master::Masters>) {
         loop {
             {
+                // Both locks, in this order (`lock` takes them so), so that
+                // a lock granted now either sees the keeper or starts one.
+                let locks = self.locks.lock();
                 let mut q = self.queue.lock();
-                if q.leases.is_empty() {
-                    q.keeper = false;
-                    return;
-                }
-                if q.valid_until.is_some_and(|v| v <= Instant::now()) {
+                if q.valid_until.is_some_and(|v| v <= Instant::now()) && !q.leases.is_empty() {
                     // The master may have given them to others by now.
                     tracing::warn!(leases = q.leases.len(), "directory leases lapsed (no keep-alive answer)");
                     q.leases.clear();
                     q.valid_until = None;
+                }
+                if q.leases.is_empty() && locks.is_empty() {
                     q.keeper = false;
                     return;
                 }
@@ -235,6 +340,9 @@ impl Behind {
             match tokio::time::timeout(KEEP_ALIVE_TIMEOUT, masters.call(MasterRequest::KeepAlive, false)).await {
                 Ok(Ok(MasterResponse::Recall(dirs))) => {
                     self.queue.lock().renewed(sent);
+                    if dirs.iter().any(|d| d == "/") {
+                        self.reclaim(&masters).await;
+                    }
                     if !dirs.is_empty() {
                         tokio::spawn(self.clone().give_back(masters.clone(), dirs));
                     }

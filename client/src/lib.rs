@@ -14,7 +14,8 @@
 //! ```
 
 mod behind;
-pub use behind::RecallHook;
+pub use behind::{LockRequest, RecallHook};
+pub use strata_protocol::locks::{LockKind, RangeLock};
 pub mod data;
 mod error;
 mod master;
@@ -308,6 +309,43 @@ impl Client {
         debug_assert!(op.paths().all(|p| self.inner.behind.lease_of(p) == Some(generation)));
         let pushed = self.inner.behind.push_leased(generation, path, op);
         pushed.inspect(|start| self.start_flusher(*start)).is_some()
+    }
+
+    /// Takes, changes or drops (`kind` None) a byte-range lock of this
+    /// client's lock owner `r.owner`. Without `wait`, `WouldBlock` at once
+    /// if another owner (here or on another client) holds a conflicting
+    /// lock; with it, the master holds the request a while first (the
+    /// caller asks again while it still wants to wait). The locks last
+    /// while this client keeps its session: a client that stops loses them
+    /// a few seconds later.
+    pub async fn lock(&self, r: LockRequest, wait: bool) -> Result<(), ClientError> {
+        self.inner.behind.lock(&self.inner.master, r, wait).await
+    }
+
+    /// The lock another owner holds that keeps `owner` from taking `kind`
+    /// on `start..=end` of `inode` (`F_GETLK`).
+    pub async fn test_lock(
+        &self,
+        inode: u64,
+        owner: u64,
+        (start, end): (u64, u64),
+        kind: LockKind,
+    ) -> Result<Option<RangeLock>, ClientError> {
+        match self.call(MasterRequest::TestLock { inode, owner, start, end, kind }).await? {
+            MasterResponse::Conflict(l) => Ok(l),
+            other => Err(ClientError::unexpected(other)),
+        }
+    }
+
+    /// Whether this client holds a lock of `owner` on `inode` (a close
+    /// need not ask the master to drop the owner's locks otherwise).
+    pub fn holds_lock(&self, inode: u64, owner: u64) -> bool {
+        self.inner.behind.holds_lock(inode, owner)
+    }
+
+    /// This client's id: what the master knows its session and locks by.
+    pub fn id(&self) -> u64 {
+        self.inner.master.client
     }
 
     /// An inode number for a create under a lease (reserved from the

@@ -164,7 +164,8 @@ const STALE_READ_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Whether a request changes the namespace (not safe to resend blindly).
 fn is_mutation(r: &MasterRequest) -> bool {
-    !r.is_read()
+    // Setting a lock again is the same lock: a lost answer is safe to resend.
+    !r.is_read() && !matches!(r, MasterRequest::Lock { .. } | MasterRequest::TestLock { .. })
 }
 
 /// Connections to every known master; calls go to the current leader,

@@ -12,7 +12,7 @@ use std::time::SystemTime;
 use fuser::{
     BackingId, Errno, FileHandle, Filesystem, FopenFlags, Generation, INodeNo, InitFlags, KernelConfig, LockOwner,
     OpenAccMode, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus,
-    ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+    ReplyEmpty, ReplyEntry, ReplyLock, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
 use crate::fs::{Lookup, StrataFs};
@@ -161,7 +161,10 @@ impl Filesystem for Adapter {
             // drop_privileges`): the kernel then skips its getattr before a
             // chown and its getxattr of `security.capability` before every
             // write (6.6k of tar's 50k requests).
-            | InitFlags::FUSE_HANDLE_KILLPRIV_V2;
+            | InitFlags::FUSE_HANDLE_KILLPRIV_V2
+            // Locks go to the master (`StrataFs::setlk`): they hold across mounts.
+            | InitFlags::FUSE_POSIX_LOCKS
+            | InitFlags::FUSE_FLOCK_LOCKS;
         // Not FUSE_ATOMIC_O_TRUNC: with it the kernel opens an O_RDONLY |
         // O_TRUNC file through us and sets its size to 0 before it checks
         // that the file is not being executed (ETXTBSY), so a program
@@ -377,8 +380,11 @@ impl Filesystem for Adapter {
         }
     }
 
-    fn flush(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _lock_owner: LockOwner, reply: ReplyEmpty) {
-        match self.fs.flush(fh.0) {
+    fn flush(&self, _req: &Request, ino: INodeNo, fh: FileHandle, lock_owner: LockOwner, reply: ReplyEmpty) {
+        // Published before the process's locks on the file go, so the next
+        // holder reads what it wrote under them.
+        let published = self.fs.flush(fh.0);
+        match published.and(self.fs.unlock_owner(ino.0, lock_owner.0)) {
             Ok(()) => reply.ok(),
             Err(e) => reply_err!(reply, "flush", e),
         }
@@ -397,16 +403,67 @@ impl Filesystem for Adapter {
         ino: INodeNo,
         fh: FileHandle,
         _flags: OpenFlags,
-        _lock_owner: Option<LockOwner>,
+        lock_owner: Option<LockOwner>,
         _flush: bool,
         reply: ReplyEmpty,
     ) {
         // First: the release may recycle the staging file a backing id of
         // the inode refers to; an open after it registers a new one.
         self.close_io(ino.0);
-        match self.fs.release(fh.0) {
+        // The open file's `flock` lock goes after its writes are published.
+        let published = self.fs.release(fh.0);
+        match published.and(lock_owner.map_or(Ok(()), |o| self.fs.unlock_owner(ino.0, o.0))) {
             Ok(()) => reply.ok(),
             Err(e) => reply_err!(reply, "release", e),
+        }
+    }
+
+    fn getlk(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        lock_owner: LockOwner,
+        start: u64,
+        end: u64,
+        typ: i32,
+        _pid: u32,
+        reply: ReplyLock,
+    ) {
+        match self.fs.getlk(ino.0, lock_owner.0, start, end, typ) {
+            Ok((start, end, typ, pid)) => reply.locked(start, end, typ, pid),
+            Err(e) => reply_err!(reply, "getlk", e),
+        }
+    }
+
+    fn setlk(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        lock_owner: LockOwner,
+        start: u64,
+        end: u64,
+        typ: i32,
+        pid: u32,
+        sleep: bool,
+        reply: ReplyEmpty,
+    ) {
+        if !sleep {
+            return match self.fs.setlk(ino.0, lock_owner.0, start, end, typ, pid) {
+                Ok(()) => reply.ok(),
+                Err(e) => reply_err!(reply, "setlk", e),
+            };
+        }
+        // A wait may be long: the request thread goes on, the reply waits.
+        match self.fs.setlk_wait(ino.0, lock_owner.0, start, end, typ, pid, req.pid()) {
+            Ok(wait) => self.fs.spawn(async move {
+                match wait.await {
+                    Ok(()) => reply.ok(),
+                    Err(e) => reply_err!(reply, "setlkw", e),
+                }
+            }),
+            Err(e) => reply_err!(reply, "setlkw", e),
         }
     }
 

@@ -19,6 +19,7 @@ pub fn errno(e: &ClientError) -> Errno {
         ErrorCode::NotLeader | ErrorCode::Unavailable => Errno::EAGAIN,
         ErrorCode::CrossMount => Errno::EXDEV,
         ErrorCode::NoAttribute => Errno::NO_XATTR,
+        ErrorCode::WouldBlock => Errno::EAGAIN,
         ErrorCode::ChecksumMismatch
         | ErrorCode::Io
         | ErrorCode::Protocol

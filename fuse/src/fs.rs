@@ -20,6 +20,8 @@ use strata_protocol::INLINE_MAX_BYTES;
 use crate::errno::errno;
 use crate::MountConfig;
 
+mod locks;
+
 /// Result of a filesystem call.
 pub type FsResult<T> = Result<T, Errno>;
 

@@ -754,3 +754,117 @@ fn fsync_writes_only_the_blocks_that_changed() {
     drop(f);
     same(&node, &std::fs::read(b.join("db/f")).unwrap(), &model, "rewritten after the handover");
 }
+
+/// `fcntl` on `f`: `cmd` with a lock of `typ` on `len` bytes from `start`
+/// (0: to the end); the lock `F_GETLK` reports.
+#[allow(unsafe_code)]
+fn fcntl_lock(f: &std::fs::File, cmd: i32, typ: i32, start: i64, len: i64) -> std::io::Result<libc::flock> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: a plain fcntl on an open descriptor with a valid struct.
+    unsafe {
+        let mut l: libc::flock = std::mem::zeroed();
+        l.l_type = typ as i16;
+        l.l_whence = libc::SEEK_SET as i16;
+        l.l_start = start;
+        l.l_len = len;
+        if libc::fcntl(f.as_raw_fd(), cmd, &mut l) == -1 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(l)
+    }
+}
+
+/// Locks taken through one mount hold against the other (each mount is
+/// a client of the master's lock table, as two hosts would be): byte
+/// ranges, F_GETLK, a waiting F_SETLKW that the holder's unlock or close
+/// lets through, a wait a signal interrupts, `flock` with a holder
+/// killed, and a stopped holder mount whose locks lapse.
+#[test]
+fn locks_hold_across_mounts() {
+    use libc::{EAGAIN, F_GETLK, F_RDLCK, F_SETLK, F_SETLKW, F_UNLCK, F_WRLCK};
+    let dir = tempfile::tempdir().unwrap();
+    let (node, a) = start_mounted(dir.path());
+    let (holder, b) = second_mount(dir.path(), &node);
+    std::fs::write(a.join("db"), vec![7u8; 4096]).unwrap();
+    let rw = |p: &Path| std::fs::OpenOptions::new().read(true).write(true).open(p).unwrap();
+    let (fa, fb) = (rw(&a.join("db")), rw(&b.join("db")));
+
+    fcntl_lock(&fa, F_SETLK, F_WRLCK, 0, 100).unwrap();
+    let e = fcntl_lock(&fb, F_SETLK, F_WRLCK, 50, 10).unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(EAGAIN), "a write lock in a range the other mount holds");
+    fcntl_lock(&fb, F_SETLK, F_RDLCK, 100, 100).unwrap();
+    let l = fcntl_lock(&fb, F_GETLK, F_RDLCK, 0, 0).unwrap();
+    assert_eq!((l.l_type as i32, l.l_start, l.l_len), (F_WRLCK, 0, 100), "F_GETLK names the holder's range");
+    assert_eq!(l.l_pid as u32, std::process::id());
+    // Read locks share; the holder may read-lock what b read-locked.
+    fcntl_lock(&fa, F_SETLK, F_RDLCK, 150, 10).unwrap();
+    assert_eq!(fcntl_lock(&fa, F_GETLK, F_RDLCK, 100, 100).unwrap().l_type as i32, F_UNLCK);
+
+    // A waiting lock goes through once the holder unlocks.
+    std::thread::scope(|s| {
+        let waiter = s.spawn(|| fcntl_lock(&fb, F_SETLKW, F_WRLCK, 0, 10).map(|_| ()));
+        std::thread::sleep(Duration::from_millis(700));
+        assert!(!waiter.is_finished(), "F_SETLKW waits while the other mount holds the range");
+        let t0 = std::time::Instant::now();
+        fcntl_lock(&fa, F_SETLK, F_UNLCK, 0, 0).unwrap();
+        waiter.join().unwrap().unwrap();
+        assert!(t0.elapsed() < Duration::from_secs(2), "let through {:?} after the unlock", t0.elapsed());
+    });
+    // Closing any descriptor of the file drops the process's locks there.
+    fcntl_lock(&fa, F_SETLK, F_WRLCK, 0, 1).unwrap_err();
+    drop(fb);
+    fcntl_lock(&fa, F_SETLK, F_WRLCK, 0, 0).unwrap();
+
+    // A wait a signal interrupts: EINTR to the waiter, nothing held after.
+    let script = "import fcntl,signal,sys\n\
+        def on(*_): raise TimeoutError\n\
+        signal.signal(signal.SIGALRM, on); signal.alarm(1)\n\
+        f = open(sys.argv[1], 'r+')\n\
+        try: fcntl.lockf(f, fcntl.LOCK_EX)\n\
+        except TimeoutError: sys.exit(3)\n";
+    let t0 = std::time::Instant::now();
+    let st = std::process::Command::new("python3").args(["-c", script]).arg(b.join("db")).status().unwrap();
+    assert_eq!(st.code(), Some(3), "the wait ends with the signal");
+    assert!(t0.elapsed() < Duration::from_secs(4), "interrupted after {:?}", t0.elapsed());
+    drop(fa);
+
+    // flock: a holder on b killed with its lock; a waits on it and gets it.
+    let mut hold =
+        std::process::Command::new("flock").arg("-o").arg(b.join("db")).args(["sleep", "60"]).spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let busy = std::process::Command::new("flock").args(["-n"]).arg(a.join("db")).arg("true").status().unwrap();
+    assert_eq!(busy.code(), Some(1), "flock -n on the other mount fails while it is held");
+    let mut waiter = std::process::Command::new("flock").arg(a.join("db")).arg("true").spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(waiter.try_wait().unwrap().is_none(), "flock waits while held");
+    hold.kill().unwrap();
+    hold.wait().unwrap();
+    let t0 = std::time::Instant::now();
+    while waiter.try_wait().unwrap().is_none() {
+        assert!(t0.elapsed() < Duration::from_secs(3), "the killed holder's flock never went");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    // A holder mount that stops answering loses its locks after the
+    // session time. (The holder is another process: this one must have
+    // nothing open on the stopped mount, or the fork of the `kill` that
+    // resumes it would wait on its close of the descriptor.)
+    let mut py = std::process::Command::new("python3")
+        .args(["-c", "import fcntl,sys,time\nf = open(sys.argv[1], 'r+')\nfcntl.lockf(f, fcntl.LOCK_EX)\nprint('locked', flush=True)\ntime.sleep(60)\n"])
+        .arg(b.join("db"))
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(py.stdout.take().unwrap()), &mut line).unwrap();
+    assert_eq!(line.trim(), "locked");
+    holder.pause().unwrap();
+    let fa = rw(&a.join("db"));
+    let t0 = std::time::Instant::now();
+    fcntl_lock(&fa, F_SETLKW, F_WRLCK, 0, 0).unwrap();
+    let waited = t0.elapsed();
+    holder.resume().unwrap();
+    py.kill().unwrap();
+    py.wait().unwrap();
+    assert!(waited > Duration::from_secs(1) && waited < Duration::from_secs(8), "waited {waited:?}");
+}

@@ -59,6 +59,9 @@ pub enum ErrorCode {
     InlineRefused = 22,
     /// The extended attribute does not exist.
     NoAttribute = 23,
+    /// A lock is held by another owner (answered to a lock request that
+    /// may not wait, or whose wait is over for now).
+    WouldBlock = 24,
 }
 
 impl ErrorCode {
@@ -88,6 +91,7 @@ impl ErrorCode {
             ErrorCode::CrossMount => "cross-mount operation",
             ErrorCode::InlineRefused => "inline content refused",
             ErrorCode::NoAttribute => "no such attribute",
+            ErrorCode::WouldBlock => "would block",
         }
     }
 }

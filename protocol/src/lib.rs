@@ -10,6 +10,7 @@ pub mod error;
 pub mod frame;
 pub mod ids;
 pub mod journal;
+pub mod locks;
 pub mod messages;
 pub mod path;
 pub mod ufs;

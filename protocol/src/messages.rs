@@ -376,6 +376,28 @@ pub enum MasterRequest {
         block_size: u64,
         attrs: SetAttrs,
     },
+    /// The calling client's lock owner `owner` now holds `kind` on bytes
+    /// `start..=end` of `inode`, or nothing there (`kind` None: an
+    /// unlock). Answered `Done`, or `WouldBlock` while another owner holds
+    /// a conflicting lock: at once, or, with `wait`, after the master
+    /// waited a while (up to half a second) for it to go; the client asks
+    /// again. `reclaim`: a lock the client held from an earlier leader,
+    /// granted while a new leader's grace keeps others' new locks waiting.
+    /// The client's session (its keep-alives) keeps its locks: they go
+    /// when it lapses.
+    Lock {
+        inode: InodeId,
+        owner: u64,
+        start: u64,
+        end: u64,
+        kind: Option<crate::locks::LockKind>,
+        pid: u32,
+        wait: bool,
+        reclaim: bool,
+    },
+    /// A lock that keeps `owner` from taking `kind` on `start..=end` of
+    /// `inode` (`F_GETLK`): answered `Conflict`.
+    TestLock { inode: InodeId, owner: u64, start: u64, end: u64, kind: crate::locks::LockKind },
 }
 
 impl MasterRequest {
@@ -417,6 +439,8 @@ impl MasterRequest {
             | R::AddMaster { .. }
             | R::RemoveMaster { .. }
             | R::KeepAlive
+            | R::Lock { .. }
+            | R::TestLock { .. }
             | R::ReserveBlocks { .. }
             | R::ReserveInodes { .. } => vec![],
         }
@@ -466,6 +490,8 @@ pub enum MasterResponse {
     /// Block ids `first..first + count` are the client's to use; write
     /// them to `workers` (best first).
     BlockIds { first: u64, count: u32, workers: Vec<WorkerAddr> },
+    /// The lock in the way of a `TestLock`, if any.
+    Conflict(Option<crate::locks::RangeLock>),
 }
 
 /// A request frame's payload on the master's client port.

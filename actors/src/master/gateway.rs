@@ -210,6 +210,21 @@ async fn handle_request(req: MasterRequest, stale_ok: bool, client: u64) -> Mast
             Ok(MasterResponse::Done)
         }
         MasterRequest::Lease { path } => lease(client, path).await,
+        MasterRequest::Lock { inode, owner, start, end, kind, pid, wait, reclaim } => {
+            async {
+                journal::read_barrier().await?;
+                leases::lock(client, inode, owner, (start, end), kind, pid, wait, reclaim).await?;
+                Ok(MasterResponse::Done)
+            }
+            .await
+        }
+        MasterRequest::TestLock { inode, owner, start, end, kind } => {
+            async {
+                journal::read_barrier().await?;
+                Ok(MasterResponse::Conflict(leases::test_lock(client, inode, owner, (start, end), kind).await))
+            }
+            .await
+        }
         req => {
             let _running = leases::admit(client, &req).await;
             handle(req, stale_ok).await
@@ -533,7 +548,11 @@ async fn handle(req: MasterRequest, stale_ok: bool) -> Result<MasterResponse, Er
                 other => unexpected(other),
             }
         }
-        MasterRequest::KeepAlive | MasterRequest::Release { .. } | MasterRequest::Lease { .. } => {
+        MasterRequest::KeepAlive
+        | MasterRequest::Release { .. }
+        | MasterRequest::Lease { .. }
+        | MasterRequest::Lock { .. }
+        | MasterRequest::TestLock { .. } => {
             return Ok(err(ErrorCode::Internal, "lease requests are answered before this"));
         }
         MasterRequest::AddMaster { id, addr, mesh } => {

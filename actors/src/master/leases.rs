@@ -27,6 +27,7 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 use strata_protocol::journal::JournalEntry;
+use strata_protocol::locks::{LockKind, LockSet, RangeLock};
 use strata_protocol::messages::MasterRequest;
 use strata_protocol::path::{is_under, parent};
 use strata_protocol::{ErrorCode, ErrorInfo};
@@ -67,6 +68,8 @@ struct Table {
     grace_until: Option<Instant>,
     /// The term whose `LeaseTerm` entry this master has journaled.
     journaled: Option<u64>,
+    /// Byte-range locks by inode, each held by a session's client.
+    locks: HashMap<u64, LockSet>,
 }
 
 static TABLE: LazyLock<Mutex<Table>> = LazyLock::new(Mutex::default);
@@ -118,6 +121,51 @@ fn conflicts(dir: &str, path: &str, how: Access) -> bool {
 }
 
 impl Table {
+    /// `client`'s session, made or renewed to last [`LEASE_TIME`] at least.
+    fn session(&mut self, client: u64, now: Instant) {
+        let s = self.sessions.entry(client).or_insert_with(|| Session {
+            expires: now,
+            recalls: Vec::new(),
+            wake: Arc::new(Notify::new()),
+        });
+        s.expires = s.expires.max(now + LEASE_TIME);
+    }
+
+    /// Forgets `client`'s session with its leases and locks.
+    fn forget(&mut self, client: u64) {
+        self.leases.retain(|_, l| l.client != client);
+        self.sessions.remove(&client);
+        self.locks.retain(|_, set| {
+            set.retain(|l| l.client != client);
+            !set.is_empty()
+        });
+    }
+
+    /// The lock of another live owner in the way of `kind` on
+    /// `start..=end` of `inode`, with when its session lapses; the locks of
+    /// lapsed sessions in the way go (with their sessions).
+    fn lock_conflict(
+        &mut self,
+        client: u64,
+        owner: u64,
+        inode: u64,
+        range: (u64, u64),
+        kind: LockKind,
+        now: Instant,
+    ) -> Option<(RangeLock, Instant)> {
+        loop {
+            let l = self.locks.get(&inode)?.conflict(client, owner, range.0, range.1, kind)?.clone();
+            match self.sessions.get(&l.client).map(|s| s.expires).filter(|e| *e > now) {
+                Some(expires) => return Some((l, expires)),
+                None => {
+                    tracing::warn!(client = l.client, inode, "a lapsed session's locks are dropped");
+                    self.forget(l.client);
+                    CHANGED.notify_waiters();
+                }
+            }
+        }
+    }
+
     /// When the caller may look again, if it must wait; recalls what it waits for.
     fn check(&mut self, client: u64, paths: &[&str], how: Access, now: Instant) -> Option<Instant> {
         if let Some(g) = self.grace_until.filter(|g| now < *g) {
@@ -214,6 +262,20 @@ async fn wait(changed: std::pin::Pin<&mut tokio::sync::futures::Notified<'_>>, u
     }
 }
 
+/// Makes the table this term's and journals the term before its first
+/// grant (of a lease or a lock), so that a later leader keeps a grace.
+async fn journal_term() -> Result<(), ErrorInfo> {
+    this_term().await;
+    if let Some(term) = crate::master::journal::leader_term() {
+        if TABLE.lock().journaled != Some(term) {
+            let entry = JournalEntry::LeaseTerm { term, time_ms: strata_protocol::now_ms() };
+            super::gateway::propose(entry).await?;
+            TABLE.lock().journaled = Some(term);
+        }
+    }
+    Ok(())
+}
+
 /// Grants `client` the lease on `dir` once no other client's lease is in
 /// the way; `list` (run while nothing else runs) answers with the entries.
 pub async fn grant<T>(
@@ -224,14 +286,7 @@ pub async fn grant<T>(
     if client == 0 {
         return Err(ErrorInfo::new(ErrorCode::InvalidArgument, "a lease needs a client id"));
     }
-    this_term().await;
-    if let Some(term) = crate::master::journal::leader_term() {
-        if TABLE.lock().journaled != Some(term) {
-            let entry = JournalEntry::LeaseTerm { term, time_ms: strata_protocol::now_ms() };
-            super::gateway::propose(entry).await?;
-            TABLE.lock().journaled = Some(term);
-        }
-    }
+    journal_term().await?;
     let paths = [dir];
     loop {
         let mut changed = std::pin::pin!(CHANGED.notified());
@@ -244,13 +299,7 @@ pub async fn grant<T>(
                 // The client's own leases below `dir` are subsumed.
                 t.leases.retain(|d, l| l.client != client || !is_under(d, dir));
                 t.leases.insert(dir.to_string(), Lease { client, recalled: None });
-                let now = Instant::now();
-                let s = t.sessions.entry(client).or_insert_with(|| Session {
-                    expires: now,
-                    recalls: Vec::new(),
-                    wake: Arc::new(Notify::new()),
-                });
-                s.expires = s.expires.max(now + LEASE_TIME);
+                t.session(client, Instant::now());
             }
             until
         };
@@ -281,8 +330,9 @@ pub async fn keep_alive(client: u64) -> Vec<String> {
         let mut t = TABLE.lock();
         let now = Instant::now();
         if t.sessions.get(&client).is_none_or(|s| s.expires <= now) {
-            t.leases.retain(|_, l| l.client != client);
-            t.sessions.remove(&client);
+            t.forget(client);
+            drop(t);
+            CHANGED.notify_waiters();
             return vec!["/".to_string()];
         }
         let s = t.sessions.get_mut(&client).expect("checked above");
@@ -307,6 +357,77 @@ pub fn release(client: u64, dirs: &[String]) {
         }
     }
     CHANGED.notify_waiters();
+}
+
+/// How long a lock request that may wait is held before it is answered
+/// `WouldBlock` (the client asks again, after checking that the process
+/// waiting has no signal pending).
+pub const LOCK_HOLD: Duration = Duration::from_millis(250);
+
+/// A lock request (see `MasterRequest::Lock`); the caller passed a read
+/// barrier. Unlocks are never held up; a new lock waits out a new
+/// leader's grace, a reclaim does not.
+#[allow(clippy::too_many_arguments)]
+pub async fn lock(
+    client: u64,
+    inode: u64,
+    owner: u64,
+    range: (u64, u64),
+    kind: Option<LockKind>,
+    pid: u32,
+    may_wait: bool,
+    reclaim: bool,
+) -> Result<(), ErrorInfo> {
+    if client == 0 {
+        return Err(ErrorInfo::new(ErrorCode::InvalidArgument, "a lock needs a client id"));
+    }
+    if range.0 > range.1 {
+        return Err(ErrorInfo::new(ErrorCode::InvalidArgument, format!("lock range {}..={}", range.0, range.1)));
+    }
+    journal_term().await?;
+    let deadline = Instant::now() + LOCK_HOLD;
+    loop {
+        let mut changed = std::pin::pin!(CHANGED.notified());
+        changed.as_mut().enable();
+        let until = {
+            let mut t = TABLE.lock();
+            let now = Instant::now();
+            let grace = t.grace_until.filter(|g| now < *g && kind.is_some() && !reclaim);
+            let conflict = match (grace, kind) {
+                (Some(g), _) => Some(g),
+                (None, Some(k)) => t.lock_conflict(client, owner, inode, range, k, now).map(|(_, e)| e),
+                (None, None) => None,
+            };
+            match conflict {
+                Some(until) => until,
+                None => {
+                    t.locks.entry(inode).or_default().set(client, owner, range.0, range.1, kind, pid);
+                    if t.locks.get(&inode).is_some_and(LockSet::is_empty) {
+                        t.locks.remove(&inode);
+                    }
+                    if kind.is_some() {
+                        t.session(client, now);
+                    } else {
+                        drop(t);
+                        CHANGED.notify_waiters();
+                    }
+                    return Ok(());
+                }
+            }
+        };
+        // A reclaim in the way of another's lock: the other took it while
+        // this client was away.
+        if !may_wait || reclaim || Instant::now() >= deadline {
+            return Err(ErrorInfo::new(ErrorCode::WouldBlock, format!("inode {inode} is locked by another owner")));
+        }
+        wait(changed, until.min(deadline)).await;
+    }
+}
+
+/// The lock in the way of `owner` taking `kind` on `range` of `inode`.
+pub async fn test_lock(client: u64, inode: u64, owner: u64, range: (u64, u64), kind: LockKind) -> Option<RangeLock> {
+    this_term().await;
+    TABLE.lock().lock_conflict(client, owner, inode, range, kind, Instant::now()).map(|(l, _)| l)
 }
 
 #[cfg(test)]
