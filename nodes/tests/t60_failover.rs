@@ -206,3 +206,43 @@ async fn wiped_follower_rejoins_and_full_restart_keeps_everything() {
     }
     assert!(c.stat("/after-failover").await.is_ok());
 }
+
+/// A lock survives the leader's death: its holder reclaims it from the new
+/// leader (which keeps others' new locks waiting for a grace period
+/// first), so another client is refused throughout, and gets the lock
+/// once the holder lets it go.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lock_is_reclaimed_from_a_new_leader() {
+    use strata_client::{ErrorCode, LockKind, LockRequest};
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = HaCluster::start(Path::new(BIN), dir.path(), 3, 1, "ha-secret-locks").unwrap();
+    let (holder, other) = (ha_client(&cluster.master_list()).await, ha_client(&cluster.master_list()).await);
+    let inode = holder.mkdir("/locked", false).await.unwrap().inode;
+    let lock = |owner, kind| LockRequest { inode, owner, start: 0, end: u64::MAX, kind, pid: 1 };
+    holder.lock(lock(7, Some(LockKind::Write)), false).await.unwrap();
+    let refused = |r: Result<(), strata_client::ClientError>| match r {
+        Err(e) => e.code() == ErrorCode::WouldBlock,
+        Ok(()) => false,
+    };
+    assert!(refused(other.lock(lock(8, Some(LockKind::Read)), false).await));
+
+    let (id, _) = leader(&holder).await;
+    let killed_at = Instant::now();
+    cluster.masters[(id - 1) as usize].kill();
+    // Through the election, the grace and the reclaim, and after: the lock
+    // is never the other's. Failures other than WouldBlock are the election.
+    let mut answered = 0;
+    while killed_at.elapsed() < Duration::from_secs(9) {
+        match other.lock(lock(8, Some(LockKind::Read)), false).await {
+            Ok(()) => panic!("granted to another client {:?} after the leader died", killed_at.elapsed()),
+            Err(e) if e.code() == ErrorCode::WouldBlock => answered += 1,
+            Err(_) => {}
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(answered > 10, "the new leader answered only {answered} times");
+    let (new_id, _) = leader(&holder).await;
+    assert_ne!(new_id, id);
+    holder.lock(lock(7, None), false).await.unwrap();
+    other.lock(lock(8, Some(LockKind::Read)), false).await.unwrap();
+}
