@@ -424,9 +424,14 @@ pub async fn lock(
     }
 }
 
-/// The lock in the way of `owner` taking `kind` on `range` of `inode`.
+/// The lock in the way of `owner` taking `kind` on `range` of `inode`,
+/// answered after a new leader's grace, when the holders have reclaimed.
 pub async fn test_lock(client: u64, inode: u64, owner: u64, range: (u64, u64), kind: LockKind) -> Option<RangeLock> {
     this_term().await;
+    let grace = TABLE.lock().grace_until;
+    if let Some(g) = grace {
+        tokio::time::sleep_until(g).await;
+    }
     TABLE.lock().lock_conflict(client, owner, inode, range, kind, Instant::now()).map(|(l, _)| l)
 }
 
@@ -475,6 +480,32 @@ mod tests {
         let t0 = Instant::now();
         assert!(keep_alive(31).await.is_empty(), "held, nothing recalled");
         assert!(t0.elapsed() >= HOLD - Duration::from_millis(50));
+    }
+
+    #[tokio::test]
+    async fn locks_conflict_wait_and_go_with_their_session() {
+        let (a, b, inode) = (41, 42, 4200);
+        let w = Some(LockKind::Write);
+        lock(a, inode, 1, (0, 99), w, 1, false, false).await.unwrap();
+        let e = lock(b, inode, 1, (50, 50), Some(LockKind::Read), 2, false, false).await.unwrap_err();
+        assert_eq!(e.code, ErrorCode::WouldBlock);
+        let held = test_lock(b, inode, 1, (0, 0), LockKind::Read).await.map(|l| (l.client, l.start, l.end));
+        assert_eq!(held, Some((a, 0, 99)));
+        // A waiting request is let through by the unlock, not by the hold running out.
+        let waiter = tokio::spawn(lock(b, inode, 1, (0, 10), w, 2, true, false));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let t0 = Instant::now();
+        lock(a, inode, 1, (0, u64::MAX), None, 1, false, false).await.unwrap();
+        waiter.await.unwrap().unwrap();
+        assert!(t0.elapsed() < LOCK_HOLD / 2, "{:?}", t0.elapsed());
+        // b sends no keep-alives: a gets the range once b's session lapses.
+        let t0 = Instant::now();
+        while let Err(e) = lock(a, inode, 1, (0, 10), w, 1, true, false).await {
+            assert_eq!(e.code, ErrorCode::WouldBlock);
+            assert!(t0.elapsed() < LEASE_TIME + Duration::from_secs(1), "b's lock outlived its session");
+        }
+        assert!(t0.elapsed() >= LEASE_TIME - Duration::from_millis(300), "{:?}", t0.elapsed());
+        assert_eq!(keep_alive(b).await, vec!["/".to_string()], "b is told it holds nothing");
     }
 
     #[tokio::test]
