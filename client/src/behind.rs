@@ -222,9 +222,11 @@ impl Behind {
         self.locks.lock().get(&inode).is_some_and(|s| s.holds(0, owner))
     }
 
-    /// Sends every lock this client holds to a master that does not know
-    /// its session; one another owner took meanwhile (this client's
-    /// session lapsed) is lost, and logged.
+    /// Sends every lock this client holds to a master that knows fewer
+    /// of them (a new leader; a session that lapsed, or was made anew by
+    /// a grant after it lapsed); one another owner took meanwhile is lost,
+    /// and logged. Any other failure ends the round: the next keep-alive
+    /// asks again.
     async fn reclaim(&self, masters: &master::Masters) {
         let _order = self.reclaiming.write().await;
         let held: Vec<(u64, RangeLock)> =
@@ -242,8 +244,12 @@ impl Behind {
             };
             match masters.call(req, false).await {
                 Ok(MasterResponse::Done) => {}
-                answer => {
-                    tracing::warn!(inode, owner = l.owner, ?answer, "a lock could not be reclaimed: it is lost");
+                Ok(MasterResponse::Error(e)) if e.code == ErrorCode::WouldBlock => {
+                    tracing::warn!(
+                        inode,
+                        owner = l.owner,
+                        "a lock another owner took meanwhile could not be reclaimed: it is lost"
+                    );
                     let mut locks = self.locks.lock();
                     if let Some(set) = locks.get_mut(&inode) {
                         set.set(0, l.owner, l.start, l.end, None, l.pid);
@@ -251,6 +257,10 @@ impl Behind {
                             locks.remove(&inode);
                         }
                     }
+                }
+                answer => {
+                    tracing::debug!(?answer, "reclaiming locks failed; the next keep-alive asks again");
+                    return;
                 }
             }
         }
@@ -337,10 +347,12 @@ impl Behind {
                 }
             }
             let sent = Instant::now();
-            match tokio::time::timeout(KEEP_ALIVE_TIMEOUT, masters.call(MasterRequest::KeepAlive, false)).await {
-                Ok(Ok(MasterResponse::Recall(dirs))) => {
+            let locks = self.locks.lock().values().map(|s| s.held().len() as u64).sum();
+            let keep_alive = MasterRequest::KeepAlive { locks };
+            match tokio::time::timeout(KEEP_ALIVE_TIMEOUT, masters.call(keep_alive, false)).await {
+                Ok(Ok(MasterResponse::Recall { dirs, reclaim })) => {
                     self.queue.lock().renewed(sent);
-                    if dirs.iter().any(|d| d == "/") {
+                    if reclaim {
                         self.reclaim(&masters).await;
                     }
                     if !dirs.is_empty() {

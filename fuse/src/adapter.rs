@@ -412,7 +412,8 @@ impl Filesystem for Adapter {
         self.close_io(ino.0);
         // The open file's `flock` lock goes after its writes are published.
         let published = self.fs.release(fh.0);
-        match published.and(lock_owner.map_or(Ok(()), |o| self.fs.unlock_owner(ino.0, o.0))) {
+        let flock = lock_owner.map_or(Ok(()), |o| self.fs.unlock_owner(ino.0, o.0));
+        match published.and(flock).and(self.fs.unlock_handle(ino.0, fh.0)) {
             Ok(()) => reply.ok(),
             Err(e) => reply_err!(reply, "release", e),
         }
@@ -440,7 +441,7 @@ impl Filesystem for Adapter {
         &self,
         req: &Request,
         ino: INodeNo,
-        _fh: FileHandle,
+        fh: FileHandle,
         lock_owner: LockOwner,
         start: u64,
         end: u64,
@@ -450,13 +451,13 @@ impl Filesystem for Adapter {
         reply: ReplyEmpty,
     ) {
         if !sleep {
-            return match self.fs.setlk(ino.0, lock_owner.0, start, end, typ, pid) {
+            return match self.fs.setlk(ino.0, fh.0, lock_owner.0, start, end, typ, pid) {
                 Ok(()) => reply.ok(),
                 Err(e) => reply_err!(reply, "setlk", e),
             };
         }
         // A wait may be long: the request thread goes on, the reply waits.
-        match self.fs.setlk_wait(ino.0, lock_owner.0, start, end, typ, pid, req.pid()) {
+        match self.fs.setlk_wait(ino.0, fh.0, lock_owner.0, start, end, typ, pid, req.pid()) {
             Ok(wait) => self.fs.spawn(async move {
                 match wait.await {
                     Ok(()) => reply.ok(),

@@ -448,6 +448,12 @@ pub struct StrataFs {
     /// of the mount's CPU time in a small-file workload.
     pool: Mutex<Vec<(File, PathBuf)>>,
     next_fh: AtomicU64,
+    /// The lock owners that took a lock through each handle: its release
+    /// drops their locks on the inode. The kernel sends no flush (which
+    /// carries the closing process's owner) at the close of a read-only
+    /// handle (`FOPEN_NOFLUSH`), so a lock taken through one would
+    /// otherwise outlive its process.
+    lock_owners: Mutex<HashMap<u64, Vec<u64>>>,
 }
 
 /// Small files' content by inode, with the lease generation it was
@@ -624,6 +630,7 @@ impl StrataFs {
             ufs_mounts: Mutex::new((None, Vec::new())),
             pool: Mutex::new(Vec::new()),
             next_fh: AtomicU64::new(1),
+            lock_owners: Mutex::new(HashMap::new()),
         }
     }
 

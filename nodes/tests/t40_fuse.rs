@@ -814,6 +814,17 @@ fn locks_hold_across_mounts() {
     fcntl_lock(&fa, F_SETLK, F_WRLCK, 0, 1).unwrap_err();
     drop(fb);
     fcntl_lock(&fa, F_SETLK, F_WRLCK, 0, 0).unwrap();
+    fcntl_lock(&fa, F_SETLK, F_UNLCK, 0, 0).unwrap();
+    // A read-only descriptor's close sends no flush: its locks go at its release.
+    let ro = std::fs::File::open(b.join("db")).unwrap();
+    fcntl_lock(&ro, F_SETLK, F_RDLCK, 0, 0).unwrap();
+    assert_eq!(fcntl_lock(&fa, F_SETLK, F_WRLCK, 0, 0).unwrap_err().raw_os_error(), Some(EAGAIN));
+    drop(ro);
+    let t0 = std::time::Instant::now();
+    while fcntl_lock(&fa, F_SETLK, F_WRLCK, 0, 0).is_err() {
+        assert!(t0.elapsed() < Duration::from_secs(2), "the read-only handle's lock outlived its close");
+        std::thread::sleep(Duration::from_millis(20));
+    }
 
     // A wait a signal interrupts: EINTR to the waiter, nothing held after.
     let script = "import fcntl,signal,sys\n\

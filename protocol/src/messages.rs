@@ -348,12 +348,15 @@ pub enum MasterRequest {
     /// and the directory's entries, or an error (not a directory, under a
     /// UFS mount, no client id).
     Lease { path: String },
-    /// Keeps the calling client's leases alive: each arrival renews them
-    /// all for the lease time. Held by the master up to half a second;
-    /// answered with `Recall` (empty when nothing is recalled; `/` when
-    /// the master does not know the client's session: a new leader, or
-    /// it lapsed — the client holds nothing).
-    KeepAlive,
+    /// Keeps the calling client's session (its leases and locks) alive:
+    /// each arrival renews it for the lease time. Held by the master up
+    /// to half a second; answered with `Recall` (`dirs` empty when
+    /// nothing is recalled; `/` when the master does not know the
+    /// client's session: a new leader, or it lapsed — the client holds no
+    /// lease). `locks`: how many lock ranges the client holds; if the
+    /// master has fewer for it (a new leader, a lapsed session, a lost
+    /// reclaim), `reclaim` tells it to send them again.
+    KeepAlive { locks: u64 },
     /// The calling client gives up its leases on these directories (after
     /// sending every change it made under them).
     Release { paths: Vec<String> },
@@ -438,7 +441,7 @@ impl MasterRequest {
             | R::Mounts
             | R::AddMaster { .. }
             | R::RemoveMaster { .. }
-            | R::KeepAlive
+            | R::KeepAlive { .. }
             | R::Lock { .. }
             | R::TestLock { .. }
             | R::ReserveBlocks { .. }
@@ -480,7 +483,7 @@ pub enum MasterResponse {
     Leased(Vec<DirEntry>),
     /// The client must send its changes under these leased directories
     /// and release them.
-    Recall(Vec<String>),
+    Recall { dirs: Vec<String>, reclaim: bool },
     /// Inode numbers `first..first + count` are the client's to use.
     Inodes { first: u64, count: u32 },
     /// Success with nothing to return.

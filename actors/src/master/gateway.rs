@@ -204,7 +204,7 @@ fn check_path(p: &str) -> Result<(), ErrorInfo> {
 
 async fn handle_request(req: MasterRequest, stale_ok: bool, client: u64) -> MasterResponse {
     let r = match req {
-        MasterRequest::KeepAlive => keep_alive(client).await,
+        MasterRequest::KeepAlive { locks } => keep_alive(client, locks).await,
         MasterRequest::Release { paths } => {
             leases::release(client, &paths);
             Ok(MasterResponse::Done)
@@ -234,12 +234,13 @@ async fn handle_request(req: MasterRequest, stale_ok: bool, client: u64) -> Mast
 }
 
 /// Renews the client's leases once this master has shown it still leads.
-async fn keep_alive(client: u64) -> Result<MasterResponse, ErrorInfo> {
+async fn keep_alive(client: u64, locks: u64) -> Result<MasterResponse, ErrorInfo> {
     if client == 0 {
         return Err(ErrorInfo::new(ErrorCode::InvalidArgument, "a keep-alive needs a client id"));
     }
     journal::read_barrier().await?;
-    Ok(MasterResponse::Recall(leases::keep_alive(client).await))
+    let (dirs, reclaim) = leases::keep_alive(client, locks).await;
+    Ok(MasterResponse::Recall { dirs, reclaim })
 }
 
 /// Leases a directory outside every UFS mount (a mount's changes need its
@@ -548,7 +549,7 @@ async fn handle(req: MasterRequest, stale_ok: bool) -> Result<MasterResponse, Er
                 other => unexpected(other),
             }
         }
-        MasterRequest::KeepAlive
+        MasterRequest::KeepAlive { .. }
         | MasterRequest::Release { .. }
         | MasterRequest::Lease { .. }
         | MasterRequest::Lock { .. }

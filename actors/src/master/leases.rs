@@ -320,12 +320,14 @@ pub async fn grant<T>(
     }
 }
 
-/// Renews `client`'s leases (the caller passed a read barrier) and waits
-/// up to [`HOLD`] for a recall: the directories to give back.
+/// Renews `client`'s session (the caller passed a read barrier) and waits
+/// up to [`HOLD`] for a recall: the directories to give back, and
+/// whether the client must reclaim its locks (it says it holds `locks`
+/// ranges; this master knows fewer of them).
 /// A session this master does not know (it became leader since, or the
-/// session lapsed) is answered with a recall of `/`: the client holds
-/// nothing here.
-pub async fn keep_alive(client: u64) -> Vec<String> {
+/// session lapsed) is answered with a recall of `/`: the client holds no
+/// lease here.
+pub async fn keep_alive(client: u64, locks: u64) -> (Vec<String>, bool) {
     let wake = {
         let mut t = TABLE.lock();
         let now = Instant::now();
@@ -333,17 +335,20 @@ pub async fn keep_alive(client: u64) -> Vec<String> {
             t.forget(client);
             drop(t);
             CHANGED.notify_waiters();
-            return vec!["/".to_string()];
+            return (vec!["/".to_string()], locks > 0);
         }
+        let held: usize = t.locks.values().map(|s| s.held().iter().filter(|l| l.client == client).count()).sum();
+        let reclaim = (held as u64) < locks;
         let s = t.sessions.get_mut(&client).expect("checked above");
         s.expires = now + LEASE_TIME;
-        if !s.recalls.is_empty() {
-            return std::mem::take(&mut s.recalls);
+        if !s.recalls.is_empty() || reclaim {
+            return (std::mem::take(&mut s.recalls), reclaim);
         }
         s.wake.clone()
     };
     let _ = tokio::time::timeout(HOLD, wake.notified()).await;
-    TABLE.lock().sessions.get_mut(&client).map(|s| std::mem::take(&mut s.recalls)).unwrap_or_default()
+    let recalls = TABLE.lock().sessions.get_mut(&client).map(|s| std::mem::take(&mut s.recalls)).unwrap_or_default();
+    (recalls, false)
 }
 
 /// `client` gives up its leases on `dirs`.
@@ -389,9 +394,12 @@ pub async fn lock(
     loop {
         let mut changed = std::pin::pin!(CHANGED.notified());
         changed.as_mut().enable();
-        let until = {
+        let (until, grace) = {
             let mut t = TABLE.lock();
             let now = Instant::now();
+            if t.term.map(|(term, _)| term) != crate::master::journal::leader_term() {
+                return Err(ErrorInfo::new(ErrorCode::Unavailable, "leadership changed; ask again"));
+            }
             let grace = t.grace_until.filter(|g| now < *g && kind.is_some() && !reclaim);
             let conflict = match (grace, kind) {
                 (Some(g), _) => Some(g),
@@ -399,7 +407,7 @@ pub async fn lock(
                 (None, None) => None,
             };
             match conflict {
-                Some(until) => until,
+                Some(until) => (until, grace.is_some()),
                 None => {
                     t.locks.entry(inode).or_default().set(client, owner, range.0, range.1, kind, pid);
                     if t.locks.get(&inode).is_some_and(LockSet::is_empty) {
@@ -407,20 +415,22 @@ pub async fn lock(
                     }
                     if kind.is_some() {
                         t.session(client, now);
-                    } else {
-                        drop(t);
-                        CHANGED.notify_waiters();
                     }
+                    drop(t);
+                    // An unlock or a downgrade may let a waiter through.
+                    CHANGED.notify_waiters();
                     return Ok(());
                 }
             }
         };
-        // A reclaim in the way of another's lock: the other took it while
-        // this client was away.
-        if !may_wait || reclaim || Instant::now() >= deadline {
+        // A new leader's grace (at most LEASE_TIME) is waited out by every
+        // new lock, so a free range is not refused because holders have
+        // not reclaimed yet. A reclaim in the way of another's lock: the
+        // other took it while this client was away.
+        if !grace && (!may_wait || reclaim || Instant::now() >= deadline) {
             return Err(ErrorInfo::new(ErrorCode::WouldBlock, format!("inode {inode} is locked by another owner")));
         }
-        wait(changed, until.min(deadline)).await;
+        wait(changed, if grace { until } else { until.min(deadline) }).await;
     }
 }
 
@@ -463,7 +473,7 @@ mod tests {
         let waiter = tokio::spawn(async move {
             drop(admit(other, &stat).await);
         });
-        let recalled = keep_alive(holder).await;
+        let (recalled, _) = keep_alive(holder, 0).await;
         assert_eq!(recalled, vec!["/lease-test".to_string()]);
         assert!(!waiter.is_finished());
         release(holder, &recalled);
@@ -475,10 +485,10 @@ mod tests {
     #[tokio::test]
     async fn an_unknown_session_holds_nothing() {
         // A new leader (or a lapsed session): the client is told to drop everything.
-        assert_eq!(keep_alive(31).await, vec!["/".to_string()]);
+        assert_eq!(keep_alive(31, 0).await, (vec!["/".to_string()], false));
         grant(31, "/known-test", async || Ok(())).await.unwrap();
         let t0 = Instant::now();
-        assert!(keep_alive(31).await.is_empty(), "held, nothing recalled");
+        assert_eq!(keep_alive(31, 0).await, (vec![], false), "held, nothing recalled");
         assert!(t0.elapsed() >= HOLD - Duration::from_millis(50));
     }
 
@@ -505,7 +515,10 @@ mod tests {
             assert!(t0.elapsed() < LEASE_TIME + Duration::from_secs(1), "b's lock outlived its session");
         }
         assert!(t0.elapsed() >= LEASE_TIME - Duration::from_millis(300), "{:?}", t0.elapsed());
-        assert_eq!(keep_alive(b).await, vec!["/".to_string()], "b is told it holds nothing");
+        assert_eq!(keep_alive(b, 1).await, (vec!["/".to_string()], true), "b is told to reclaim");
+        // A client that holds more than the master knows of is told to reclaim.
+        assert_eq!(keep_alive(a, 2).await, (vec![], true));
+        assert_eq!(keep_alive(a, 1).await, (vec![], false));
     }
 
     #[tokio::test]

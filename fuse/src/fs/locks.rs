@@ -35,16 +35,21 @@ fn lock_errno(e: &ClientError) -> Errno {
     }
 }
 
-/// Whether thread `tid` has a signal pending that it does not block: the
-/// kernel would have interrupted its wait for a lock (it cannot tell us,
-/// fuser answers its interrupt requests ENOSYS), so the wait ends with
-/// EINTR and the signal is delivered. An unreadable status (the thread is
-/// gone) counts as interrupted.
+/// Whether thread `tid` has a signal pending that it does not block and
+/// that will run a handler or kill it: the kernel would have interrupted
+/// its wait for a lock (it cannot tell us, fuser answers its interrupt
+/// requests ENOSYS), so the wait ends with EINTR and the signal is
+/// delivered. (A handler installed with `SA_RESTART` sees EINTR too,
+/// where a local lock would restart.) An unreadable status (the thread is
+/// gone) counts as interrupted; tid 0 (a caller in another pid
+/// namespace) as not: it waits for the lock.
 fn signal_pending(tid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{tid}/status")).map_or(true, |s| unblocked_pending(&s))
+    tid != 0 && std::fs::read_to_string(format!("/proc/{tid}/status")).map_or(true, |s| unblocked_pending(&s))
 }
 
-/// Whether a `/proc/*/status` text shows a pending signal not blocked.
+/// Whether a `/proc/*/status` text shows a pending signal that is not
+/// blocked and is caught or kills (a signal whose default action kills
+/// shows as SIGKILL once sent; one ignored or stopping does not count).
 fn unblocked_pending(status: &str) -> bool {
     let mask = |key: &str| {
         status
@@ -53,7 +58,8 @@ fn unblocked_pending(status: &str) -> bool {
             .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
             .unwrap_or(0)
     };
-    (mask("SigPnd:") | mask("ShdPnd:")) & !mask("SigBlk:") != 0
+    const SIGKILL_BIT: u64 = 1 << 8;
+    (mask("SigPnd:") | mask("ShdPnd:")) & !mask("SigBlk:") & (mask("SigCgt:") | SIGKILL_BIT) != 0
 }
 
 impl StrataFs {
@@ -65,17 +71,39 @@ impl StrataFs {
             Ok(None) => Ok((start, end, F_UNLCK, 0)),
             Ok(Some(l)) => {
                 let typ = if l.kind == LockKind::Write { F_WRLCK } else { F_RDLCK };
-                Ok((l.start, l.end, typ, l.pid))
+                // The kernel refuses (EIO) an end past OFFSET_MAX; a client
+                // of the library may lock to u64::MAX.
+                Ok((l.start, l.end.min(i64::MAX as u64), typ, l.pid))
             }
             Err(e) => Err(errno(&e)),
         }
     }
 
-    /// `setlk` without waiting (`F_SETLK`, `LOCK_NB`): EAGAIN if another
-    /// owner holds a conflicting lock.
-    pub fn setlk(&self, ino: u64, owner: u64, start: u64, end: u64, typ: i32, pid: u32) -> FsResult<()> {
+    /// `setlk` without waiting (`F_SETLK`, `LOCK_NB`) through handle `fh`:
+    /// EAGAIN if another owner holds a conflicting lock.
+    #[allow(clippy::too_many_arguments)]
+    pub fn setlk(&self, ino: u64, fh: u64, owner: u64, start: u64, end: u64, typ: i32, pid: u32) -> FsResult<()> {
         let r = LockRequest { inode: ino, owner, start, end, kind: kind_of(typ)?, pid };
+        self.locking_through(fh, owner, r.kind);
         self.block_on(self.client.lock(r, false)).map_err(|e| lock_errno(&e))
+    }
+
+    /// Notes that `owner` locks through handle `fh`, for its release.
+    fn locking_through(&self, fh: u64, owner: u64, kind: Option<LockKind>) {
+        if kind.is_some() {
+            let mut owners = self.lock_owners.lock();
+            let v = owners.entry(fh).or_default();
+            if !v.contains(&owner) {
+                v.push(owner);
+            }
+        }
+    }
+
+    /// Handle `fh` of `ino` is released: the owners that locked through it
+    /// lose their locks there (a read-only handle's close sent no flush).
+    pub fn unlock_handle(&self, ino: u64, fh: u64) -> FsResult<()> {
+        let owners = self.lock_owners.lock().remove(&fh).unwrap_or_default();
+        owners.into_iter().map(|o| self.unlock_owner(ino, o)).fold(Ok(()), Result::and)
     }
 
     /// `setlk` that waits (`F_SETLKW`, `flock` without `LOCK_NB`), to be
@@ -86,6 +114,7 @@ impl StrataFs {
     pub fn setlk_wait(
         &self,
         ino: u64,
+        fh: u64,
         owner: u64,
         start: u64,
         end: u64,
@@ -94,6 +123,7 @@ impl StrataFs {
         tid: u32,
     ) -> FsResult<impl Future<Output = FsResult<()>> + Send + 'static> {
         let r = LockRequest { inode: ino, owner, start, end, kind: kind_of(typ)?, pid };
+        self.locking_through(fh, owner, r.kind);
         let client = self.client.clone();
         Ok(async move {
             loop {
@@ -132,18 +162,22 @@ mod tests {
 
     #[test]
     fn a_pending_signal_interrupts_unless_blocked() {
-        let status =
-            |pnd: &str, shd: &str, blk: &str| format!("Name:\tx\nSigPnd:\t{pnd}\nShdPnd:\t{shd}\nSigBlk:\t{blk}\n");
-        assert!(!unblocked_pending(&status("0000000000000000", "0000000000000000", "0000000000000000")));
-        // SIGALRM (14: bit 13) to the process, not blocked.
-        assert!(unblocked_pending(&status("0000000000000000", "0000000000002000", "0000000000000000")));
-        assert!(!unblocked_pending(&status("0000000000000000", "0000000000002000", "0000000000002000")), "blocked");
-        // SIGKILL (bit 8) to the thread.
-        assert!(unblocked_pending(&status("0000000000000100", "0000000000000000", "fffffffffffbfeff")));
+        let status = |pnd: &str, shd: &str, blk: &str, cgt: &str| {
+            format!("Name:\tx\nSigPnd:\t{pnd}\nShdPnd:\t{shd}\nSigBlk:\t{blk}\nSigIgn:\t0\nSigCgt:\t{cgt}\n")
+        };
+        assert!(!unblocked_pending(&status("0", "0", "0", "ffffffffffffffff")));
+        // SIGALRM (14: bit 13) to the process, caught, not blocked.
+        assert!(unblocked_pending(&status("0", "2000", "0", "2000")));
+        assert!(!unblocked_pending(&status("0", "2000", "2000", "2000")), "blocked");
+        // SIGTSTP (20: bit 19), not caught: it stops the process, the wait goes on.
+        assert!(!unblocked_pending(&status("80000", "0", "0", "0")));
+        // SIGKILL (bit 8) to the thread, whatever else is blocked.
+        assert!(unblocked_pending(&status("100", "0", "fffffffffffffeff", "0")));
         // This thread, as /proc shows it, and one that is gone.
         let me = std::fs::read_link("/proc/thread-self").unwrap();
         let tid: u32 = me.file_name().unwrap().to_str().unwrap().parse().unwrap();
         assert!(!signal_pending(tid));
         assert!(signal_pending(u32::MAX));
+        assert!(!signal_pending(0), "a caller from another pid namespace waits");
     }
 }
