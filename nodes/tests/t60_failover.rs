@@ -246,3 +246,85 @@ async fn a_lock_is_reclaimed_from_a_new_leader() {
     holder.lock(lock(7, None), false).await.unwrap();
     other.lock(lock(8, Some(LockKind::Read)), false).await.unwrap();
 }
+
+/// A FUSE mount of a three-master cluster goes on through the leader's
+/// death: what it wrote before is there, it writes, renames, lists and
+/// deletes after (each call waits out the election), and a lock it holds
+/// is reclaimed from the new leader, so another client is refused.
+#[test]
+fn a_mount_survives_the_leader_failing_over() {
+    use strata_client::{ErrorCode, LockKind, LockRequest};
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = HaCluster::start(Path::new(BIN), dir.path(), 3, 1, "ha-secret-fuse").unwrap();
+    let c = rt.block_on(ha_client(&cluster.master_list()));
+    rt.block_on(eventually("the worker registered", Duration::from_secs(20), || async {
+        c.report().await.map(|r| r.workers.iter().any(|w| w.live)).unwrap_or(false)
+    }));
+    let mnt = dir.path().join("mnt");
+    let args = ["fuse".to_string(), "--master".into(), cluster.master_list(), mnt.display().to_string()];
+    let _mount = strata_chaos::Node::start(
+        Path::new(BIN),
+        &args,
+        "mount: ",
+        &dir.path().join("fuse.log"),
+        Duration::from_secs(60),
+    )
+    .expect("strata fuse mounts (needs root and /dev/fuse)");
+    let size = |i: u64| if i % 2 == 0 { 1_000 + i as usize } else { 150_000 + i as usize };
+    std::fs::create_dir(mnt.join("d")).unwrap();
+    for i in 0..10 {
+        std::fs::write(mnt.join(format!("d/f{i}")), bytes(size(i), i)).unwrap();
+    }
+    let locked =
+        std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(false).open(mnt.join("lock")).unwrap();
+    fcntl_lock(&locked, libc::F_SETLK, libc::F_WRLCK, 0, 0).unwrap();
+    let inode = rt.block_on(c.stat("/lock")).unwrap().inode;
+
+    // Another client looks: the mount's leases there are recalled, so its
+    // next changes go to the master (through the election) at first.
+    assert_eq!(rt.block_on(c.list("/d")).unwrap().len(), 10);
+    let (id, _) = rt.block_on(leader(&c));
+    let killed_at = Instant::now();
+    cluster.masters[(id - 1) as usize].kill();
+    for i in 10..20 {
+        std::fs::write(mnt.join(format!("d/f{i}")), bytes(size(i), i)).unwrap();
+    }
+    eprintln!("mount: first writes after the leader's kill done in {:?}", killed_at.elapsed());
+    std::fs::rename(mnt.join("d/f0"), mnt.join("d/renamed")).unwrap();
+    std::fs::remove_file(mnt.join("d/f1")).unwrap();
+    let mut names: Vec<String> =
+        std::fs::read_dir(mnt.join("d")).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    names.sort();
+    assert_eq!(names.len(), 19, "{names:?}");
+    assert!(names.contains(&"renamed".to_string()) && !names.contains(&"f1".to_string()));
+    for i in 2..20 {
+        let got = std::fs::read(mnt.join(format!("d/f{i}"))).unwrap();
+        if got != bytes(size(i), i) {
+            let log = std::fs::read_to_string(dir.path().join("fuse.log")).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(30).collect();
+            panic!(
+                "d/f{i}: {} bytes, want {}; zeros {}\n{}",
+                got.len(),
+                size(i),
+                got.iter().filter(|b| **b == 0).count(),
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            );
+        }
+    }
+    assert!(std::fs::read(mnt.join("d/renamed")).unwrap() == bytes(size(0), 0));
+    let (new_id, _) = rt.block_on(leader(&c));
+    assert_ne!(new_id, id);
+    // The mount's lock was reclaimed: another client is refused until it goes.
+    let other = LockRequest { inode, owner: 1, start: 0, end: u64::MAX, kind: Some(LockKind::Read), pid: 1 };
+    let e = rt.block_on(c.lock(other, false)).unwrap_err();
+    assert_eq!(e.code(), ErrorCode::WouldBlock, "{e}");
+    drop(locked);
+    rt.block_on(c.lock(other, false)).unwrap();
+    // Another client sees what the mount wrote after the failover once the
+    // mount sent it (its changes under a lease are queued; the new leader
+    // took them after its grace): an fsync of the directory waits for that.
+    std::fs::File::open(mnt.join("d")).unwrap().sync_all().unwrap();
+    assert!(rt.block_on(c.read_all("/d/f19")).unwrap() == bytes(size(19), 19));
+    assert!(rt.block_on(c.stat("/d/f1")).is_err(), "the unlink reached the new leader");
+}

@@ -71,3 +71,22 @@ where
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// `fcntl` on `f`: `cmd` with a lock of `typ` on `len` bytes from `start`
+/// (0: to the end); the lock `F_GETLK` reports.
+#[allow(unsafe_code)]
+pub fn fcntl_lock(f: &std::fs::File, cmd: i32, typ: i32, start: i64, len: i64) -> std::io::Result<libc::flock> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: a plain fcntl on an open descriptor with a valid struct.
+    unsafe {
+        let mut l: libc::flock = std::mem::zeroed();
+        l.l_type = typ as i16;
+        l.l_whence = libc::SEEK_SET as i16;
+        l.l_start = start;
+        l.l_len = len;
+        if libc::fcntl(f.as_raw_fd(), cmd, &mut l) == -1 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(l)
+    }
+}
