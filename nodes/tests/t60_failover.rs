@@ -271,7 +271,7 @@ fn a_mount_survives_the_leader_failing_over() {
         Duration::from_secs(60),
     )
     .expect("strata fuse mounts (needs root and /dev/fuse)");
-    let size = |i: u64| if i % 2 == 0 { 1_000 + i as usize } else { 150_000 + i as usize };
+    let size = |i: u64| if i.is_multiple_of(2) { 1_000 + i as usize } else { 150_000 + i as usize };
     std::fs::create_dir(mnt.join("d")).unwrap();
     for i in 0..10 {
         std::fs::write(mnt.join(format!("d/f{i}")), bytes(size(i), i)).unwrap();
