@@ -478,16 +478,32 @@ impl Client {
         data: &[u8],
         durable: bool,
     ) -> Result<(), ClientError> {
-        let mut last = None;
-        for w in workers {
-            match self.inner.data.write_block(w, id, data, durable).await {
-                Ok(()) => return Ok(()),
-                Err(e) => last = Some(e),
+        // A worker that could not commit the block to a master (the leader
+        // is changing, or does not know the worker yet) answers
+        // `Unavailable` and drops it: write it again until the failover
+        // time is up, as metadata calls wait out an election.
+        let deadline = tokio::time::Instant::now() + self.inner.cfg.failover_timeout;
+        let mut backoff = std::time::Duration::from_millis(50);
+        loop {
+            let mut last = None;
+            for w in workers {
+                match self.inner.data.write_block(w, id, data, durable).await {
+                    Ok(()) => return Ok(()),
+                    Err(e) => last = Some(e),
+                }
             }
+            let retry = matches!(&last, Some(ClientError::Remote(e)) if e.code == ErrorCode::Unavailable);
+            if retry && tokio::time::Instant::now() + backoff < deadline {
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(std::time::Duration::from_millis(500));
+                continue;
+            }
+            // The offer may be stale (a worker left): ask anew next time.
+            self.inner.block_ids.lock().await.0 = 0..0;
+            return Err(last.unwrap_or_else(|| {
+                ClientError::Remote(ErrorInfo::new(ErrorCode::NoWorkers, "no worker to write to"))
+            }));
         }
-        // The offer may be stale (a worker left): ask anew next time.
-        self.inner.block_ids.lock().await.0 = 0..0;
-        Err(last.unwrap_or_else(|| ClientError::Remote(ErrorInfo::new(ErrorCode::NoWorkers, "no worker to write to"))))
     }
 
     /// Forgets blocks written behind that no queued change will name (the
