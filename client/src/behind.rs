@@ -20,7 +20,7 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 use strata_protocol::journal::{BatchOp, BatchOutcome};
-use strata_protocol::locks::{LockKind, LockSet, RangeLock};
+use strata_protocol::locks::{set_in, LockKind, LockSet};
 use strata_protocol::messages::{DirEntry, MasterRequest, MasterResponse};
 use strata_protocol::path::{is_under, parent};
 use strata_protocol::{ErrorCode, ErrorInfo};
@@ -138,6 +138,18 @@ pub struct LockRequest {
     pub pid: u32,
 }
 
+impl LockRequest {
+    fn message(&self, wait: bool, reclaim: bool) -> MasterRequest {
+        let LockRequest { inode, owner, start, end, kind, pid } = *self;
+        MasterRequest::Lock { inode, owner, start, end, kind, pid, wait, reclaim }
+    }
+
+    /// Records the request's outcome in `held`.
+    fn apply(&self, held: &mut std::collections::HashMap<u64, LockSet>) {
+        set_in(held, self.inode, (0, self.owner), (self.start, self.end), self.kind, self.pid);
+    }
+}
+
 /// What a client's user runs when leases are recalled.
 pub type RecallHook = Arc<dyn Fn() + Send + Sync>;
 
@@ -187,28 +199,14 @@ impl Behind {
         wait: bool,
     ) -> Result<(), ClientError> {
         let _order = self.reclaiming.read().await;
-        let req = MasterRequest::Lock {
-            inode: r.inode,
-            owner: r.owner,
-            start: r.start,
-            end: r.end,
-            kind: r.kind,
-            pid: r.pid,
-            wait,
-            reclaim: false,
-        };
-        match masters.call(req, false).await? {
+        match masters.call(r.message(wait, false), false).await? {
             MasterResponse::Done => {}
             MasterResponse::Error(e) => return Err(ClientError::Remote(e)),
             other => return Err(ClientError::unexpected(other)),
         }
         let start = {
             let mut locks = self.locks.lock();
-            let set = locks.entry(r.inode).or_default();
-            set.set(0, r.owner, r.start, r.end, r.kind, r.pid);
-            if set.is_empty() {
-                locks.remove(&r.inode);
-            }
+            r.apply(&mut locks);
             !locks.is_empty() && !std::mem::replace(&mut self.queue.lock().keeper, true)
         };
         if start {
@@ -229,34 +227,31 @@ impl Behind {
     /// asks again.
     async fn reclaim(&self, masters: &master::Masters) {
         let _order = self.reclaiming.write().await;
-        let held: Vec<(u64, RangeLock)> =
-            self.locks.lock().iter().flat_map(|(i, s)| s.held().iter().map(|l| (*i, l.clone()))).collect();
-        for (inode, l) in held {
-            let req = MasterRequest::Lock {
-                inode,
-                owner: l.owner,
-                start: l.start,
-                end: l.end,
-                kind: Some(l.kind),
-                pid: l.pid,
-                wait: false,
-                reclaim: true,
-            };
-            match masters.call(req, false).await {
+        let held: Vec<LockRequest> = self
+            .locks
+            .lock()
+            .iter()
+            .flat_map(|(&inode, s)| {
+                s.held().iter().map(move |l| LockRequest {
+                    inode,
+                    owner: l.owner,
+                    start: l.start,
+                    end: l.end,
+                    kind: Some(l.kind),
+                    pid: l.pid,
+                })
+            })
+            .collect();
+        for r in held {
+            match masters.call(r.message(false, true), false).await {
                 Ok(MasterResponse::Done) => {}
                 Ok(MasterResponse::Error(e)) if e.code == ErrorCode::WouldBlock => {
                     tracing::warn!(
-                        inode,
-                        owner = l.owner,
+                        inode = r.inode,
+                        owner = r.owner,
                         "a lock another owner took meanwhile could not be reclaimed: it is lost"
                     );
-                    let mut locks = self.locks.lock();
-                    if let Some(set) = locks.get_mut(&inode) {
-                        set.set(0, l.owner, l.start, l.end, None, l.pid);
-                        if set.is_empty() {
-                            locks.remove(&inode);
-                        }
-                    }
+                    LockRequest { kind: None, ..r }.apply(&mut self.locks.lock());
                 }
                 answer => {
                     tracing::debug!(?answer, "reclaiming locks failed; the next keep-alive asks again");

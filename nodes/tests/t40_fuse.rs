@@ -823,9 +823,14 @@ fn locks_hold_across_mounts() {
     // flock: a holder on b killed with its lock; a waits on it and gets it.
     let mut hold =
         std::process::Command::new("flock").arg("-o").arg(b.join("db")).args(["sleep", "60"]).spawn().unwrap();
-    std::thread::sleep(Duration::from_millis(500));
-    let busy = std::process::Command::new("flock").args(["-n"]).arg(a.join("db")).arg("true").status().unwrap();
-    assert_eq!(busy.code(), Some(1), "flock -n on the other mount fails while it is held");
+    // Once the holder has it, `flock -n` on the other mount fails.
+    let t0 = std::time::Instant::now();
+    while std::process::Command::new("flock").args(["-n"]).arg(a.join("db")).arg("true").status().unwrap().code()
+        != Some(1)
+    {
+        assert!(t0.elapsed() < Duration::from_secs(5), "flock -n on the other mount never failed while held");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let mut waiter = std::process::Command::new("flock").arg(a.join("db")).arg("true").spawn().unwrap();
     std::thread::sleep(Duration::from_millis(500));
     assert!(waiter.try_wait().unwrap().is_none(), "flock waits while held");

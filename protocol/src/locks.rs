@@ -119,6 +119,22 @@ impl LockSet {
     }
 }
 
+/// [`LockSet::set`] on `inode`'s set in `sets`, which holds no empty set.
+pub fn set_in(
+    sets: &mut std::collections::HashMap<u64, LockSet>,
+    inode: u64,
+    (client, owner): (u64, u64),
+    (start, end): (u64, u64),
+    kind: Option<LockKind>,
+    pid: u32,
+) {
+    let set = sets.entry(inode).or_default();
+    set.set(client, owner, start, end, kind, pid);
+    if set.is_empty() {
+        sets.remove(&inode);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -27,7 +27,7 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 use strata_protocol::journal::JournalEntry;
-use strata_protocol::locks::{LockKind, LockSet, RangeLock};
+use strata_protocol::locks::{self, LockKind, LockSet, RangeLock};
 use strata_protocol::messages::MasterRequest;
 use strata_protocol::path::{is_under, parent};
 use strata_protocol::{ErrorCode, ErrorInfo};
@@ -409,10 +409,7 @@ pub async fn lock(
             match conflict {
                 Some(until) => (until, grace.is_some()),
                 None => {
-                    t.locks.entry(inode).or_default().set(client, owner, range.0, range.1, kind, pid);
-                    if t.locks.get(&inode).is_some_and(LockSet::is_empty) {
-                        t.locks.remove(&inode);
-                    }
+                    locks::set_in(&mut t.locks, inode, (client, owner), range, kind, pid);
                     if kind.is_some() {
                         t.session(client, now);
                     }

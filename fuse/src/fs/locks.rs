@@ -6,7 +6,7 @@
 use std::future::Future;
 
 use fuser::Errno;
-use strata_client::{ClientError, ErrorCode, LockKind, LockRequest};
+use strata_client::{ErrorCode, LockKind, LockRequest};
 
 use super::{FsResult, StrataFs};
 use crate::errno::errno;
@@ -23,15 +23,6 @@ fn kind_of(typ: i32) -> FsResult<Option<LockKind>> {
         F_WRLCK => Ok(Some(LockKind::Write)),
         F_UNLCK => Ok(None),
         _ => Err(Errno::EINVAL),
-    }
-}
-
-/// A lock the master refused because another owner holds one: EAGAIN.
-fn lock_errno(e: &ClientError) -> Errno {
-    if e.code() == ErrorCode::WouldBlock {
-        Errno::EAGAIN
-    } else {
-        errno(e)
     }
 }
 
@@ -85,7 +76,7 @@ impl StrataFs {
     pub fn setlk(&self, ino: u64, fh: u64, owner: u64, start: u64, end: u64, typ: i32, pid: u32) -> FsResult<()> {
         let r = LockRequest { inode: ino, owner, start, end, kind: kind_of(typ)?, pid };
         self.locking_through(fh, owner, r.kind);
-        self.block_on(self.client.lock(r, false)).map_err(|e| lock_errno(&e))
+        self.block_on(self.client.lock(r, false)).map_err(|e| errno(&e))
     }
 
     /// Notes that `owner` locks through handle `fh`, for its release.
