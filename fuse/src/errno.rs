@@ -20,6 +20,7 @@ pub fn errno(e: &ClientError) -> Errno {
         ErrorCode::CrossMount => Errno::EXDEV,
         ErrorCode::NoAttribute => Errno::NO_XATTR,
         ErrorCode::WouldBlock => Errno::EAGAIN,
+        ErrorCode::Deadlock => Errno::EDEADLK,
         ErrorCode::ChecksumMismatch
         | ErrorCode::Io
         | ErrorCode::Protocol

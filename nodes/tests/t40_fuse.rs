@@ -791,6 +791,28 @@ fn locks_hold_across_mounts() {
         waiter.join().unwrap().unwrap();
         assert!(t0.elapsed() < Duration::from_secs(2), "let through {:?} after the unlock", t0.elapsed());
     });
+    // A wait that would close a cycle (b waits for a, a for b) is EDEADLK.
+    fcntl_lock(&fa, F_SETLK, F_WRLCK, 200, 10).unwrap();
+    // (Threads of their own, so a wait left in a cycle fails the test
+    // instead of hanging it; they share the descriptors, as a close of
+    // any would drop the process's locks.)
+    let (fa, fb) = (std::sync::Arc::new(fa), std::sync::Arc::new(fb));
+    let lock_in_thread = |f: &std::sync::Arc<std::fs::File>, start| {
+        let (f, (tx, rx)) = (f.clone(), std::sync::mpsc::channel());
+        std::thread::spawn(move || {
+            let r = fcntl_lock(&f, F_SETLKW, F_WRLCK, start, 10).map(|_| ());
+            drop(f);
+            tx.send(r)
+        });
+        rx
+    };
+    let b_waits = lock_in_thread(&fb, 200);
+    std::thread::sleep(Duration::from_millis(300));
+    let e = lock_in_thread(&fa, 0).recv_timeout(Duration::from_secs(5)).expect("a deadlocked wait").unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::EDEADLK), "{e}");
+    assert!(b_waits.try_recv().is_err(), "the other wait goes on");
+    fcntl_lock(&fa, F_SETLK, F_UNLCK, 200, 10).unwrap();
+    b_waits.recv_timeout(Duration::from_secs(5)).unwrap().unwrap();
     // Closing any descriptor of the file drops the process's locks there.
     fcntl_lock(&fa, F_SETLK, F_WRLCK, 0, 1).unwrap_err();
     drop(fb);

@@ -62,6 +62,9 @@ pub enum ErrorCode {
     /// A lock is held by another owner (answered to a lock request that
     /// may not wait, or whose wait is over for now).
     WouldBlock = 24,
+    /// Waiting for the lock would wait for ever: its holder waits, through
+    /// a chain of owners, for a lock the requester holds (`EDEADLK`).
+    Deadlock = 25,
 }
 
 impl ErrorCode {
@@ -92,6 +95,7 @@ impl ErrorCode {
             ErrorCode::InlineRefused => "inline content refused",
             ErrorCode::NoAttribute => "no such attribute",
             ErrorCode::WouldBlock => "would block",
+            ErrorCode::Deadlock => "deadlock",
         }
     }
 }

@@ -384,7 +384,9 @@ pub enum MasterRequest {
     /// unlock). Answered `Done`, or `WouldBlock` while another owner holds
     /// a conflicting lock: at once, or, with `wait`, after the master
     /// waited a while (up to half a second) for it to go; the client asks
-    /// again. `reclaim`: a lock the client held from an earlier leader,
+    /// again. A request that would wait is answered `Deadlock` when the
+    /// holder in its way waits, through a chain of owners, for a lock the
+    /// requester holds. `reclaim`: a lock the client held from an earlier leader,
     /// granted while a new leader's grace keeps others' new locks waiting.
     /// The client's session (its keep-alives) keeps its locks: they go
     /// when it lapses.

@@ -70,7 +70,28 @@ struct Table {
     journaled: Option<u64>,
     /// Byte-range locks by inode, each held by a session's client.
     locks: HashMap<u64, LockSet>,
+    /// The lock requests now waiting, by (client, owner): what a deadlock
+    /// check follows.
+    waiting: HashMap<(u64, u64), Waiting>,
 }
+
+/// A lock request held (or about to be asked again) until a conflicting
+/// lock goes.
+struct Waiting {
+    inode: u64,
+    range: (u64, u64),
+    kind: LockKind,
+    /// Forgotten after this unless asked again (a client whose wait ended
+    /// asks no more).
+    until: Instant,
+}
+
+/// How long a waiting request is remembered after its hold ends: the
+/// client asks again at once unless the wait is over.
+const WAITING_GRACE: Duration = Duration::from_millis(300);
+
+/// How many owners a deadlock check follows (as Linux's `posix_locks_deadlock`).
+const DEADLOCK_STEPS: usize = 10;
 
 static TABLE: LazyLock<Mutex<Table>> = LazyLock::new(Mutex::default);
 /// Woken when a lease goes (released, revoked, lapsed).
@@ -135,6 +156,7 @@ impl Table {
     fn forget(&mut self, client: u64) {
         self.leases.retain(|_, l| l.client != client);
         self.sessions.remove(&client);
+        self.waiting.retain(|(c, _), _| *c != client);
         self.locks.retain(|_, set| {
             set.retain(|l| l.client != client);
             !set.is_empty()
@@ -164,6 +186,24 @@ impl Table {
                 }
             }
         }
+    }
+
+    /// Whether `me` waiting for `holder`'s lock would close a cycle: the
+    /// holder waits for a lock whose holder waits ... for one `me` holds.
+    fn deadlocks(&self, me: (u64, u64), mut holder: (u64, u64), now: Instant) -> bool {
+        for _ in 0..DEADLOCK_STEPS {
+            if holder == me {
+                return true;
+            }
+            let Some(w) = self.waiting.get(&holder).filter(|w| w.until > now) else { return false };
+            let Some(next) =
+                self.locks.get(&w.inode).and_then(|s| s.conflict(holder.0, holder.1, w.range.0, w.range.1, w.kind))
+            else {
+                return false;
+            };
+            holder = (next.client, next.owner);
+        }
+        false
     }
 
     /// When the caller may look again, if it must wait; recalls what it waits for.
@@ -403,12 +443,28 @@ pub async fn lock(
             let grace = t.grace_until.filter(|g| now < *g && kind.is_some() && !reclaim);
             let conflict = match (grace, kind) {
                 (Some(g), _) => Some(g),
-                (None, Some(k)) => t.lock_conflict(client, owner, inode, range, k, now).map(|(_, e)| e),
+                (None, Some(k)) => match t.lock_conflict(client, owner, inode, range, k, now) {
+                    Some((l, expires)) if may_wait && !reclaim => {
+                        if t.deadlocks((client, owner), (l.client, l.owner), now) {
+                            t.waiting.remove(&(client, owner));
+                            return Err(ErrorInfo::new(
+                                ErrorCode::Deadlock,
+                                format!("inode {inode}: its holder waits for a lock this owner holds"),
+                            ));
+                        }
+                        let until = deadline + WAITING_GRACE;
+                        t.waiting.retain(|_, w| w.until > now);
+                        t.waiting.insert((client, owner), Waiting { inode, range, kind: k, until });
+                        Some(expires)
+                    }
+                    other => other.map(|(_, e)| e),
+                },
                 (None, None) => None,
             };
             match conflict {
                 Some(until) => (until, grace.is_some()),
                 None => {
+                    t.waiting.remove(&(client, owner));
                     locks::set_in(&mut t.locks, inode, (client, owner), range, kind, pid);
                     if kind.is_some() {
                         t.session(client, now);
@@ -516,6 +572,36 @@ mod tests {
         // A client that holds more than the master knows of is told to reclaim.
         assert_eq!(keep_alive(a, 2).await, (vec![], true));
         assert_eq!(keep_alive(a, 1).await, (vec![], false));
+    }
+
+    #[tokio::test]
+    async fn a_wait_that_would_close_a_cycle_is_a_deadlock() {
+        let (a, b, c, inode) = (51, 52, 53, 5300);
+        let w = Some(LockKind::Write);
+        lock(a, inode, 1, (0, 9), w, 1, false, false).await.unwrap();
+        lock(b, inode, 1, (10, 19), w, 2, false, false).await.unwrap();
+        lock(c, inode, 1, (20, 29), w, 3, false, false).await.unwrap();
+        // a waits for b; c waits for a: a chain, no cycle.
+        let a_waits = tokio::spawn(lock(a, inode, 1, (10, 19), w, 1, true, false));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let c_waits = tokio::spawn(lock(c, inode, 1, (5, 5), w, 3, true, false));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!a_waits.is_finished() && !c_waits.is_finished());
+        // b waiting for c would close b → c → a → b.
+        let e = lock(b, inode, 1, (25, 25), w, 2, true, false).await.unwrap_err();
+        assert_eq!(e.code, ErrorCode::Deadlock, "{e:?}");
+        // Without waiting it is only refused.
+        let e = lock(b, inode, 1, (25, 25), w, 2, false, false).await.unwrap_err();
+        assert_eq!(e.code, ErrorCode::WouldBlock);
+        // b unlocks: a gets its range, and c still waits for a.
+        lock(b, inode, 1, (0, u64::MAX), None, 2, false, false).await.unwrap();
+        a_waits.await.unwrap().unwrap();
+        // A wait given up is forgotten: c stops asking, then a may wait for c.
+        c_waits.abort();
+        let _ = c_waits.await;
+        tokio::time::sleep(LOCK_HOLD + WAITING_GRACE).await;
+        let e = lock(a, inode, 1, (20, 29), w, 1, true, false).await.unwrap_err();
+        assert_eq!(e.code, ErrorCode::WouldBlock, "a held wait, not a deadlock: {e:?}");
     }
 
     #[tokio::test]
