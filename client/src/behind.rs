@@ -39,6 +39,15 @@ const MAX_BATCH_BYTES: usize = 512 * 1024;
 const CLIENT_LEASE: Duration = Duration::from_secs(2);
 /// How long a keep-alive may take before it counts as failed.
 const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_millis(1500);
+/// Lock requests that may wait, in flight to the master at once. The
+/// master holds each for a while and the client asks again, so without a
+/// cap a few hundred waiters (a parallel build waiting on one lock file)
+/// would fill the connection's in-flight slots and hold up every other
+/// call of the client, its keep-alives too. More wait here.
+const LOCK_WAITS: usize = 32;
+/// How long a lock request waits here for one of those before it is
+/// answered `WouldBlock` (as the master answers a held request).
+const LOCK_WAIT_HERE: Duration = Duration::from_millis(250);
 /// How long the flusher leaves new ops queued for the client's next
 /// synchronous change to carry (see [`Behind::carry`]): a program that
 /// alternates queued and synchronous changes (tar, rsync: create, write,
@@ -123,6 +132,8 @@ pub(crate) struct Behind {
     /// Lock requests hold it shared; a reclaim exclusively, so that none
     /// of them overtakes a reclaim of what it changes.
     reclaiming: tokio::sync::RwLock<()>,
+    /// Slots for lock requests that may wait (see [`LOCK_WAITS`]).
+    lock_waits: tokio::sync::Semaphore,
 }
 
 /// A lock request: `MasterRequest::Lock` less the reclaim flag.
@@ -187,17 +198,31 @@ impl Behind {
             on_recall: Mutex::default(),
             locks: Mutex::default(),
             reclaiming: tokio::sync::RwLock::new(()),
+            lock_waits: tokio::sync::Semaphore::new(LOCK_WAITS),
         }
     }
 
     /// Sends a lock request (with `wait`, the master holds it a while
-    /// before answering `WouldBlock`) and records what this client holds.
+    /// before answering `WouldBlock`; when [`LOCK_WAITS`] such requests
+    /// are on their way, it waits for one to end first, and is answered
+    /// `WouldBlock` if none does within [`LOCK_WAIT_HERE`]) and records
+    /// what this client holds.
     pub(crate) async fn lock(
         self: &Arc<Self>,
         masters: &Arc<master::Masters>,
         r: LockRequest,
         wait: bool,
     ) -> Result<(), ClientError> {
+        let _slot = match wait {
+            false => None,
+            true => match tokio::time::timeout(LOCK_WAIT_HERE, self.lock_waits.acquire()).await {
+                Ok(Ok(slot)) => Some(slot),
+                _ => {
+                    let busy = format!("{LOCK_WAITS} lock requests of this client are waiting already");
+                    return Err(ClientError::Remote(ErrorInfo::new(ErrorCode::WouldBlock, busy)));
+                }
+            },
+        };
         let _order = self.reclaiming.read().await;
         match masters.call(r.message(wait, false), false).await? {
             MasterResponse::Done => {}

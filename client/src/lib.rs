@@ -315,7 +315,9 @@ impl Client {
     /// client's lock owner `r.owner`. Without `wait`, `WouldBlock` at once
     /// if another owner (here or on another client) holds a conflicting
     /// lock; with it, the master holds the request a while first (the
-    /// caller asks again while it still wants to wait). The locks last
+    /// caller asks again while it still wants to wait; beyond 32 such
+    /// requests of this client at once, the rest wait in the client for
+    /// one of them to end, as long). The locks last
     /// while this client keeps its session: a client that stops loses them
     /// a few seconds later.
     pub async fn lock(&self, r: LockRequest, wait: bool) -> Result<(), ClientError> {

@@ -226,3 +226,49 @@ async fn a_killed_node_replays_its_state_machine_and_a_stopped_one_wrote_it() {
     assert!(ns.resolve("/k/f0").is_err(), "the last delete is in the stopped state machine");
     assert!(ns.resolve("/k/f29").is_ok());
 }
+
+/// A few hundred lock requests waiting on one client (jobs of a parallel
+/// build waiting on one lock file) leave its other calls room: beyond a
+/// few they wait in the client, not in the master's slots for the
+/// client's connection, which every other call of the client needs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_lock_waits_leave_room_for_other_calls() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use strata_client::{ErrorCode, LockKind, LockRequest};
+    let dir = tempfile::tempdir().unwrap();
+    let node = start_local(dir.path(), 64 << 20, 1 << 30);
+    let (holder, waiters) = (client(&node.ready, BLOCK).await, client(&node.ready, BLOCK).await);
+    holder.create("/lockfile", false).await.unwrap().close().await.unwrap();
+    let inode = holder.stat("/lockfile").await.unwrap().inode;
+    let write = move |owner| LockRequest { inode, owner, start: 0, end: u64::MAX, kind: Some(LockKind::Write), pid: 1 };
+    holder.lock(write(1), false).await.unwrap();
+
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let tasks: Vec<_> = (0..400)
+        .map(|owner| {
+            let (c, stop) = (waiters.clone(), stop.clone());
+            tokio::spawn(async move {
+                // Each ask ends within the master's hold or the client's wait.
+                while !stop.load(Ordering::Relaxed) {
+                    match c.lock(write(100 + owner), true).await {
+                        Err(e) if e.code() == ErrorCode::WouldBlock => {}
+                        other => panic!("a held lock request answered {other:?}"),
+                    }
+                }
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let mut took = Vec::new();
+    for _ in 0..10 {
+        let t0 = std::time::Instant::now();
+        waiters.stat("/lockfile").await.unwrap();
+        took.push(t0.elapsed());
+    }
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        t.await.unwrap();
+    }
+    took.sort();
+    assert!(took[5] < Duration::from_millis(100), "stats beside 400 lock waits took {took:?}");
+}
