@@ -203,26 +203,46 @@ impl Behind {
     }
 
     /// Sends a lock request (with `wait`, the master holds it a while
-    /// before answering `WouldBlock`; when [`LOCK_WAITS`] such requests
-    /// are on their way, it waits for one to end first, and is answered
-    /// `WouldBlock` if none does within [`LOCK_WAIT_HERE`]) and records
-    /// what this client holds.
+    /// before answering `WouldBlock`) and records what this client holds.
+    /// When [`LOCK_WAITS`] requests that may wait are on their way, one
+    /// more first asks without waiting (a free range is granted at once),
+    /// then waits here for one of them to end, up to [`LOCK_WAIT_HERE`]
+    /// (`WouldBlock` if none does).
     pub(crate) async fn lock(
         self: &Arc<Self>,
         masters: &Arc<master::Masters>,
         r: LockRequest,
         wait: bool,
     ) -> Result<(), ClientError> {
-        let _slot = match wait {
-            false => None,
-            true => match tokio::time::timeout(LOCK_WAIT_HERE, self.lock_waits.acquire()).await {
-                Ok(Ok(slot)) => Some(slot),
-                _ => {
-                    let busy = format!("{LOCK_WAITS} lock requests of this client are waiting already");
-                    return Err(ClientError::Remote(ErrorInfo::new(ErrorCode::WouldBlock, busy)));
+        if !wait {
+            return self.ask(masters, r, false).await;
+        }
+        let _slot = match self.lock_waits.try_acquire() {
+            Ok(slot) => slot,
+            Err(_) => {
+                match self.ask(masters, r, false).await {
+                    Err(e) if e.code() == ErrorCode::WouldBlock => {}
+                    done => return done,
                 }
-            },
+                match tokio::time::timeout(LOCK_WAIT_HERE, self.lock_waits.acquire()).await {
+                    Ok(Ok(slot)) => slot,
+                    _ => {
+                        let busy = format!("{LOCK_WAITS} lock requests of this client are waiting already");
+                        return Err(ClientError::Remote(ErrorInfo::new(ErrorCode::WouldBlock, busy)));
+                    }
+                }
+            }
         };
+        self.ask(masters, r, true).await
+    }
+
+    /// One lock request to the master; what it grants is recorded.
+    async fn ask(
+        self: &Arc<Self>,
+        masters: &Arc<master::Masters>,
+        r: LockRequest,
+        wait: bool,
+    ) -> Result<(), ClientError> {
         let _order = self.reclaiming.read().await;
         match masters.call(r.message(wait, false), false).await? {
             MasterResponse::Done => {}

@@ -265,10 +265,16 @@ async fn many_lock_waits_leave_room_for_other_calls() {
         waiters.stat("/lockfile").await.unwrap();
         took.push(t0.elapsed());
     }
+    // A free lock is granted at once, not after the waits queued here.
+    let free = holder.create("/free", false).await.unwrap().close().await.unwrap().inode;
+    let t0 = std::time::Instant::now();
+    waiters.lock(LockRequest { inode: free, ..write(1) }, true).await.unwrap();
+    let granted = t0.elapsed();
     stop.store(true, Ordering::Relaxed);
     for t in tasks {
         t.await.unwrap();
     }
     took.sort();
     assert!(took[5] < Duration::from_millis(100), "stats beside 400 lock waits took {took:?}");
+    assert!(granted < Duration::from_millis(100), "a free lock beside 400 waits took {granted:?}");
 }

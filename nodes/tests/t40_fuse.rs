@@ -808,11 +808,31 @@ fn locks_hold_across_mounts() {
     };
     let b_waits = lock_in_thread(&fb, 200);
     std::thread::sleep(Duration::from_millis(300));
-    let e = lock_in_thread(&fa, 0).recv_timeout(Duration::from_secs(5)).expect("a deadlocked wait").unwrap_err();
+    let a_waits = lock_in_thread(&fa, 0);
+    // Whichever reached the leader second closed the cycle (a loaded
+    // machine may delay b's): it is answered EDEADLK, the other waits on.
+    let t0 = std::time::Instant::now();
+    let (refused, e, other) = loop {
+        if let Ok(r) = a_waits.try_recv() {
+            break (&fa, r.unwrap_err(), b_waits);
+        }
+        if let Ok(r) = b_waits.try_recv() {
+            break (&fb, r.unwrap_err(), a_waits);
+        }
+        assert!(t0.elapsed() < Duration::from_secs(5), "a cycle of waits was not found");
+        std::thread::sleep(Duration::from_millis(10));
+    };
     assert_eq!(e.raw_os_error(), Some(libc::EDEADLK), "{e}");
-    assert!(b_waits.try_recv().is_err(), "the other wait goes on");
-    fcntl_lock(&fa, F_SETLK, F_UNLCK, 200, 10).unwrap();
-    b_waits.recv_timeout(Duration::from_secs(5)).unwrap().unwrap();
+    assert!(other.try_recv().is_err(), "the other wait goes on");
+    // The refused owner gives up what the other waits for.
+    let held = if std::sync::Arc::ptr_eq(refused, &fa) { 200 } else { 0 };
+    fcntl_lock(refused, F_SETLK, F_UNLCK, held, 10).unwrap();
+    other.recv_timeout(Duration::from_secs(5)).unwrap().unwrap();
+    // As before the cycle: fb holds 0..=9.
+    if held == 0 {
+        fcntl_lock(&fa, F_SETLK, F_UNLCK, 0, 10).unwrap();
+        fcntl_lock(&fb, F_SETLK, F_WRLCK, 0, 10).unwrap();
+    }
     // Closing any descriptor of the file drops the process's locks there.
     fcntl_lock(&fa, F_SETLK, F_WRLCK, 0, 1).unwrap_err();
     drop(fb);

@@ -70,25 +70,27 @@ struct Table {
     journaled: Option<u64>,
     /// Byte-range locks by inode, each held by a session's client.
     locks: HashMap<u64, LockSet>,
-    /// The lock requests now waiting, by (client, owner): what a deadlock
-    /// check follows.
+    /// The lock requests the leader holds now, by (client, owner): what a
+    /// deadlock check follows.
     waiting: HashMap<(u64, u64), Waiting>,
+    /// `waiting`'s size at which entries left by dropped requests are
+    /// purged next.
+    purge_at: usize,
 }
 
-/// A lock request held (or about to be asked again) until a conflicting
-/// lock goes.
+/// A lock request held until a conflicting lock goes (or its hold ends).
 struct Waiting {
     inode: u64,
     range: (u64, u64),
     kind: LockKind,
-    /// Forgotten after this unless asked again (a client whose wait ended
-    /// asks no more).
+    /// Its hold's end and a little: an entry a dropped request (a closed
+    /// connection) left behind counts for nothing after it.
     until: Instant,
 }
 
-/// How long a waiting request is remembered after its hold ends: the
-/// client asks again at once unless the wait is over.
-const WAITING_GRACE: Duration = Duration::from_millis(300);
+/// How long past its hold a held request's entry may be left by a request
+/// that was dropped (every answer removes it).
+const WAITING_SLACK: Duration = Duration::from_millis(50);
 
 /// How many owners a deadlock check follows (as Linux's `posix_locks_deadlock`).
 const DEADLOCK_STEPS: usize = 10;
@@ -201,6 +203,10 @@ impl Table {
             else {
                 return false;
             };
+            // A lapsed session's locks go when a request meets them: no cycle.
+            if self.sessions.get(&next.client).is_none_or(|s| s.expires <= now) {
+                return false;
+            }
             holder = (next.client, next.owner);
         }
         false
@@ -452,8 +458,11 @@ pub async fn lock(
                                 format!("inode {inode}: its holder waits for a lock this owner holds"),
                             ));
                         }
-                        let until = deadline + WAITING_GRACE;
-                        t.waiting.retain(|_, w| w.until > now);
+                        if t.waiting.len() >= t.purge_at {
+                            t.waiting.retain(|_, w| w.until > now);
+                            t.purge_at = (2 * t.waiting.len()).max(1024);
+                        }
+                        let until = deadline + WAITING_SLACK;
                         t.waiting.insert((client, owner), Waiting { inode, range, kind: k, until });
                         Some(expires)
                     }
@@ -481,6 +490,9 @@ pub async fn lock(
         // not reclaimed yet. A reclaim in the way of another's lock: the
         // other took it while this client was away.
         if !grace && (!may_wait || reclaim || Instant::now() >= deadline) {
+            // The client may give up now (a signal): it waits no more here
+            // until it asks again.
+            TABLE.lock().waiting.remove(&(client, owner));
             return Err(ErrorInfo::new(ErrorCode::WouldBlock, format!("inode {inode} is locked by another owner")));
         }
         wait(changed, if grace { until } else { until.min(deadline) }).await;
@@ -596,10 +608,8 @@ mod tests {
         // b unlocks: a gets its range, and c still waits for a.
         lock(b, inode, 1, (0, u64::MAX), None, 2, false, false).await.unwrap();
         a_waits.await.unwrap().unwrap();
-        // A wait given up is forgotten: c stops asking, then a may wait for c.
-        c_waits.abort();
-        let _ = c_waits.await;
-        tokio::time::sleep(LOCK_HOLD + WAITING_GRACE).await;
+        // c's hold ends (its process may give up now): a may wait for c at once.
+        assert_eq!(c_waits.await.unwrap().unwrap_err().code, ErrorCode::WouldBlock);
         let e = lock(a, inode, 1, (20, 29), w, 1, true, false).await.unwrap_err();
         assert_eq!(e.code, ErrorCode::WouldBlock, "a held wait, not a deadlock: {e:?}");
     }
