@@ -484,8 +484,8 @@ impl Client {
         // is changing, or does not know the worker yet) answers
         // `Unavailable` and drops it: write it again until the failover
         // time is up, as metadata calls wait out an election.
-        let deadline = tokio::time::Instant::now() + self.inner.cfg.failover_timeout;
-        let mut backoff = std::time::Duration::from_millis(50);
+        let (first, max) = (std::time::Duration::from_millis(50), std::time::Duration::from_millis(500));
+        let mut backoff = master::Backoff::new(self.inner.cfg.failover_timeout, first, max);
         loop {
             let mut last = None;
             for w in workers {
@@ -495,9 +495,7 @@ impl Client {
                 }
             }
             let retry = matches!(&last, Some(ClientError::Remote(e)) if e.code == ErrorCode::Unavailable);
-            if retry && tokio::time::Instant::now() + backoff < deadline {
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(std::time::Duration::from_millis(500));
+            if retry && backoff.pause().await {
                 continue;
             }
             // The offer may be stale (a worker left): ask anew next time.

@@ -162,6 +162,31 @@ pub(crate) fn may_read_stale(r: &MasterRequest) -> bool {
 /// RPC timeout.
 const STALE_READ_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// Pauses between attempts at something that may work once a failover is
+/// over: doubling from `first` up to `max`, until `within` has passed.
+pub(crate) struct Backoff {
+    deadline: tokio::time::Instant,
+    delay: Duration,
+    max: Duration,
+}
+
+impl Backoff {
+    pub(crate) fn new(within: Duration, first: Duration, max: Duration) -> Self {
+        Backoff { deadline: tokio::time::Instant::now() + within, delay: first, max }
+    }
+
+    /// Sleeps before the next attempt; false (at once) if it would end
+    /// past the deadline: give up.
+    pub(crate) async fn pause(&mut self) -> bool {
+        if tokio::time::Instant::now() + self.delay > self.deadline {
+            return false;
+        }
+        tokio::time::sleep(self.delay).await;
+        self.delay = (self.delay * 2).min(self.max);
+        true
+    }
+}
+
 /// Whether a request changes the namespace (not safe to resend blindly).
 fn is_mutation(r: &MasterRequest) -> bool {
     // Setting a lock again is the same lock: a lost answer is safe to resend.
@@ -248,12 +273,11 @@ impl Masters {
     /// Calls the leader (or, for a stale read, any master), following
     /// redirects and retrying through a failover.
     pub(crate) async fn call(&self, req: MasterRequest, stale: bool) -> Result<MasterResponse, ClientError> {
-        let deadline = tokio::time::Instant::now() + self.failover;
+        let mut backoff = Backoff::new(self.failover, Duration::from_millis(20), Duration::from_millis(300));
         let mutation = is_mutation(&req);
         let stale = stale && may_read_stale(&req);
         let (cursor, timeout) =
             if stale { (&self.reader, self.timeout.min(STALE_READ_TIMEOUT)) } else { (&self.current, self.timeout) };
-        let mut backoff = Duration::from_millis(20);
         loop {
             let addr = cursor.lock().clone();
             let outcome = match self.conn(&addr).await {
@@ -293,11 +317,9 @@ impl Masters {
                 }
                 Err(_) => false,
             };
-            if !retry || tokio::time::Instant::now() + backoff > deadline {
+            if !retry || !backoff.pause().await {
                 return outcome;
             }
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_millis(300));
         }
     }
 }

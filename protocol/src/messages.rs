@@ -383,7 +383,7 @@ pub enum MasterRequest {
     /// `start..=end` of `inode`, or nothing there (`kind` None: an
     /// unlock). Answered `Done`, or `WouldBlock` while another owner holds
     /// a conflicting lock: at once, or, with `wait`, after the master
-    /// waited a while (up to half a second) for it to go; the client asks
+    /// waited a while (a quarter of a second) for it to go; the client asks
     /// again. A request that would wait is answered `Deadlock` when the
     /// holder in its way waits, through a chain of owners, for a lock the
     /// requester holds. `reclaim`: a lock the client held from an earlier leader,
