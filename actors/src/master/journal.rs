@@ -77,8 +77,10 @@ pub struct JournalArgs {
     pub members: BTreeMap<NodeId, MasterNode>,
     /// Join an existing group (wait to be added) instead of initializing one.
     pub join: bool,
-    /// The master database.
+    /// The state machine's database.
     pub db: Arc<DB>,
+    /// The Raft log's database.
+    pub log_db: Arc<DB>,
     /// Where snapshots are kept.
     pub snapshot_dir: PathBuf,
     /// Take a snapshot after this many entries.
@@ -141,7 +143,8 @@ impl Actor for JournalActor {
         }
         .validate()?;
         let sm = StateMachine::new(ActorNamespace::new(args.db.clone()), &args.snapshot_dir)?;
-        let raft = Raft::new(args.node_id, Arc::new(config), MeshNetwork, LogStore::new(args.db.clone()), sm).await?;
+        let raft =
+            Raft::new(args.node_id, Arc::new(config), MeshNetwork, LogStore::new(args.log_db.clone()), sm).await?;
         let first = args.members.keys().next().copied().unwrap_or(args.node_id);
         if !args.join && first == args.node_id && !raft.is_initialized().await? {
             raft.initialize(args.members.clone()).await.map_err(|e| format!("initializing the journal: {e}"))?;
@@ -155,10 +158,10 @@ impl Actor for JournalActor {
     async fn post_stop(&self, _myself: ActorRef<Self::Msg>, state: &mut Self::State) -> Result<(), ActorProcessingErr> {
         *RAFT.write() = None;
         let _ = state.raft.shutdown().await;
-        // State-machine writes are not synced (they are replayed from the
+        // State-machine writes skip the WAL (they are replayed from the
         // log after a crash); a clean stop leaves them on disk.
-        if let Err(e) = state.args.db.flush_wal(true) {
-            tracing::warn!(error = %e, "flushing the metadata store's WAL at stop");
+        if let Err(e) = super::store::persist_state(&state.args.db) {
+            tracing::warn!(error = %e, "flushing the metadata store's state at stop");
         }
         *state.args.slot.lock().await = None;
         Ok(())

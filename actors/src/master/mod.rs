@@ -56,6 +56,7 @@ pub struct MasterOptions {
 pub fn children(opts: &MasterOptions, listener: Arc<std::net::TcpListener>) -> Result<Vec<ChildSpec>, String> {
     std::fs::create_dir_all(&opts.data_dir).map_err(|e| format!("creating {}: {e}", opts.data_dir.display()))?;
     let db = store::open_db(&opts.data_dir.join("meta")).map_err(|e| format!("opening the metadata store: {e}"))?;
+    let log_db = store::open_log_db(&opts.data_dir.join("log")).map_err(|e| format!("opening the journal: {e}"))?;
     let ns = Arc::new(namespace::Namespace::open(db.clone()).map_err(|e| format!("opening the namespace: {e}"))?);
     let mut members = opts.members.clone();
     if members.is_empty() {
@@ -71,6 +72,7 @@ pub fn children(opts: &MasterOptions, listener: Arc<std::net::TcpListener>) -> R
         members,
         join: opts.join,
         db,
+        log_db,
         snapshot_dir: opts.data_dir.join("snapshots"),
         snapshot_entries: opts.snapshot_entries,
         slot,

@@ -12,7 +12,7 @@ use strata_protocol::messages::{Attr, DirEntry, FileType};
 use strata_protocol::ufs::{self, Fingerprint, MountInfo, UfsEntry};
 use strata_protocol::{path, BlockId, ErrorCode, ErrorInfo, InodeId, ROOT_INODE};
 
-use super::store::{cf, handle, StateRow};
+use super::store::{cf, handle, write_state, StateRow};
 
 /// An inode as stored: its attributes and, for files, its blocks in order.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
@@ -227,7 +227,9 @@ impl Namespace {
                 blocks: vec![],
                 ufs: None,
             };
-            self.db.put_cf(handle(&self.db, cf::INODES), ROOT_INODE.to_be_bytes(), encode(&root))?;
+            let mut batch = WriteBatch::default();
+            batch.put_cf(handle(&self.db, cf::INODES), ROOT_INODE.to_be_bytes(), encode(&root));
+            write_state(&self.db, batch)?;
         }
         Ok(())
     }
@@ -646,7 +648,7 @@ impl Namespace {
         if index != 0 {
             tx.batch.put_cf(meta, APPLIED_INDEX, index.to_be_bytes());
         }
-        self.db.write(tx.batch)?;
+        write_state(&self.db, tx.batch)?;
         *self.counters.lock() = tx.counters;
         Ok(())
     }
@@ -682,7 +684,7 @@ impl Namespace {
             })?;
             batch.put_cf(handle(&self.db, name), k, v);
         }
-        self.db.write(batch)?;
+        write_state(&self.db, batch)?;
         self.mount_cache.invalidate();
         self.reload()
     }

@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use strata_protocol::journal::{ApplyResult, JournalEntry};
 
 use super::namespace::Namespace;
-use super::store::{cf, handle, ApplyItem, MetaRow, StateRow};
+use super::store::{cf, handle, persist_state, write_state, ApplyItem, MetaRow, StateRow};
 
 /// A master as the Raft membership records it: where clients reach it and
 /// where its mesh listens. Carried in the journal's membership entries, so a
@@ -330,7 +330,7 @@ pub fn put_meta(ns: &Namespace, extra: &[MetaRow]) -> Result<(), String> {
     for (c, k, v) in extra {
         batch.put_cf(handle(db, c), k, v);
     }
-    db.write(batch).map_err(|e| e.to_string())
+    write_state(db, batch).map_err(|e| e.to_string())
 }
 
 /// A snapshot as written to disk and shipped: meta plus the exported state.
@@ -403,9 +403,9 @@ impl<N: NamespaceHandle> RaftSnapshotBuilder<TypeConfig> for StateMachine<N> {
             Some(v) => bincode::deserialize(&v).map_err(|e| StorageIOError::read_state_machine(&e))?,
             None => StoredMembership::default(),
         };
-        // State-machine writes are not synced; make them durable before the
+        // State-machine writes skip the WAL; make them durable before the
         // snapshot lets the log behind them be purged.
-        self.ns.db().flush_wal(true).map_err(|e| StorageIOError::write_state_machine(&e))?;
+        persist_state(&self.ns.db()).map_err(|e| StorageIOError::write_state_machine(&e))?;
         let snapshot_id = format!(
             "{}-{}-{}",
             last_log_id.map(|l| l.leader_id.term).unwrap_or(0),
@@ -483,7 +483,7 @@ impl<N: NamespaceHandle> RaftStateMachine<TypeConfig> for StateMachine<N> {
             .import(file.items.clone())
             .await
             .map_err(|e| StorageIOError::write_snapshot(sig, &std::io::Error::other(e)))?;
-        self.ns.db().flush_wal(true).map_err(|e| StorageIOError::write_state_machine(&e))?;
+        persist_state(&self.ns.db()).map_err(|e| StorageIOError::write_state_machine(&e))?;
         self.write_snapshot_file(&SnapshotFile { meta: meta.clone(), items: file.items })?;
         Ok(())
     }
@@ -509,7 +509,7 @@ impl<N: NamespaceHandle> StateMachine<N> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::master::store::open_db;
+    use crate::master::store::{open_db, open_log_db};
     use openraft::testing::{StoreBuilder, Suite};
     use tempfile::TempDir;
 
@@ -521,7 +521,8 @@ mod tests {
             let db = open_db(&dir.path().join("db")).expect("open db");
             let ns = DirectNamespace(Arc::new(Namespace::open(db.clone()).expect("namespace")));
             let sm = StateMachine::new(ns, &dir.path().join("snap")).expect("sm");
-            Ok((dir, LogStore::new(db), sm))
+            let log_db = open_log_db(&dir.path().join("log")).expect("open log db");
+            Ok((dir, LogStore::new(log_db), sm))
         }
     }
 
