@@ -55,10 +55,23 @@ pub enum JournalEntry {
     /// Make `data` the whole content of file `inode` (kept inline by the
     /// masters; its blocks are freed), then apply `attrs`; seals an
     /// incomplete file.
-    WriteInline { inode: InodeId, data: Vec<u8>, attrs: SetAttrs, time_ms: i64 },
+    WriteInline {
+        inode: InodeId,
+        #[serde(with = "serde_bytes")]
+        data: Vec<u8>,
+        attrs: SetAttrs,
+        time_ms: i64,
+    },
     /// Set (`value` Some) or remove extended attribute `name` of `path`;
     /// `flags` as in setxattr(2): 1 create only, 2 replace only.
-    SetXattr { path: String, name: String, value: Option<Vec<u8>>, flags: u32, time_ms: i64 },
+    SetXattr {
+        path: String,
+        name: String,
+        #[serde(with = "serde_bytes")]
+        value: Option<Vec<u8>>,
+        flags: u32,
+        time_ms: i64,
+    },
     /// Mount a UFS at `info.path`: the directory is created if missing and
     /// must be empty; no mount may contain another.
     Mount { info: MountInfo, time_ms: i64 },
@@ -151,7 +164,13 @@ pub enum BatchOp {
     /// As `JournalEntry::CreateFile`.
     Create { path: String, mode: u32, uid: u32, gid: u32, block_size: u64, overwrite: bool, complete: bool },
     /// As `JournalEntry::WriteInline`.
-    WriteInline { inode: InodeId, path: String, data: Vec<u8>, attrs: SetAttrs },
+    WriteInline {
+        inode: InodeId,
+        path: String,
+        #[serde(with = "serde_bytes")]
+        data: Vec<u8>,
+        attrs: SetAttrs,
+    },
     /// As `JournalEntry::Delete`, not recursive (rmdir of `rm -rf`, after
     /// the unlinks queued under it).
     Delete { path: String },
@@ -168,7 +187,14 @@ pub enum BatchOp {
     },
     /// As `JournalEntry::WriteInline`, timed by the client (a publish
     /// under a lease, answered before it is sent).
-    WriteInlineAt { inode: InodeId, path: String, data: Vec<u8>, attrs: SetAttrs, time_ms: i64 },
+    WriteInlineAt {
+        inode: InodeId,
+        path: String,
+        #[serde(with = "serde_bytes")]
+        data: Vec<u8>,
+        attrs: SetAttrs,
+        time_ms: i64,
+    },
     /// As `JournalEntry::SetContent`, timed by the client (a publish under
     /// a lease of blocks it wrote, answered before it is sent).
     SetContentAt {
