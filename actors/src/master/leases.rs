@@ -593,11 +593,17 @@ mod tests {
         lock(a, inode, 1, (0, 9), w, 1, false, false).await.unwrap();
         lock(b, inode, 1, (10, 19), w, 2, false, false).await.unwrap();
         lock(c, inode, 1, (20, 29), w, 3, false, false).await.unwrap();
+        // The leader holds `who`'s request (its wait is recorded).
+        let held = |who: u64| async move {
+            while !TABLE.lock().waiting.contains_key(&(who, 1)) {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        };
         // a waits for b; c waits for a: a chain, no cycle.
         let a_waits = tokio::spawn(lock(a, inode, 1, (10, 19), w, 1, true, false));
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        held(a).await;
         let c_waits = tokio::spawn(lock(c, inode, 1, (5, 5), w, 3, true, false));
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        held(c).await;
         assert!(!a_waits.is_finished() && !c_waits.is_finished());
         // b waiting for c would close b → c → a → b.
         let e = lock(b, inode, 1, (25, 25), w, 2, true, false).await.unwrap_err();

@@ -796,20 +796,18 @@ struct Tx<'a> {
 }
 
 impl<'a> Tx<'a> {
-    fn put_inode(&mut self, rec: &InodeRecord) {
-        let h = handle(&self.ns.db, cf::INODES);
-        self.batch.put_cf(h, rec.attr.inode.to_be_bytes(), encode(rec));
-    }
-
     fn new(ns: &'a Namespace) -> Self {
         Tx { ns, batch: WriteBatch::default(), counters: *ns.counters.lock(), edges: Vec::new() }
     }
 
     /// Drops every change (a rejected entry).
     fn discard(&mut self) {
-        self.batch = WriteBatch::default();
-        self.counters = *self.ns.counters.lock();
-        self.edges.clear();
+        *self = Tx::new(self.ns);
+    }
+
+    fn put_inode(&mut self, rec: &InodeRecord) {
+        let h = handle(&self.ns.db, cf::INODES);
+        self.batch.put_cf(h, rec.attr.inode.to_be_bytes(), encode(rec));
     }
 
     fn put_edge(&mut self, parent: InodeId, name: &str, child: InodeId) {

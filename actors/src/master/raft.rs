@@ -532,6 +532,27 @@ mod tests {
         Suite::test_all(Builder).unwrap();
     }
 
+    /// Journal payloads (`serde_bytes`) keep the encoding bincode gave a
+    /// plain `Vec<u8>` (a u64 length, then each byte), so logs and
+    /// snapshots written before still decode.
+    #[test]
+    fn journal_payloads_keep_the_plain_vec_encoding() {
+        use strata_protocol::journal::BatchOp;
+        use strata_protocol::messages::SetAttrs;
+        let data: Vec<u8> = (0..=255).collect();
+        let op = |data: Vec<u8>| BatchOp::WriteInline { inode: 7, path: "/f".into(), data, attrs: SetAttrs::default() };
+        let (with, without) = (ser(&op(data.clone())), ser(&op(Vec::new())));
+        // The same bytes as the op without the payload, its length moved
+        // from 0 to 256 and the bytes after it: where a plain Vec<u8> puts them.
+        let plain = ser(&data);
+        let at = without.len() - ser(&SetAttrs::default()).len() - 8;
+        assert_eq!(without[at..at + 8], 0u64.to_le_bytes(), "the empty payload's length");
+        let expected = [&without[..at], &plain[..], &without[at + 8..]].concat();
+        assert_eq!(with, expected);
+        let back: BatchOp = bincode::deserialize(&with).unwrap();
+        assert_eq!(back, op(data));
+    }
+
     /// The entries held after their append are a suffix of the log: a read
     /// from before the first one goes to the database, a truncate drops the
     /// tail, a purge the head, an append that does not follow starts again,

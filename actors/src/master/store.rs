@@ -101,9 +101,6 @@ fn open(dir: &Path, mut opts: Options, families: &[&str]) -> Result<Arc<DB>, Str
 /// Writes a state-machine change without RocksDB's WAL (see the module
 /// doc). Every write to the [`cf::STATE`] families goes through here: one
 /// through the WAL could survive a crash that the writes before it did not.
-/// (Per op of a small-file workload the WAL record was a tenth of the
-/// master's CPU: a copy, a checksum and a `write` of every inline file
-/// the Raft log had already written.)
 pub fn write_state(db: &DB, batch: WriteBatch) -> Result<(), rocksdb::Error> {
     let mut wo = WriteOptions::default();
     wo.disable_wal(true);
