@@ -6,6 +6,8 @@
 //! - [`mesh`]: the ractor_cluster mesh between server nodes.
 //! - [`ufs`]: under-file-systems through OpenDAL.
 
+pub mod cluster;
+pub mod faults;
 pub mod master;
 pub mod mesh;
 pub mod net;

@@ -39,3 +39,47 @@ where
         }
     })
 }
+
+/// A future that turns a panic while it is polled into an error holding
+/// the panic's message, so a request task that panics still answers its
+/// client (at once, rather than after the client's timeout).
+pub struct CatchPanic<F: Future> {
+    inner: std::pin::Pin<Box<F>>,
+}
+
+/// Runs `fut`, catching a panic in it (see [`CatchPanic`]).
+pub fn catch_panic<F: Future>(fut: F) -> CatchPanic<F> {
+    CatchPanic { inner: Box::pin(fut) }
+}
+
+impl<F: Future> Future for CatchPanic<F> {
+    type Output = Result<F::Output, String>;
+
+    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Self::Output> {
+        let inner = self.inner.as_mut();
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| inner.poll(cx))) {
+            Ok(std::task::Poll::Ready(v)) => std::task::Poll::Ready(Ok(v)),
+            Ok(std::task::Poll::Pending) => std::task::Poll::Pending,
+            Err(panic) => {
+                let msg = panic
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_else(|| "a panic with no message".into());
+                std::task::Poll::Ready(Err(msg))
+            }
+        }
+    }
+}
+
+/// A task that is aborted when this is dropped: held in an actor's state,
+/// the task ends with the actor however it ends (a kill or a panic skips
+/// `post_stop`, but the state is still dropped).
+#[derive(Debug)]
+pub struct AbortOnDrop(pub JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}

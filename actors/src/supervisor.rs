@@ -22,6 +22,30 @@ use std::time::{Duration, Instant};
 use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, SpawnErr, SupervisionEvent};
 use ractor_cluster::RactorMessage;
 
+/// The prefix of one node's registered actor names: a master's actors are
+/// `strata.master<id>.<role>`, a worker's `strata.worker<id>.<role>`, so
+/// two nodes can live in one process and a name never clashes with a
+/// peer's across the mesh.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Scope(Arc<str>);
+
+impl Scope {
+    /// The scope of master `id`.
+    pub fn master(id: u64) -> Self {
+        Scope(format!("strata.master{id}").into())
+    }
+
+    /// The scope of worker `id`.
+    pub fn worker(id: u64) -> Self {
+        Scope(format!("strata.worker{id:x}").into())
+    }
+
+    /// The registered name of this node's actor of `role`.
+    pub fn name(&self, role: &str) -> String {
+        format!("{}.{role}", self.0)
+    }
+}
+
 /// Restarts allowed per child within [`RESTART_WINDOW`].
 pub const MAX_RESTARTS: usize = 5;
 /// The window restarts are counted in.

@@ -1,10 +1,9 @@
-//! Under-file-systems through OpenDAL: one operator per mount spec (cached),
-//! listing with fingerprints, and the few namespace operations a mount
-//! forwards (mkdir, rename, delete). Masters use it for metadata, workers
-//! for block bytes; nothing here keeps state beyond the operator cache.
+//! Under-file-systems through OpenDAL: one operator per mount spec (kept in
+//! a bounded cache owned by whoever made the [`Ufs`]), listing with
+//! fingerprints, and the few namespace operations a mount forwards (mkdir,
+//! rename, delete). Masters use it for metadata, workers for block bytes.
 
-use std::collections::HashMap;
-use std::sync::OnceLock;
+use std::num::NonZeroUsize;
 use std::time::Duration;
 
 use opendal::layers::{RetryLayer, TimeoutLayer};
@@ -16,12 +15,29 @@ use strata_protocol::{ErrorCode, ErrorInfo};
 /// Backend options that are secrets: never logged or listed.
 pub const SECRET_OPTIONS: [&str; 2] = ["secret_access_key", "session_token"];
 
-fn operators() -> &'static Mutex<HashMap<UfsSpec, Operator>> {
-    static OPS: OnceLock<Mutex<HashMap<UfsSpec, Operator>>> = OnceLock::new();
-    OPS.get_or_init(|| {
+/// Operators kept per [`Ufs`]: the specs of the mounts in use (a worker
+/// also sees the specs clients send with their reads), least recently used
+/// dropped first.
+const OPERATORS_KEPT: usize = 64;
+
+/// The UFS operators of one node, by spec, built on first use and kept in
+/// a bounded LRU (an operator holds its HTTP client's connection pool, so
+/// building one per request would throw the pool away).
+pub struct Ufs {
+    ops: Mutex<lru::LruCache<UfsSpec, Operator>>,
+}
+
+impl Default for Ufs {
+    fn default() -> Self {
         opendal::install_default();
-        Mutex::new(HashMap::new())
-    })
+        Ufs { ops: Mutex::new(lru::LruCache::new(NonZeroUsize::new(OPERATORS_KEPT).expect("non-zero"))) }
+    }
+}
+
+impl std::fmt::Debug for Ufs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ufs").field("operators", &self.ops.lock().len()).finish()
+    }
 }
 
 /// A UFS failure as a Strata error: not-found and permission errors keep
@@ -109,11 +125,9 @@ fn strata_option(spec: &UfsSpec, key: &str, default: u64) -> Result<u64, ErrorIn
     }
 }
 
-/// The operator of a spec, built once per process.
+/// A new operator for a spec (not cached: see [`Ufs::operator`]).
 pub fn operator(spec: &UfsSpec) -> Result<Operator, ErrorInfo> {
-    if let Some(op) = operators().lock().get(spec) {
-        return Ok(op.clone());
-    }
+    opendal::install_default();
     let (scheme, cfg) = config_of(spec)?;
     let timeout = Duration::from_millis(strata_option(spec, "timeout_ms", 20_000)?);
     let retries = strata_option(spec, "retries", 2)? as usize;
@@ -123,7 +137,6 @@ pub fn operator(spec: &UfsSpec) -> Result<Operator, ErrorInfo> {
     if retries > 0 {
         op = op.layer(RetryLayer::new().with_max_times(retries).with_min_delay(Duration::from_millis(50)));
     }
-    operators().lock().insert(spec.clone(), op.clone());
     Ok(op)
 }
 
@@ -154,123 +167,136 @@ pub fn dir_key(key: &str) -> String {
     }
 }
 
-/// The entries of a UFS directory with their fingerprints.
-pub async fn list_dir(spec: &UfsSpec, key: &str) -> Result<Vec<UfsEntry>, ErrorInfo> {
-    let op = operator(spec)?;
-    let dir = dir_key(key);
-    let entries = op.list(&dir).await.map_err(|e| ufs_error(spec, &format!("listing {dir}"), e))?;
-    let mut out = Vec::with_capacity(entries.len());
-    for e in entries {
-        let path = e.path();
-        if path == dir || path.is_empty() || path == "/" {
-            continue; // the directory itself
+impl Ufs {
+    /// The operator of a spec, built on first use.
+    pub fn operator(&self, spec: &UfsSpec) -> Result<Operator, ErrorInfo> {
+        if let Some(op) = self.ops.lock().get(spec) {
+            return Ok(op.clone());
         }
-        let is_dir = e.metadata().is_dir();
-        let name = path.trim_end_matches('/').rsplit('/').next().unwrap_or_default().to_string();
-        if name.is_empty() || name == "." || name == ".." {
-            continue;
-        }
-        let fingerprint = if is_dir {
-            Fingerprint::default()
-        } else if e.metadata().last_modified().is_some() {
-            fingerprint(e.metadata())
-        } else {
-            // Some backends list names only.
-            match op.stat(path).await {
-                Ok(m) => fingerprint(&m),
-                Err(err) if err.kind() == ErrorKind::NotFound => continue,
-                Err(err) => return Err(ufs_error(spec, &format!("stat {path}"), err)),
+        let op = operator(spec)?;
+        self.ops.lock().put(spec.clone(), op.clone());
+        Ok(op)
+    }
+
+    /// The entries of a UFS directory with their fingerprints.
+    pub async fn list_dir(&self, spec: &UfsSpec, key: &str) -> Result<Vec<UfsEntry>, ErrorInfo> {
+        let op = self.operator(spec)?;
+        let dir = dir_key(key);
+        let entries = op.list(&dir).await.map_err(|e| ufs_error(spec, &format!("listing {dir}"), e))?;
+        let mut out = Vec::with_capacity(entries.len());
+        for e in entries {
+            let path = e.path();
+            if path == dir || path.is_empty() || path == "/" {
+                continue; // the directory itself
             }
-        };
-        out.push(UfsEntry { name, is_dir, fingerprint });
-    }
-    out.sort_by(|a, b| a.name.cmp(&b.name));
-    out.dedup_by(|a, b| a.name == b.name);
-    Ok(out)
-}
-
-/// The fingerprint of one object, `None` if it does not exist.
-pub async fn stat(spec: &UfsSpec, key: &str) -> Result<Option<Fingerprint>, ErrorInfo> {
-    let op = operator(spec)?;
-    match op.stat(key).await {
-        Ok(m) if !m.is_dir() => Ok(Some(fingerprint(&m))),
-        Ok(_) => Ok(None),
-        Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(ufs_error(spec, &format!("stat {key}"), e)),
-    }
-}
-
-/// Whether a directory exists (on object stores: its marker or any object below it).
-pub async fn dir_exists(spec: &UfsSpec, key: &str) -> Result<bool, ErrorInfo> {
-    let op = operator(spec)?;
-    let dir = dir_key(key);
-    match op.stat(&dir).await {
-        Ok(m) if m.is_dir() => return Ok(true),
-        Ok(_) => {}
-        Err(e) if e.kind() == ErrorKind::NotFound => {}
-        Err(e) => return Err(ufs_error(spec, &format!("stat {dir}"), e)),
-    }
-    Ok(!list_dir(spec, key)
-        .await
-        .or_else(|e| if e.code == ErrorCode::NotFound { Ok(Vec::new()) } else { Err(e) })?
-        .is_empty())
-}
-
-/// Creates a directory (a `key/` marker on object stores).
-pub async fn mkdir(spec: &UfsSpec, key: &str) -> Result<(), ErrorInfo> {
-    if key.is_empty() {
-        return Ok(());
-    }
-    let op = operator(spec)?;
-    op.create_dir(&dir_key(key)).await.map_err(|e| ufs_error(spec, &format!("mkdir {key}"), e))
-}
-
-/// Deletes a file, or a directory with everything below it. Missing is fine.
-pub async fn remove(spec: &UfsSpec, key: &str, is_dir: bool) -> Result<(), ErrorInfo> {
-    let op = operator(spec)?;
-    let r = if is_dir { op.delete_with(&dir_key(key)).recursive(true).await } else { op.delete(key).await };
-    match r {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(ufs_error(spec, &format!("delete {key}"), e)),
-    }
-}
-
-/// Renames a file or directory. Backends without rename (S3) get copy +
-/// delete, object by object: not atomic; a master crash in between leaves
-/// both names, and the leader's re-drive of the rename's journaled intent
-/// finishes it (see `master::mounts`).
-pub async fn rename(spec: &UfsSpec, from: &str, to: &str, is_dir: bool) -> Result<(), ErrorInfo> {
-    let op = operator(spec)?;
-    let cap = op.info().capability();
-    let err = |what: String| move |e| ufs_error(spec, &what, e);
-    if !is_dir {
-        if cap.rename {
-            return op.rename(from, to).await.map_err(err(format!("rename {from} -> {to}")));
+            let is_dir = e.metadata().is_dir();
+            let name = path.trim_end_matches('/').rsplit('/').next().unwrap_or_default().to_string();
+            if name.is_empty() || name == "." || name == ".." {
+                continue;
+            }
+            let fingerprint = if is_dir {
+                Fingerprint::default()
+            } else if e.metadata().last_modified().is_some() {
+                fingerprint(e.metadata())
+            } else {
+                // Some backends list names only.
+                match op.stat(path).await {
+                    Ok(m) => fingerprint(&m),
+                    Err(err) if err.kind() == ErrorKind::NotFound => continue,
+                    Err(err) => return Err(ufs_error(spec, &format!("stat {path}"), err)),
+                }
+            };
+            out.push(UfsEntry { name, is_dir, fingerprint });
         }
-        op.copy(from, to).await.map_err(err(format!("copy {from} -> {to}")))?;
-        return remove(spec, from, false).await;
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out.dedup_by(|a, b| a.name == b.name);
+        Ok(out)
     }
-    if cap.rename && op.info().scheme() == "fs" {
-        // A local directory renames in one step.
-        let (f, t) = (from.trim_end_matches('/'), to.trim_end_matches('/'));
-        return op.rename(f, t).await.map_err(err(format!("rename {from} -> {to}")));
-    }
-    let src = dir_key(from);
-    let dst = dir_key(to);
-    let entries = op.list_with(&src).recursive(true).await.map_err(err(format!("listing {src}")))?;
-    mkdir(spec, to).await?;
-    for e in &entries {
-        let rest = &e.path()[src.len().min(e.path().len())..];
-        if rest.is_empty() {
-            continue;
-        }
-        let target = format!("{dst}{rest}");
-        if e.metadata().is_dir() {
-            op.create_dir(&target).await.map_err(err(format!("mkdir {target}")))?;
-        } else {
-            op.copy(e.path(), &target).await.map_err(err(format!("copy {} -> {target}", e.path())))?;
+
+    /// The fingerprint of one object, `None` if it does not exist.
+    pub async fn stat(&self, spec: &UfsSpec, key: &str) -> Result<Option<Fingerprint>, ErrorInfo> {
+        let op = self.operator(spec)?;
+        match op.stat(key).await {
+            Ok(m) if !m.is_dir() => Ok(Some(fingerprint(&m))),
+            Ok(_) => Ok(None),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(ufs_error(spec, &format!("stat {key}"), e)),
         }
     }
-    remove(spec, from, true).await
+
+    /// Whether a directory exists (on object stores: its marker or any object below it).
+    pub async fn dir_exists(&self, spec: &UfsSpec, key: &str) -> Result<bool, ErrorInfo> {
+        let op = self.operator(spec)?;
+        let dir = dir_key(key);
+        match op.stat(&dir).await {
+            Ok(m) if m.is_dir() => return Ok(true),
+            Ok(_) => {}
+            Err(e) if e.kind() == ErrorKind::NotFound => {}
+            Err(e) => return Err(ufs_error(spec, &format!("stat {dir}"), e)),
+        }
+        Ok(!self
+            .list_dir(spec, key)
+            .await
+            .or_else(|e| if e.code == ErrorCode::NotFound { Ok(Vec::new()) } else { Err(e) })?
+            .is_empty())
+    }
+
+    /// Creates a directory (a `key/` marker on object stores).
+    pub async fn mkdir(&self, spec: &UfsSpec, key: &str) -> Result<(), ErrorInfo> {
+        if key.is_empty() {
+            return Ok(());
+        }
+        let op = self.operator(spec)?;
+        op.create_dir(&dir_key(key)).await.map_err(|e| ufs_error(spec, &format!("mkdir {key}"), e))
+    }
+
+    /// Deletes a file, or a directory with everything below it. Missing is fine.
+    pub async fn remove(&self, spec: &UfsSpec, key: &str, is_dir: bool) -> Result<(), ErrorInfo> {
+        let op = self.operator(spec)?;
+        let r = if is_dir { op.delete_with(&dir_key(key)).recursive(true).await } else { op.delete(key).await };
+        match r {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(ufs_error(spec, &format!("delete {key}"), e)),
+        }
+    }
+
+    /// Renames a file or directory. Backends without rename (S3) get copy +
+    /// delete, object by object: not atomic; a master crash in between leaves
+    /// both names, and the leader's re-drive of the rename's journaled intent
+    /// finishes it (see `master::mounts`).
+    pub async fn rename(&self, spec: &UfsSpec, from: &str, to: &str, is_dir: bool) -> Result<(), ErrorInfo> {
+        let op = self.operator(spec)?;
+        let cap = op.info().capability();
+        let err = |what: String| move |e| ufs_error(spec, &what, e);
+        if !is_dir {
+            if cap.rename {
+                return op.rename(from, to).await.map_err(err(format!("rename {from} -> {to}")));
+            }
+            op.copy(from, to).await.map_err(err(format!("copy {from} -> {to}")))?;
+            return self.remove(spec, from, false).await;
+        }
+        if cap.rename && op.info().scheme() == "fs" {
+            // A local directory renames in one step.
+            let (f, t) = (from.trim_end_matches('/'), to.trim_end_matches('/'));
+            return op.rename(f, t).await.map_err(err(format!("rename {from} -> {to}")));
+        }
+        let src = dir_key(from);
+        let dst = dir_key(to);
+        let entries = op.list_with(&src).recursive(true).await.map_err(err(format!("listing {src}")))?;
+        self.mkdir(spec, to).await?;
+        for e in &entries {
+            let rest = &e.path()[src.len().min(e.path().len())..];
+            if rest.is_empty() {
+                continue;
+            }
+            let target = format!("{dst}{rest}");
+            if e.metadata().is_dir() {
+                op.create_dir(&target).await.map_err(err(format!("mkdir {target}")))?;
+            } else {
+                op.copy(e.path(), &target).await.map_err(err(format!("copy {} -> {target}", e.path())))?;
+            }
+        }
+        self.remove(spec, from, true).await
+    }
 }

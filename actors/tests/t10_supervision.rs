@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ractor::{Actor, ActorRef};
-use strata_actors::master::{self, journal, namespace_actor, MasterOptions};
-use strata_actors::supervisor::{ChildSpec, NodeSupervisor, SupervisorMsg, MAX_RESTARTS};
+use strata_actors::master::{self, namespace_actor, MasterOptions};
+use strata_actors::supervisor::{ChildSpec, NodeSupervisor, Scope, SupervisorMsg, MAX_RESTARTS};
 use strata_actors::worker::tier::{TierActor, TierConfig, TierMsg};
 use strata_protocol::journal::{ApplyResult, JournalEntry};
 
@@ -27,7 +27,7 @@ async fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
 async fn crashed_child_is_restarted_and_flapping_child_stops_the_node() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = TierConfig { name: "HDD".into(), dir: dir.path().to_path_buf(), capacity_bytes: 1 << 20, durable: false };
-    let name = cfg.actor_name();
+    let name = Scope::worker(1).name(&cfg.role());
     let c = cfg.clone();
     let spec = ChildSpec::actor(name.clone(), move || (TierActor, c.clone()));
     let (sup, handle) = Actor::spawn(None, NodeSupervisor, vec![spec]).await.unwrap();
@@ -64,14 +64,17 @@ async fn master_survives_a_namespace_actor_crash() {
         removed: Default::default(),
         snapshot_entries: 100,
         worker_lost_timeout: Duration::from_secs(10),
+        faults: Default::default(),
+        fatal: Arc::new(tokio::sync::watch::channel(None).0),
     };
-    let specs = master::children(&opts, listener).unwrap();
+    let (specs, svc) = master::children(&opts, listener).unwrap();
+    let journal = &svc.journal;
     let (sup, handle) = Actor::spawn(None, NodeSupervisor, specs).await.unwrap();
     let mkdir =
         |p: &str| JournalEntry::Mkdir { path: p.into(), recursive: false, mode: 0o755, uid: 0, gid: 0, time_ms: 1 };
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
-        match journal::propose(mkdir("/before")).await {
+        match journal.propose(mkdir("/before")).await {
             Ok(ApplyResult::Attr(_)) => break,
             other => {
                 assert!(tokio::time::Instant::now() < deadline, "journal never became ready: {other:?}");
@@ -81,13 +84,15 @@ async fn master_survives_a_namespace_actor_crash() {
     }
     // Enough entries to take snapshots (policy: every 100) along the way.
     for i in 0..250 {
-        let r = journal::propose(mkdir(&format!("/d{i}"))).await.unwrap();
+        let r = journal.propose(mkdir(&format!("/d{i}"))).await.unwrap();
         assert!(matches!(r, ApplyResult::Attr(_)), "{r:?}");
     }
-    namespace_actor::actor().unwrap().kill();
-    let r = journal::propose(mkdir("/after")).await.unwrap();
+    svc.ns.actor().unwrap().kill();
+    let r = journal.propose(mkdir("/after")).await.unwrap();
     assert!(matches!(r, ApplyResult::Attr(_)), "{r:?}");
-    let listing = namespace_actor::call(Duration::from_secs(5), |r| namespace_actor::NamespaceMsg::List("/".into(), r))
+    let listing = svc
+        .ns
+        .call_within(Duration::from_secs(5), |r| namespace_actor::NamespaceMsg::List("/".into(), r))
         .await
         .unwrap()
         .unwrap();

@@ -9,10 +9,12 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
 use ractor::{Actor, ActorRef};
+use strata_actors::faults::Faults;
+use strata_actors::master::journal::Journal;
 use strata_actors::master::raft::MasterNode;
-use strata_actors::master::{self, journal, MasterOptions};
+use strata_actors::master::{self, MasterOptions};
 use strata_actors::mesh::Mesh;
-use strata_actors::supervisor::{ChildSpec, NodeSupervisor, SupervisorMsg};
+use strata_actors::supervisor::{ChildSpec, NodeSupervisor, Scope, SupervisorMsg};
 use strata_actors::worker::{self, tier::TierConfig, worker_actor, WorkerOptions};
 use tokio::signal::unix::{signal, SignalKind};
 
@@ -86,6 +88,8 @@ fn master_options(cfg: &Config, client_addr: String) -> anyhow::Result<MasterOpt
         removed: Arc::new(tokio::sync::Notify::new()),
         snapshot_entries: cfg.master.snapshot_entries,
         worker_lost_timeout: Duration::from_millis(cfg.master.worker_lost_timeout_ms),
+        faults: Faults::from_env().map_err(anyhow::Error::msg)?,
+        fatal: Arc::new(tokio::sync::watch::channel(None).0),
     })
 }
 
@@ -100,6 +104,7 @@ fn master_options(cfg: &Config, client_addr: String) -> anyhow::Result<MasterOpt
 /// restarted on the data dir of a removed master stops too, instead of
 /// running outside the group.
 fn keep_peers_joined(
+    journal: Journal,
     mesh: Mesh,
     me: u64,
     joining: bool,
@@ -111,7 +116,7 @@ fn keep_peers_joined(
         loop {
             let mut targets: std::collections::BTreeMap<u64, String> =
                 peers.iter().map(|p| (p.id, p.mesh.clone())).collect();
-            if let Some(view) = journal::membership().await {
+            if let Some(view) = journal.membership().await {
                 if view.nodes.contains_key(&me) {
                     was_member = true;
                 } else if was_member && view.committed && !view.nodes.is_empty() {
@@ -155,17 +160,12 @@ where
     Ok(())
 }
 
-async fn journal_ready() -> bool {
-    match journal::actor() {
-        Some(j) => {
-            matches!(ractor::call_t!(j, journal::JournalMsg::Status, 1000), Ok(s) if s.leader.is_some() && s.applied_index > 0)
-        }
-        None => false,
-    }
+async fn journal_ready(journal: &Journal) -> bool {
+    matches!(journal.status().await, Some(s) if s.leader.is_some() && s.applied_index > 0)
 }
 
-async fn worker_registered() -> bool {
-    match ractor::registry::where_is(worker_actor::NAME) {
+async fn worker_registered(scope: &Scope) -> bool {
+    match ractor::registry::where_is(scope.name(worker_actor::ROLE)) {
         Some(w) => matches!(
             ractor::call_t!(ActorRef::<worker_actor::WorkerMsg>::from(w), worker_actor::WorkerMsg::Registered, 1000),
             Ok(true)
@@ -186,14 +186,16 @@ async fn supervise(specs: Vec<ChildSpec>) -> anyhow::Result<(ActorRef<Supervisor
         .map_err(|e| anyhow!("starting the node: {e}"))
 }
 
-/// Runs until SIGINT/SIGTERM (clean stop) or until the supervisor gives up;
-/// a FUSE mount is unmounted first.
+/// Runs until SIGINT/SIGTERM (clean stop), until the supervisor gives up,
+/// or until a master reports it can no longer serve (`fatal`: its Raft
+/// core stopped); a FUSE mount is unmounted first.
 async fn run_until_signal(
     sup: ActorRef<SupervisorMsg>,
     handle: tokio::task::JoinHandle<()>,
     mesh: Mesh,
     mount: Option<strata_fuse::Mount>,
     removed: Option<(Arc<tokio::sync::Notify>, PathBuf)>,
+    fatal: Option<Arc<tokio::sync::watch::Sender<Option<String>>>>,
 ) -> anyhow::Result<()> {
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
@@ -206,6 +208,15 @@ async fn run_until_signal(
             }
             None => std::future::pending().await,
         }
+    };
+    let fatal = async {
+        let Some(tx) = fatal else { return std::future::pending().await };
+        let mut rx = tx.subscribe();
+        let why = match rx.wait_for(|f| f.is_some()).await {
+            Ok(why) => why.clone().unwrap_or_default(),
+            Err(_) => std::future::pending().await,
+        };
+        why
     };
     let outcome = tokio::select! {
         _ = term.recv() => Ok(()),
@@ -221,6 +232,7 @@ async fn run_until_signal(
             Ok(())
         }
         _ = &mut handle => Err(anyhow!("the node supervisor stopped: a child kept failing (see the log)")),
+        why = fatal => Err(anyhow!("this master cannot serve any more ({why}); exiting so that it is restarted")),
     };
     tracing::info!("stopping");
     unmount(mount).await;
@@ -261,18 +273,19 @@ pub async fn run_master(cfg: Config) -> anyhow::Result<()> {
         .collect::<Result<_, _>>()
         .map_err(anyhow::Error::msg)?;
     let opts = master_options(&cfg, addr.clone())?;
-    keep_peers_joined(mesh.clone(), cfg.master.id, cfg.master.join, peers, opts.removed.clone());
-    let specs = master::children(&opts, listener).map_err(anyhow::Error::msg)?;
+    let (specs, services) = master::children(&opts, listener).map_err(anyhow::Error::msg)?;
+    let journal = services.journal.clone();
+    keep_peers_joined(journal.clone(), mesh.clone(), cfg.master.id, cfg.master.join, peers, opts.removed.clone());
     let (sup, handle) = supervise(specs).await?;
     if cfg.master.join {
         // Not a member yet: serve (answering "not leader") until the leader adds this master.
         tracing::info!(id = cfg.master.id, "waiting to be added to the group (strata admin master add)");
     } else {
-        wait_until("the journal", Duration::from_secs(60), journal_ready).await?;
+        wait_until("the journal", Duration::from_secs(60), || journal_ready(&journal)).await?;
     }
     ready_line(&format!("master: {addr}"));
     let marker = removed_marker(&opts.data_dir);
-    run_until_signal(sup, handle, mesh, None, Some((opts.removed, marker))).await
+    run_until_signal(sup, handle, mesh, None, Some((opts.removed, marker)), Some(opts.fatal)).await
 }
 
 /// `strata worker`.
@@ -311,11 +324,11 @@ pub async fn run_worker(cfg: Config) -> anyhow::Result<()> {
         mesh: Some((mesh.clone(), masters)),
         heartbeat_interval: Duration::from_millis(cfg.worker.heartbeat_interval_ms),
     };
-    let specs = worker::children(&opts, listener).map_err(anyhow::Error::msg)?;
+    let (specs, scope) = worker::children(&opts, listener).map_err(anyhow::Error::msg)?;
     let (sup, handle) = supervise(specs).await?;
-    wait_until("worker registration", Duration::from_secs(60), worker_registered).await?;
+    wait_until("worker registration", Duration::from_secs(60), || worker_registered(&scope)).await?;
     ready_line(&format!("worker: {data_addr}"));
-    run_until_signal(sup, handle, mesh, None, None).await
+    run_until_signal(sup, handle, mesh, None, None, None).await
 }
 
 /// `strata local`: a master and a worker in one process, mounted at `mount`.
@@ -325,7 +338,8 @@ pub async fn run_local(cfg: Config, mount: Option<PathBuf>) -> anyhow::Result<()
     let addr = format!("{host}:{}", listener.local_addr()?.port());
     let data_listener = bind(&host, cfg.worker.data_port)?;
     let mesh = Mesh::start("local", &host, cfg.master.mesh_port, &cfg.cluster_secret).await?;
-    let mut specs = master::children(&master_options(&cfg, addr.clone())?, listener).map_err(anyhow::Error::msg)?;
+    let mopts = master_options(&cfg, addr.clone())?;
+    let (mut specs, services) = master::children(&mopts, listener).map_err(anyhow::Error::msg)?;
     let opts = WorkerOptions {
         data_dir: cfg.data_dir.join("worker"),
         host: host.clone(),
@@ -333,10 +347,11 @@ pub async fn run_local(cfg: Config, mount: Option<PathBuf>) -> anyhow::Result<()
         mesh: None,
         heartbeat_interval: Duration::from_millis(cfg.worker.heartbeat_interval_ms),
     };
-    specs.extend(worker::children(&opts, data_listener).map_err(anyhow::Error::msg)?);
+    let (worker_specs, scope) = worker::children(&opts, data_listener).map_err(anyhow::Error::msg)?;
+    specs.extend(worker_specs);
     let (sup, handle) = supervise(specs).await?;
-    wait_until("the journal", Duration::from_secs(60), journal_ready).await?;
-    wait_until("the worker", Duration::from_secs(60), worker_registered).await?;
+    wait_until("the journal", Duration::from_secs(60), || journal_ready(&services.journal)).await?;
+    wait_until("the worker", Duration::from_secs(60), || worker_registered(&scope)).await?;
     ready_line(&format!("master: {addr}"));
     let mounted = match mount {
         Some(dir) => {
@@ -354,7 +369,7 @@ pub async fn run_local(cfg: Config, mount: Option<PathBuf>) -> anyhow::Result<()
         }
         None => None,
     };
-    run_until_signal(sup, handle, mesh, mounted, None).await
+    run_until_signal(sup, handle, mesh, mounted, None, Some(mopts.fatal)).await
 }
 
 /// Mounts the cluster at `addr` on `dir`.

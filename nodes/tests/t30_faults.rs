@@ -173,3 +173,51 @@ async fn full_tiers_answer_no_space_and_lose_nothing() {
     })
     .await;
 }
+
+/// A request handler that panics (fault injection) is answered with an
+/// internal error at once, not after the client's timeout; the master
+/// keeps serving everything else, that path included once the fault is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_handler_is_answered_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = strata_chaos::Node::start_with_env(
+        std::path::Path::new(BIN),
+        &strata_chaos::local_args(dir.path(), 64 << 20, 1 << 30),
+        &[("STRATA_FAULT", "panic-in-request=/boom")],
+        "master: ",
+        &dir.path().join("local.log"),
+        Duration::from_secs(60),
+    )
+    .unwrap();
+    let c = client(&node.ready, 1 << 20).await;
+    c.mkdir("/fine", false).await.unwrap();
+    for _ in 0..3 {
+        let t0 = std::time::Instant::now();
+        let e = c.stat("/boom").await.unwrap_err();
+        assert_eq!(e.code(), ErrorCode::Internal, "{e}");
+        assert!(t0.elapsed() < Duration::from_secs(1), "answered after {:?}", t0.elapsed());
+    }
+    assert!(c.stat("/fine").await.is_ok(), "the master still serves");
+    assert!(node.log().contains("a request handler panicked"), "the panic is logged");
+}
+
+/// A master whose Raft core stops (as openraft does on a storage error;
+/// here by fault injection) exits non-zero instead of holding its ports as
+/// a zombie that can neither commit nor serve.
+#[test]
+fn a_master_whose_raft_core_stops_exits_non_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut node = strata_chaos::Node::start_with_env(
+        std::path::Path::new(BIN),
+        &strata_chaos::local_args(dir.path(), 64 << 20, 1 << 30),
+        &[("STRATA_FAULT", "stop-raft-core-after-ms=3000")],
+        "master: ",
+        &dir.path().join("local.log"),
+        Duration::from_secs(60),
+    )
+    .unwrap();
+    let code = node.wait_exit(Duration::from_secs(30)).expect("the master exits by itself");
+    assert!(code.is_some_and(|c| c != 0), "exit code {code:?}");
+    let log = node.log();
+    assert!(log.contains("the Raft core stopped"), "{log}");
+}

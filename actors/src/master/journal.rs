@@ -27,8 +27,8 @@ use super::namespace_actor::ActorNamespace;
 use super::raft::{LogStore, MasterNode, NodeId, Raft, StateMachine};
 use super::raft_net::{self, MeshNetwork};
 
-/// Registered name of the JournalActor.
-pub const NAME: &str = "strata.journal";
+/// The JournalActor's role in its node's registered names.
+pub const ROLE: &str = "journal";
 
 /// Messages to the JournalActor.
 #[derive(RactorMessage)]
@@ -88,6 +88,12 @@ pub struct JournalArgs {
     /// A Raft instance left by a previous incarnation of this actor, shut
     /// down before a new one opens the same store.
     pub slot: Arc<Mutex<Option<Raft>>>,
+    /// Where the running `Raft` is published for the request path.
+    pub journal: Journal,
+    /// What the state machine applies through.
+    pub namespace: ActorNamespace,
+    /// Test hook: stop the Raft core this long after start (see `faults`).
+    pub stop_core_after: Option<Duration>,
 }
 
 /// The actor.
@@ -97,6 +103,25 @@ pub struct JournalActor;
 pub struct JournalState {
     raft: Raft,
     args: JournalArgs,
+    /// Withdraws the published `Raft` and stops watching the core however
+    /// this incarnation ends (a kill skips `post_stop`).
+    published: Published,
+}
+
+/// This incarnation's `Raft` as published in the [`Journal`], with the task
+/// watching its core. Dropped: withdrawn (unless a later incarnation took
+/// over meanwhile) and unwatched.
+struct Published {
+    journal: Journal,
+    gen: u64,
+    watch: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Published {
+    fn drop(&mut self) {
+        self.watch.abort();
+        self.journal.publish(self.gen, None);
+    }
 }
 
 /// Maps an openraft error to a wire error: `NotLeader` carries the leader's
@@ -122,6 +147,9 @@ impl Actor for JournalActor {
         _myself: ActorRef<Self::Msg>,
         args: JournalArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
+        // Taken over first: the old core's watcher (which a kill leaves
+        // running) does not take its shutdown below for a failure.
+        let gen = args.journal.take_over();
         let mut slot = args.slot.lock().await;
         if let Some(old) = slot.take() {
             let _ = old.shutdown().await;
@@ -142,7 +170,7 @@ impl Actor for JournalActor {
             ..Default::default()
         }
         .validate()?;
-        let sm = StateMachine::new(ActorNamespace::new(args.db.clone()), &args.snapshot_dir)?;
+        let sm = StateMachine::new(args.namespace.clone(), &args.snapshot_dir)?;
         let raft =
             Raft::new(args.node_id, Arc::new(config), MeshNetwork, LogStore::new(args.log_db.clone()), sm).await?;
         let first = args.members.keys().next().copied().unwrap_or(args.node_id);
@@ -151,12 +179,15 @@ impl Actor for JournalActor {
         }
         *slot = Some(raft.clone());
         drop(slot);
-        *RAFT.write() = Some(raft.clone());
-        Ok(JournalState { raft, args })
+        args.journal.publish(gen, Some(raft.clone()));
+        let watch = tokio::spawn(watch_core(raft.clone(), args.journal.clone(), gen, args.stop_core_after));
+        let published = Published { journal: args.journal.clone(), gen, watch };
+        Ok(JournalState { raft, args, published })
     }
 
     async fn post_stop(&self, _myself: ActorRef<Self::Msg>, state: &mut Self::State) -> Result<(), ActorProcessingErr> {
-        *RAFT.write() = None;
+        state.published.watch.abort();
+        state.args.journal.publish(state.published.gen, None);
         let _ = state.raft.shutdown().await;
         // State-machine writes skip the WAL (they are replayed from the
         // log after a crash); a clean stop leaves them on disk.
@@ -233,6 +264,37 @@ impl Actor for JournalActor {
         }
         Ok(())
     }
+}
+
+/// Watches the Raft core: openraft stops it on a storage error (an apply
+/// that failed or took too long, a log write that failed) and then answers
+/// nothing but `Fatal` errors. Such a master is a zombie: it still holds
+/// its ports but cannot commit, vote or serve a read. It is reported to the
+/// node (which exits non-zero) instead. This task is aborted before the
+/// actor shuts the core down itself.
+async fn watch_core(raft: Raft, journal: Journal, gen: u64, stop_after: Option<Duration>) {
+    if let Some(after) = stop_after {
+        let r = raft.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(after).await;
+            tracing::warn!("fault injection: stopping the Raft core");
+            let _ = r.shutdown().await;
+        });
+    }
+    let mut metrics = raft.metrics();
+    loop {
+        if metrics.borrow_and_update().state == ServerState::Shutdown {
+            break;
+        }
+        if metrics.changed().await.is_err() {
+            break;
+        }
+    }
+    if !journal.current(gen) {
+        return; // a later incarnation shut this core down to replace it
+    }
+    let why = metrics.borrow().running_state.as_ref().err().map(|e| e.to_string());
+    journal.core_stopped(why.unwrap_or_else(|| "the Raft core shut down".into()));
 }
 
 fn membership_error(e: RaftError<NodeId, ClientWriteError<NodeId, MasterNode>>) -> ErrorInfo {
@@ -365,63 +427,145 @@ fn sole_voter_caught_up(raft: &Raft) -> bool {
         && m.last_applied.map(|l| l.index) == m.last_log_index
 }
 
-/// The term this master leads in, if it is the leader (`None` while the
-/// journal restarts).
-pub fn leader_term() -> Option<u64> {
-    let raft = RAFT.read().clone()?;
-    let m = raft.metrics();
-    let m = m.borrow();
-    (m.state == ServerState::Leader && m.current_leader == Some(m.id)).then_some(m.current_term)
+/// The journal as the rest of the master reaches it: the JournalActor by
+/// its node-scoped name, and the `Raft` it publishes for the request path
+/// (proposals and read barriers go to openraft directly rather than
+/// through the actor's mailbox: one task hop less per request, and openraft
+/// batches concurrent proposals itself). Cloned into everything that needs
+/// it; holds no state of its own beyond that published reference.
+#[derive(Clone)]
+pub struct Journal {
+    name: Arc<str>,
+    /// The running incarnation's number and its `Raft`.
+    raft: Arc<parking_lot::RwLock<(u64, Option<Raft>)>>,
+    /// Told when the Raft core stops without this node asking it to.
+    fatal: Arc<tokio::sync::watch::Sender<Option<String>>>,
 }
 
-/// The JournalActor by name.
-pub fn actor() -> Option<ActorRef<JournalMsg>> {
-    ractor::registry::where_is(NAME).map(ActorRef::from)
-}
-
-/// The running Raft node, for the request path: proposals and read barriers
-/// go to openraft directly rather than through the actor's mailbox (one task
-/// hop less per request; openraft batches concurrent proposals itself).
-static RAFT: parking_lot::RwLock<Option<Raft>> = parking_lot::RwLock::new(None);
-
-fn raft() -> Result<Raft, ErrorInfo> {
-    RAFT.read().clone().ok_or_else(|| ErrorInfo::new(ErrorCode::Unavailable, "journal is restarting"))
-}
-
-/// Proposes an entry and waits for its result.
-pub async fn propose(entry: JournalEntry) -> Result<ApplyResult, ErrorInfo> {
-    let raft = raft()?;
-    match tokio::time::timeout(Duration::from_secs(30), raft.client_write(entry)).await {
-        Ok(r) => r.map(|resp| resp.data).map_err(|e| raft_error(e.forward_to_leader(), &e)),
-        Err(_) => Err(ErrorInfo::new(ErrorCode::Timeout, "journal commit timed out")),
+impl std::fmt::Debug for Journal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Journal").field("name", &self.name).finish()
     }
 }
 
-/// Waits until a linearizable read may be served here.
-pub async fn read_barrier() -> Result<(), ErrorInfo> {
-    let raft = raft()?;
-    if sole_voter_caught_up(&raft) {
-        return Ok(());
+impl Journal {
+    /// A handle to the JournalActor registered as `name`.
+    pub fn new(name: String, fatal: Arc<tokio::sync::watch::Sender<Option<String>>>) -> Self {
+        Journal { name: name.into(), raft: Arc::default(), fatal }
     }
-    match tokio::time::timeout(Duration::from_secs(10), raft.ensure_linearizable()).await {
-        Ok(r) => r.map(|_| ()).map_err(|e| raft_error(e.forward_to_leader(), &e)),
-        Err(_) => Err(ErrorInfo::new(ErrorCode::Timeout, "read barrier timed out")),
+
+    /// The actor's registered name.
+    pub fn name(&self) -> &str {
+        &self.name
     }
-}
 
-/// This master's view of the membership (`None` while the journal restarts).
-pub async fn membership() -> Option<MembershipView> {
-    ractor::call_t!(actor()?, JournalMsg::Membership, 2000).ok()
-}
+    /// The JournalActor, if it is running.
+    pub fn actor(&self) -> Option<ActorRef<JournalMsg>> {
+        ractor::registry::where_is(&self.name).map(ActorRef::from)
+    }
 
-/// Asks this master (it must be the leader) to add or remove a master.
-pub async fn change_masters(
-    msg: impl FnOnce(RpcReplyPort<Result<(), ErrorInfo>>) -> JournalMsg,
-) -> Result<(), ErrorInfo> {
-    let a = actor().ok_or_else(|| ErrorInfo::new(ErrorCode::Unavailable, "journal is restarting"))?;
-    match a.call(msg, Some(CATCH_UP_TIMEOUT + Duration::from_secs(8))).await {
-        Ok(ractor::rpc::CallResult::Success(r)) => r,
-        Ok(ractor::rpc::CallResult::Timeout) => Err(ErrorInfo::new(ErrorCode::Timeout, "membership change timed out")),
-        _ => Err(ErrorInfo::new(ErrorCode::Unavailable, "journal is restarting")),
+    /// A new incarnation takes over: from now on only it may publish, and
+    /// the core of an earlier one stopping is no failure. Returns its number.
+    fn take_over(&self) -> u64 {
+        let mut g = self.raft.write();
+        g.0 += 1;
+        g.1 = None;
+        g.0
+    }
+
+    /// Publishes (or, with `None`, withdraws) incarnation `gen`'s `Raft`,
+    /// unless a later incarnation took over (a dead one's state may be
+    /// dropped after its successor started).
+    fn publish(&self, gen: u64, raft: Option<Raft>) {
+        let mut g = self.raft.write();
+        if g.0 == gen {
+            g.1 = raft;
+        }
+    }
+
+    fn current(&self, gen: u64) -> bool {
+        self.raft.read().0 == gen
+    }
+
+    fn raft(&self) -> Result<Raft, ErrorInfo> {
+        self.raft.read().1.clone().ok_or_else(|| ErrorInfo::new(ErrorCode::Unavailable, "journal is restarting"))
+    }
+
+    /// The term this master leads in, if it is the leader (`None` while the
+    /// journal restarts).
+    pub fn leader_term(&self) -> Option<u64> {
+        let raft = self.raft.read().1.clone()?;
+        let m = raft.metrics();
+        let m = m.borrow();
+        (m.state == ServerState::Leader && m.current_leader == Some(m.id)).then_some(m.current_term)
+    }
+
+    /// Proposes an entry and waits for its result (the entry's own refusal
+    /// included: see [`Journal::propose`]).
+    pub async fn propose_raw(&self, entry: JournalEntry) -> Result<ApplyResult, ErrorInfo> {
+        let raft = self.raft()?;
+        match tokio::time::timeout(Duration::from_secs(30), raft.client_write(entry)).await {
+            Ok(r) => r.map(|resp| resp.data).map_err(|e| raft_error(e.forward_to_leader(), &e)),
+            Err(_) => Err(ErrorInfo::new(ErrorCode::Timeout, "journal commit timed out")),
+        }
+    }
+
+    /// Proposes an entry and waits for its result; an entry the namespace
+    /// refused (`ApplyResult::Error`) is an error.
+    pub async fn propose(&self, entry: JournalEntry) -> Result<ApplyResult, ErrorInfo> {
+        match self.propose_raw(entry).await? {
+            ApplyResult::Error(e) => Err(e),
+            other => Ok(other),
+        }
+    }
+
+    /// Waits until a linearizable read may be served here.
+    pub async fn read_barrier(&self) -> Result<(), ErrorInfo> {
+        let raft = self.raft()?;
+        if sole_voter_caught_up(&raft) {
+            return Ok(());
+        }
+        match tokio::time::timeout(Duration::from_secs(10), raft.ensure_linearizable()).await {
+            Ok(r) => r.map(|_| ()).map_err(|e| raft_error(e.forward_to_leader(), &e)),
+            Err(_) => Err(ErrorInfo::new(ErrorCode::Timeout, "read barrier timed out")),
+        }
+    }
+
+    /// This master's view of the membership (`None` while the journal restarts).
+    pub async fn membership(&self) -> Option<MembershipView> {
+        ractor::call_t!(self.actor()?, JournalMsg::Membership, 2000).ok()
+    }
+
+    /// This master's Raft status (`None` while the journal restarts).
+    pub async fn status(&self) -> Option<MasterStatus> {
+        ractor::call_t!(self.actor()?, JournalMsg::Status, 1000).ok()
+    }
+
+    /// Every member as this master sees it (`None` while the journal restarts).
+    pub async fn members(&self) -> Option<Vec<MasterStatus>> {
+        ractor::call_t!(self.actor()?, JournalMsg::Members, 5000).ok()
+    }
+
+    /// Asks this master (it must be the leader) to add or remove a master.
+    pub async fn change_masters(
+        &self,
+        msg: impl FnOnce(RpcReplyPort<Result<(), ErrorInfo>>) -> JournalMsg,
+    ) -> Result<(), ErrorInfo> {
+        let a = self.actor().ok_or_else(|| ErrorInfo::new(ErrorCode::Unavailable, "journal is restarting"))?;
+        match a.call(msg, Some(CATCH_UP_TIMEOUT + Duration::from_secs(8))).await {
+            Ok(ractor::rpc::CallResult::Success(r)) => r,
+            Ok(ractor::rpc::CallResult::Timeout) => {
+                Err(ErrorInfo::new(ErrorCode::Timeout, "membership change timed out"))
+            }
+            _ => Err(ErrorInfo::new(ErrorCode::Unavailable, "journal is restarting")),
+        }
+    }
+
+    /// Tells the node that its Raft core stopped on its own: the master
+    /// cannot commit or serve, and its process must exit (non-zero) so that
+    /// whatever runs it starts it again.
+    fn core_stopped(&self, why: String) {
+        tracing::error!(reason = %why, "the Raft core stopped; this master stops serving");
+        self.fatal.send_replace(Some(why));
     }
 }

@@ -6,11 +6,17 @@
 //! ├─ JournalActor    openraft member; proposals, read barriers, status
 //! ├─ RaftServer      peers' Raft RPCs over the mesh, into the JournalActor's Raft
 //! ├─ WorkerManager   worker registry, liveness, block locations, placement
-//! ├─ MountSyncer     persists async-through files (on the leader)
-//! └─ ClientGateway   client RPC port
+//! ├─ LeaseKeeper     directory leases and byte-range locks (on the leader)
+//! ├─ MountSyncer     persists async-through files, TTLs, UFS re-drives (on the leader)
+//! └─ ClientGateway   client RPC port → handlers by domain
 //! ```
+//!
+//! Layers, each importing only those below it: `gateway` → `handlers` →
+//! `services` → `mounts`, `leases` → `journal`, `namespace_actor`,
+//! `workers` → `raft`, `raft_net`, `namespace`, `store`.
 
 pub mod gateway;
+pub mod handlers;
 pub mod journal;
 pub mod leases;
 pub mod mounts;
@@ -18,6 +24,7 @@ pub mod namespace;
 pub mod namespace_actor;
 pub mod raft;
 pub mod raft_net;
+pub mod services;
 pub mod store;
 pub mod workers;
 
@@ -26,7 +33,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::supervisor::ChildSpec;
+use crate::faults::Faults;
+use crate::supervisor::{ChildSpec, Scope};
+use services::Services;
 
 /// What a master needs to start.
 #[derive(Clone, Debug)]
@@ -50,19 +59,50 @@ pub struct MasterOptions {
     pub snapshot_entries: u64,
     /// A worker silent this long is lost.
     pub worker_lost_timeout: Duration,
+    /// Test-only fault injection (none by default).
+    pub faults: Faults,
+    /// Set when the node can no longer serve (its Raft core stopped): the
+    /// process must exit non-zero.
+    pub fatal: Arc<tokio::sync::watch::Sender<Option<String>>>,
 }
 
-/// Opens the master's store and returns the supervisor's child specs, in start order.
-pub fn children(opts: &MasterOptions, listener: Arc<std::net::TcpListener>) -> Result<Vec<ChildSpec>, String> {
+/// Opens the master's store and returns the supervisor's child specs, in
+/// start order, with the services handle the children share.
+pub fn children(
+    opts: &MasterOptions,
+    listener: Arc<std::net::TcpListener>,
+) -> Result<(Vec<ChildSpec>, Services), String> {
     std::fs::create_dir_all(&opts.data_dir).map_err(|e| format!("creating {}: {e}", opts.data_dir.display()))?;
     let db = store::open_db(&opts.data_dir.join("meta")).map_err(|e| format!("opening the metadata store: {e}"))?;
     let log_db = store::open_log_db(&opts.data_dir.join("log")).map_err(|e| format!("opening the journal: {e}"))?;
-    let ns = Arc::new(namespace::Namespace::open(db.clone()).map_err(|e| format!("opening the namespace: {e}"))?);
     let mut members = opts.members.clone();
     if members.is_empty() {
         let me = raft::MasterNode { addr: opts.client_addr.clone(), mesh: opts.mesh_addr.clone() };
         members.insert(opts.node_id, me);
     }
+    let scope = Scope::master(opts.node_id);
+    let name = |role| scope.name(role);
+    let journal = journal::Journal::new(name(journal::ROLE), opts.fatal.clone());
+    let ns = namespace_actor::Ns::new(name(namespace_actor::ROLE));
+    let workers = workers::Workers;
+    let ufs = Arc::new(crate::ufs::Ufs::default());
+    let mounts = mounts::Mounts::new(
+        journal.clone(),
+        ns.clone(),
+        workers.clone(),
+        ufs,
+        opts.faults.clone(),
+        name(mounts::syncer::ROLE),
+    );
+    let services = Services {
+        node_id: opts.node_id,
+        journal: journal.clone(),
+        ns: ns.clone(),
+        workers,
+        leases: leases::LeaseSlot::default(),
+        mounts: mounts.clone(),
+        faults: opts.faults.clone(),
+    };
     let slot = Arc::new(tokio::sync::Mutex::new(None));
     let raft_server =
         raft_net::RaftServerArgs { node_id: opts.node_id, slot: slot.clone(), removed: opts.removed.clone() };
@@ -71,21 +111,28 @@ pub fn children(opts: &MasterOptions, listener: Arc<std::net::TcpListener>) -> R
         client_addr: opts.client_addr.clone(),
         members,
         join: opts.join,
-        db,
+        db: db.clone(),
         log_db,
         snapshot_dir: opts.data_dir.join("snapshots"),
         snapshot_entries: opts.snapshot_entries,
         slot,
+        journal: journal.clone(),
+        namespace: namespace_actor::ActorNamespace::new(db.clone(), ns.clone()),
+        stop_core_after: opts.faults.stop_raft_core_after,
     };
-    let wm_args = workers::WorkerManagerArgs { lost_timeout: opts.worker_lost_timeout };
-    Ok(vec![
-        ChildSpec::actor(namespace_actor::NAME, move || (namespace_actor::NamespaceActor, ns.clone())),
-        ChildSpec::actor(journal::NAME, move || (journal::JournalActor, journal_args.clone())),
-        ChildSpec::actor(raft_net::NAME, move || (raft_net::RaftServer, raft_server.clone())),
-        ChildSpec::actor(workers::NAME, move || (workers::WorkerManager, wm_args.clone())),
-        ChildSpec::actor(mounts::SYNCER, move || (mounts::MountSyncer, ())),
-        ChildSpec::actor(gateway::NAME, move || {
-            (gateway::ClientGateway, gateway::GatewayArgs { listener: listener.clone() })
-        }),
-    ])
+    let ns_args = namespace_actor::NamespaceArgs { db, handle: ns.clone() };
+    let wm_args =
+        workers::WorkerManagerArgs { lost_timeout: opts.worker_lost_timeout, journal: journal.clone(), ns: ns.clone() };
+    let lease_args = leases::LeaseKeeperArgs { slot: services.leases.clone(), journal, ns };
+    let gateway_args = gateway::GatewayArgs { listener, services: services.clone() };
+    let specs = vec![
+        ChildSpec::actor(name(namespace_actor::ROLE), move || (namespace_actor::NamespaceActor, ns_args.clone())),
+        ChildSpec::actor(name(journal::ROLE), move || (journal::JournalActor, journal_args.clone())),
+        ChildSpec::actor(name(raft_net::ROLE), move || (raft_net::RaftServer, raft_server.clone())),
+        ChildSpec::actor(name(workers::ROLE), move || (workers::WorkerManager, wm_args.clone())),
+        ChildSpec::actor(name(leases::ROLE), move || (leases::LeaseKeeper, lease_args.clone())),
+        ChildSpec::actor(name(mounts::syncer::ROLE), move || (mounts::syncer::MountSyncer, mounts.clone())),
+        ChildSpec::actor(name(gateway::ROLE), move || (gateway::ClientGateway, gateway_args.clone())),
+    ];
+    Ok((specs, services))
 }

@@ -1,7 +1,10 @@
 //! NamespaceActor: the only owner of namespace changes. Committed journal
 //! entries arrive from the Raft state machine ([`ActorNamespace`]); reads
-//! arrive from the ClientGateway. If it dies, the supervisor restarts it over
-//! the same store; the state machine retries its call until it is back.
+//! arrive from the request handlers through the [`Ns`] handle. If it dies,
+//! the supervisor restarts it: it opens the namespace afresh from RocksDB
+//! (counters, caches and the mount table are read again, nothing is carried
+//! over from the dead incarnation), and the state machine retries its call
+//! until it is back.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,11 +17,11 @@ use strata_protocol::messages::{Attr, DirEntry};
 use strata_protocol::ufs::MountInfo;
 use strata_protocol::{BlockId, ErrorCode, ErrorInfo};
 
-use super::namespace::{is_inline, InodeRecord, Namespace, NsError};
+use super::namespace::{is_inline, InodeRecord, MountCache, Namespace, NsError};
 use super::raft::{put_meta, NamespaceHandle};
 
-/// Registered name of the NamespaceActor.
-pub const NAME: &str = "strata.namespace";
+/// The NamespaceActor's role in its node's registered names.
+pub const ROLE: &str = "namespace";
 
 /// Bookkeeping rows written with an entry.
 pub type Extra = Vec<super::store::MetaRow>;
@@ -82,17 +85,27 @@ fn to_info(e: NsError) -> ErrorInfo {
     }
 }
 
+/// Start-up arguments.
+#[derive(Clone)]
+pub struct NamespaceArgs {
+    /// The state machine's database.
+    pub db: Arc<DB>,
+    /// The handle this actor publishes its mount-table cache through.
+    pub handle: Ns,
+}
+
 impl Actor for NamespaceActor {
     type Msg = NamespaceMsg;
     type State = Arc<Namespace>;
-    type Arguments = Arc<Namespace>;
+    type Arguments = NamespaceArgs;
 
     async fn pre_start(
         &self,
         _myself: ActorRef<Self::Msg>,
-        ns: Arc<Namespace>,
+        args: NamespaceArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
-        super::mounts::use_cache(ns.mount_cache());
+        let ns = Arc::new(Namespace::open(args.db).map_err(|e| format!("opening the namespace: {e}"))?);
+        *args.handle.mount_cache.write() = Some(ns.mount_cache());
         Ok(ns)
     }
 
@@ -207,29 +220,71 @@ impl Actor for NamespaceActor {
     }
 }
 
-/// The NamespaceActor by name, if it is running.
-pub fn actor() -> Option<ActorRef<NamespaceMsg>> {
-    ractor::registry::where_is(NAME).map(ActorRef::from)
+/// The namespace as the rest of the master reaches it: the NamespaceActor
+/// by its node-scoped name, and the mount-table cache the running actor
+/// publishes (nearly every request asks whether its path is under a mount,
+/// and reads the cache without a call).
+#[derive(Clone)]
+pub struct Ns {
+    name: Arc<str>,
+    mount_cache: Arc<parking_lot::RwLock<Option<Arc<MountCache>>>>,
 }
 
-/// Calls the NamespaceActor, waiting up to `patience` for it to be (re)started.
-pub async fn call<R: Send + 'static>(
-    patience: Duration,
-    make: impl Fn(RpcReplyPort<R>) -> NamespaceMsg,
-) -> Result<R, String> {
-    let deadline = tokio::time::Instant::now() + patience;
-    loop {
-        if let Some(a) = actor() {
-            match a.call(&make, Some(Duration::from_secs(30))).await {
-                Ok(ractor::rpc::CallResult::Success(r)) => return Ok(r),
-                Ok(ractor::rpc::CallResult::Timeout) => return Err("namespace actor timed out".into()),
-                _ => {}
+impl std::fmt::Debug for Ns {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ns").field("name", &self.name).finish()
+    }
+}
+
+impl Ns {
+    /// A handle to the NamespaceActor registered as `name`.
+    pub fn new(name: String) -> Self {
+        Ns { name: name.into(), mount_cache: Arc::default() }
+    }
+
+    /// The actor's registered name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The NamespaceActor, if it is running.
+    pub fn actor(&self) -> Option<ActorRef<NamespaceMsg>> {
+        ractor::registry::where_is(&self.name).map(ActorRef::from)
+    }
+
+    /// The mount table as cached by the running namespace, if it has it.
+    pub fn cached_mounts(&self) -> Option<Arc<Vec<MountInfo>>> {
+        self.mount_cache.read().as_ref().and_then(|c| c.get())
+    }
+
+    /// Calls the NamespaceActor, waiting up to `patience` for it to be (re)started.
+    pub async fn call_within<R: Send + 'static>(
+        &self,
+        patience: Duration,
+        make: impl Fn(RpcReplyPort<R>) -> NamespaceMsg,
+    ) -> Result<R, String> {
+        let deadline = tokio::time::Instant::now() + patience;
+        loop {
+            if let Some(a) = self.actor() {
+                match a.call(&make, Some(Duration::from_secs(30))).await {
+                    Ok(ractor::rpc::CallResult::Success(r)) => return Ok(r),
+                    Ok(ractor::rpc::CallResult::Timeout) => return Err("namespace actor timed out".into()),
+                    _ => {}
+                }
             }
+            if tokio::time::Instant::now() >= deadline {
+                return Err("namespace actor is not running".into());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        if tokio::time::Instant::now() >= deadline {
-            return Err("namespace actor is not running".into());
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    /// A request path's call: up to 5 s for a restarting actor, then `Unavailable`.
+    pub async fn call<R: Send + 'static>(
+        &self,
+        make: impl Fn(RpcReplyPort<R>) -> NamespaceMsg,
+    ) -> Result<R, ErrorInfo> {
+        self.call_within(Duration::from_secs(5), make).await.map_err(|e| ErrorInfo::new(ErrorCode::Unavailable, e))
     }
 }
 
@@ -237,12 +292,14 @@ pub async fn call<R: Send + 'static>(
 #[derive(Clone)]
 pub struct ActorNamespace {
     db: Arc<DB>,
+    ns: Ns,
 }
 
 impl ActorNamespace {
-    /// A handle; `db` is the store the actor applies to (for direct reads of applied state).
-    pub fn new(db: Arc<DB>) -> Self {
-        ActorNamespace { db }
+    /// A route through `ns`; `db` is the store the actor applies to (for
+    /// direct reads of applied state).
+    pub fn new(db: Arc<DB>, ns: Ns) -> Self {
+        ActorNamespace { db, ns }
     }
 }
 
@@ -250,16 +307,16 @@ const PATIENCE: Duration = Duration::from_secs(20);
 
 impl NamespaceHandle for ActorNamespace {
     async fn apply(&self, batch: Vec<(u64, JournalEntry, Extra)>) -> Result<Vec<ApplyResult>, String> {
-        call(PATIENCE, |r| NamespaceMsg::Apply(batch.clone(), r)).await?
+        self.ns.call_within(PATIENCE, |r| NamespaceMsg::Apply(batch.clone(), r)).await?
     }
     async fn put_meta(&self, extra: Extra) -> Result<(), String> {
-        call(PATIENCE, |r| NamespaceMsg::PutMeta(extra.clone(), r)).await?
+        self.ns.call_within(PATIENCE, |r| NamespaceMsg::PutMeta(extra.clone(), r)).await?
     }
     async fn export(&self) -> Result<Rows, String> {
-        call(PATIENCE, NamespaceMsg::Export).await?
+        self.ns.call_within(PATIENCE, NamespaceMsg::Export).await?
     }
     async fn import(&self, rows: Rows) -> Result<(), String> {
-        call(PATIENCE, |r| NamespaceMsg::Import(rows.clone(), r)).await?
+        self.ns.call_within(PATIENCE, |r| NamespaceMsg::Import(rows.clone(), r)).await?
     }
     fn db(&self) -> Arc<DB> {
         self.db.clone()

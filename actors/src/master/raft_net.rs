@@ -23,8 +23,8 @@ use tokio::sync::Mutex;
 use super::raft::{MasterNode, NodeId, Raft, TypeConfig};
 use crate::mesh::Wire;
 
-/// Registered name of the RaftServer.
-pub const NAME: &str = "strata.raft";
+/// The RaftServer's role in its node's registered names.
+pub const ROLE: &str = "raft";
 
 /// The process group of master `id`'s RaftServer.
 pub fn group(id: NodeId) -> String {

@@ -10,84 +10,53 @@ use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
-use ractor_cluster::RactorClusterMessage;
-use rkyv::{Archive, Deserialize, Serialize};
 use strata_protocol::messages::{
-    BlockCommit, CommitReply, HeartbeatReply, RegisterReply, RegisterWorker, TierUsage, WorkerAddr, WorkerHeartbeat,
+    BlockLocation, CommitReply, FileBlocks, FileType, HeartbeatReply, RegisterReply, TierUsage, WorkerAddr,
     WorkerReport,
 };
-use strata_protocol::{BlockId, WorkerId};
+use strata_protocol::{BlockId, ErrorCode, ErrorInfo, WorkerId};
 
-use super::namespace_actor;
+use super::journal::Journal;
+use super::namespace::InodeRecord;
+use super::namespace_actor::{NamespaceMsg, Ns};
+pub use crate::cluster::{
+    BlockList, LocationList, MeshAddrs, PlaceRequest, Placement, WorkerManagerMsg, WorkerReports, GROUP,
+};
 use crate::mesh::Wire;
 
-/// Registered name of the WorkerManager.
-pub const NAME: &str = "strata.workers";
-/// Process group workers look the WorkerManager up in.
-pub const GROUP: &str = "strata.master.workers";
-
-/// A list of block ids.
-#[derive(Archive, Serialize, Deserialize, Debug, Clone, Default)]
-pub struct BlockList(pub Vec<BlockId>);
-/// Locations for a list of blocks, in the same order.
-#[derive(Archive, Serialize, Deserialize, Debug, Clone, Default)]
-pub struct LocationList(pub Vec<Vec<WorkerAddr>>);
-/// Where to put a new block.
-#[derive(Archive, Serialize, Deserialize, Debug, Clone)]
-pub struct PlaceRequest {
-    /// The writing client's host, for local-first placement.
-    pub client_host: String,
-    /// Bytes the block may take.
-    pub length: u64,
-}
-/// Chosen workers, best first (empty: none live).
-#[derive(Archive, Serialize, Deserialize, Debug, Clone, Default)]
-pub struct Placement(pub Vec<WorkerAddr>);
-/// All workers.
-#[derive(Archive, Serialize, Deserialize, Debug, Clone, Default)]
-pub struct WorkerReports(pub Vec<WorkerReport>);
-
-/// Messages to the WorkerManager. Variant names are wire tags: never rename.
-#[derive(RactorClusterMessage)]
-pub enum WorkerManagerMsg {
-    /// A worker (re)registers with its full block report.
-    #[rpc]
-    Register(Wire<RegisterWorker>, RpcReplyPort<Wire<RegisterReply>>),
-    /// A worker's periodic heartbeat.
-    #[rpc]
-    Heartbeat(Wire<WorkerHeartbeat>, RpcReplyPort<Wire<HeartbeatReply>>),
-    /// A worker stored a block.
-    #[rpc]
-    CommitBlock(Wire<BlockCommit>, RpcReplyPort<Wire<CommitReply>>),
-    /// Live locations of blocks.
-    #[rpc]
-    Locate(Wire<BlockList>, RpcReplyPort<Wire<LocationList>>),
-    /// Choose workers for a new block.
-    #[rpc]
-    Place(Wire<PlaceRequest>, RpcReplyPort<Wire<Placement>>),
-    /// These blocks belong to no file any more: tell their workers.
-    Free(Wire<BlockList>),
-    /// Drop the cached copies of these blocks (their data is in a UFS; the
-    /// file keeps them and a read fetches them again).
-    Evict(Wire<BlockList>),
-    /// These blocks are persisted to a UFS: their workers may evict them.
-    Clean(Wire<BlockList>),
-    /// These blocks' files were pinned: their workers must not evict them.
-    Pin(Wire<BlockList>),
-    /// These blocks' files were unpinned: evictable again once clean.
-    Unpin(Wire<BlockList>),
-    /// All workers, for `strata report`.
-    #[rpc]
-    Report(RpcReplyPort<Wire<WorkerReports>>),
-    /// Periodic liveness check.
-    Tick,
-}
+/// The WorkerManager's role in its node's registered names.
+pub const ROLE: &str = "workers";
 
 /// Start-up arguments.
 #[derive(Clone)]
 pub struct WorkerManagerArgs {
     /// A worker silent this long is lost.
     pub lost_timeout: Duration,
+    /// For the leader's read barrier before orphans are decided, and the
+    /// membership told to workers.
+    pub journal: Journal,
+    /// For which reported blocks are orphans, persisted or pinned.
+    pub ns: Ns,
+}
+
+/// What the namespace says of a registering worker's blocks (asked outside
+/// the actor's mailbox: see `WorkerManagerMsg::Registered`).
+async fn block_facts(args: &WorkerManagerArgs, blocks: &[BlockId]) -> RegisterReply {
+    {
+        let ask = |make: fn(Vec<BlockId>, RpcReplyPort<Vec<BlockId>>) -> NamespaceMsg| async move {
+            args.ns.call(|r| make(blocks.to_vec(), r)).await.unwrap_or_default()
+        };
+        // Blocks no file owns (deleted while the worker was away) are
+        // dropped. Only the leader decides, after a read barrier: a
+        // follower's namespace may lag and not know a block yet.
+        let orphans =
+            if args.journal.read_barrier().await.is_ok() { ask(NamespaceMsg::Orphans).await } else { Vec::new() };
+        RegisterReply {
+            remove_blocks: orphans,
+            clean_blocks: ask(NamespaceMsg::PersistedBlocks).await,
+            pinned_blocks: ask(NamespaceMsg::PinnedBlocks).await,
+        }
+    }
 }
 
 struct WorkerEntry {
@@ -111,6 +80,9 @@ impl WorkerEntry {
 /// Actor state.
 pub struct WorkerManagerState {
     args: WorkerManagerArgs,
+    /// The masters' mesh addresses, told to workers with every heartbeat
+    /// reply (refreshed every tick, outside the mailbox).
+    masters_mesh: Vec<String>,
     workers: HashMap<WorkerId, WorkerEntry>,
     locations: HashMap<BlockId, HashSet<WorkerId>>,
     next_rr: usize,
@@ -195,6 +167,7 @@ impl Actor for WorkerManager {
         myself.send_interval(Duration::from_millis(500), || WorkerManagerMsg::Tick);
         Ok(WorkerManagerState {
             args,
+            masters_mesh: Vec::new(),
             workers: HashMap::new(),
             locations: HashMap::new(),
             next_rr: 0,
@@ -205,38 +178,25 @@ impl Actor for WorkerManager {
 
     async fn handle(
         &self,
-        _myself: ActorRef<Self::Msg>,
+        myself: ActorRef<Self::Msg>,
         msg: Self::Msg,
         st: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             WorkerManagerMsg::Register(Wire(reg), reply) => {
+                // The namespace is asked in a task of its own: the mailbox
+                // keeps serving heartbeats, placements and locations meanwhile.
+                let args = st.args.clone();
+                tokio::spawn(async move {
+                    let facts = block_facts(&args, &reg.blocks).await;
+                    let _ = myself.cast(WorkerManagerMsg::Registered(Wire(reg), Wire(facts), reply));
+                });
+            }
+            WorkerManagerMsg::Registered(Wire(reg), Wire(facts), reply) => {
                 let id = reg.addr.worker_id;
                 tracing::info!(worker = id, host = %reg.addr.host, port = reg.addr.data_port, blocks = reg.blocks.len(), "worker registered");
                 st.forget_worker_blocks(id);
-                // Blocks no file owns (deleted while the worker was away) are
-                // dropped. Only the leader decides, after a read barrier: a
-                // follower's namespace may lag and not know a block yet.
-                let orphans = if super::journal::read_barrier().await.is_ok() {
-                    namespace_actor::call(Duration::from_secs(5), |r| {
-                        namespace_actor::NamespaceMsg::Orphans(reg.blocks.clone(), r)
-                    })
-                    .await
-                    .unwrap_or_default()
-                } else {
-                    Vec::new()
-                };
-                let orphan_set: HashSet<BlockId> = orphans.iter().copied().collect();
-                let clean_blocks = namespace_actor::call(Duration::from_secs(5), |r| {
-                    namespace_actor::NamespaceMsg::PersistedBlocks(reg.blocks.clone(), r)
-                })
-                .await
-                .unwrap_or_default();
-                let pinned_blocks = namespace_actor::call(Duration::from_secs(5), |r| {
-                    namespace_actor::NamespaceMsg::PinnedBlocks(reg.blocks.clone(), r)
-                })
-                .await
-                .unwrap_or_default();
+                let orphan_set: HashSet<BlockId> = facts.remove_blocks.iter().copied().collect();
                 st.workers.insert(
                     id,
                     WorkerEntry {
@@ -254,13 +214,10 @@ impl Actor for WorkerManager {
                 for b in reg.blocks.into_iter().filter(|b| !orphan_set.contains(b)) {
                     st.add_location(id, b);
                 }
-                let _ = reply.send(Wire(RegisterReply { remove_blocks: orphans, clean_blocks, pinned_blocks }));
+                let _ = reply.send(Wire(facts));
             }
             WorkerManagerMsg::Heartbeat(Wire(hb), reply) => {
-                let masters_mesh = super::journal::membership()
-                    .await
-                    .map(|m| m.nodes.into_values().map(|n| n.mesh).filter(|a| !a.is_empty()).collect())
-                    .unwrap_or_default();
+                let masters_mesh = st.masters_mesh.clone();
                 let Some(w) = st.workers.get_mut(&hb.worker_id) else {
                     let _ = reply.send(Wire(HeartbeatReply {
                         reregister: true,
@@ -277,7 +234,7 @@ impl Actor for WorkerManager {
                 w.tiers = hb.tiers;
                 let remove_blocks = std::mem::take(&mut w.to_remove);
                 let clean_blocks = std::mem::take(&mut w.to_clean);
-                let mut pin_blocks = std::mem::take(&mut w.to_pin);
+                let pin_blocks = std::mem::take(&mut w.to_pin);
                 let unpin_blocks = std::mem::take(&mut w.to_unpin);
                 for b in hb.removed {
                     st.remove_location(hb.worker_id, b);
@@ -286,26 +243,30 @@ impl Actor for WorkerManager {
                 for b in &added {
                     st.add_location(hb.worker_id, *b);
                 }
-                // New copies of pinned files' blocks (written, or fetched from
-                // a UFS, since the last heartbeat) are pinned on arrival.
-                if !added.is_empty() {
-                    pin_blocks.extend(
-                        namespace_actor::call(Duration::from_secs(5), |r| {
-                            namespace_actor::NamespaceMsg::PinnedBlocks(added.clone(), r)
-                        })
-                        .await
-                        .unwrap_or_default(),
-                    );
-                }
                 // A worker that was declared lost had its locations dropped: it must report them again.
-                let _ = reply.send(Wire(HeartbeatReply {
+                let mut answer = HeartbeatReply {
                     reregister: was_lost,
                     remove_blocks,
                     clean_blocks,
                     pin_blocks,
                     unpin_blocks,
                     masters_mesh,
-                }));
+                };
+                if added.is_empty() {
+                    let _ = reply.send(Wire(answer));
+                    return Ok(());
+                }
+                // New copies of pinned files' blocks (written, or fetched from
+                // a UFS, since the last heartbeat) are pinned on arrival: the
+                // namespace is asked outside the mailbox, and the reply port
+                // goes with the question.
+                let ns = st.args.ns.clone();
+                tokio::spawn(async move {
+                    answer
+                        .pin_blocks
+                        .extend(ns.call(|r| NamespaceMsg::PinnedBlocks(added.clone(), r)).await.unwrap_or_default());
+                    let _ = reply.send(Wire(answer));
+                });
             }
             WorkerManagerMsg::CommitBlock(Wire(c), reply) => {
                 if !st.workers.contains_key(&c.worker_id) {
@@ -397,7 +358,16 @@ impl Actor for WorkerManager {
                 out.sort_by_key(|w| w.addr.worker_id);
                 let _ = reply.send(Wire(WorkerReports(out)));
             }
+            WorkerManagerMsg::Masters(Wire(masters)) => st.masters_mesh = masters.0,
             WorkerManagerMsg::Tick => {
+                let journal = st.args.journal.clone();
+                let me = myself.clone();
+                tokio::spawn(async move {
+                    if let Some(m) = journal.membership().await {
+                        let mesh = m.nodes.into_values().map(|n| n.mesh).filter(|a| !a.is_empty()).collect();
+                        let _ = me.cast(WorkerManagerMsg::Masters(Wire(MeshAddrs(mesh))));
+                    }
+                });
                 let now = Instant::now();
                 let timeout = st.args.lost_timeout;
                 let lost: Vec<WorkerId> = st
@@ -419,15 +389,76 @@ impl Actor for WorkerManager {
     }
 }
 
-/// The local WorkerManager. Found through the process group's local
-/// members, not the name registry: the WorkerManagers of other masters carry
-/// the same name on their nodes, and ractor drops a name from the local
-/// registry when a remote actor of that name goes away.
-pub fn actor() -> Option<ActorRef<WorkerManagerMsg>> {
-    ractor::pg::get_local_members(&GROUP.to_string()).into_iter().next().map(ActorRef::from)
-}
+/// The worker manager as the master's request path reaches it: the local
+/// member of [`GROUP`] (not the name registry: the WorkerManagers of other
+/// masters are in the same group on their nodes, and ractor drops a name
+/// from the local registry when a remote actor of that name goes away).
+#[derive(Clone, Debug, Default)]
+pub struct Workers;
 
-/// The WorkerManager as a worker finds it: any member of [`GROUP`], local or remote.
-pub fn find_in_group() -> Option<ActorRef<WorkerManagerMsg>> {
-    ractor::pg::get_members(&GROUP.to_string()).into_iter().next().map(ActorRef::from)
+impl Workers {
+    /// The local WorkerManager, if it is running.
+    pub fn actor(&self) -> Option<ActorRef<WorkerManagerMsg>> {
+        ractor::pg::get_local_members(&GROUP.to_string()).into_iter().next().map(ActorRef::from)
+    }
+
+    /// Calls the WorkerManager (`Unavailable` while it restarts or if it does not answer in 10 s).
+    pub async fn call<R: Send + 'static>(
+        &self,
+        make: impl FnOnce(RpcReplyPort<R>) -> WorkerManagerMsg,
+    ) -> Result<R, ErrorInfo> {
+        let wm = self.actor().ok_or_else(|| ErrorInfo::new(ErrorCode::Unavailable, "worker manager is restarting"))?;
+        match wm.call(make, Some(Duration::from_secs(10))).await {
+            Ok(ractor::rpc::CallResult::Success(r)) => Ok(r),
+            _ => Err(ErrorInfo::new(ErrorCode::Unavailable, "worker manager did not answer")),
+        }
+    }
+
+    /// Tells the WorkerManager something (dropped while it restarts: what
+    /// it is told is soft state that workers' reports bring back).
+    pub fn tell(&self, msg: WorkerManagerMsg) {
+        if let Some(wm) = self.actor() {
+            let _ = wm.cast(msg);
+        }
+    }
+
+    /// Tells the workers holding these blocks to drop them (their files are gone).
+    pub fn free(&self, blocks: Vec<BlockId>) {
+        if !blocks.is_empty() {
+            self.tell(WorkerManagerMsg::Free(Wire(BlockList(blocks))));
+        }
+    }
+
+    /// Drops the cached copies of blocks whose data is safe in the UFS.
+    pub fn evict(&self, blocks: Vec<BlockId>) {
+        if !blocks.is_empty() {
+            self.tell(WorkerManagerMsg::Evict(Wire(BlockList(blocks))));
+        }
+    }
+
+    /// Live workers for new blocks, best first (local to `client_host` first).
+    pub async fn place(&self, client_host: String) -> Result<Vec<WorkerAddr>, ErrorInfo> {
+        Ok(self.call(|r| WorkerManagerMsg::Place(Wire(PlaceRequest { client_host, length: 0 }), r)).await?.0 .0)
+    }
+
+    /// A file's blocks and their cached locations.
+    pub async fn file_blocks(&self, rec: InodeRecord) -> Result<FileBlocks, ErrorInfo> {
+        if rec.attr.file_type != FileType::File {
+            return Err(ErrorInfo::new(ErrorCode::IsADirectory, format!("inode {} is not a file", rec.attr.inode)));
+        }
+        let bs = rec.attr.block_size;
+        let locs = self.call(|r| WorkerManagerMsg::Locate(Wire(BlockList(rec.blocks.clone())), r)).await?.0 .0;
+        let blocks = rec
+            .blocks
+            .iter()
+            .zip(locs)
+            .enumerate()
+            .map(|(i, (b, workers))| {
+                let offset = i as u64 * bs;
+                let length = if rec.attr.complete { bs.min(rec.attr.size.saturating_sub(offset)) } else { bs };
+                BlockLocation { block_id: *b, offset, length, workers, from_ufs: false }
+            })
+            .collect();
+        Ok(FileBlocks { attr: rec.attr, blocks, ufs: None, inline: None })
+    }
 }

@@ -8,7 +8,7 @@
 //! gets a `Protocol` error and the connection is closed.
 
 use std::collections::HashMap;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
@@ -21,17 +21,17 @@ use strata_protocol::ufs::{Fingerprint, ReadType, UfsSource, UfsSpec};
 use strata_protocol::{BlockId, ErrorCode, ErrorInfo, WorkerId, MAX_BLOCK_SIZE};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::task::JoinHandle;
 
 use super::blockfile::{self, BlockError, BlockWriter};
 use super::tier::{TierConfig, TierMsg};
 use super::worker_actor;
-use crate::master::workers::{self, WorkerManagerMsg};
+use crate::cluster::{worker_managers, WorkerManagerMsg};
 use crate::mesh::Wire;
-use crate::ufs;
+use crate::supervisor::Scope;
+use crate::ufs::{self, Ufs};
 
-/// Registered name of the DataServer.
-pub const NAME: &str = "strata.dataserver";
+/// The DataServer's role in its node's registered names.
+pub const ROLE: &str = "dataserver";
 /// Largest request frame on the data port.
 pub const MAX_REQUEST_BYTES: u32 = 64 * 1024;
 /// Largest single read request.
@@ -46,6 +46,7 @@ pub enum DataServerMsg {
 }
 
 /// Arguments.
+#[derive(Clone)]
 pub struct DataServerArgs {
     /// The bound listener (cloned at each restart).
     pub listener: Arc<std::net::TcpListener>,
@@ -53,6 +54,8 @@ pub struct DataServerArgs {
     pub tiers: Vec<TierConfig>,
     /// This worker.
     pub worker_id: WorkerId,
+    /// This worker's registered names.
+    pub scope: Scope,
 }
 
 /// The actor.
@@ -60,13 +63,38 @@ pub struct DataServer;
 
 /// State.
 pub struct DataServerState {
-    accept: JoinHandle<()>,
+    _accept: crate::net::AbortOnDrop,
     addr: std::net::SocketAddr,
 }
 
+/// What the connections of one DataServer incarnation share (made afresh
+/// when it restarts).
 struct Ctx {
     tiers: Vec<TierConfig>,
     worker_id: WorkerId,
+    scope: Scope,
+    /// One UFS fetch per block at a time.
+    miss_locks: Mutex<HashMap<BlockId, Arc<tokio::sync::Mutex<()>>>>,
+    /// Connections to peer workers (blocks of a file being persisted).
+    peers: strata_client::data::DataPool,
+    /// UFS operators, by spec.
+    ufs: Ufs,
+}
+
+impl Ctx {
+    /// The lock of `block_id`'s UFS fetch.
+    fn miss_lock(&self, block_id: BlockId) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self.miss_locks.lock();
+        if locks.len() > 1024 {
+            locks.retain(|_, l| Arc::strong_count(l) > 1);
+        }
+        locks.entry(block_id).or_default().clone()
+    }
+
+    fn tier_actor(&self, t: &TierConfig) -> Result<ActorRef<TierMsg>, ErrorInfo> {
+        worker_actor::tier_ref(&self.scope, t)
+            .ok_or_else(|| ErrorInfo::new(ErrorCode::Unavailable, format!("tier {} is restarting", t.name)))
+    }
 }
 
 impl Actor for DataServer {
@@ -82,14 +110,16 @@ impl Actor for DataServer {
         let l = args.listener.try_clone()?;
         l.set_nonblocking(true)?;
         let addr = l.local_addr()?;
-        let ctx = Arc::new(Ctx { tiers: args.tiers, worker_id: args.worker_id });
+        let ctx = Arc::new(Ctx {
+            tiers: args.tiers,
+            worker_id: args.worker_id,
+            scope: args.scope,
+            miss_locks: Mutex::default(),
+            peers: strata_client::data::DataPool::new(Duration::from_secs(60)),
+            ufs: Ufs::default(),
+        });
         let accept = crate::net::spawn_accept_loop(TcpListener::from_std(l)?, 4096, move |s| serve(s, ctx.clone()));
-        Ok(DataServerState { accept, addr })
-    }
-
-    async fn post_stop(&self, _myself: ActorRef<Self::Msg>, st: &mut Self::State) -> Result<(), ActorProcessingErr> {
-        st.accept.abort();
-        Ok(())
+        Ok(DataServerState { _accept: crate::net::AbortOnDrop(accept), addr })
     }
 
     async fn handle(
@@ -107,17 +137,12 @@ impl Actor for DataServer {
     }
 }
 
-fn tier_actor(t: &TierConfig) -> Result<ActorRef<TierMsg>, ErrorInfo> {
-    ractor::registry::where_is(t.actor_name())
-        .map(ActorRef::from)
-        .ok_or_else(|| ErrorInfo::new(ErrorCode::Unavailable, format!("tier {} is restarting", t.name)))
-}
-
 async fn tier_call<R: Send + 'static>(
+    ctx: &Ctx,
     t: &TierConfig,
     make: impl FnOnce(ractor::RpcReplyPort<R>) -> TierMsg,
 ) -> Result<R, ErrorInfo> {
-    match tier_actor(t)?.call(make, Some(Duration::from_secs(10))).await {
+    match ctx.tier_actor(t)?.call(make, Some(Duration::from_secs(10))).await {
         Ok(ractor::rpc::CallResult::Success(r)) => Ok(r),
         _ => Err(ErrorInfo::new(ErrorCode::Unavailable, format!("tier {} did not answer", t.name))),
     }
@@ -186,7 +211,7 @@ async fn serve(mut stream: TcpStream, ctx: Arc<Ctx>) {
 
 async fn find_block(ctx: &Ctx, block_id: BlockId) -> Result<(TierConfig, u64), ErrorInfo> {
     for t in &ctx.tiers {
-        if let Some(len) = tier_call(t, |r| TierMsg::Lookup(block_id, r)).await? {
+        if let Some(len) = tier_call(ctx, t, |r| TierMsg::Lookup(block_id, r)).await? {
             return Ok((t.clone(), len));
         }
     }
@@ -259,7 +284,7 @@ async fn serve_read_ufs(stream: &mut TcpStream, ctx: &Ctx, miss: UfsMiss, offset
         return serve_read(stream, ctx, miss.block_id, offset, length).await;
     }
     let r = if miss.source.read_type == ReadType::NoCache {
-        ufs_range(&miss.source, miss.block_offset + offset, length).await.map(Some)
+        ufs_range(ctx, &miss.source, miss.block_offset + offset, length).await.map(Some)
     } else {
         fetch_and_cache(ctx, &miss).await.map(|b| b.map(|b| b[offset as usize..(offset + length) as usize].to_vec()))
     };
@@ -270,26 +295,16 @@ async fn serve_read_ufs(stream: &mut TcpStream, ctx: &Ctx, miss: UfsMiss, offset
     }
 }
 
-/// One fetch per block at a time.
-fn miss_lock(block_id: BlockId) -> Arc<tokio::sync::Mutex<()>> {
-    static LOCKS: OnceLock<Mutex<HashMap<BlockId, Arc<tokio::sync::Mutex<()>>>>> = OnceLock::new();
-    let mut locks = LOCKS.get_or_init(Default::default).lock();
-    if locks.len() > 1024 {
-        locks.retain(|_, l| Arc::strong_count(l) > 1);
-    }
-    locks.entry(block_id).or_default().clone()
-}
-
 /// Fetches a whole block from the UFS and keeps it; `None` if another
 /// request cached it meanwhile. A block that cannot be kept (no space) is
 /// still served.
 async fn fetch_and_cache(ctx: &Ctx, miss: &UfsMiss) -> Result<Option<Arc<Vec<u8>>>, ErrorInfo> {
-    let lock = miss_lock(miss.block_id);
+    let lock = ctx.miss_lock(miss.block_id);
     let _g = lock.lock().await;
     if find_block(ctx, miss.block_id).await.is_ok() {
         return Ok(None);
     }
-    let data = Arc::new(ufs_range(&miss.source, miss.block_offset, miss.block_length).await?);
+    let data = Arc::new(ufs_range(ctx, &miss.source, miss.block_offset, miss.block_length).await?);
     let promote = miss.source.read_type == ReadType::CachePromote;
     if let Err(e) = store_block(ctx, miss.block_id, data.clone(), promote).await {
         tracing::warn!(block = miss.block_id, error = %e, "serving a UFS block without caching it");
@@ -299,11 +314,11 @@ async fn fetch_and_cache(ctx: &Ctx, miss: &UfsMiss) -> Result<Option<Arc<Vec<u8>
 
 /// Reads `length` bytes at `offset` of a UFS object, refusing an object
 /// that changed since the namespace loaded it.
-async fn ufs_range(src: &UfsSource, offset: u64, length: u64) -> Result<Vec<u8>, ErrorInfo> {
+async fn ufs_range(ctx: &Ctx, src: &UfsSource, offset: u64, length: u64) -> Result<Vec<u8>, ErrorInfo> {
     if length == 0 {
         return Ok(Vec::new());
     }
-    let op = ufs::operator(&src.spec)?;
+    let op = ctx.ufs.operator(&src.spec)?;
     let mut read = op.read_with(&src.key).range(offset..offset + length);
     let etag = src.fingerprint.etag.as_ref().map(|e| format!("\"{e}\""));
     if let Some(e) = etag.as_deref().filter(|_| op.info().capability().read_with_if_match) {
@@ -332,11 +347,6 @@ async fn ufs_range(src: &UfsSource, offset: u64, length: u64) -> Result<Vec<u8>,
     Ok(buf.to_vec())
 }
 
-fn peers() -> &'static strata_client::data::DataPool {
-    static POOL: OnceLock<strata_client::data::DataPool> = OnceLock::new();
-    POOL.get_or_init(|| strata_client::data::DataPool::new(Duration::from_secs(60)))
-}
-
 /// A range of a block from this worker's tiers or a peer holding it.
 async fn block_range(ctx: &Ctx, b: &BlockLocation, offset: u64, length: u64) -> Result<Vec<u8>, ErrorInfo> {
     if let Ok((tier, _)) = find_block(ctx, b.block_id).await {
@@ -351,7 +361,7 @@ async fn block_range(ctx: &Ctx, b: &BlockLocation, offset: u64, length: u64) -> 
     }
     let mut last = ErrorInfo::new(ErrorCode::BlockNotFound, format!("block {:016x} has no live copy", b.block_id));
     for w in b.workers.iter().filter(|w| w.worker_id != ctx.worker_id) {
-        match peers().read_block(w, b.block_id, offset, length).await {
+        match ctx.peers.read_block(w, b.block_id, offset, length).await {
             Ok(bytes) => return Ok(bytes),
             Err(e) => last = ErrorInfo::new(e.code(), e.to_string()),
         }
@@ -369,7 +379,7 @@ async fn persist(
     length: u64,
 ) -> Result<Fingerprint, ErrorInfo> {
     const CHUNK: u64 = 8 << 20;
-    let op = ufs::operator(spec)?;
+    let op = ctx.ufs.operator(spec)?;
     let mut w = op
         .writer_with(key)
         .chunk(CHUNK as usize)
@@ -400,7 +410,9 @@ async fn persist(
         return Err(ErrorInfo::new(ErrorCode::InvalidState, format!("blocks hold {written} bytes, the file {length}")));
     }
     w.close().await.map_err(|e| ufs::ufs_error(spec, &format!("completing {key}"), e))?;
-    let fp = ufs::stat(spec, key)
+    let fp = ctx
+        .ufs
+        .stat(spec, key)
         .await?
         .ok_or_else(|| ErrorInfo::new(ErrorCode::Ufs, format!("{key} is missing right after it was written")))?;
     if fp.size != length {
@@ -417,10 +429,10 @@ async fn respond_header(stream: &mut TcpStream, r: &DataResponse) -> bool {
 async fn reserve(ctx: &Ctx, length: u64) -> Result<TierConfig, ErrorInfo> {
     let mut last = None;
     for t in &ctx.tiers {
-        match tier_call(t, |r| TierMsg::Reserve(length, r)).await? {
+        match tier_call(ctx, t, |r| TierMsg::Reserve(length, r)).await? {
             Ok(evicted) => {
                 if !evicted.is_empty() {
-                    worker_actor::report_removed(evicted);
+                    worker_actor::report_removed(&ctx.scope, evicted);
                 }
                 return Ok(t.clone());
             }
@@ -455,7 +467,7 @@ async fn serve_write(
         }
     };
     let release = |t: &TierConfig| {
-        if let Ok(a) = tier_actor(t) {
+        if let Ok(a) = ctx.tier_actor(t) {
             let _ = a.cast(TierMsg::Release(length));
         }
     };
@@ -534,7 +546,7 @@ async fn seal_block(
     durable: bool,
 ) -> Result<(), ErrorInfo> {
     let release = |t: &TierConfig| {
-        if let Ok(a) = tier_actor(t) {
+        if let Ok(a) = ctx.tier_actor(t) {
             let _ = a.cast(TierMsg::Release(length));
         }
     };
@@ -549,7 +561,7 @@ async fn seal_block(
         let _ = blockfile::remove(&tier.dir, block_id);
         return Err(ErrorInfo::new(ErrorCode::Io, msg));
     }
-    let committed = match tier_actor(tier) {
+    let committed = match ctx.tier_actor(tier) {
         Ok(a) => {
             ractor::call_t!(a, |reply| TierMsg::Commit { block_id, reserved: length, length, clean, reply }, 10_000)
                 .is_ok()
@@ -560,8 +572,8 @@ async fn seal_block(
         let _ = blockfile::remove(&tier.dir, block_id);
         return Err(ErrorInfo::new(ErrorCode::Unavailable, "tier restarted during the write"));
     }
-    if let Err(e) = commit_to_master(ctx.worker_id, block_id, length, &tier.name).await {
-        let _ = tier_call(tier, |r| TierMsg::Remove(block_id, r)).await;
+    if let Err(e) = commit_to_master(&ctx.scope, ctx.worker_id, block_id, length, &tier.name).await {
+        let _ = tier_call(ctx, tier, |r| TierMsg::Remove(block_id, r)).await;
         return Err(e);
     }
     Ok(())
@@ -573,10 +585,10 @@ async fn store_block(ctx: &Ctx, block_id: BlockId, data: Arc<Vec<u8>>, promote: 
     let length = data.len() as u64;
     let tier = if promote {
         let t = ctx.tiers.first().ok_or_else(|| ErrorInfo::new(ErrorCode::NoSpace, "the worker has no tiers"))?;
-        match tier_call(t, |r| TierMsg::Reserve(length, r)).await? {
+        match tier_call(ctx, t, |r| TierMsg::Reserve(length, r)).await? {
             Ok(evicted) => {
                 if !evicted.is_empty() {
-                    worker_actor::report_removed(evicted);
+                    worker_actor::report_removed(&ctx.scope, evicted);
                 }
                 t.clone()
             }
@@ -599,7 +611,7 @@ async fn store_block(ctx: &Ctx, block_id: BlockId, data: Arc<Vec<u8>>, promote: 
     match written {
         Ok(w) => seal_block(ctx, &tier, w, block_id, length, true, true).await,
         Err(e) => {
-            if let Ok(a) = tier_actor(&tier) {
+            if let Ok(a) = ctx.tier_actor(&tier) {
                 let _ = a.cast(TierMsg::Release(length));
             }
             Err(ErrorInfo::new(ErrorCode::Io, format!("caching block {block_id:016x}: {e}")))
@@ -616,14 +628,20 @@ async fn drain(stream: &mut TcpStream, n: u64) -> bool {
 /// Commits a stored block to every master: the answer of the first one is
 /// enough (the others hear of it by heartbeat if their call fails), so a
 /// stopped master does not hold up writes.
-async fn commit_to_master(worker_id: WorkerId, block_id: BlockId, length: u64, tier: &str) -> Result<(), ErrorInfo> {
-    let masters = ractor::pg::get_members(&workers::GROUP.to_string());
+async fn commit_to_master(
+    scope: &Scope,
+    worker_id: WorkerId,
+    block_id: BlockId,
+    length: u64,
+    tier: &str,
+) -> Result<(), ErrorInfo> {
+    let masters = worker_managers();
     if masters.is_empty() {
         return Err(ErrorInfo::new(ErrorCode::Unavailable, "no master on the mesh"));
     }
     let (tx, mut rx) = tokio::sync::mpsc::channel(masters.len());
     for m in masters {
-        let master: ActorRef<WorkerManagerMsg> = m.into();
+        let master: ActorRef<WorkerManagerMsg> = m;
         let commit = BlockCommit { worker_id, block_id, length, tier: tier.to_string() };
         let tx = tx.clone();
         tokio::spawn(async move {
@@ -632,7 +650,7 @@ async fn commit_to_master(worker_id: WorkerId, block_id: BlockId, length: u64, t
         });
     }
     drop(tx);
-    worker_actor::report_added(vec![block_id]);
+    worker_actor::report_added(scope, vec![block_id]);
     let mut last = ErrorInfo::new(ErrorCode::Unavailable, "no master answered the block commit");
     while let Some(r) = rx.recv().await {
         match r {

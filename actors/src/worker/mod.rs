@@ -21,7 +21,7 @@ use strata_protocol::messages::WorkerAddr;
 use strata_protocol::WorkerId;
 
 use crate::mesh::Mesh;
-use crate::supervisor::ChildSpec;
+use crate::supervisor::{ChildSpec, Scope};
 use tier::TierConfig;
 
 /// What a worker needs to start.
@@ -57,31 +57,29 @@ pub fn worker_id(dir: &Path) -> std::io::Result<WorkerId> {
     }
 }
 
-/// The supervisor's child specs for a worker, in start order.
-pub fn children(opts: &WorkerOptions, listener: Arc<std::net::TcpListener>) -> Result<Vec<ChildSpec>, String> {
+/// The supervisor's child specs for a worker, in start order, and the
+/// scope of their registered names.
+pub fn children(opts: &WorkerOptions, listener: Arc<std::net::TcpListener>) -> Result<(Vec<ChildSpec>, Scope), String> {
     let id = worker_id(&opts.data_dir).map_err(|e| format!("worker id: {e}"))?;
     let port = listener.local_addr().map_err(|e| e.to_string())?.port();
+    let scope = Scope::worker(id);
     let mut specs: Vec<ChildSpec> = opts
         .tiers
         .iter()
         .map(|t| {
             let t = t.clone();
-            ChildSpec::actor(t.actor_name(), move || (tier::TierActor, t.clone()))
+            ChildSpec::actor(scope.name(&t.role()), move || (tier::TierActor, t.clone()))
         })
         .collect();
-    let tiers = opts.tiers.clone();
-    specs.push(ChildSpec::actor(data_server::NAME, move || {
-        (
-            data_server::DataServer,
-            data_server::DataServerArgs { listener: listener.clone(), tiers: tiers.clone(), worker_id: id },
-        )
-    }));
+    let ds = data_server::DataServerArgs { listener, tiers: opts.tiers.clone(), worker_id: id, scope: scope.clone() };
+    specs.push(ChildSpec::actor(scope.name(data_server::ROLE), move || (data_server::DataServer, ds.clone())));
     let args = worker_actor::WorkerArgs {
         addr: WorkerAddr { worker_id: id, host: opts.host.clone(), data_port: port },
         tiers: opts.tiers.clone(),
         mesh: opts.mesh.clone(),
         heartbeat_interval: opts.heartbeat_interval,
+        scope: scope.clone(),
     };
-    specs.push(ChildSpec::actor(worker_actor::NAME, move || (worker_actor::WorkerActor, args.clone())));
-    Ok(specs)
+    specs.push(ChildSpec::actor(scope.name(worker_actor::ROLE), move || (worker_actor::WorkerActor, args.clone())));
+    Ok((specs, scope))
 }

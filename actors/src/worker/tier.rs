@@ -29,9 +29,9 @@ pub struct TierConfig {
 }
 
 impl TierConfig {
-    /// Registered name of this tier's actor.
-    pub fn actor_name(&self) -> String {
-        format!("strata.tier.{}", self.name)
+    /// This tier's actor's role in its worker's registered names.
+    pub fn role(&self) -> String {
+        format!("tier.{}", self.name)
     }
 }
 

@@ -18,11 +18,12 @@ use strata_protocol::BlockId;
 use tokio::task::JoinHandle;
 
 use super::tier::{TierConfig, TierMsg};
-use crate::master::workers::{self, WorkerManagerMsg};
+use crate::cluster::{worker_managers, WorkerManagerMsg};
 use crate::mesh::{Mesh, Wire};
+use crate::supervisor::Scope;
 
-/// Registered name of the WorkerActor.
-pub const NAME: &str = "strata.worker";
+/// The WorkerActor's role in its node's registered names.
+pub const ROLE: &str = "worker";
 
 /// Messages to the WorkerActor.
 #[derive(RactorMessage)]
@@ -53,6 +54,8 @@ pub struct WorkerArgs {
     pub mesh: Option<(Mesh, Vec<String>)>,
     /// Heartbeat period.
     pub heartbeat_interval: Duration,
+    /// This worker's registered names.
+    pub scope: Scope,
 }
 
 /// The actor.
@@ -75,30 +78,31 @@ pub struct WorkerState {
     learned: HashMap<ractor::ActorId, Vec<String>>,
 }
 
-fn cast(msg: WorkerMsg) {
-    if let Some(w) = ractor::registry::where_is(NAME) {
+fn cast(scope: &Scope, msg: WorkerMsg) {
+    if let Some(w) = ractor::registry::where_is(scope.name(ROLE)) {
         let _ = ActorRef::<WorkerMsg>::from(w).cast(msg);
     }
 }
 
-/// Reports locally dropped blocks to the WorkerActor.
-pub fn report_removed(blocks: Vec<BlockId>) {
-    cast(WorkerMsg::Removed(blocks));
+/// Reports locally dropped blocks to the WorkerActor of `scope`.
+pub fn report_removed(scope: &Scope, blocks: Vec<BlockId>) {
+    cast(scope, WorkerMsg::Removed(blocks));
 }
 
-/// Reports newly stored blocks to the WorkerActor.
-pub fn report_added(blocks: Vec<BlockId>) {
-    cast(WorkerMsg::Added(blocks));
+/// Reports newly stored blocks to the WorkerActor of `scope`.
+pub fn report_added(scope: &Scope, blocks: Vec<BlockId>) {
+    cast(scope, WorkerMsg::Added(blocks));
 }
 
-fn tier_ref(t: &TierConfig) -> Option<ActorRef<TierMsg>> {
-    ractor::registry::where_is(t.actor_name()).map(ActorRef::from)
+/// The actor of tier `t` of the worker `scope`.
+pub fn tier_ref(scope: &Scope, t: &TierConfig) -> Option<ActorRef<TierMsg>> {
+    ractor::registry::where_is(scope.name(&t.role())).map(ActorRef::from)
 }
 
-async fn usage(tiers: &[TierConfig]) -> Vec<TierUsage> {
+async fn usage(scope: &Scope, tiers: &[TierConfig]) -> Vec<TierUsage> {
     let mut out = Vec::new();
     for t in tiers {
-        if let Some(a) = tier_ref(t) {
+        if let Some(a) = tier_ref(scope, t) {
             if let Ok(u) = ractor::call_t!(a, TierMsg::Usage, 5000) {
                 out.push(u);
             }
@@ -107,10 +111,10 @@ async fn usage(tiers: &[TierConfig]) -> Vec<TierUsage> {
     out
 }
 
-async fn remove_blocks(tiers: &[TierConfig], blocks: &[BlockId]) {
+async fn remove_blocks(scope: &Scope, tiers: &[TierConfig], blocks: &[BlockId]) {
     for b in blocks {
         for t in tiers {
-            if let Some(a) = tier_ref(t) {
+            if let Some(a) = tier_ref(scope, t) {
                 if matches!(ractor::call_t!(a, TierMsg::Remove, 5000, *b), Ok(true)) {
                     break;
                 }
@@ -120,9 +124,9 @@ async fn remove_blocks(tiers: &[TierConfig], blocks: &[BlockId]) {
 }
 
 /// Marks blocks persisted to a UFS as evictable on whichever tier has them.
-fn mark_clean(tiers: &[TierConfig], blocks: &[BlockId]) {
+fn mark_clean(scope: &Scope, tiers: &[TierConfig], blocks: &[BlockId]) {
     for t in tiers {
-        if let Some(a) = tier_ref(t) {
+        if let Some(a) = tier_ref(scope, t) {
             for b in blocks {
                 let _ = a.cast(TierMsg::SetClean(*b, true));
             }
@@ -131,9 +135,9 @@ fn mark_clean(tiers: &[TierConfig], blocks: &[BlockId]) {
 }
 
 /// Pins (never evicted) or unpins blocks on whichever tier has them.
-fn mark_pinned(tiers: &[TierConfig], blocks: &[BlockId], pinned: bool) {
+fn mark_pinned(scope: &Scope, tiers: &[TierConfig], blocks: &[BlockId], pinned: bool) {
     for t in tiers {
-        if let Some(a) = tier_ref(t) {
+        if let Some(a) = tier_ref(scope, t) {
             for b in blocks {
                 let _ = a.cast(TierMsg::SetPinned(*b, pinned));
             }
@@ -145,16 +149,16 @@ fn mark_pinned(tiers: &[TierConfig], blocks: &[BlockId], pinned: bool) {
 async fn register(args: WorkerArgs, master: ActorRef<WorkerManagerMsg>) -> Result<(), String> {
     let mut blocks = Vec::new();
     for t in &args.tiers {
-        let a = tier_ref(t).ok_or_else(|| format!("tier {} is restarting", t.name))?;
+        let a = tier_ref(&args.scope, t).ok_or_else(|| format!("tier {} is restarting", t.name))?;
         blocks.extend(ractor::call_t!(a, TierMsg::List, 5000).map_err(|e| e.to_string())?);
     }
-    let reg = RegisterWorker { addr: args.addr.clone(), tiers: usage(&args.tiers).await, blocks };
+    let reg = RegisterWorker { addr: args.addr.clone(), tiers: usage(&args.scope, &args.tiers).await, blocks };
     let n = reg.blocks.len();
     let reply = ractor::call_t!(master, WorkerManagerMsg::Register, 5000, Wire(reg)).map_err(|e| e.to_string())?.0;
-    remove_blocks(&args.tiers, &reply.remove_blocks).await;
+    remove_blocks(&args.scope, &args.tiers, &reply.remove_blocks).await;
     // Pins first: a block must not become evictable before it is pinned.
-    mark_pinned(&args.tiers, &reply.pinned_blocks, true);
-    mark_clean(&args.tiers, &reply.clean_blocks);
+    mark_pinned(&args.scope, &args.tiers, &reply.pinned_blocks, true);
+    mark_clean(&args.scope, &args.tiers, &reply.clean_blocks);
     tracing::info!(
         worker = args.addr.worker_id,
         blocks = n,
@@ -175,10 +179,10 @@ async fn heartbeat(
     let hb = WorkerHeartbeat { worker_id: args.addr.worker_id, tiers, removed, added };
     let Wire(reply) =
         ractor::call_t!(master, WorkerManagerMsg::Heartbeat, 2000, Wire(hb)).map_err(|e| e.to_string())?;
-    remove_blocks(&args.tiers, &reply.remove_blocks).await;
-    mark_pinned(&args.tiers, &reply.unpin_blocks, false);
-    mark_pinned(&args.tiers, &reply.pin_blocks, true);
-    mark_clean(&args.tiers, &reply.clean_blocks);
+    remove_blocks(&args.scope, &args.tiers, &reply.remove_blocks).await;
+    mark_pinned(&args.scope, &args.tiers, &reply.unpin_blocks, false);
+    mark_pinned(&args.scope, &args.tiers, &reply.pin_blocks, true);
+    mark_clean(&args.scope, &args.tiers, &reply.clean_blocks);
     Ok((!reply.reregister, reply.masters_mesh))
 }
 
@@ -220,8 +224,7 @@ impl Actor for WorkerActor {
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             WorkerMsg::Tick => {
-                let masters: Vec<ActorRef<WorkerManagerMsg>> =
-                    ractor::pg::get_members(&workers::GROUP.to_string()).into_iter().map(ActorRef::from).collect();
+                let masters = worker_managers();
                 let live: HashSet<ractor::ActorId> = masters.iter().map(|m| m.get_id()).collect();
                 st.learned.retain(|id, _| live.contains(id));
                 if let Some((mesh, configured)) = &st.args.mesh {
@@ -249,26 +252,33 @@ impl Actor for WorkerActor {
                 st.registered.retain(|id| live.contains(id));
                 let removed = std::mem::take(&mut st.removed);
                 let added = std::mem::take(&mut st.added);
-                let tiers = usage(&st.args.tiers).await;
+                let mut calls = Vec::new();
                 for master in masters {
                     let id = master.get_id();
-                    if !st.in_flight.insert(id) {
-                        continue;
-                    }
-                    let args = st.args.clone();
-                    let me = myself.clone();
-                    if st.registered.contains(&id) {
-                        let (t, r, a) = (tiers.clone(), removed.clone(), added.clone());
-                        tokio::spawn(async move {
-                            let _ = me.cast(WorkerMsg::Done(id, heartbeat(args, master, t, r, a).await));
-                        });
-                    } else {
-                        tokio::spawn(async move {
-                            let r = register(args, master).await.map(|_| (true, Vec::new()));
-                            let _ = me.cast(WorkerMsg::Done(id, r));
-                        });
+                    if st.in_flight.insert(id) {
+                        calls.push((master, st.registered.contains(&id)));
                     }
                 }
+                // The tiers are asked for their usage, and the masters
+                // called, outside the mailbox.
+                let args = st.args.clone();
+                tokio::spawn(async move {
+                    let tiers = usage(&args.scope, &args.tiers).await;
+                    for (master, registered) in calls {
+                        let (id, args, me) = (master.get_id(), args.clone(), myself.clone());
+                        if registered {
+                            let (t, r, a) = (tiers.clone(), removed.clone(), added.clone());
+                            tokio::spawn(async move {
+                                let _ = me.cast(WorkerMsg::Done(id, heartbeat(args, master, t, r, a).await));
+                            });
+                        } else {
+                            tokio::spawn(async move {
+                                let r = register(args, master).await.map(|_| (true, Vec::new()));
+                                let _ = me.cast(WorkerMsg::Done(id, r));
+                            });
+                        }
+                    }
+                });
             }
             WorkerMsg::Done(id, r) => {
                 st.in_flight.remove(&id);

@@ -1,0 +1,89 @@
+//! Messages that cross the mesh between workers and the masters'
+//! WorkerManager. Both sides import them from here, so the worker does not
+//! depend on the master's code (nor the master on the worker's).
+
+use ractor::RpcReplyPort;
+use ractor_cluster::RactorClusterMessage;
+use rkyv::{Archive, Deserialize, Serialize};
+use strata_protocol::messages::{
+    BlockCommit, CommitReply, HeartbeatReply, RegisterReply, RegisterWorker, WorkerAddr, WorkerHeartbeat, WorkerReport,
+};
+use strata_protocol::BlockId;
+
+use crate::mesh::Wire;
+
+/// Process group workers look the WorkerManager up in.
+pub const GROUP: &str = "strata.master.workers";
+
+/// A list of block ids.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Default)]
+pub struct BlockList(pub Vec<BlockId>);
+/// Locations for a list of blocks, in the same order.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Default)]
+pub struct LocationList(pub Vec<Vec<WorkerAddr>>);
+/// Where to put a new block.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone)]
+pub struct PlaceRequest {
+    /// The writing client's host, for local-first placement.
+    pub client_host: String,
+    /// Bytes the block may take.
+    pub length: u64,
+}
+/// Chosen workers, best first (empty: none live).
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Default)]
+pub struct Placement(pub Vec<WorkerAddr>);
+/// Mesh addresses.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Default)]
+pub struct MeshAddrs(pub Vec<String>);
+/// All workers.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Default)]
+pub struct WorkerReports(pub Vec<WorkerReport>);
+
+/// Messages to the WorkerManager. Variant names are wire tags: never rename.
+#[derive(RactorClusterMessage)]
+pub enum WorkerManagerMsg {
+    /// A worker (re)registers with its full block report.
+    #[rpc]
+    Register(Wire<RegisterWorker>, RpcReplyPort<Wire<RegisterReply>>),
+    /// A worker's periodic heartbeat.
+    #[rpc]
+    Heartbeat(Wire<WorkerHeartbeat>, RpcReplyPort<Wire<HeartbeatReply>>),
+    /// A worker stored a block.
+    #[rpc]
+    CommitBlock(Wire<BlockCommit>, RpcReplyPort<Wire<CommitReply>>),
+    /// Live locations of blocks.
+    #[rpc]
+    Locate(Wire<BlockList>, RpcReplyPort<Wire<LocationList>>),
+    /// Choose workers for a new block.
+    #[rpc]
+    Place(Wire<PlaceRequest>, RpcReplyPort<Wire<Placement>>),
+    /// These blocks belong to no file any more: tell their workers.
+    Free(Wire<BlockList>),
+    /// Drop the cached copies of these blocks (their data is in a UFS; the
+    /// file keeps them and a read fetches them again).
+    Evict(Wire<BlockList>),
+    /// These blocks are persisted to a UFS: their workers may evict them.
+    Clean(Wire<BlockList>),
+    /// These blocks' files were pinned: their workers must not evict them.
+    Pin(Wire<BlockList>),
+    /// These blocks' files were unpinned: evictable again once clean.
+    Unpin(Wire<BlockList>),
+    /// All workers, for `strata report`.
+    #[rpc]
+    Report(RpcReplyPort<Wire<WorkerReports>>),
+    /// Periodic liveness check.
+    Tick,
+    /// (Sent by the WorkerManager to itself) what the namespace said of a
+    /// registering worker's blocks: the registration completes in the mailbox.
+    #[rpc]
+    Registered(Wire<RegisterWorker>, Wire<RegisterReply>, RpcReplyPort<Wire<RegisterReply>>),
+    /// (Sent by the WorkerManager to itself) the masters' mesh addresses,
+    /// as the journal last knew them.
+    Masters(Wire<MeshAddrs>),
+}
+
+/// The WorkerManagers visible on the mesh, local or remote (workers write
+/// to whichever answers; only the leader's acts on what it is told).
+pub fn worker_managers() -> Vec<ractor::ActorRef<WorkerManagerMsg>> {
+    ractor::pg::get_members(&GROUP.to_string()).into_iter().map(ractor::ActorRef::from).collect()
+}

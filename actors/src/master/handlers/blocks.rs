@@ -1,0 +1,193 @@
+//! File content: blocks and their placement, inline data, reserved ids,
+//! and what a completed write under a mount needs.
+
+use strata_protocol::journal::{ApplyResult, JournalEntry};
+use strata_protocol::messages::{BlockLocation, FileBlocks, MasterResponse, SetAttrs};
+use strata_protocol::ufs::{UfsSource, WriteType};
+use strata_protocol::{now_ms, BlockId, ErrorCode, ErrorInfo, InodeId, INLINE_MAX_BYTES};
+
+use super::super::namespace::InodeRecord;
+use super::super::namespace_actor::NamespaceMsg;
+use super::super::services::Services;
+use super::namespace_ops::bad_block_size;
+use super::{attr_of, check_path, err, freed_of, read_barrier, replaced, unexpected};
+
+pub(super) async fn add_block(
+    svc: &Services,
+    inode: InodeId,
+    client_host: String,
+    path: String,
+) -> Result<MasterResponse, ErrorInfo> {
+    let ApplyResult::Block { block_id } =
+        svc.journal.propose(JournalEntry::AddBlock { inode, time_ms: now_ms() }).await?
+    else {
+        return Ok(err(ErrorCode::Internal, "AddBlock applied without a block"));
+    };
+    let workers = svc.workers.place(client_host).await?;
+    if workers.is_empty() {
+        return Ok(err(ErrorCode::NoWorkers, "no live worker can take the block"));
+    }
+    // Async-through data lives only on workers until persisted: keep two copies.
+    let copies = match svc.mounts.mount_of(&path).await? {
+        Some(m) if m.options.write_type == WriteType::AsyncThrough => m.options.replicas.max(1),
+        _ => 1,
+    };
+    let block = BlockLocation { block_id, offset: 0, length: 0, workers, from_ufs: false };
+    Ok(MasterResponse::NewBlock { block, copies })
+}
+
+pub(super) async fn complete(
+    svc: &Services,
+    inode: InodeId,
+    length: u64,
+    path: String,
+) -> Result<MasterResponse, ErrorInfo> {
+    let r = attr_of(svc.journal.propose(JournalEntry::CompleteFile { inode, length, time_ms: now_ms() }).await?);
+    after_write(svc, &path, inode).await?;
+    Ok(r)
+}
+
+pub(super) async fn write_inline(
+    svc: &Services,
+    inode: InodeId,
+    path: String,
+    data: Vec<u8>,
+    attrs: SetAttrs,
+) -> Result<MasterResponse, ErrorInfo> {
+    check_path(&path)?;
+    if data.len() as u64 > INLINE_MAX_BYTES {
+        return Ok(err(ErrorCode::InlineRefused, format!("{} bytes is too big to keep inline", data.len())));
+    }
+    // A file under a mount goes to its UFS by its write type: as blocks.
+    if svc.mounts.mount_of(&path).await?.is_some() {
+        return Ok(err(ErrorCode::InlineRefused, format!("{path} is under a UFS mount")));
+    }
+    Ok(replaced(svc, svc.journal.propose(JournalEntry::WriteInline { inode, data, attrs, time_ms: now_ms() }).await?))
+}
+
+pub(super) async fn create_detached(
+    svc: &Services,
+    block_size: u64,
+    mode: u32,
+    uid: u32,
+    gid: u32,
+) -> Result<MasterResponse, ErrorInfo> {
+    if let Some(refused) = bad_block_size(block_size) {
+        return Ok(refused);
+    }
+    let entry = JournalEntry::CreateDetached { mode, uid, gid, block_size, time_ms: now_ms() };
+    Ok(attr_of(svc.journal.propose(entry).await?))
+}
+
+pub(super) async fn swap_content(
+    svc: &Services,
+    from: InodeId,
+    to: InodeId,
+    length: Option<u64>,
+    path: String,
+) -> Result<MasterResponse, ErrorInfo> {
+    let entry = JournalEntry::SwapContent { from, to, length, time_ms: now_ms() };
+    let r = freed_of(svc, svc.journal.propose(entry).await?);
+    after_write(svc, &path, to).await?;
+    Ok(r)
+}
+
+pub(super) async fn get_blocks(svc: &Services, path: String, stale_ok: bool) -> Result<MasterResponse, ErrorInfo> {
+    check_path(&path)?;
+    read_barrier(svc, stale_ok).await?;
+    svc.mounts.ensure_synced(&path, false).await?;
+    let (rec, inline) = svc.ns.call(|r| NamespaceMsg::FileContent(path.clone(), r)).await??;
+    let mut fb = file_blocks_at(svc, &path, rec).await?;
+    fb.inline = inline;
+    Ok(MasterResponse::Blocks(fb))
+}
+
+/// The refusal of a reservation of `count` ids outside 1..=65536, if it is.
+fn bad_count(count: u32, what: &str) -> Option<MasterResponse> {
+    (!(1..=65_536).contains(&count))
+        .then(|| err(ErrorCode::InvalidArgument, format!("reserve 1..=65536 {what}, not {count}")))
+}
+
+pub(super) async fn reserve_blocks(
+    svc: &Services,
+    count: u32,
+    client_host: String,
+) -> Result<MasterResponse, ErrorInfo> {
+    if let Some(refused) = bad_count(count, "block ids") {
+        return Ok(refused);
+    }
+    let workers = svc.workers.place(client_host).await?;
+    if workers.is_empty() {
+        return Ok(err(ErrorCode::NoWorkers, "no live worker can take blocks"));
+    }
+    Ok(match svc.journal.propose(JournalEntry::ReserveBlocks { count: u64::from(count), time_ms: now_ms() }).await? {
+        ApplyResult::Reserved { first } => MasterResponse::BlockIds { first, count, workers },
+        other => unexpected(other),
+    })
+}
+
+pub(super) async fn set_content(
+    svc: &Services,
+    inode: InodeId,
+    path: String,
+    blocks: Vec<BlockId>,
+    length: u64,
+    block_size: u64,
+    attrs: SetAttrs,
+) -> Result<MasterResponse, ErrorInfo> {
+    check_path(&path)?;
+    // Under a mount the write type decides where the blocks go
+    // (and async-through keeps two copies): the block-by-block way.
+    if svc.mounts.mount_of(&path).await?.is_some() {
+        return Ok(err(ErrorCode::InlineRefused, format!("{path} is under a UFS mount")));
+    }
+    let entry = JournalEntry::SetContent { inode, blocks, length, block_size, attrs, time_ms: now_ms() };
+    Ok(replaced(svc, svc.journal.propose(entry).await?))
+}
+
+pub(super) async fn reserve_inodes(svc: &Services, count: u32) -> Result<MasterResponse, ErrorInfo> {
+    if let Some(refused) = bad_count(count, "inode numbers") {
+        return Ok(refused);
+    }
+    Ok(match svc.journal.propose(JournalEntry::ReserveInodes { count: u64::from(count), time_ms: now_ms() }).await? {
+        ApplyResult::Reserved { first } => MasterResponse::Inodes { first, count },
+        other => unexpected(other),
+    })
+}
+
+/// Runs the write type of `path`'s mount once the file `inode` is complete.
+pub(super) async fn after_write(svc: &Services, path: &str, inode: InodeId) -> Result<(), ErrorInfo> {
+    if path.is_empty() || check_path(path).is_err() {
+        return Ok(());
+    }
+    svc.mounts.after_write(path, inode).await
+}
+
+/// A file's blocks; a persisted file under a mount also says where its
+/// uncached blocks come from, and which workers should fetch them.
+pub async fn file_blocks_at(svc: &Services, path: &str, rec: InodeRecord) -> Result<FileBlocks, ErrorInfo> {
+    let persisted = rec.ufs.as_ref().filter(|u| u.persisted).map(|u| u.fingerprint.clone());
+    let mut fb = svc.workers.file_blocks(rec).await?;
+    let Some(fingerprint) = persisted else { return Ok(fb) };
+    let Some(m) = svc.mounts.mount_of(path).await? else { return Ok(fb) };
+    if fb.blocks.iter().any(|b| b.workers.is_empty()) {
+        let placement = svc.workers.place(String::new()).await?;
+        for (i, b) in fb.blocks.iter_mut().filter(|b| b.workers.is_empty()).enumerate() {
+            // Spread misses of one file over the workers.
+            let mut ws = placement.clone();
+            if !ws.is_empty() {
+                let n = ws.len();
+                ws.rotate_left(i % n);
+            }
+            b.workers = ws;
+            b.from_ufs = true;
+        }
+    }
+    fb.ufs = Some(UfsSource {
+        spec: m.spec.clone(),
+        key: strata_protocol::ufs::key_of(path, &m.path),
+        fingerprint,
+        read_type: m.options.read_type,
+    });
+    Ok(fb)
+}
