@@ -17,9 +17,6 @@ use fuser::{
 
 use crate::fs::{Lookup, StrataFs};
 
-/// Errors returned to the kernel, for diagnostics.
-pub static ERRORS: AtomicU64 = AtomicU64::new(0);
-
 /// The adapter.
 pub struct Adapter {
     fs: StrataFs,
@@ -33,6 +30,9 @@ pub struct Adapter {
     io: parking_lot::Mutex<HashMap<u64, Io>>,
     /// The kernel offered passthrough and registering a backing file works.
     passthrough: AtomicBool,
+    /// Errors returned to the kernel, for diagnostics (shared with the
+    /// replies that waiting lock requests send later).
+    errors: Arc<AtomicU64>,
 }
 
 /// The I/O mode of an open inode and its open handles.
@@ -46,7 +46,12 @@ enum Io {
 impl Adapter {
     /// Wraps a filesystem.
     pub fn new(fs: StrataFs) -> Self {
-        Adapter { fs, io: Default::default(), passthrough: AtomicBool::new(false) }
+        Adapter { fs, io: Default::default(), passthrough: AtomicBool::new(false), errors: Default::default() }
+    }
+
+    /// How many errors were returned to the kernel.
+    pub fn errors(&self) -> u64 {
+        self.errors.load(Ordering::Relaxed)
     }
 
     /// Chooses the I/O mode of new handle `fh` of `ino`: the backing id to
@@ -110,11 +115,11 @@ impl Adapter {
     }
 }
 
-/// Logs, counts and returns an error to the kernel.
+/// Logs, counts (in `$errors`) and returns an error to the kernel.
 macro_rules! reply_err {
-    ($reply:expr, $op:expr, $e:expr) => {{
+    ($errors:expr, $reply:expr, $op:expr, $e:expr) => {{
         let e: Errno = $e;
-        ERRORS.fetch_add(1, Ordering::Relaxed);
+        $errors.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(op = $op, errno = e.code(), "fuse error");
         $reply.error(e)
     }};
@@ -192,15 +197,15 @@ impl Filesystem for Adapter {
             Ok(Lookup::Found(a)) => reply.entry(&self.fs.attr_ttl(a.ino.0), &a, GEN),
             // Node id 0: a negative entry the kernel keeps for `ttl`.
             Ok(Lookup::Absent(ttl)) if !ttl.is_zero() => reply.entry(&ttl, &ABSENT, GEN),
-            Ok(Lookup::Absent(_)) => reply_err!(reply, "lookup", Errno::ENOENT),
-            Err(e) => reply_err!(reply, "lookup", e),
+            Ok(Lookup::Absent(_)) => reply_err!(self.errors, reply, "lookup", Errno::ENOENT),
+            Err(e) => reply_err!(self.errors, reply, "lookup", e),
         }
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         match self.fs.getattr(ino.0) {
             Ok(a) => reply.attr(&self.fs.attr_ttl(a.ino.0), &a),
-            Err(e) => reply_err!(reply, "getattr", e),
+            Err(e) => reply_err!(self.errors, reply, "getattr", e),
         }
     }
 
@@ -229,21 +234,21 @@ impl Filesystem for Adapter {
         let (atime, mtime, fh) = (atime.map(to_time), mtime.map(to_time), fh.map(|f| f.0));
         match self.fs.setattr(ino.0, mode, uid, gid, size, atime, mtime, fh, unprivileged) {
             Ok(a) => reply.attr(&self.fs.attr_ttl(a.ino.0), &a),
-            Err(e) => reply_err!(reply, "setattr", e),
+            Err(e) => reply_err!(self.errors, reply, "setattr", e),
         }
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
         match self.fs.readlink(ino.0) {
             Ok(t) => reply.data(&t),
-            Err(e) => reply_err!(reply, "readlink", e),
+            Err(e) => reply_err!(self.errors, reply, "readlink", e),
         }
     }
 
     fn mkdir(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, reply: ReplyEntry) {
         match self.fs.mkdir(parent.0, name, mode & !umask, req.uid(), req.gid()) {
             Ok(a) => reply.entry(&self.fs.attr_ttl(a.ino.0), &a, GEN),
-            Err(e) => reply_err!(reply, "mkdir", e),
+            Err(e) => reply_err!(self.errors, reply, "mkdir", e),
         }
     }
 
@@ -251,35 +256,35 @@ impl Filesystem for Adapter {
         let mode = (mode & libc::S_IFMT) | (mode & 0o7777 & !umask);
         match self.fs.mknod(parent.0, name, mode, rdev, req.uid(), req.gid()) {
             Ok(a) => reply.entry(&self.fs.attr_ttl(a.ino.0), &a, GEN),
-            Err(e) => reply_err!(reply, "mknod", e),
+            Err(e) => reply_err!(self.errors, reply, "mknod", e),
         }
     }
 
     fn link(&self, _req: &Request, ino: INodeNo, newparent: INodeNo, newname: &OsStr, reply: ReplyEntry) {
         match self.fs.link(ino.0, newparent.0, newname) {
             Ok(a) => reply.entry(&self.fs.attr_ttl(a.ino.0), &a, GEN),
-            Err(e) => reply_err!(reply, "link", e),
+            Err(e) => reply_err!(self.errors, reply, "link", e),
         }
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         match self.fs.unlink(parent.0, name) {
             Ok(()) => reply.ok(),
-            Err(e) => reply_err!(reply, "unlink", e),
+            Err(e) => reply_err!(self.errors, reply, "unlink", e),
         }
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         match self.fs.rmdir(parent.0, name) {
             Ok(()) => reply.ok(),
-            Err(e) => reply_err!(reply, "rmdir", e),
+            Err(e) => reply_err!(self.errors, reply, "rmdir", e),
         }
     }
 
     fn symlink(&self, req: &Request, parent: INodeNo, link_name: &OsStr, target: &Path, reply: ReplyEntry) {
         match self.fs.symlink(parent.0, link_name, target, req.uid(), req.gid()) {
             Ok(a) => reply.entry(&self.fs.attr_ttl(a.ino.0), &a, GEN),
-            Err(e) => reply_err!(reply, "symlink", e),
+            Err(e) => reply_err!(self.errors, reply, "symlink", e),
         }
     }
 
@@ -294,11 +299,11 @@ impl Filesystem for Adapter {
         reply: ReplyEmpty,
     ) {
         if flags.contains(RenameFlags::RENAME_EXCHANGE) || flags.contains(RenameFlags::RENAME_WHITEOUT) {
-            return reply_err!(reply, "rename", Errno::EINVAL);
+            return reply_err!(self.errors, reply, "rename", Errno::EINVAL);
         }
         match self.fs.rename(parent.0, name, newparent.0, newname, flags.contains(RenameFlags::RENAME_NOREPLACE)) {
             Ok(()) => reply.ok(),
-            Err(e) => reply_err!(reply, "rename", e),
+            Err(e) => reply_err!(self.errors, reply, "rename", e),
         }
     }
 
@@ -313,12 +318,12 @@ impl Filesystem for Adapter {
             if writable { FopenFlags::empty() } else { FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_NOFLUSH };
         let fh = match self.fs.open(ino.0, writable) {
             Ok(fh) => fh,
-            Err(e) => return reply_err!(reply, "open", e),
+            Err(e) => return reply_err!(self.errors, reply, "open", e),
         };
         match self.open_io(ino.0, fh, |file| reply.open_backing(file)) {
             Ok(Some(id)) => reply.opened_passthrough(FileHandle(fh), keep & FopenFlags::FOPEN_NOFLUSH, &id),
             Ok(None) => reply.opened(FileHandle(fh), keep),
-            Err(e) => reply_err!(reply, "open", e),
+            Err(e) => reply_err!(self.errors, reply, "open", e),
         }
     }
 
@@ -334,13 +339,13 @@ impl Filesystem for Adapter {
     ) {
         let (a, fh) = match self.fs.create(parent.0, name, mode & !umask, req.uid(), req.gid()) {
             Ok(r) => r,
-            Err(e) => return reply_err!(reply, "create", e),
+            Err(e) => return reply_err!(self.errors, reply, "create", e),
         };
         let ttl = self.fs.attr_ttl(a.ino.0);
         match self.open_io(a.ino.0, fh, |file| reply.open_backing(file)) {
             Ok(Some(id)) => reply.created_passthrough(&ttl, &a, GEN, FileHandle(fh), FopenFlags::empty(), &id),
             Ok(None) => reply.created(&ttl, &a, GEN, FileHandle(fh), FopenFlags::empty()),
-            Err(e) => reply_err!(reply, "create", e),
+            Err(e) => reply_err!(self.errors, reply, "create", e),
         }
     }
 
@@ -357,7 +362,7 @@ impl Filesystem for Adapter {
     ) {
         match self.fs.read(ino.0, fh.0, offset, size) {
             Ok(d) => reply.data(&d),
-            Err(e) => reply_err!(reply, "read", e),
+            Err(e) => reply_err!(self.errors, reply, "read", e),
         }
     }
 
@@ -376,7 +381,7 @@ impl Filesystem for Adapter {
         let kill = write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID);
         match self.fs.write(ino.0, fh.0, offset, data, kill) {
             Ok(n) => reply.written(n),
-            Err(e) => reply_err!(reply, "write", e),
+            Err(e) => reply_err!(self.errors, reply, "write", e),
         }
     }
 
@@ -386,14 +391,14 @@ impl Filesystem for Adapter {
         let published = self.fs.flush(fh.0);
         match published.and(self.fs.unlock_owner(ino.0, lock_owner.0)) {
             Ok(()) => reply.ok(),
-            Err(e) => reply_err!(reply, "flush", e),
+            Err(e) => reply_err!(self.errors, reply, "flush", e),
         }
     }
 
     fn fsync(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
         match self.fs.fsync(fh.0) {
             Ok(()) => reply.ok(),
-            Err(e) => reply_err!(reply, "fsync", e),
+            Err(e) => reply_err!(self.errors, reply, "fsync", e),
         }
     }
 
@@ -415,7 +420,7 @@ impl Filesystem for Adapter {
         let flock = lock_owner.map_or(Ok(()), |o| self.fs.unlock_owner(ino.0, o.0));
         match published.and(flock).and(self.fs.unlock_handle(ino.0, fh.0)) {
             Ok(()) => reply.ok(),
-            Err(e) => reply_err!(reply, "release", e),
+            Err(e) => reply_err!(self.errors, reply, "release", e),
         }
     }
 
@@ -433,7 +438,7 @@ impl Filesystem for Adapter {
     ) {
         match self.fs.getlk(ino.0, lock_owner.0, start, end, typ) {
             Ok((start, end, typ, pid)) => reply.locked(start, end, typ, pid),
-            Err(e) => reply_err!(reply, "getlk", e),
+            Err(e) => reply_err!(self.errors, reply, "getlk", e),
         }
     }
 
@@ -453,18 +458,21 @@ impl Filesystem for Adapter {
         if !sleep {
             return match self.fs.setlk(ino.0, fh.0, lock_owner.0, start, end, typ, pid) {
                 Ok(()) => reply.ok(),
-                Err(e) => reply_err!(reply, "setlk", e),
+                Err(e) => reply_err!(self.errors, reply, "setlk", e),
             };
         }
         // A wait may be long: the request thread goes on, the reply waits.
         match self.fs.setlk_wait(ino.0, fh.0, lock_owner.0, start, end, typ, pid, req.pid()) {
-            Ok(wait) => self.fs.spawn(async move {
-                match wait.await {
-                    Ok(()) => reply.ok(),
-                    Err(e) => reply_err!(reply, "setlkw", e),
-                }
-            }),
-            Err(e) => reply_err!(reply, "setlkw", e),
+            Ok(wait) => {
+                let errors = self.errors.clone();
+                self.fs.spawn(async move {
+                    match wait.await {
+                        Ok(()) => reply.ok(),
+                        Err(e) => reply_err!(errors, reply, "setlkw", e),
+                    }
+                })
+            }
+            Err(e) => reply_err!(self.errors, reply, "setlkw", e),
         }
     }
 
@@ -480,14 +488,14 @@ impl Filesystem for Adapter {
     ) {
         match self.fs.fallocate(fh.0, offset, length, mode) {
             Ok(()) => reply.ok(),
-            Err(e) => reply_err!(reply, "fallocate", e),
+            Err(e) => reply_err!(self.errors, reply, "fallocate", e),
         }
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         match self.fs.opendir(ino.0) {
             Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
-            Err(e) => reply_err!(reply, "opendir", e),
+            Err(e) => reply_err!(self.errors, reply, "opendir", e),
         }
     }
 
@@ -501,7 +509,7 @@ impl Filesystem for Adapter {
                 }
                 reply.ok()
             }
-            Err(e) => reply_err!(reply, "readdir", e),
+            Err(e) => reply_err!(self.errors, reply, "readdir", e),
         }
     }
 
@@ -526,14 +534,14 @@ impl Filesystem for Adapter {
                 }
                 reply.ok()
             }
-            Err(e) => reply_err!(reply, "readdirplus", e),
+            Err(e) => reply_err!(self.errors, reply, "readdirplus", e),
         }
     }
 
     fn fsyncdir(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
         match self.fs.sync_queued() {
             Ok(()) => reply.ok(),
-            Err(e) => reply_err!(reply, "fsyncdir", e),
+            Err(e) => reply_err!(self.errors, reply, "fsyncdir", e),
         }
     }
 
@@ -552,21 +560,21 @@ impl Filesystem for Adapter {
                 let bs = 4096u64;
                 reply.statfs(total / bs, free / bs, free / bs, inodes, u32::MAX as u64, bs as u32, 255, bs as u32)
             }
-            Err(e) => reply_err!(reply, "statfs", e),
+            Err(e) => reply_err!(self.errors, reply, "statfs", e),
         }
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
         match self.fs.getxattr(ino.0, name) {
             Ok(v) => reply_sized(reply, &v, size),
-            Err(e) => reply_err!(reply, "getxattr", e),
+            Err(e) => reply_err!(self.errors, reply, "getxattr", e),
         }
     }
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
         match self.fs.listxattr(ino.0) {
             Ok(v) => reply_sized(reply, &v, size),
-            Err(e) => reply_err!(reply, "listxattr", e),
+            Err(e) => reply_err!(self.errors, reply, "listxattr", e),
         }
     }
 
@@ -582,14 +590,14 @@ impl Filesystem for Adapter {
     ) {
         match self.fs.setxattr(ino.0, name, Some(value), flags as u32) {
             Ok(()) => reply.ok(),
-            Err(e) => reply_err!(reply, "setxattr", e),
+            Err(e) => reply_err!(self.errors, reply, "setxattr", e),
         }
     }
 
     fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         match self.fs.setxattr(ino.0, name, None, 0) {
             Ok(()) => reply.ok(),
-            Err(e) => reply_err!(reply, "removexattr", e),
+            Err(e) => reply_err!(self.errors, reply, "removexattr", e),
         }
     }
 }

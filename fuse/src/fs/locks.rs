@@ -82,18 +82,14 @@ impl StrataFs {
     /// Notes that `owner` locks through handle `fh`, for its release.
     fn locking_through(&self, fh: u64, owner: u64, kind: Option<LockKind>) {
         if kind.is_some() {
-            let mut owners = self.lock_owners.lock();
-            let v = owners.entry(fh).or_default();
-            if !v.contains(&owner) {
-                v.push(owner);
-            }
+            self.handles.locking_through(fh, owner);
         }
     }
 
     /// Handle `fh` of `ino` is released: the owners that locked through it
     /// lose their locks there (a read-only handle's close sent no flush).
     pub fn unlock_handle(&self, ino: u64, fh: u64) -> FsResult<()> {
-        let owners = self.lock_owners.lock().remove(&fh).unwrap_or_default();
+        let owners = self.handles.take_lock_owners(fh);
         owners.into_iter().map(|o| self.unlock_owner(ino, o)).fold(Ok(()), Result::and)
     }
 
