@@ -9,8 +9,7 @@ use strata_protocol::{now_ms, BlockId, ErrorCode, ErrorInfo, InodeId, INLINE_MAX
 use super::super::namespace::InodeRecord;
 use super::super::namespace_actor::NamespaceMsg;
 use super::super::services::Services;
-use super::namespace_ops::bad_block_size;
-use super::{attr_of, check_path, err, freed_of, read_barrier, replaced, unexpected};
+use super::{attr_of, bad_block_size, check_path, err, freed_of, read_barrier, replaced, unexpected};
 
 pub(super) async fn add_block(
     svc: &Services,

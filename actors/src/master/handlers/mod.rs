@@ -19,7 +19,7 @@ pub mod ufs_ops;
 
 use strata_protocol::journal::ApplyResult;
 use strata_protocol::messages::{MasterRequest, MasterResponse};
-use strata_protocol::{path, ErrorCode, ErrorInfo};
+use strata_protocol::{path, ErrorCode, ErrorInfo, MAX_BLOCK_SIZE, MIN_BLOCK_SIZE};
 
 use super::services::Services;
 
@@ -115,6 +115,16 @@ pub(crate) async fn handle(svc: &Services, req: MasterRequest, stale_ok: bool) -
 
 fn err(code: ErrorCode, msg: impl Into<String>) -> MasterResponse {
     MasterResponse::Error(ErrorInfo::new(code, msg))
+}
+
+/// The refusal of a block size outside the supported range, if it is.
+fn bad_block_size(block_size: u64) -> Option<MasterResponse> {
+    (!(MIN_BLOCK_SIZE..=MAX_BLOCK_SIZE).contains(&block_size)).then(|| {
+        err(
+            ErrorCode::InvalidArgument,
+            format!("block size {block_size} is outside {MIN_BLOCK_SIZE}..={MAX_BLOCK_SIZE}"),
+        )
+    })
 }
 
 fn check_path(p: &str) -> Result<(), ErrorInfo> {

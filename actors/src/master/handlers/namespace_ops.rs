@@ -6,7 +6,7 @@ use strata_protocol::{now_ms, ErrorCode, ErrorInfo, INLINE_MAX_BYTES, MAX_BLOCK_
 
 use super::super::namespace_actor::NamespaceMsg;
 use super::super::services::Services;
-use super::{attr_of, blocks, check_path, err, freed_of, read_barrier, replaced, unexpected};
+use super::{attr_of, bad_block_size, blocks, check_path, err, freed_of, read_barrier, replaced, unexpected};
 
 pub(super) async fn mkdir(
     svc: &Services,
@@ -20,16 +20,6 @@ pub(super) async fn mkdir(
     svc.mounts.before_mkdir(&path).await?;
     let entry = JournalEntry::Mkdir { path, recursive, mode, uid, gid, time_ms: now_ms() };
     Ok(attr_of(svc.journal.propose(entry).await?))
-}
-
-/// The refusal of a block size outside the supported range, if it is.
-pub(super) fn bad_block_size(block_size: u64) -> Option<MasterResponse> {
-    (!(MIN_BLOCK_SIZE..=MAX_BLOCK_SIZE).contains(&block_size)).then(|| {
-        err(
-            ErrorCode::InvalidArgument,
-            format!("block size {block_size} is outside {MIN_BLOCK_SIZE}..={MAX_BLOCK_SIZE}"),
-        )
-    })
 }
 
 #[allow(clippy::too_many_arguments)]
