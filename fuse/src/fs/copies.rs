@@ -129,3 +129,39 @@ impl InlineCache {
         (*at == g && data.len() as u64 == size).then(|| data.to_vec())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn copy(name: &str, len: u64) -> Copy {
+        let version = Version { lease: Some(1), blocks: Vec::new() };
+        Copy { path: name.into(), len, seq: 0, version, stamp: None, backed: false, synced: true }
+    }
+
+    #[test]
+    fn copies_beyond_the_budget_go_least_recently_kept_first() {
+        let mut c = Copies::default();
+        assert!(c.keep(1, copy("one", 40), 100).is_empty());
+        assert!(c.keep(2, copy("two", 40), 100).is_empty());
+        // A newer copy of 1 replaces the old one (whose file goes) and is
+        // now the most recently kept.
+        assert_eq!(c.keep(1, copy("one'", 40), 100), vec![PathBuf::from("one")]);
+        assert_eq!(c.keep(3, copy("three", 40), 100), vec![PathBuf::from("two")]);
+        assert!(c.contains(1) && c.contains(3) && !c.contains(2));
+        assert_eq!(c.remove(1).map(|c| c.path), Some(PathBuf::from("one'")));
+        assert_eq!(c.keep(4, copy("four", 60), 100), Vec::<PathBuf>::new());
+        assert_eq!(c.drain().count(), 2);
+    }
+
+    #[test]
+    fn small_files_are_kept_per_lease_generation() {
+        let mut c = InlineCache::default();
+        c.keep(1, Some((7, Arc::new(b"abc".to_vec()))));
+        assert_eq!(c.get(1, 7, 3), Some(b"abc".to_vec()));
+        assert_eq!(c.get(1, 8, 3), None, "another generation");
+        assert_eq!(c.get(1, 7, 4), None, "another size");
+        c.keep(1, None);
+        assert_eq!(c.get(1, 7, 3), None);
+    }
+}

@@ -225,3 +225,37 @@ impl PathTable {
         map.learn(dir, entries, attrs);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_renamed_directory_takes_what_is_known_below_it() {
+        let t = PathTable::new();
+        t.insert(2, "/a".into());
+        t.insert(3, "/a/b".into());
+        t.insert(4, "/a/b/c".into());
+        t.insert(5, "/x".into());
+        t.rename_over("/a", "/x", 2, Some(5), |r| assert_eq!(r, 5));
+        assert_eq!(t.path(2).as_deref(), Some("/x"));
+        assert_eq!(t.path(3).as_deref(), Some("/x/b"));
+        assert_eq!(t.path(4).as_deref(), Some("/x/b/c"));
+        assert_eq!(t.path(5), None);
+        assert_eq!(t.ino_at("/a/b"), None);
+        assert!(!t.has_names_in("/a"));
+        assert_eq!(t.entries_in("/x"), Some(vec![("b".to_string(), 3)]));
+    }
+
+    #[test]
+    fn an_unlinked_name_is_forgotten_but_not_another_inodes() {
+        let t = PathTable::new();
+        t.insert(2, "/d".into());
+        t.insert(3, "/d/f".into());
+        t.forget_name(4, "/d/f");
+        assert_eq!(t.ino_at("/d/f"), Some(3));
+        t.forget_name(3, "/d/f");
+        assert_eq!((t.ino_at("/d/f"), t.path(3)), (None, None));
+        assert!(!t.has_names_in("/d"));
+    }
+}
