@@ -84,7 +84,7 @@ pub fn children(
     let name = |role| scope.name(role);
     let journal = journal::Journal::new(name(journal::ROLE), opts.fatal.clone());
     let ns = namespace_actor::Ns::new(name(namespace_actor::ROLE));
-    let workers = workers::Workers;
+    let workers = workers::Workers::new(name(workers::ROLE));
     let ufs = Arc::new(crate::ufs::Ufs::default());
     let mounts = mounts::Mounts::new(
         journal.clone(),

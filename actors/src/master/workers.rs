@@ -389,17 +389,23 @@ impl Actor for WorkerManager {
     }
 }
 
-/// The worker manager as the master's request path reaches it: the local
-/// member of [`GROUP`] (not the name registry: the WorkerManagers of other
-/// masters are in the same group on their nodes, and ractor drops a name
-/// from the local registry when a remote actor of that name goes away).
-#[derive(Clone, Debug, Default)]
-pub struct Workers;
+/// The worker manager as the master's request path reaches it: by its
+/// node-scoped name (the WorkerManagers of other masters, in the same
+/// process group, carry names of their own).
+#[derive(Clone, Debug)]
+pub struct Workers {
+    name: std::sync::Arc<str>,
+}
 
 impl Workers {
-    /// The local WorkerManager, if it is running.
+    /// A handle to the WorkerManager registered as `name`.
+    pub fn new(name: String) -> Self {
+        Workers { name: name.into() }
+    }
+
+    /// The WorkerManager, if it is running.
     pub fn actor(&self) -> Option<ActorRef<WorkerManagerMsg>> {
-        ractor::pg::get_local_members(&GROUP.to_string()).into_iter().next().map(ActorRef::from)
+        ractor::registry::where_is(&self.name).map(ActorRef::from)
     }
 
     /// Calls the WorkerManager (`Unavailable` while it restarts or if it does not answer in 10 s).
