@@ -868,7 +868,10 @@ mod tests {
         let held = l.test_lock(b, inode, 1, (0, 0), LockKind::Read).await.map(|l| (l.client, l.start, l.end));
         assert_eq!(held, Some((a, 0, 99)));
         // A waiting request is let through by the unlock, not by the hold running out.
-        let waiter = tokio::spawn(spawned_lock(l.clone(), b, inode, 1, (0, 10), w, 2, true, false));
+        let waiter = tokio::spawn({
+            let l = l.clone();
+            async move { l.lock(b, inode, 1, (0, 10), w, 2, true, false).await }
+        });
         tokio::time::sleep(Duration::from_millis(50)).await;
         let t0 = Instant::now();
         l.lock(a, inode, 1, (0, u64::MAX), None, 1, false, false).await.unwrap();
@@ -905,9 +908,15 @@ mod tests {
             }
         };
         // a waits for b; c waits for a: a chain, no cycle.
-        let a_waits = tokio::spawn(spawned_lock(l.clone(), a, inode, 1, (10, 19), w, 1, true, false));
+        let a_waits = tokio::spawn({
+            let l = l.clone();
+            async move { l.lock(a, inode, 1, (10, 19), w, 1, true, false).await }
+        });
         held(a).await;
-        let c_waits = tokio::spawn(spawned_lock(l.clone(), c, inode, 1, (5, 5), w, 3, true, false));
+        let c_waits = tokio::spawn({
+            let l = l.clone();
+            async move { l.lock(c, inode, 1, (5, 5), w, 3, true, false).await }
+        });
         held(c).await;
         assert!(!a_waits.is_finished() && !c_waits.is_finished());
         // b waiting for c would close b → c → a → b.
@@ -993,20 +1002,5 @@ mod tests {
         // b takes the lock at once, and a is told to drop everything.
         l.lock(b, 7100, 1, (0, 9), Some(LockKind::Write), 2, false, false).await.unwrap();
         assert_eq!(l.keep_alive(a, 1).await, (vec!["/".to_string()], true));
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    async fn spawned_lock(
-        l: Arc<Leases>,
-        client: u64,
-        inode: u64,
-        owner: u64,
-        range: (u64, u64),
-        kind: Option<LockKind>,
-        pid: u32,
-        may_wait: bool,
-        reclaim: bool,
-    ) -> Result<(), ErrorInfo> {
-        l.lock(client, inode, owner, range, kind, pid, may_wait, reclaim).await
     }
 }
