@@ -454,11 +454,6 @@ impl Journal {
         Journal { name: name.into(), raft: Arc::default(), fatal }
     }
 
-    /// The actor's registered name.
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
     /// The JournalActor, if it is running.
     pub fn actor(&self) -> Option<ActorRef<JournalMsg>> {
         ractor::registry::where_is(&self.name).map(ActorRef::from)

@@ -721,12 +721,11 @@ impl LeaseSlot {
         self.inner.read().0.clone().ok_or_else(|| ErrorInfo::new(ErrorCode::Unavailable, "lease table is restarting"))
     }
 
-    /// Publishes a new table; whether one was published before (a restart).
-    fn publish(&self, leases: Arc<Leases>) -> u64 {
+    /// Publishes a new table (the slot counts them: more than one is a restart).
+    fn publish(&self, leases: Arc<Leases>) {
         let mut g = self.inner.write();
         g.0 = Some(leases);
         g.1 += 1;
-        g.1
     }
 
     fn withdraw(&self) {

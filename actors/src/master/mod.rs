@@ -95,7 +95,6 @@ pub fn children(
         name(mounts::syncer::ROLE),
     );
     let services = Services {
-        node_id: opts.node_id,
         journal: journal.clone(),
         ns: ns.clone(),
         workers,

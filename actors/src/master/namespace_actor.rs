@@ -242,11 +242,6 @@ impl Ns {
         Ns { name: name.into(), mount_cache: Arc::default() }
     }
 
-    /// The actor's registered name.
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
     /// The NamespaceActor, if it is running.
     pub fn actor(&self) -> Option<ActorRef<NamespaceMsg>> {
         ractor::registry::where_is(&self.name).map(ActorRef::from)

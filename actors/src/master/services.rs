@@ -18,8 +18,6 @@ use crate::faults::Faults;
 /// Everything a master's request path reaches (cheap to clone).
 #[derive(Clone, Debug)]
 pub struct Services {
-    /// This master's Raft id.
-    pub node_id: u64,
     /// Proposals, read barriers, membership.
     pub journal: Journal,
     /// Namespace reads.

@@ -42,20 +42,17 @@ pub struct WorkerManagerArgs {
 /// What the namespace says of a registering worker's blocks (asked outside
 /// the actor's mailbox: see `WorkerManagerMsg::Registered`).
 async fn block_facts(args: &WorkerManagerArgs, blocks: &[BlockId]) -> RegisterReply {
-    {
-        let ask = |make: fn(Vec<BlockId>, RpcReplyPort<Vec<BlockId>>) -> NamespaceMsg| async move {
-            args.ns.call(|r| make(blocks.to_vec(), r)).await.unwrap_or_default()
-        };
-        // Blocks no file owns (deleted while the worker was away) are
-        // dropped. Only the leader decides, after a read barrier: a
-        // follower's namespace may lag and not know a block yet.
-        let orphans =
-            if args.journal.read_barrier().await.is_ok() { ask(NamespaceMsg::Orphans).await } else { Vec::new() };
-        RegisterReply {
-            remove_blocks: orphans,
-            clean_blocks: ask(NamespaceMsg::PersistedBlocks).await,
-            pinned_blocks: ask(NamespaceMsg::PinnedBlocks).await,
-        }
+    let ask = |make: fn(Vec<BlockId>, RpcReplyPort<Vec<BlockId>>) -> NamespaceMsg| async move {
+        args.ns.call(|r| make(blocks.to_vec(), r)).await.unwrap_or_default()
+    };
+    // Blocks no file owns (deleted while the worker was away) are
+    // dropped. Only the leader decides, after a read barrier: a
+    // follower's namespace may lag and not know a block yet.
+    let orphans = if args.journal.read_barrier().await.is_ok() { ask(NamespaceMsg::Orphans).await } else { Vec::new() };
+    RegisterReply {
+        remove_blocks: orphans,
+        clean_blocks: ask(NamespaceMsg::PersistedBlocks).await,
+        pinned_blocks: ask(NamespaceMsg::PinnedBlocks).await,
     }
 }
 

@@ -83,11 +83,6 @@ impl Mounts {
         ractor::registry::where_is(&self.syncer).map(ActorRef::from)
     }
 
-    /// The UFS operators of this master.
-    pub fn ufs(&self) -> &Ufs {
-        &self.ufs
-    }
-
     pub(super) async fn table(&self) -> Result<Arc<Vec<MountInfo>>, ErrorInfo> {
         match self.ns.cached_mounts() {
             Some(t) => Ok(t),
