@@ -63,6 +63,7 @@ async fn master_survives_a_namespace_actor_crash() {
         join: false,
         removed: Default::default(),
         snapshot_entries: 100,
+        log_keep: 5_000,
         worker_lost_timeout: Duration::from_secs(10),
         faults: Default::default(),
         fatal: Arc::new(tokio::sync::watch::channel(None).0),

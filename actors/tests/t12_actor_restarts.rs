@@ -62,6 +62,7 @@ async fn every_actor_killed_in_turn_under_load_loses_nothing_acknowledged() {
         join: false,
         removed: Default::default(),
         snapshot_entries: 200,
+        log_keep: 5_000,
         worker_lost_timeout: Duration::from_secs(10),
         faults: Default::default(),
         fatal: Arc::new(tokio::sync::watch::channel(None).0),

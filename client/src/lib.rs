@@ -34,7 +34,7 @@ pub use writer::FileWriter;
 
 pub use strata_protocol::journal::BatchOp;
 use strata_protocol::journal::BatchOutcome;
-use strata_protocol::messages::{MasterRequest, MasterResponse};
+use strata_protocol::messages::{JournalInfo, MasterRequest, MasterResponse};
 use strata_protocol::{path, DEFAULT_BLOCK_SIZE};
 
 /// Client settings.
@@ -556,6 +556,27 @@ impl Client {
     pub async fn report(&self) -> Result<ClusterReport, ClientError> {
         match self.call(MasterRequest::Report).await? {
             MasterResponse::Report(r) => Ok(r),
+            other => Err(ClientError::unexpected(other)),
+        }
+    }
+
+    /// The journal of the master at `addr` (client address), as that master
+    /// sees it; with `digest`, a digest of its state machine too (a walk
+    /// over its whole state).
+    pub async fn journal_info(&self, addr: &str, digest: bool) -> Result<JournalInfo, ClientError> {
+        self.journal_call(addr, MasterRequest::JournalInfo { digest }).await
+    }
+
+    /// Has the master at `addr` take a journal snapshot now; answers its
+    /// journal once the snapshot is built.
+    pub async fn take_snapshot(&self, addr: &str) -> Result<JournalInfo, ClientError> {
+        self.journal_call(addr, MasterRequest::TakeSnapshot).await
+    }
+
+    async fn journal_call(&self, addr: &str, req: MasterRequest) -> Result<JournalInfo, ClientError> {
+        match self.inner.master.call_at(addr, req).await? {
+            MasterResponse::JournalInfo(j) => Ok(j),
+            MasterResponse::Error(e) => Err(e.into()),
             other => Err(ClientError::unexpected(other)),
         }
     }

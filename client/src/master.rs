@@ -270,6 +270,15 @@ impl Masters {
         *self.current.lock() = leader.to_string();
     }
 
+    /// Calls the master at `addr` itself: no redirect, no retry.
+    pub(crate) async fn call_at(&self, addr: &str, req: MasterRequest) -> Result<MasterResponse, ClientError> {
+        let outcome = self.conn(addr).await?.call(req, false, self.timeout).await;
+        if outcome.is_err() {
+            self.conns.lock().await.remove(addr);
+        }
+        outcome
+    }
+
     /// Calls the leader (or, for a stale read, any master), following
     /// redirects and retrying through a failover.
     pub(crate) async fn call(&self, req: MasterRequest, stale: bool) -> Result<MasterResponse, ClientError> {

@@ -92,6 +92,28 @@ pub enum AdminCmd {
     /// The masters of the Raft group.
     #[command(subcommand)]
     Master(MasterCmd),
+    /// Each master's journal.
+    #[command(subcommand)]
+    Journal(JournalCmd),
+}
+
+/// `strata admin journal` subcommands.
+#[derive(Subcommand, Debug)]
+pub enum JournalCmd {
+    /// Each master's last log, applied, snapshot and purged index; with
+    /// `--digest`, a digest of each one's state machine (equal on masters
+    /// at the same applied index).
+    Info {
+        /// Also digest each master's state machine (a walk over all of it).
+        #[arg(long)]
+        digest: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Every master takes a journal snapshot now (and purges its log
+    /// behind it, keeping the configured tail).
+    Snapshot,
 }
 
 /// `strata admin master` subcommands: one membership change at a time.
@@ -200,6 +222,9 @@ pub struct MasterArgs {
     /// Take a journal snapshot after this many entries.
     #[arg(long)]
     pub snapshot_entries: Option<u64>,
+    /// Journal entries kept behind the latest snapshot.
+    #[arg(long)]
+    pub log_keep: Option<u64>,
     /// The other initial masters: `ID=HOST:RPC_PORT:MESH_PORT`, comma-separated.
     #[arg(long, value_delimiter = ',')]
     pub peers: Vec<String>,
@@ -416,6 +441,9 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             }
             if let Some(v) = a.snapshot_entries {
                 cfg.master.snapshot_entries = v;
+            }
+            if let Some(v) = a.log_keep {
+                cfg.master.log_keep = v;
             }
             if a.join {
                 cfg.master.join = true;

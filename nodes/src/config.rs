@@ -76,6 +76,9 @@ pub struct MasterConfig {
     pub mesh_port: u16,
     /// Journal entries between snapshots.
     pub snapshot_entries: u64,
+    /// Journal entries kept behind the latest snapshot; a follower further
+    /// behind catches up by installing the snapshot.
+    pub log_keep: u64,
     /// Heartbeat silence after which a worker is lost.
     pub worker_lost_timeout_ms: u64,
     /// The other initial masters, `ID=HOST:RPC_PORT:MESH_PORT`.
@@ -147,6 +150,7 @@ impl Default for MasterConfig {
             rpc_port: 19998,
             mesh_port: 19997,
             snapshot_entries: 20_000,
+            log_keep: 5_000,
             worker_lost_timeout_ms: 10_000,
             peers: Vec::new(),
             join: false,

@@ -206,9 +206,21 @@ pub async fn run(cfg: &Config, args: &ClientArgs, cmd: FsCmd) -> Result<()> {
 pub async fn report(cfg: &Config, args: &ClientArgs, json: bool) -> Result<()> {
     let client = connect(cfg, args).await?;
     let r = client.report().await?;
+    let journals = journals(&client, false).await?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&r)?);
+        #[derive(serde::Serialize)]
+        struct Out<'a> {
+            #[serde(flatten)]
+            report: &'a strata_protocol::messages::ClusterReport,
+            /// Each master's journal as that master sees it.
+            journals: &'a [strata_protocol::messages::JournalInfo],
+        }
+        println!("{}", serde_json::to_string_pretty(&Out { report: &r, journals: &journals })?);
         return Ok(());
+    }
+    println!("journals:");
+    for j in &journals {
+        print_journal(j);
     }
     println!("masters:");
     for m in &r.masters {
@@ -440,7 +452,7 @@ pub async fn load(cfg: &Config, a: crate::cli::PathArgs) -> Result<()> {
 
 /// `strata admin master add|remove`.
 pub async fn admin(cfg: &Config, a: crate::cli::AdminArgs) -> Result<()> {
-    use crate::cli::{AdminCmd, MasterCmd};
+    use crate::cli::{AdminCmd, JournalCmd, MasterCmd};
     let client = connect(cfg, &a.client).await?;
     match a.cmd {
         AdminCmd::Master(MasterCmd::Add { peer }) => {
@@ -451,6 +463,55 @@ pub async fn admin(cfg: &Config, a: crate::cli::AdminArgs) -> Result<()> {
             client.remove_master(id).await?;
             println!("master {id} removed");
         }
+        AdminCmd::Journal(JournalCmd::Info { digest, json }) => {
+            let infos = journals(&client, digest).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&infos)?);
+            } else {
+                for j in &infos {
+                    print_journal(j);
+                }
+            }
+        }
+        AdminCmd::Journal(JournalCmd::Snapshot) => {
+            for m in client.report().await?.masters {
+                match client.take_snapshot(&m.addr).await {
+                    Ok(j) => print_journal(&j),
+                    Err(e) => println!("  #{} {}: {e}", m.id, m.addr),
+                }
+            }
+        }
     }
     Ok(())
+}
+
+/// Every master's journal, each asked directly (a master that does not
+/// answer is left out).
+async fn journals(client: &Client, digest: bool) -> Result<Vec<strata_protocol::messages::JournalInfo>> {
+    let mut out = Vec::new();
+    for m in client.report().await?.masters {
+        match client.journal_info(&m.addr, digest).await {
+            Ok(j) => out.push(j),
+            Err(e) => eprintln!("master #{} at {}: {e}", m.id, m.addr),
+        }
+    }
+    Ok(out)
+}
+
+fn print_journal(j: &strata_protocol::messages::JournalInfo) {
+    let s = &j.status;
+    let digest =
+        j.digest.as_ref().map(|d| format!(" digest {:016x} at {} ({} rows)", d.digest, d.applied_index, d.rows));
+    println!(
+        "  #{} {} {} term {} last log {} applied {} snapshot {} purged {}{}",
+        s.id,
+        s.addr,
+        s.role,
+        s.term,
+        s.last_log_index,
+        s.applied_index,
+        j.snapshot_index,
+        j.purged_index,
+        digest.unwrap_or_default()
+    );
 }

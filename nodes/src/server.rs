@@ -87,6 +87,7 @@ fn master_options(cfg: &Config, client_addr: String) -> anyhow::Result<MasterOpt
         join: cfg.master.join,
         removed: Arc::new(tokio::sync::Notify::new()),
         snapshot_entries: cfg.master.snapshot_entries,
+        log_keep: cfg.master.log_keep,
         worker_lost_timeout: Duration::from_millis(cfg.master.worker_lost_timeout_ms),
         faults: Faults::from_env().map_err(anyhow::Error::msg)?,
         fatal: Arc::new(tokio::sync::watch::channel(None).0),

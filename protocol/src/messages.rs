@@ -340,6 +340,13 @@ pub enum MasterRequest {
     AddMaster { id: u64, addr: String, mesh: String },
     /// Remove master `id` from the Raft group; it stops serving.
     RemoveMaster { id: u64 },
+    /// The journal as the master that receives this sees it (answered by
+    /// any master, never redirected); with `digest`, also a digest of its
+    /// state machine.
+    JournalInfo { digest: bool },
+    /// The receiving master takes a journal snapshot now (and purges the
+    /// log behind it); answered with its journal info afterwards.
+    TakeSnapshot,
     /// Lease the directory `path` and everything below it to the calling
     /// client (the envelope's `client`): until it is released, recalled
     /// or lapses, no other client reads or changes anything there, so the
@@ -443,6 +450,8 @@ impl MasterRequest {
             | R::Mounts
             | R::AddMaster { .. }
             | R::RemoveMaster { .. }
+            | R::JournalInfo { .. }
+            | R::TakeSnapshot
             | R::KeepAlive { .. }
             | R::Lock { .. }
             | R::TestLock { .. }
@@ -454,7 +463,16 @@ impl MasterRequest {
     /// Whether the request only reads.
     pub fn is_read(&self) -> bool {
         use MasterRequest as R;
-        matches!(self, R::Stat { .. } | R::List { .. } | R::GetBlocks { .. } | R::Xattrs { .. } | R::Mounts | R::Report)
+        matches!(
+            self,
+            R::Stat { .. }
+                | R::List { .. }
+                | R::GetBlocks { .. }
+                | R::Xattrs { .. }
+                | R::Mounts
+                | R::Report
+                | R::JournalInfo { .. }
+        )
     }
 }
 
@@ -497,6 +515,36 @@ pub enum MasterResponse {
     BlockIds { first: u64, count: u32, workers: Vec<WorkerAddr> },
     /// The lock in the way of a `TestLock`, if any.
     Conflict(Option<crate::locks::RangeLock>),
+    /// One master's journal.
+    JournalInfo(JournalInfo),
+}
+
+/// One master's journal, as that master sees it.
+#[derive(Archive, Serialize, Deserialize, serde::Serialize, serde::Deserialize, Debug, Clone, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct JournalInfo {
+    /// Its Raft status (last log and applied index among them).
+    pub status: MasterStatus,
+    /// The last entry its latest snapshot covers (0: no snapshot).
+    pub snapshot_index: u64,
+    /// The last entry purged from its log (0: none).
+    pub purged_index: u64,
+    /// A digest of its state machine, when asked for.
+    pub digest: Option<StateDigest>,
+}
+
+/// A digest of a master's state machine: every row of the state column
+/// families, in order, read from one RocksDB snapshot. Two masters at the
+/// same applied index must have the same digest.
+#[derive(Archive, Serialize, Deserialize, serde::Serialize, serde::Deserialize, Debug, Clone, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct StateDigest {
+    /// The applied index the digest was taken at.
+    pub applied_index: u64,
+    /// Rows digested.
+    pub rows: u64,
+    /// 64-bit digest (two crc32c over the rows, chained).
+    pub digest: u64,
 }
 
 /// A request frame's payload on the master's client port.

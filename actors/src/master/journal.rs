@@ -19,7 +19,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use ractor_cluster::RactorMessage;
 use rocksdb::DB;
 use strata_protocol::journal::{ApplyResult, JournalEntry};
-use strata_protocol::messages::MasterStatus;
+use strata_protocol::messages::{JournalInfo, MasterStatus};
 use strata_protocol::{ErrorCode, ErrorInfo};
 use tokio::sync::Mutex;
 
@@ -45,6 +45,8 @@ pub enum JournalMsg {
     AddMaster(NodeId, MasterNode, RpcReplyPort<Result<(), ErrorInfo>>),
     /// On the leader: remove master `id` from the group and tell it so.
     RemoveMaster(NodeId, RpcReplyPort<Result<(), ErrorInfo>>),
+    /// This master's journal; with `true`, a digest of its state machine too.
+    Info(bool, RpcReplyPort<Result<JournalInfo, ErrorInfo>>),
 }
 
 /// The membership in this master's latest (possibly uncommitted) config.
@@ -85,6 +87,9 @@ pub struct JournalArgs {
     pub snapshot_dir: PathBuf,
     /// Take a snapshot after this many entries.
     pub snapshot_entries: u64,
+    /// Log entries kept behind the latest snapshot (the rest are purged; a
+    /// follower further behind catches up by installing the snapshot).
+    pub log_keep: u64,
     /// A Raft instance left by a previous incarnation of this actor, shut
     /// down before a new one opens the same store.
     pub slot: Arc<Mutex<Option<Raft>>>,
@@ -160,13 +165,7 @@ impl Actor for JournalActor {
             election_timeout_min: 400,
             election_timeout_max: 800,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(args.snapshot_entries),
-            // Keep a long log behind each snapshot: a wiped or far-behind
-            // follower catches up by replaying it. Catching up by snapshot
-            // install failed in testing (openraft 0.9 sent entries after the
-            // purged point with no prev log id; the follower's core stopped
-            // with a defensive storage error), so purging stays far behind
-            // until that path is fixed and tested. See docs/architecture.md.
-            max_in_snapshot_log_to_keep: 1_000_000,
+            max_in_snapshot_log_to_keep: args.log_keep,
             ..Default::default()
         }
         .validate()?;
@@ -259,6 +258,30 @@ impl Actor for JournalActor {
                 let me = state.args.node_id;
                 tokio::spawn(async move {
                     let _ = reply.send(remove_master(&raft, me, id).await);
+                });
+            }
+            JournalMsg::Info(digest, reply) => {
+                let status = self_status(state);
+                let m = state.raft.metrics().borrow().clone();
+                let mut info = JournalInfo {
+                    status,
+                    snapshot_index: m.snapshot.map(|l| l.index).unwrap_or(0),
+                    purged_index: m.purged.map(|l| l.index).unwrap_or(0),
+                    digest: None,
+                };
+                if !digest {
+                    let _ = reply.send(Ok(info));
+                    return Ok(());
+                }
+                // A walk over the whole state: off the actor's task.
+                let db = state.args.db.clone();
+                tokio::task::spawn_blocking(move || {
+                    let r = super::namespace::state_digest(&db)
+                        .map_err(|e| ErrorInfo::new(ErrorCode::Internal, e.to_string()));
+                    let _ = reply.send(r.map(|d| {
+                        info.digest = Some(d);
+                        info
+                    }));
                 });
             }
         }
@@ -539,6 +562,38 @@ impl Journal {
     /// Every member as this master sees it (`None` while the journal restarts).
     pub async fn members(&self) -> Option<Vec<MasterStatus>> {
         ractor::call_t!(self.actor()?, JournalMsg::Members, 5000).ok()
+    }
+
+    /// This master's journal (with a digest of its state machine if asked).
+    pub async fn info(&self, digest: bool) -> Result<JournalInfo, ErrorInfo> {
+        let a = self.actor().ok_or_else(|| ErrorInfo::new(ErrorCode::Unavailable, "journal is restarting"))?;
+        match a.call(|r| JournalMsg::Info(digest, r), Some(Duration::from_secs(300))).await {
+            Ok(ractor::rpc::CallResult::Success(r)) => r,
+            Ok(ractor::rpc::CallResult::Timeout) => Err(ErrorInfo::new(ErrorCode::Timeout, "journal info timed out")),
+            _ => Err(ErrorInfo::new(ErrorCode::Unavailable, "journal is restarting")),
+        }
+    }
+
+    /// Takes a snapshot on this master now and waits until it is built
+    /// (openraft then purges the log behind it, keeping the configured tail).
+    pub async fn take_snapshot(&self) -> Result<(), ErrorInfo> {
+        let raft = self.raft()?;
+        let want = raft.metrics().borrow().last_applied.map(|l| l.index);
+        raft.trigger().snapshot().await.map_err(|e| ErrorInfo::new(ErrorCode::Unavailable, e.to_string()))?;
+        let mut m = raft.metrics();
+        let wait = async {
+            loop {
+                if m.borrow_and_update().snapshot.map(|l| l.index) >= want {
+                    return;
+                }
+                if m.changed().await.is_err() {
+                    return;
+                }
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(300), wait)
+            .await
+            .map_err(|_| ErrorInfo::new(ErrorCode::Timeout, "the snapshot was not built within 300 s"))
     }
 
     /// Asks this master (it must be the leader) to add or remove a master.

@@ -57,6 +57,8 @@ pub struct MasterOptions {
     pub removed: Arc<tokio::sync::Notify>,
     /// Snapshot after this many journal entries.
     pub snapshot_entries: u64,
+    /// Log entries kept behind the latest snapshot.
+    pub log_keep: u64,
     /// A worker silent this long is lost.
     pub worker_lost_timeout: Duration,
     /// Test-only fault injection (none by default).
@@ -114,6 +116,7 @@ pub fn children(
         log_db,
         snapshot_dir: opts.data_dir.join("snapshots"),
         snapshot_entries: opts.snapshot_entries,
+        log_keep: opts.log_keep,
         slot,
         journal: journal.clone(),
         namespace: namespace_actor::ActorNamespace::new(db.clone(), ns.clone()),

@@ -772,6 +772,32 @@ impl Namespace {
     }
 }
 
+/// A digest of the state column families, read from one RocksDB
+/// snapshot (with the applied index found there): equal on every master
+/// at the same applied index, unless their state machines diverged.
+pub fn state_digest(db: &DB) -> Result<strata_protocol::messages::StateDigest, StoreError> {
+    let snap = db.snapshot();
+    let applied_index = match snap.get_cf(handle(db, cf::SM_META), APPLIED_INDEX)? {
+        Some(v) => u64_of(APPLIED_INDEX, &v)?,
+        None => 0,
+    };
+    let (mut a, mut b, mut rows) = (0u32, u32::MAX, 0u64);
+    for (i, name) in cf::STATE.iter().enumerate() {
+        for item in snap.iterator_cf(handle(db, name), IteratorMode::Start) {
+            let (k, v) = item?;
+            for part in [&[i as u8][..], &(k.len() as u32).to_le_bytes(), &k, &(v.len() as u32).to_le_bytes(), &v] {
+                a = crc32c::crc32c_append(a, part);
+                b = crc32c::crc32c_append(b, part);
+            }
+            // The second chain also depends on the row count, so the
+            // two halves are not one function of the bytes.
+            rows += 1;
+            b = crc32c::crc32c_append(b, &rows.to_le_bytes());
+        }
+    }
+    Ok(strata_protocol::messages::StateDigest { applied_index, rows, digest: (u64::from(a) << 32) | u64::from(b) })
+}
+
 /// Whether a file with these attributes and blocks keeps its content inline.
 pub fn is_inline(attr: &Attr, blocks: &[BlockId]) -> bool {
     attr.file_type == FileType::File && attr.complete && attr.size > 0 && blocks.is_empty()

@@ -90,3 +90,35 @@ pub fn fcntl_lock(f: &std::fs::File, cmd: i32, typ: i32, start: i64, len: i64) -
         Ok(l)
     }
 }
+
+/// Waits until every master in `masters` (comma-separated client
+/// addresses) has applied the same index, then asserts their state
+/// machines' digests there are equal. Returns the masters' journals.
+pub async fn masters_agree(c: &Client, masters: &str) -> Vec<strata_protocol::messages::JournalInfo> {
+    let addrs: Vec<&str> = masters.split(',').collect();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut infos = Vec::new();
+        for a in &addrs {
+            if let Ok(j) = c.journal_info(a, true).await {
+                infos.push(j);
+            }
+        }
+        let digests: Vec<_> = infos.iter().filter_map(|j| j.digest.clone()).collect();
+        if digests.len() == addrs.len() && digests.iter().all(|d| d.applied_index == digests[0].applied_index) {
+            for (j, d) in infos.iter().zip(&digests) {
+                assert_eq!(
+                    (d.digest, d.rows),
+                    (digests[0].digest, digests[0].rows),
+                    "master #{} diverged from #{} at applied index {}",
+                    j.status.id,
+                    infos[0].status.id,
+                    d.applied_index
+                );
+            }
+            return infos;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the masters never reached one applied index: {infos:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

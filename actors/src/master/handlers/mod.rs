@@ -107,6 +107,11 @@ pub(crate) async fn handle(svc: &Services, req: MasterRequest, stale_ok: bool) -
         R::AddMaster { id, addr, mesh } => admin::add_master(svc, id, addr, mesh).await,
         R::RemoveMaster { id } => admin::remove_master(svc, id).await,
         R::Report => admin::report(svc).await,
+        R::JournalInfo { digest } => Ok(MasterResponse::JournalInfo(svc.journal.info(digest).await?)),
+        R::TakeSnapshot => {
+            svc.journal.take_snapshot().await?;
+            Ok(MasterResponse::JournalInfo(svc.journal.info(false).await?))
+        }
         R::KeepAlive { .. } | R::Release { .. } | R::Lease { .. } | R::Lock { .. } | R::TestLock { .. } => {
             Ok(err(ErrorCode::Internal, "lease requests are answered before this"))
         }
