@@ -99,6 +99,8 @@ pub struct JournalArgs {
     pub namespace: ActorNamespace,
     /// Test hook: stop the Raft core this long after start (see `faults`).
     pub stop_core_after: Option<Duration>,
+    /// When a leader was last heard from (kept by the RaftServer).
+    pub heard: Arc<super::prevote::Heard>,
 }
 
 /// The actor.
@@ -120,11 +122,14 @@ struct Published {
     journal: Journal,
     gen: u64,
     watch: tokio::task::JoinHandle<()>,
+    /// The pre-vote loop that triggers this incarnation's elections.
+    elector: tokio::task::JoinHandle<()>,
 }
 
 impl Drop for Published {
     fn drop(&mut self) {
         self.watch.abort();
+        self.elector.abort();
         self.journal.publish(self.gen, None);
     }
 }
@@ -162,8 +167,10 @@ impl Actor for JournalActor {
         let config = Config {
             cluster_name: "strata".into(),
             heartbeat_interval: 100,
-            election_timeout_min: 400,
-            election_timeout_max: 800,
+            election_timeout_min: super::prevote::ELECTION_TIMEOUT.start,
+            election_timeout_max: super::prevote::ELECTION_TIMEOUT.end,
+            // Elections are triggered after a won pre-vote (`prevote::run`).
+            enable_elect: false,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(args.snapshot_entries),
             max_in_snapshot_log_to_keep: args.log_keep,
             ..Default::default()
@@ -180,12 +187,20 @@ impl Actor for JournalActor {
         drop(slot);
         args.journal.publish(gen, Some(raft.clone()));
         let watch = tokio::spawn(watch_core(raft.clone(), args.journal.clone(), gen, args.stop_core_after));
-        let published = Published { journal: args.journal.clone(), gen, watch };
+        let elector = tokio::spawn(super::prevote::run(
+            raft.clone(),
+            args.node_id,
+            args.heard.clone(),
+            args.log_db.clone(),
+            super::raft_net::MeshAsk,
+        ));
+        let published = Published { journal: args.journal.clone(), gen, watch, elector };
         Ok(JournalState { raft, args, published })
     }
 
     async fn post_stop(&self, _myself: ActorRef<Self::Msg>, state: &mut Self::State) -> Result<(), ActorProcessingErr> {
         state.published.watch.abort();
+        state.published.elector.abort();
         state.args.journal.publish(state.published.gen, None);
         let _ = state.raft.shutdown().await;
         // State-machine writes skip the WAL (they are replayed from the

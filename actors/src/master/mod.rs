@@ -22,6 +22,7 @@ pub mod leases;
 pub mod mounts;
 pub mod namespace;
 pub mod namespace_actor;
+pub mod prevote;
 pub mod raft;
 pub mod raft_net;
 pub mod services;
@@ -105,8 +106,14 @@ pub fn children(
         faults: opts.faults.clone(),
     };
     let slot = Arc::new(tokio::sync::Mutex::new(None));
-    let raft_server =
-        raft_net::RaftServerArgs { node_id: opts.node_id, slot: slot.clone(), removed: opts.removed.clone() };
+    let heard = Arc::new(prevote::Heard::default());
+    let raft_server = raft_net::RaftServerArgs {
+        node_id: opts.node_id,
+        slot: slot.clone(),
+        removed: opts.removed.clone(),
+        heard: heard.clone(),
+        log_db: log_db.clone(),
+    };
     let journal_args = journal::JournalArgs {
         node_id: opts.node_id,
         client_addr: opts.client_addr.clone(),
@@ -121,6 +128,7 @@ pub fn children(
         journal: journal.clone(),
         namespace: namespace_actor::ActorNamespace::new(db.clone(), ns.clone()),
         stop_core_after: opts.faults.stop_raft_core_after,
+        heard,
     };
     let ns_args = namespace_actor::NamespaceArgs { db, handle: ns.clone() };
     let wm_args =

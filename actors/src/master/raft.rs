@@ -189,19 +189,36 @@ impl RaftLogReader<TypeConfig> for LogStore {
 #[error("malformed raft log key")]
 struct BadKey;
 
+/// The id of the last entry in the log database, if it holds any.
+fn last_stored(db: &DB) -> Result<Option<LogId<NodeId>>, SErr> {
+    match db.iterator_cf(handle(db, cf::RAFT_LOG), IteratorMode::End).next() {
+        Some(item) => {
+            let (_, v) = item.map_err(|e| StorageIOError::read_logs(&e))?;
+            let e: Entry<TypeConfig> = bincode::deserialize(&v).map_err(|e| StorageIOError::read_logs(&e))?;
+            Ok(Some(e.log_id))
+        }
+        None => Ok(None),
+    }
+}
+
+/// The id of the last log entry (the last purged one when the log is
+/// empty), read from the log database: what a pre-vote compares.
+pub fn last_log_id(db: &DB) -> Result<Option<LogId<NodeId>>, SErr> {
+    match last_stored(db)? {
+        Some(l) => Ok(Some(l)),
+        None => match db.get_cf(handle(db, cf::RAFT_META), PURGED).map_err(|e| StorageIOError::read(&e))? {
+            Some(v) => Ok(Some(bincode::deserialize(&v).map_err(|e| StorageIOError::read(&e))?)),
+            None => Ok(None),
+        },
+    }
+}
+
 impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = Self;
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, SErr> {
         let purged: Option<LogId<NodeId>> = self.meta(PURGED)?;
-        let last = match self.db.iterator_cf(handle(&self.db, cf::RAFT_LOG), IteratorMode::End).next() {
-            Some(item) => {
-                let (_, v) = item.map_err(|e| StorageIOError::read_logs(&e))?;
-                let e: Entry<TypeConfig> = bincode::deserialize(&v).map_err(|e| StorageIOError::read_logs(&e))?;
-                Some(e.log_id)
-            }
-            None => purged,
-        };
+        let last = last_stored(&self.db)?.or(purged);
         Ok(LogState { last_purged_log_id: purged, last_log_id: last })
     }
 

@@ -8,7 +8,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
+use openraft::error::{
+    InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError, Unreachable,
+};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
@@ -20,6 +22,9 @@ use rkyv::{Archive, Deserialize, Serialize};
 use serde::de::DeserializeOwned;
 use tokio::sync::Mutex;
 
+use rocksdb::DB;
+
+use super::prevote::{self, Heard, PreVoteRequest, PreVoteResponse};
 use super::raft::{MasterNode, NodeId, Raft, TypeConfig};
 use crate::mesh::Wire;
 
@@ -50,6 +55,9 @@ pub enum RaftServerMsg {
     /// The leader removed master `id` from the group: if that is this
     /// master, it stops serving (the process exits cleanly).
     Leave(u64),
+    /// A pre-vote (see `prevote`).
+    #[rpc]
+    PreVote(Wire<RaftBytes>, RpcReplyPort<Wire<RaftBytes>>),
 }
 
 /// Arguments: this master's id and the slot holding its Raft handle.
@@ -61,6 +69,11 @@ pub struct RaftServerArgs {
     pub slot: Arc<Mutex<Option<Raft>>>,
     /// Notified when this master has been removed from the group.
     pub removed: Arc<tokio::sync::Notify>,
+    /// When a leader was last heard from (AppendEntries not refused for a
+    /// stale term, votes granted): the pre-vote's evidence.
+    pub heard: Arc<Heard>,
+    /// The Raft log's database (its last entry, for pre-votes).
+    pub log_db: Arc<DB>,
 }
 
 /// Serves peers' Raft RPCs.
@@ -103,16 +116,30 @@ impl Actor for RaftServer {
         }
         // No Raft yet (starting or restarting): drop the call; the peer times out and retries.
         let Some(raft) = st.slot.lock().await.clone() else { return Ok(()) };
+        let (heard, log_db) = (st.heard.clone(), st.log_db.clone());
         tokio::spawn(async move {
             match msg {
                 RaftServerMsg::Append(Wire(req), reply) => {
                     if let Some(req) = de::<AppendEntriesRequest<TypeConfig>>(&req.0) {
-                        let _ = reply.send(en(&raft.append_entries(req).await));
+                        let resp = raft.append_entries(req).await;
+                        if resp.as_ref().is_ok_and(|r| !matches!(r, AppendEntriesResponse::HigherVote(_))) {
+                            heard.touch();
+                        }
+                        let _ = reply.send(en(&resp));
                     }
                 }
                 RaftServerMsg::Vote(Wire(req), reply) => {
                     if let Some(req) = de::<VoteRequest<NodeId>>(&req.0) {
-                        let _ = reply.send(en(&raft.vote(req).await));
+                        let resp = raft.vote(req).await;
+                        if resp.as_ref().is_ok_and(|r| r.vote_granted) {
+                            heard.touch();
+                        }
+                        let _ = reply.send(en(&resp));
+                    }
+                }
+                RaftServerMsg::PreVote(Wire(req), reply) => {
+                    if let Some(req) = de::<PreVoteRequest>(&req.0) {
+                        let _ = reply.send(en(&prevote::answer(&raft, &heard, &log_db, &req)));
                     }
                 }
                 RaftServerMsg::Snapshot(Wire(req), reply) => {
@@ -132,6 +159,26 @@ pub fn tell_removed(id: NodeId) {
     for m in ractor::pg::get_members(&group(id)) {
         let _ = ActorRef::<RaftServerMsg>::from(m).cast(RaftServerMsg::Leave(id));
     }
+}
+
+/// The most an AppendEntries may carry (its encoded size), far below the
+/// mesh's frame limit (16 MiB): a follower that is behind is sent the log
+/// in requests of this size, each answered well within the RPC deadline.
+pub const MAX_APPEND_BYTES: usize = 4 << 20;
+
+/// How many of `entries`, from the first, fit in `max` bytes encoded (one
+/// at least: a single larger entry goes alone).
+fn entries_within(entries: &[openraft::Entry<TypeConfig>], max: usize) -> u64 {
+    let mut total = 0usize;
+    let mut n = 0u64;
+    for e in entries {
+        total += bincode::serialized_size(e).unwrap_or(u64::MAX) as usize;
+        if total > max {
+            break;
+        }
+        n += 1;
+    }
+    n.max(1)
 }
 
 /// Raft transport between masters over the mesh.
@@ -161,6 +208,25 @@ impl RaftNetworkFactory<TypeConfig> for MeshNetwork {
     }
 }
 
+/// Master `target`'s RaftServer, if it is on the mesh.
+fn server(target: NodeId) -> Option<ActorRef<RaftServerMsg>> {
+    ractor::pg::get_members(&group(target)).into_iter().next().map(ActorRef::from)
+}
+
+/// Pre-votes over the mesh.
+#[derive(Clone)]
+pub struct MeshAsk;
+
+impl prevote::Ask for MeshAsk {
+    async fn ask(&self, to: NodeId, req: PreVoteRequest, ttl: Duration) -> Option<PreVoteResponse> {
+        let peer = server(to)?;
+        match peer.call(|port| RaftServerMsg::PreVote(en(&req), port), Some(ttl)).await {
+            Ok(ractor::rpc::CallResult::Success(Wire(b))) => de(&b.0),
+            _ => None,
+        }
+    }
+}
+
 impl MeshConnection {
     async fn call<Resp, E>(
         &self,
@@ -172,11 +238,8 @@ impl MeshConnection {
         Resp: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
-        let peer: ActorRef<RaftServerMsg> = ractor::pg::get_members(&group(self.target))
-            .into_iter()
-            .next()
-            .map(ActorRef::from)
-            .ok_or_else(|| RPCError::Unreachable(Unreachable::new(&NotOnMesh(self.target))))?;
+        let peer =
+            server(self.target).ok_or_else(|| RPCError::Unreachable(Unreachable::new(&NotOnMesh(self.target))))?;
         let r = peer.call(|port| make(body, port), Some(ttl)).await;
         let bytes = match r {
             Ok(ractor::rpc::CallResult::Success(Wire(b))) => b,
@@ -202,6 +265,13 @@ impl RaftNetwork<TypeConfig> for MeshConnection {
         rpc: AppendEntriesRequest<TypeConfig>,
         o: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, MasterNode, RaftError<NodeId>>> {
+        // openraft sends up to `max_payload_entries` entries whatever they
+        // hold; have it send the prefix that fits (one at least). Sizing
+        // is a counting pass (payloads are byte strings: their length).
+        let fits = entries_within(&rpc.entries, MAX_APPEND_BYTES);
+        if fits < rpc.entries.len() as u64 {
+            return Err(RPCError::PayloadTooLarge(PayloadTooLarge::new_entries_hint(fits)));
+        }
         self.call(RaftServerMsg::Append, en(&rpc), o.hard_ttl()).await
     }
 
