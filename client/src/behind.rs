@@ -602,25 +602,48 @@ fn refused(ops: &[BatchOp], outcomes: &[BatchOutcome]) -> Option<ClientError> {
     first
 }
 
-/// Sends one batch; one outcome per op. A batch whose fate is unknown (the
-/// connection broke after it was sent) is sent once more, under the same
-/// number: the master applies it once.
+/// How long a queued batch is sent again while no master takes it (down,
+/// restarting, electing): the changes in it were acknowledged to the
+/// application (a close returned), so giving up loses them.
+const RESEND_WINDOW: Duration = Duration::from_secs(120);
+
+/// Whether a batch that failed so may still be applied by sending it again:
+/// its fate is unknown (the connection broke or the answer did not come),
+/// or no master could take it yet.
+fn worth_resending(e: &ClientError) -> bool {
+    match e {
+        ClientError::Disconnected { .. } | ClientError::Timeout { .. } | ClientError::Connect { .. } => true,
+        ClientError::Remote(e) => matches!(e.code, ErrorCode::Unavailable | ErrorCode::Timeout | ErrorCode::NotLeader),
+        _ => false,
+    }
+}
+
+/// Sends one batch; one outcome per op. A batch that could not be
+/// delivered, or whose fate is unknown (the connection broke after it was
+/// sent; the master restarted), is sent again under the same number, for
+/// up to [`RESEND_WINDOW`]: the master applies each number once (a resend
+/// of one it applied is answered `AlreadyApplied`).
 async fn send(masters: &master::Masters, seq: u64, ops: Vec<BatchOp>) -> Result<Vec<BatchOutcome>, ClientError> {
     let n = ops.len();
     let req = MasterRequest::Batch { client: masters.client, seq, ops };
-    let mut retried = false;
+    let started = Instant::now();
+    let mut pause = Duration::from_millis(50);
+    let mut warned = false;
     loop {
-        return match masters.call(req.clone(), false).await {
-            Ok(MasterResponse::Batch(o)) if o.len() == n => Ok(o),
-            Ok(MasterResponse::Error(e)) => Err(ClientError::Remote(e)),
-            Ok(other) => Err(ClientError::unexpected(other)),
-            Err(e) if !retried && matches!(e, ClientError::Disconnected { .. } | ClientError::Timeout { .. }) => {
-                tracing::warn!(error = %e, ops = n, "queued changes: batch fate unknown; sending it again");
-                retried = true;
-                continue;
-            }
-            Err(e) => Err(e),
+        let e = match masters.call(req.clone(), false).await {
+            Ok(MasterResponse::Batch(o)) if o.len() == n => return Ok(o),
+            Ok(MasterResponse::Error(e)) => ClientError::Remote(e),
+            Ok(other) => return Err(ClientError::unexpected(other)),
+            Err(e) => e,
         };
+        if !worth_resending(&e) || started.elapsed() > RESEND_WINDOW {
+            return Err(e);
+        }
+        if !std::mem::replace(&mut warned, true) {
+            tracing::warn!(error = %e, ops = n, seq, "queued changes not confirmed; sending them again until a master takes them");
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_secs(1));
     }
 }
 
