@@ -34,7 +34,7 @@ pub use writer::FileWriter;
 
 pub use strata_protocol::journal::BatchOp;
 use strata_protocol::journal::BatchOutcome;
-use strata_protocol::messages::{JournalInfo, MasterRequest, MasterResponse};
+use strata_protocol::messages::{JournalInfo, MasterRequest, MasterResponse, LIST_PAGE_MAX};
 use strata_protocol::{path, DEFAULT_BLOCK_SIZE};
 
 /// Client settings.
@@ -67,6 +67,32 @@ pub struct ClientConfig {
     /// available without a quorum, but possibly stale (a follower may not
     /// have applied the latest changes). Default: linearizable reads.
     pub stale_reads: bool,
+}
+
+/// The pages of a directory listing: see [`Client::list_pages`].
+pub struct ListPages {
+    client: Client,
+    path: String,
+    after: Option<String>,
+    done: bool,
+}
+
+impl ListPages {
+    /// The next page, or None after the last.
+    pub async fn next_page(&mut self) -> Result<Option<Vec<DirEntry>>, ClientError> {
+        if self.done {
+            return Ok(None);
+        }
+        let req = MasterRequest::ListPage { path: self.path.clone(), after: self.after.clone(), limit: LIST_PAGE_MAX };
+        match self.client.call(req).await? {
+            MasterResponse::Page { entries, more } => {
+                self.done = !more || entries.is_empty();
+                self.after = entries.last().map(|e| e.name.clone());
+                Ok(Some(entries))
+            }
+            other => Err(ClientError::unexpected(other)),
+        }
+    }
 }
 
 impl ClientConfig {
@@ -184,6 +210,13 @@ impl Client {
         }
     }
 
+    /// Sends any request as this client does (after the queued changes it
+    /// depends on, to the leader); an error answer is an `Err`. For tools
+    /// and tests that need a request no method makes.
+    pub async fn call_raw(&self, req: MasterRequest) -> Result<MasterResponse, ClientError> {
+        self.call(req).await
+    }
+
     async fn call_attr(&self, req: MasterRequest) -> Result<Attr, ClientError> {
         match self.call(req).await? {
             MasterResponse::Attr(a) => Ok(a),
@@ -209,13 +242,24 @@ impl Client {
         self.call_attr(MasterRequest::Stat { path: p.into() }).await
     }
 
-    /// Lists a directory (a file lists as itself).
+    /// Lists a directory (a file lists as itself), in name order, a page
+    /// at a time from the master ([`Client::list_pages`]) however large.
     pub async fn list(&self, p: &str) -> Result<Vec<DirEntry>, ClientError> {
-        path::components(p)?;
-        match self.call(MasterRequest::List { path: p.into() }).await? {
-            MasterResponse::Listing(l) => Ok(l),
-            other => Err(ClientError::unexpected(other)),
+        let mut pages = self.list_pages(p)?;
+        let mut out = Vec::new();
+        while let Some(page) = pages.next_page().await? {
+            out.extend(page);
         }
+        Ok(out)
+    }
+
+    /// A directory's entries as a stream of pages (up to
+    /// [`LIST_PAGE_MAX`] entries each), in name order. Pages are read one
+    /// after another: entries added or removed meanwhile may or may not
+    /// show (as with readdir), none shows twice.
+    pub fn list_pages(&self, p: &str) -> Result<ListPages, ClientError> {
+        path::components(p)?;
+        Ok(ListPages { client: self.clone(), path: p.to_string(), after: None, done: false })
     }
 
     /// Deletes a path (directories need `recursive` unless empty).

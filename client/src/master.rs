@@ -154,7 +154,13 @@ impl MasterConnection {
 /// Whether a request may be answered from a master's local state when the
 /// client accepts stale reads.
 pub(crate) fn may_read_stale(r: &MasterRequest) -> bool {
-    matches!(r, MasterRequest::Stat { .. } | MasterRequest::List { .. } | MasterRequest::GetBlocks { .. })
+    matches!(
+        r,
+        MasterRequest::Stat { .. }
+            | MasterRequest::List { .. }
+            | MasterRequest::ListPage { .. }
+            | MasterRequest::GetBlocks { .. }
+    )
 }
 
 /// How long a stale read waits for one master before trying the next: any

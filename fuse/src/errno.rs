@@ -21,6 +21,7 @@ pub fn errno(e: &ClientError) -> Errno {
         ErrorCode::NoAttribute => Errno::NO_XATTR,
         ErrorCode::WouldBlock => Errno::EAGAIN,
         ErrorCode::Deadlock => Errno::EDEADLK,
+        ErrorCode::TooLarge => Errno::EOVERFLOW,
         ErrorCode::ChecksumMismatch
         | ErrorCode::Io
         | ErrorCode::Protocol

@@ -907,3 +907,55 @@ fn locks_hold_across_mounts() {
     py.wait().unwrap();
     assert!(waited > Duration::from_secs(1) && waited < Duration::from_secs(8), "waited {waited:?}");
 }
+
+/// A directory of 250,000 entries lists whole through the library (a page
+/// at a time), the CLI (`strata fs ls`) and `ls` on the mount; the old
+/// whole-listing request is refused with a clear error (not a connection
+/// closed without an answer), and the client stays usable.
+#[test]
+fn a_directory_of_250k_entries_lists_everywhere() {
+    use strata_protocol::journal::BatchOp;
+    use strata_protocol::messages::{FileType, MasterRequest};
+    const N: usize = 250_000;
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (node, mnt) = start_mounted(dir.path());
+    let master = node.line("master: ").expect("master line");
+    let c = rt.block_on(client(&master, 64 * 1024));
+    // Made fast: leased, the creates queued and sent in batches.
+    rt.block_on(async {
+        c.mkdir("/big", false).await.unwrap();
+        let (generation, _) = c.lease("/big").await.unwrap().expect("leased");
+        for i in 0..N {
+            let path = format!("/big/entry-{i:07}");
+            let inode = c.reserve_inode().await.unwrap();
+            let op = BatchOp::CreateInode {
+                path: path.clone(),
+                inode,
+                kind: FileType::File,
+                mode: 0o644,
+                uid: 0,
+                gid: 0,
+                block_size: 64 * 1024,
+                time_ms: 1,
+            };
+            assert!(c.queue_leased(generation, &path, op), "the lease held");
+        }
+        c.flush_queued().await.unwrap();
+    });
+    let want: Vec<String> = (0..N).map(|i| format!("entry-{i:07}")).collect();
+    let listed = rt.block_on(c.list("/big")).unwrap();
+    assert_eq!(listed.iter().map(|e| e.name.clone()).collect::<Vec<_>>(), want, "the library's listing");
+    let e = rt.block_on(c.call_raw(MasterRequest::List { path: "/big".into() })).unwrap_err();
+    assert_eq!(e.code(), strata_client::ErrorCode::TooLarge, "{e}");
+    assert!(rt.block_on(c.stat("/big/entry-0000007")).is_ok(), "the connection still serves");
+
+    let (ok, out, err) = strata(&master, &["fs", "ls", "/big"]);
+    assert!(ok, "{err}");
+    assert_eq!(out.lines().filter(|l| l.contains("entry-")).count(), N, "strata fs ls");
+
+    let mut names: Vec<String> =
+        std::fs::read_dir(mnt.join("big")).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    names.sort();
+    assert_eq!(names, want, "ls on the mount");
+}

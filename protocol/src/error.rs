@@ -65,6 +65,9 @@ pub enum ErrorCode {
     /// Waiting for the lock would wait for ever: its holder waits, through
     /// a chain of owners, for a lock the requester holds (`EDEADLK`).
     Deadlock = 25,
+    /// The answer would exceed the frame limit (ask for less: a page of a
+    /// listing).
+    TooLarge = 26,
 }
 
 impl ErrorCode {
@@ -96,6 +99,7 @@ impl ErrorCode {
             ErrorCode::NoAttribute => "no such attribute",
             ErrorCode::WouldBlock => "would block",
             ErrorCode::Deadlock => "deadlock",
+            ErrorCode::TooLarge => "answer too large",
         }
     }
 }

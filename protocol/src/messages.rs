@@ -301,8 +301,14 @@ pub enum MasterRequest {
     SwapContent { from: InodeId, to: InodeId, length: Option<u64>, path: String },
     /// Attributes of a path (symlinks not followed).
     Stat { path: String },
-    /// Directory listing (or the entry itself for a file).
+    /// Directory listing (or the entry itself for a file), whole: a
+    /// directory too large for one answer is refused `TooLarge` (use
+    /// `ListPage`).
     List { path: String },
+    /// Up to `limit` entries of a directory (the master caps it at
+    /// [`LIST_PAGE_MAX`]), by name, after the name `after` (None: from the
+    /// first); answered with `Page`. A file answers itself.
+    ListPage { path: String, after: Option<String>, limit: u32 },
     /// A file's attributes and block locations.
     GetBlocks { path: String },
     /// Cluster report.
@@ -428,6 +434,7 @@ impl MasterRequest {
             | R::SwapContent { path, .. }
             | R::Stat { path }
             | R::List { path }
+            | R::ListPage { path, .. }
             | R::GetBlocks { path }
             | R::Unmount { path }
             | R::SetXattr { path, .. }
@@ -467,6 +474,7 @@ impl MasterRequest {
             self,
             R::Stat { .. }
                 | R::List { .. }
+                | R::ListPage { .. }
                 | R::GetBlocks { .. }
                 | R::Xattrs { .. }
                 | R::Mounts
@@ -486,6 +494,8 @@ pub enum MasterResponse {
     Block(BlockLocation),
     /// A listing.
     Listing(Vec<DirEntry>),
+    /// A page of a listing; `more`: entries follow the last one.
+    Page { entries: Vec<DirEntry>, more: bool },
     /// A file and its blocks.
     Blocks(FileBlocks),
     /// The cluster report.
@@ -518,6 +528,10 @@ pub enum MasterResponse {
     /// One master's journal.
     JournalInfo(JournalInfo),
 }
+
+/// The most entries one `ListPage` answers (names are at most 255 bytes:
+/// a page stays far below the frame limit).
+pub const LIST_PAGE_MAX: u32 = 4096;
 
 /// One master's journal, as that master sees it.
 #[derive(Archive, Serialize, Deserialize, serde::Serialize, serde::Deserialize, Debug, Clone, PartialEq, Eq)]

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use ractor_cluster::RactorMessage;
-use strata_protocol::frame::{read_frame, write_frame, FrameKind, ReadFrameError, READ_BUFFER_BYTES};
+use strata_protocol::frame::{encode_frame, read_frame, FrameKind, ReadFrameError, READ_BUFFER_BYTES};
 use strata_protocol::messages::{MasterResponse, RequestEnvelope, ResponseEnvelope};
 use strata_protocol::{ErrorCode, ErrorInfo};
 use tokio::io::AsyncWriteExt;
@@ -94,7 +94,20 @@ async fn serve_connection(services: Services, stream: TcpStream) {
     let (tx, mut rx) = mpsc::channel::<ResponseEnvelope>(IN_FLIGHT_PER_CONNECTION);
     let writer = tokio::spawn(async move {
         while let Some(resp) = rx.recv().await {
-            if write_frame(&mut wr, FrameKind::Response, &resp).await.is_err() {
+            let frame = match encode_frame(FrameKind::Response, &resp) {
+                Ok(f) => f,
+                // Too large for a frame (a whole listing of a huge
+                // directory): the caller is told so, not left waiting.
+                Err(e) => {
+                    let info = ErrorInfo::new(ErrorCode::TooLarge, format!("the answer cannot be sent: {e}"));
+                    let refusal = ResponseEnvelope { id: resp.id, body: MasterResponse::Error(info) };
+                    match encode_frame(FrameKind::Response, &refusal) {
+                        Ok(f) => f,
+                        Err(_) => return,
+                    }
+                }
+            };
+            if wr.write_all(&frame).await.is_err() {
                 return;
             }
             // Flush only when no other response is ready: batches small replies.

@@ -190,7 +190,7 @@ enum Access {
 fn access(req: &MasterRequest) -> Access {
     use MasterRequest as R;
     match req {
-        R::List { .. } => Access::List,
+        R::List { .. } | R::ListPage { .. } => Access::List,
         R::Rename { .. }
         | R::Delete { .. }
         | R::Unlink { .. }

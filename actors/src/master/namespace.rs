@@ -433,6 +433,40 @@ impl Namespace {
         Ok(out)
     }
 
+    /// Up to `limit` entries of the directory `p` whose names sort after
+    /// `after` (all: None), in name order, and whether more follow; a file
+    /// answers itself.
+    pub fn list_page(&self, p: &str, after: Option<&str>, limit: usize) -> Result<(Vec<DirEntry>, bool), NsError> {
+        let comps = path::components(p)?;
+        let rec = self.resolve_components(&comps)?;
+        if rec.attr.file_type != FileType::Directory {
+            let name = comps.last().map(|s| s.to_string()).unwrap_or_default();
+            return Ok((vec![DirEntry { name, attr: rec.attr }], false));
+        }
+        let prefix = rec.attr.inode.to_be_bytes();
+        let from = [&prefix[..], after.unwrap_or("").as_bytes()].concat();
+        let mode = IteratorMode::From(&from, rocksdb::Direction::Forward);
+        let mut out = Vec::new();
+        for item in self.db.iterator_cf(handle(&self.db, cf::EDGES), mode) {
+            let (k, v) = item?;
+            if !k.starts_with(&prefix) {
+                return Ok((out, false));
+            }
+            let name = &k[8..];
+            if after.is_some_and(|a| name == a.as_bytes()) {
+                continue;
+            }
+            if out.len() == limit {
+                return Ok((out, true));
+            }
+            let child = u64_of(&k, &v)?;
+            let attr =
+                self.inode(child)?.ok_or_else(|| ns(ErrorCode::Internal, format!("dangling edge to {child}")))?.attr;
+            out.push(DirEntry { name: String::from_utf8_lossy(name).into_owned(), attr });
+        }
+        Ok((out, false))
+    }
+
     fn children(&self, dir: InodeId) -> Result<Vec<(String, InodeId)>, StoreError> {
         let prefix = dir.to_be_bytes();
         let mut out = Vec::new();

@@ -49,6 +49,8 @@ pub enum NamespaceMsg {
     Stat(String, RpcReplyPort<Result<Attr, ErrorInfo>>),
     /// Listing of a path.
     List(String, RpcReplyPort<Result<Vec<DirEntry>, ErrorInfo>>),
+    /// Up to `limit` entries of a listing after a name, and whether more follow.
+    ListPage(String, Option<String>, usize, RpcReplyPort<Result<(Vec<DirEntry>, bool), ErrorInfo>>),
     /// A file's record (attributes and blocks).
     File(String, RpcReplyPort<Result<InodeRecord, ErrorInfo>>),
     /// A file's record and, for a small file kept inline, its content.
@@ -147,6 +149,9 @@ impl Actor for NamespaceActor {
             }
             NamespaceMsg::List(path, reply) => {
                 let _ = reply.send(ns.list(&path).map_err(to_info));
+            }
+            NamespaceMsg::ListPage(path, after, limit, reply) => {
+                let _ = reply.send(ns.list_page(&path, after.as_deref(), limit).map_err(to_info));
             }
             NamespaceMsg::File(path, reply) => {
                 let _ = reply.send(ns.resolve(&path).map_err(to_info));

@@ -83,6 +83,7 @@ pub(crate) async fn handle(svc: &Services, req: MasterRequest, stale_ok: bool) -
         R::Xattrs { path } => namespace_ops::xattrs(svc, path, stale_ok).await,
         R::Stat { path } => namespace_ops::stat(svc, path, stale_ok).await,
         R::List { path } => namespace_ops::list(svc, path, stale_ok).await,
+        R::ListPage { path, after, limit } => namespace_ops::list_page(svc, path, after, limit, stale_ok).await,
         R::Batch { client, seq, ops } => namespace_ops::batch(svc, client, seq, ops).await,
         R::AddBlock { inode, client_host, path } => blocks::add_block(svc, inode, client_host, path).await,
         R::Complete { inode, length, path } => blocks::complete(svc, inode, length, path).await,

@@ -1,7 +1,7 @@
 //! Names, attributes and listings; a client's batches of queued changes.
 
 use strata_protocol::journal::{ApplyResult, BatchOp, BatchOutcome, JournalEntry};
-use strata_protocol::messages::{FileType, MasterResponse, SetAttrs};
+use strata_protocol::messages::{FileType, MasterResponse, SetAttrs, LIST_PAGE_MAX};
 use strata_protocol::{now_ms, ErrorCode, ErrorInfo, INLINE_MAX_BYTES, MAX_BLOCK_SIZE, MIN_BLOCK_SIZE};
 
 use super::super::namespace_actor::NamespaceMsg;
@@ -162,6 +162,21 @@ pub(super) async fn list(svc: &Services, path: String, stale_ok: bool) -> Result
     read_barrier(svc, stale_ok).await?;
     svc.mounts.ensure_synced(&path, true).await?;
     Ok(MasterResponse::Listing(svc.ns.call(|r| NamespaceMsg::List(path.clone(), r)).await??))
+}
+
+pub(super) async fn list_page(
+    svc: &Services,
+    path: String,
+    after: Option<String>,
+    limit: u32,
+    stale_ok: bool,
+) -> Result<MasterResponse, ErrorInfo> {
+    check_path(&path)?;
+    read_barrier(svc, stale_ok).await?;
+    svc.mounts.ensure_synced(&path, true).await?;
+    let limit = limit.clamp(1, LIST_PAGE_MAX) as usize;
+    let (entries, more) = svc.ns.call(|r| NamespaceMsg::ListPage(path.clone(), after.clone(), limit, r)).await??;
+    Ok(MasterResponse::Page { entries, more })
 }
 
 /// A client's batch, in order: runs of ops in one journal entry each; an

@@ -25,6 +25,9 @@ pub(super) fn release(svc: &Services, caller: Caller, dirs: &[String]) -> Result
     Ok(MasterResponse::Done)
 }
 
+/// The most entries a leased directory may have (its grant lists them).
+const LEASE_MAX_ENTRIES: usize = 20_000;
+
 /// Leases a directory outside every UFS mount (a mount's changes need its
 /// UFS at once, which a queued change would not reach).
 pub(super) async fn lease(svc: &Services, caller: Caller, path: String) -> Result<MasterResponse, ErrorInfo> {
@@ -44,7 +47,16 @@ pub(super) async fn lease(svc: &Services, caller: Caller, path: String) -> Resul
             if a.file_type != FileType::Directory {
                 return Err(ErrorInfo::new(ErrorCode::NotADirectory, format!("{path} is not a directory")));
             }
-            svc.ns.call(|r| NamespaceMsg::List(path.clone(), r)).await?
+            // The grant carries the listing: a directory too large for one
+            // answer is not leased (its client works synchronously there).
+            let page = NamespaceMsg::ListPage;
+            match svc.ns.call(|r| page(path.clone(), None, LEASE_MAX_ENTRIES, r)).await?? {
+                (_, true) => Err(ErrorInfo::new(
+                    ErrorCode::InvalidState,
+                    format!("{path} has more than {LEASE_MAX_ENTRIES} entries: too large to lease"),
+                )),
+                (entries, false) => Ok(entries),
+            }
         })
         .await?;
     Ok(MasterResponse::Leased(entries))
