@@ -54,7 +54,9 @@ async fn leader(c: &Client) -> u64 {
 async fn add_master_kill_leader_remove_masters() {
     let started = Instant::now();
     let dir = tempfile::tempdir().unwrap();
-    let mut cluster = HaCluster::start(Path::new(BIN), dir.path(), 3, 1, "ha-secret-members").unwrap();
+    // Ten entries kept behind a snapshot: the new master catches up by one.
+    let args = ["--log-keep", "10"];
+    let mut cluster = HaCluster::start_with(Path::new(BIN), dir.path(), 3, 1, "ha-secret-members", &args).unwrap();
     let original = cluster.master_list();
     let c = ha_client(&original, false).await;
     eventually("worker registered", Duration::from_secs(20), || async {
@@ -68,7 +70,16 @@ async fn add_master_kill_leader_remove_masters() {
         files.push((p, data));
     }
 
-    // Add master 4.
+    // Every master snapshots now and purges its log behind it.
+    let (ok, out, err) = strata(&original, &["admin", "journal", "snapshot"]);
+    assert!(ok, "admin journal snapshot: {out}{err}");
+    let (ok, out, err) = strata(&original, &["admin", "journal", "info", "--json"]);
+    assert!(ok, "admin journal info: {out}{err}");
+    let infos: Vec<strata_protocol::messages::JournalInfo> = serde_json::from_str(&out).unwrap();
+    assert_eq!(infos.len(), 3, "{out}");
+    assert!(infos.iter().all(|j| j.snapshot_index >= 40 && j.purged_index > 0), "every log purged: {out}");
+
+    // Add master 4: it joins after the log was purged.
     let spec = cluster.start_joining_master().unwrap();
     let t = Instant::now();
     let (ok, out, err) = strata(&original, &["admin", "master", "add", &spec]);

@@ -177,6 +177,7 @@ impl Actor for JournalActor {
         }
         .validate()?;
         let sm = StateMachine::new(args.namespace.clone(), &args.snapshot_dir)?;
+        sm.prepare().await.map_err(|e| format!("readying the journal's snapshots: {e}"))?;
         let raft =
             Raft::new(args.node_id, Arc::new(config), MeshNetwork, LogStore::new(args.log_db.clone()), sm).await?;
         let first = args.members.keys().next().copied().unwrap_or(args.node_id);

@@ -782,22 +782,39 @@ impl Namespace {
         Ok(out)
     }
 
-    /// Replaces the whole state with exported content, atomically.
+    /// Replaces the whole state with exported content.
     pub fn import(&self, items: &[StateRow]) -> Result<(), StoreError> {
+        self.import_rows(items.iter().cloned().map(Ok))
+    }
+
+    /// Replaces the whole state with `rows`, streamed: the old state is
+    /// deleted and the rows written in batches of a few MiB, so neither
+    /// the old nor the new state is ever held in memory whole. Not atomic:
+    /// the caller marks an install in progress and repeats it after a
+    /// crash (see `raft::StateMachine`).
+    pub fn import_rows(&self, rows: impl IntoIterator<Item = Result<StateRow, StoreError>>) -> Result<(), StoreError> {
+        const BATCH_BYTES: usize = 4 << 20;
         let mut batch = WriteBatch::default();
         for name in cf::STATE {
             let h = handle(&self.db, name);
             for item in self.db.iterator_cf(h, IteratorMode::Start) {
                 let (k, _) = item?;
                 batch.delete_cf(h, k);
+                if batch.size_in_bytes() > BATCH_BYTES {
+                    write_state(&self.db, std::mem::take(&mut batch))?;
+                }
             }
         }
-        for (i, k, v) in items {
-            let name = cf::STATE.get(*i as usize).ok_or_else(|| StoreError::Corrupt {
+        for row in rows {
+            let (i, k, v) = row?;
+            let name = cf::STATE.get(i as usize).ok_or_else(|| StoreError::Corrupt {
                 key: k.clone(),
                 reason: format!("snapshot names column family #{i}"),
             })?;
-            batch.put_cf(handle(&self.db, name), k, v);
+            batch.put_cf(handle(&self.db, name), &k, &v);
+            if batch.size_in_bytes() > BATCH_BYTES {
+                write_state(&self.db, std::mem::take(&mut batch))?;
+            }
         }
         write_state(&self.db, batch)?;
         self.mount_cache.invalidate();

@@ -25,8 +25,6 @@ pub const ROLE: &str = "namespace";
 
 /// Bookkeeping rows written with an entry.
 pub type Extra = Vec<super::store::MetaRow>;
-/// Exported state rows.
-pub type Rows = Vec<super::store::StateRow>;
 
 /// Extended attributes, by name.
 pub type Xattrs = Vec<(String, Vec<u8>)>;
@@ -41,10 +39,8 @@ pub enum NamespaceMsg {
     Apply(Vec<(u64, JournalEntry, Extra)>, RpcReplyPort<Result<Vec<ApplyResult>, String>>),
     /// Write bookkeeping rows only (blank and membership entries).
     PutMeta(Extra, RpcReplyPort<Result<(), String>>),
-    /// Export the state for a snapshot.
-    Export(RpcReplyPort<Result<Rows, String>>),
-    /// Replace the state with a snapshot's rows.
-    Import(Rows, RpcReplyPort<Result<(), String>>),
+    /// Replace the state with the rows of a snapshot file (streamed).
+    ImportFile(std::path::PathBuf, RpcReplyPort<Result<(), String>>),
     /// Attributes of a path.
     Stat(String, RpcReplyPort<Result<Attr, ErrorInfo>>),
     /// Listing of a path.
@@ -138,11 +134,11 @@ impl Actor for NamespaceActor {
             NamespaceMsg::PutMeta(extra, reply) => {
                 let _ = reply.send(put_meta(ns, &extra));
             }
-            NamespaceMsg::Export(reply) => {
-                let _ = reply.send(ns.export().map_err(|e| e.to_string()));
-            }
-            NamespaceMsg::Import(rows, reply) => {
-                let _ = reply.send(ns.import(&rows).map_err(|e| e.to_string()));
+            NamespaceMsg::ImportFile(path, reply) => {
+                let r = super::raft::SnapshotRows::open(&path)
+                    .map_err(|e| format!("{}: {e}", path.display()))
+                    .and_then(|rows| ns.import_rows(rows).map_err(|e| e.to_string()));
+                let _ = reply.send(r);
             }
             NamespaceMsg::Stat(path, reply) => {
                 let _ = reply.send(ns.resolve(&path).map(|r| r.attr).map_err(to_info));
@@ -266,7 +262,7 @@ impl Ns {
         let deadline = tokio::time::Instant::now() + patience;
         loop {
             if let Some(a) = self.actor() {
-                match a.call(&make, Some(Duration::from_secs(30))).await {
+                match a.call(&make, Some(patience.max(Duration::from_secs(30)))).await {
                     Ok(ractor::rpc::CallResult::Success(r)) => return Ok(r),
                     Ok(ractor::rpc::CallResult::Timeout) => return Err("namespace actor timed out".into()),
                     _ => {}
@@ -304,6 +300,8 @@ impl ActorNamespace {
 }
 
 const PATIENCE: Duration = Duration::from_secs(20);
+/// How long a snapshot install may take (a walk over the whole state).
+const IMPORT_PATIENCE: Duration = Duration::from_secs(1800);
 
 impl NamespaceHandle for ActorNamespace {
     async fn apply(&self, batch: Vec<(u64, JournalEntry, Extra)>) -> Result<Vec<ApplyResult>, String> {
@@ -312,11 +310,8 @@ impl NamespaceHandle for ActorNamespace {
     async fn put_meta(&self, extra: Extra) -> Result<(), String> {
         self.ns.call_within(PATIENCE, |r| NamespaceMsg::PutMeta(extra.clone(), r)).await?
     }
-    async fn export(&self) -> Result<Rows, String> {
-        self.ns.call_within(PATIENCE, NamespaceMsg::Export).await?
-    }
-    async fn import(&self, rows: Rows) -> Result<(), String> {
-        self.ns.call_within(PATIENCE, |r| NamespaceMsg::Import(rows.clone(), r)).await?
+    async fn import_file(&self, path: std::path::PathBuf) -> Result<(), String> {
+        self.ns.call_within(IMPORT_PATIENCE, |r| NamespaceMsg::ImportFile(path.clone(), r)).await?
     }
     fn db(&self) -> Arc<DB> {
         self.db.clone()

@@ -23,9 +23,17 @@ use serde::{Deserialize, Serialize};
 
 use super::raft::{last_log_id, NodeId, Raft};
 
-/// The election timeout: a voter silent for a random time in this range
-/// asks for pre-votes. (openraft's heartbeat is 100 ms.)
+/// openraft's election timeout range (its heartbeat is 100 ms). Its
+/// leader lease is the top of the range: a voter refuses every vote for as
+/// long after it last heard from a leader.
 pub const ELECTION_TIMEOUT: std::ops::Range<u64> = 400..800;
+/// How long a voter must have heard from no leader to grant a pre-vote:
+/// openraft's leader lease, past which it would grant the vote itself.
+const LEASE: Duration = Duration::from_millis(ELECTION_TIMEOUT.end);
+/// A voter silent for a random time in this range asks for pre-votes:
+/// from the lease on, so the election it may start can be won.
+const CANDIDATE_TIMEOUT: std::ops::Range<u64> =
+    ELECTION_TIMEOUT.end..ELECTION_TIMEOUT.end + (ELECTION_TIMEOUT.end - ELECTION_TIMEOUT.start);
 /// How long a pre-vote round waits for answers.
 const ROUND: Duration = Duration::from_millis(300);
 /// How often the loop looks.
@@ -77,15 +85,14 @@ pub struct PreVoteResponse {
 }
 
 /// Answers a pre-vote: granted when this master has heard from no leader
-/// for the shortest election timeout (a leader: has had no quorum's
-/// acknowledgement for as long), the term would be new to it, and the
-/// candidate's log is at least as up to date as its own.
+/// for the leader lease (a leader: has had no quorum's acknowledgement for
+/// as long), the term would be new to it, and the candidate's log is at
+/// least as up to date as its own.
 pub fn answer(raft: &Raft, heard: &Heard, log_db: &DB, req: &PreVoteRequest) -> PreVoteResponse {
-    let quiet = Duration::from_millis(ELECTION_TIMEOUT.start);
     let m = raft.metrics().borrow().clone();
     let leader_alive = match m.state {
-        ServerState::Leader => m.millis_since_quorum_ack.is_some_and(|ms| ms < ELECTION_TIMEOUT.start),
-        _ => heard.silent_for() < quiet,
+        ServerState::Leader => m.millis_since_quorum_ack.is_some_and(|ms| ms < LEASE.as_millis() as u64),
+        _ => heard.silent_for() < LEASE,
     };
     let log_ok = req.last_log >= last_log_id(log_db).unwrap_or(None);
     PreVoteResponse { granted: !leader_alive && req.term > m.current_term && log_ok }
@@ -105,7 +112,7 @@ pub trait Ask: Clone + Send + Sync + 'static {
 /// Triggers this master's elections, each after a won pre-vote, until the
 /// task is aborted.
 pub async fn run(raft: Raft, me: NodeId, heard: Arc<Heard>, log_db: Arc<DB>, ask: impl Ask) {
-    let next_timeout = || Duration::from_millis(rand::thread_rng().gen_range(ELECTION_TIMEOUT));
+    let next_timeout = || Duration::from_millis(rand::thread_rng().gen_range(CANDIDATE_TIMEOUT));
     let mut timeout = next_timeout();
     heard.touch();
     loop {

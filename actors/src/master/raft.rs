@@ -8,7 +8,6 @@
 #![allow(clippy::result_large_err)]
 
 use std::fmt::Debug;
-use std::io::Cursor;
 use std::ops::{Bound, RangeBounds};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -50,7 +49,7 @@ openraft::declare_raft_types!(
         NodeId = u64,
         Node = MasterNode,
         Entry = openraft::Entry<TypeConfig>,
-        SnapshotData = Cursor<Vec<u8>>,
+        SnapshotData = tokio::fs::File,
         AsyncRuntime = openraft::TokioRuntime,
 );
 
@@ -310,10 +309,8 @@ pub trait NamespaceHandle: Clone + Send + Sync + 'static {
     ) -> impl std::future::Future<Output = Result<Vec<ApplyResult>, String>> + Send;
     /// Writes bookkeeping only (blank and membership entries).
     fn put_meta(&self, extra: Vec<MetaRow>) -> impl std::future::Future<Output = Result<(), String>> + Send;
-    /// A consistent export of the state column families.
-    fn export(&self) -> impl std::future::Future<Output = Result<Vec<StateRow>, String>> + Send;
-    /// Replaces the state with an export.
-    fn import(&self, items: Vec<StateRow>) -> impl std::future::Future<Output = Result<(), String>> + Send;
+    /// Replaces the state with the rows of the snapshot file at `path`.
+    fn import_file(&self, path: PathBuf) -> impl std::future::Future<Output = Result<(), String>> + Send;
     /// Reads the database directly (applied state).
     fn db(&self) -> Arc<DB>;
 }
@@ -329,11 +326,9 @@ impl NamespaceHandle for DirectNamespace {
     async fn put_meta(&self, extra: Vec<MetaRow>) -> Result<(), String> {
         put_meta(&self.0, &extra)
     }
-    async fn export(&self) -> Result<Vec<StateRow>, String> {
-        self.0.export().map_err(|e| e.to_string())
-    }
-    async fn import(&self, items: Vec<StateRow>) -> Result<(), String> {
-        self.0.import(&items).map_err(|e| e.to_string())
+    async fn import_file(&self, path: PathBuf) -> Result<(), String> {
+        let rows = SnapshotRows::open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        self.0.import_rows(rows).map_err(|e| e.to_string())
     }
     fn db(&self) -> Arc<DB> {
         self.0.db().clone()
@@ -350,11 +345,165 @@ pub fn put_meta(ns: &Namespace, extra: &[MetaRow]) -> Result<(), String> {
     write_state(db, batch).map_err(|e| e.to_string())
 }
 
-/// A snapshot as written to disk and shipped: meta plus the exported state.
-#[derive(Serialize, Deserialize)]
-struct SnapshotFile {
-    meta: SnapshotMeta<NodeId, MasterNode>,
-    items: Vec<StateRow>,
+/// Snapshot files (`snapshots/snapshot.bin`), written and read as a
+/// stream: `"STRSNAP2" | meta length u32 LE | meta (bincode) | rows |
+/// 0xFF | row count u64 LE`, a row being `column family index u8 | key
+/// length u32 LE | key | value length u32 LE | value`. Built from one
+/// RocksDB snapshot of the state, never the whole state in memory;
+/// shipped by openraft in chunks; installed by streaming the rows in.
+const SNAPSHOT_MAGIC: &[u8; 8] = b"STRSNAP2";
+/// Where a snapshot from the leader is received.
+const RECEIVING_FILE: &str = "snapshot.recv";
+/// Present while a received snapshot is being installed: an install a
+/// crash cut short is done again at the next start.
+const INSTALLING_MARK: &str = "INSTALLING";
+/// The end of the rows.
+const END_OF_ROWS: u8 = 0xFF;
+
+fn io_err(e: impl std::fmt::Display) -> std::io::Error {
+    std::io::Error::other(e.to_string())
+}
+
+/// Reads a snapshot file's meta and leaves `r` at its first row.
+fn read_snapshot_meta(r: &mut impl std::io::Read) -> std::io::Result<SnapshotMeta<NodeId, MasterNode>> {
+    let mut magic = [0u8; 8];
+    r.read_exact(&mut magic)?;
+    if &magic != SNAPSHOT_MAGIC {
+        return Err(io_err("not a Strata snapshot file (bad magic)"));
+    }
+    let mut len = [0u8; 4];
+    r.read_exact(&mut len)?;
+    let len = u32::from_le_bytes(len) as usize;
+    if len > 64 << 20 {
+        return Err(io_err(format!("snapshot meta of {len} bytes")));
+    }
+    let mut meta = vec![0u8; len];
+    r.read_exact(&mut meta)?;
+    bincode::deserialize(&meta).map_err(io_err)
+}
+
+/// The rows of a snapshot file, read one at a time.
+pub struct SnapshotRows {
+    r: std::io::BufReader<std::fs::File>,
+    count: u64,
+    done: bool,
+}
+
+impl SnapshotRows {
+    /// Opens the snapshot file at `path`, past its meta.
+    pub fn open(path: &Path) -> std::io::Result<Self> {
+        let mut r = std::io::BufReader::with_capacity(1 << 20, std::fs::File::open(path)?);
+        read_snapshot_meta(&mut r)?;
+        Ok(SnapshotRows { r, count: 0, done: false })
+    }
+
+    fn next_row(&mut self) -> std::io::Result<Option<StateRow>> {
+        use std::io::Read;
+        let mut cf = [0u8; 1];
+        self.r.read_exact(&mut cf)?;
+        if cf[0] == END_OF_ROWS {
+            let mut n = [0u8; 8];
+            self.r.read_exact(&mut n)?;
+            let n = u64::from_le_bytes(n);
+            if n != self.count {
+                return Err(io_err(format!("snapshot file holds {} rows, its trailer says {n}", self.count)));
+            }
+            return Ok(None);
+        }
+        let mut part = || -> std::io::Result<Vec<u8>> {
+            let mut len = [0u8; 4];
+            self.r.read_exact(&mut len)?;
+            let mut v = vec![0u8; u32::from_le_bytes(len) as usize];
+            self.r.read_exact(&mut v)?;
+            Ok(v)
+        };
+        let (k, v) = (part()?, part()?);
+        self.count += 1;
+        Ok(Some((cf[0], k, v)))
+    }
+}
+
+impl Iterator for SnapshotRows {
+    type Item = Result<StateRow, super::namespace::StoreError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
+        }
+        match self.next_row() {
+            Ok(Some(row)) => Some(Ok(row)),
+            Ok(None) => {
+                self.done = true;
+                None
+            }
+            Err(e) => {
+                self.done = true;
+                Some(Err(super::namespace::StoreError::Corrupt { key: b"snapshot".to_vec(), reason: e.to_string() }))
+            }
+        }
+    }
+}
+
+/// Writes a snapshot of the state in `db` to `tmp`, then renames it to
+/// `path` (both synced): the state as one RocksDB snapshot sees it, its
+/// meta (applied log id, membership) read from that same snapshot.
+fn write_snapshot(db: &DB, tmp: &Path, path: &Path) -> std::io::Result<SnapshotMeta<NodeId, MasterNode>> {
+    use std::io::Write;
+    let snap = db.snapshot();
+    let get = |key: &[u8]| snap.get_cf(handle(db, cf::SM_META), key).map_err(io_err);
+    let last_log_id: Option<LogId<NodeId>> = match get(APPLIED)? {
+        Some(v) => bincode::deserialize(&v).map_err(io_err)?,
+        None => None,
+    };
+    let last_membership: StoredMembership<NodeId, MasterNode> = match get(MEMBERSHIP)? {
+        Some(v) => bincode::deserialize(&v).map_err(io_err)?,
+        None => StoredMembership::default(),
+    };
+    let snapshot_id = format!(
+        "{}-{}-{}",
+        last_log_id.map(|l| l.leader_id.term).unwrap_or(0),
+        last_log_id.map(|l| l.index).unwrap_or(0),
+        strata_protocol::now_ms()
+    );
+    let meta = SnapshotMeta { last_log_id, last_membership, snapshot_id };
+    let file = std::fs::File::create(tmp)?;
+    let mut w = std::io::BufWriter::with_capacity(1 << 20, file);
+    let m = ser(&meta);
+    w.write_all(SNAPSHOT_MAGIC)?;
+    w.write_all(&(m.len() as u32).to_le_bytes())?;
+    w.write_all(&m)?;
+    let mut count = 0u64;
+    for (i, name) in cf::STATE.iter().enumerate() {
+        for item in snap.iterator_cf(handle(db, name), IteratorMode::Start) {
+            let (k, v) = item.map_err(io_err)?;
+            w.write_all(&[i as u8])?;
+            w.write_all(&(k.len() as u32).to_le_bytes())?;
+            w.write_all(&k)?;
+            w.write_all(&(v.len() as u32).to_le_bytes())?;
+            w.write_all(&v)?;
+            count += 1;
+        }
+    }
+    w.write_all(&[END_OF_ROWS])?;
+    w.write_all(&count.to_le_bytes())?;
+    let file = w.into_inner().map_err(io_err)?;
+    file.sync_all()?;
+    std::fs::rename(tmp, path)?;
+    sync_dir(path)?;
+    Ok(meta)
+}
+
+/// Whether the open `file` is the file at `path`.
+async fn same_file(file: &tokio::fs::File, path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (file.metadata().await, std::fs::metadata(path)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
+}
+
+fn sync_dir(path: &Path) -> std::io::Result<()> {
+    std::fs::File::open(path.parent().unwrap_or(Path::new(".")))?.sync_all()
 }
 
 /// The Raft state machine: the namespace, reached through a [`NamespaceHandle`].
@@ -371,28 +520,51 @@ impl<N: NamespaceHandle> StateMachine<N> {
         Ok(StateMachine { ns, snapshot_dir: snapshot_dir.to_path_buf() })
     }
 
+    /// Readies the snapshot directory before the Raft core starts: an
+    /// install a crash cut short is done again (the received snapshot was
+    /// kept under its final name before the state was replaced), and a
+    /// snapshot in an earlier build's format is replaced by one of the
+    /// present state.
+    pub async fn prepare(&self) -> Result<(), String> {
+        let mark = self.snapshot_dir.join(INSTALLING_MARK);
+        if mark.exists() {
+            tracing::warn!("a snapshot install was interrupted; installing it again");
+            self.install_current().await?;
+            std::fs::remove_file(&mark).map_err(|e| format!("{}: {e}", mark.display()))?;
+            sync_dir(&mark).map_err(|e| e.to_string())?;
+        }
+        let path = self.path();
+        let old_format = match std::fs::File::open(&path) {
+            Ok(f) => read_snapshot_meta(&mut std::io::BufReader::new(f)).is_err(),
+            Err(_) => false,
+        };
+        if old_format {
+            tracing::warn!(path = %path.display(), "rewriting a snapshot of an earlier format from the present state");
+            let db = self.ns.db();
+            let tmp = self.snapshot_dir.join(format!("{SNAPSHOT_FILE}.tmp"));
+            tokio::task::spawn_blocking(move || write_snapshot(&db, &tmp, &path))
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+
+    async fn install_current(&self) -> Result<(), String> {
+        self.ns.import_file(self.path()).await?;
+        persist_state(&self.ns.db()).map_err(|e| e.to_string())
+    }
+
+    fn path(&self) -> PathBuf {
+        self.snapshot_dir.join(SNAPSHOT_FILE)
+    }
+
     fn read_sm_meta<T: for<'de> Deserialize<'de> + Default>(&self, key: &[u8]) -> Result<T, SErr> {
         let db = self.ns.db();
         match db.get_cf(handle(&db, cf::SM_META), key).map_err(|e| StorageIOError::read_state_machine(&e))? {
             Some(v) => bincode::deserialize(&v).map_err(|e| StorageIOError::read_state_machine(&e).into()),
             None => Ok(T::default()),
         }
-    }
-
-    fn write_snapshot_file(&self, file: &SnapshotFile) -> Result<Vec<u8>, SErr> {
-        let bytes = ser(file);
-        let tmp = self.snapshot_dir.join(format!("{SNAPSHOT_FILE}.tmp"));
-        let sig = Some(file.meta.signature());
-        let write = || -> std::io::Result<()> {
-            use std::io::Write;
-            let mut f = std::fs::File::create(&tmp)?;
-            f.write_all(&bytes)?;
-            f.sync_all()?;
-            std::fs::rename(&tmp, self.snapshot_dir.join(SNAPSHOT_FILE))?;
-            std::fs::File::open(&self.snapshot_dir)?.sync_all()
-        };
-        write().map_err(|e| StorageIOError::write_snapshot(sig, &e))?;
-        Ok(bytes)
     }
 }
 
@@ -406,32 +578,17 @@ fn meta_extra(log_id: &LogId<NodeId>, membership: Option<&StoredMembership<NodeI
 
 impl<N: NamespaceHandle> RaftSnapshotBuilder<TypeConfig> for StateMachine<N> {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, SErr> {
-        let items =
-            self.ns.export().await.map_err(|e| StorageIOError::read_state_machine(&std::io::Error::other(e)))?;
-        // The applied id and membership come from the exported rows themselves,
-        // so meta and content always agree.
-        let find =
-            |key: &[u8]| items.iter().find(|(c, k, _)| *c == 0 && k.as_slice() == key).map(|(_, _, v)| v.clone());
-        let last_log_id: Option<LogId<NodeId>> = match find(APPLIED) {
-            Some(v) => bincode::deserialize(&v).map_err(|e| StorageIOError::read_state_machine(&e))?,
-            None => None,
-        };
-        let last_membership: StoredMembership<NodeId, MasterNode> = match find(MEMBERSHIP) {
-            Some(v) => bincode::deserialize(&v).map_err(|e| StorageIOError::read_state_machine(&e))?,
-            None => StoredMembership::default(),
-        };
         // State-machine writes skip the WAL; make them durable before the
         // snapshot lets the log behind them be purged.
-        persist_state(&self.ns.db()).map_err(|e| StorageIOError::write_state_machine(&e))?;
-        let snapshot_id = format!(
-            "{}-{}-{}",
-            last_log_id.map(|l| l.leader_id.term).unwrap_or(0),
-            last_log_id.map(|l| l.index).unwrap_or(0),
-            strata_protocol::now_ms()
-        );
-        let meta = SnapshotMeta { last_log_id, last_membership, snapshot_id };
-        let bytes = self.write_snapshot_file(&SnapshotFile { meta: meta.clone(), items })?;
-        Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(bytes)) })
+        let db = self.ns.db();
+        persist_state(&db).map_err(|e| StorageIOError::write_state_machine(&e))?;
+        let (tmp, path) = (self.snapshot_dir.join(format!("{SNAPSHOT_FILE}.tmp")), self.path());
+        let meta = tokio::task::spawn_blocking(move || write_snapshot(&db, &tmp, &path))
+            .await
+            .map_err(|e| StorageIOError::write_snapshot(None, &io_err(e)))?
+            .map_err(|e| StorageIOError::write_snapshot(None, &e))?;
+        let file = tokio::fs::File::open(self.path()).await.map_err(|e| StorageIOError::read_snapshot(None, &e))?;
+        Ok(Snapshot { meta, snapshot: Box::new(file) })
     }
 }
 
@@ -484,36 +641,73 @@ impl<N: NamespaceHandle> RaftStateMachine<TypeConfig> for StateMachine<N> {
         self.clone()
     }
 
-    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, SErr> {
-        Ok(Box::new(Cursor::new(Vec::new())))
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<tokio::fs::File>, SErr> {
+        let path = self.snapshot_dir.join(RECEIVING_FILE);
+        let file = tokio::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .await
+            .map_err(|e| StorageIOError::write_snapshot(None, &e))?;
+        Ok(Box::new(file))
     }
 
     async fn install_snapshot(
         &mut self,
         meta: &SnapshotMeta<NodeId, MasterNode>,
-        snapshot: Box<Cursor<Vec<u8>>>,
+        snapshot: Box<tokio::fs::File>,
     ) -> Result<(), SErr> {
         let sig = Some(meta.signature());
-        let file: SnapshotFile =
-            bincode::deserialize(snapshot.get_ref()).map_err(|e| StorageIOError::read_snapshot(sig.clone(), &e))?;
-        self.ns
-            .import(file.items.clone())
-            .await
-            .map_err(|e| StorageIOError::write_snapshot(sig, &std::io::Error::other(e)))?;
-        persist_state(&self.ns.db()).map_err(|e| StorageIOError::write_state_machine(&e))?;
-        self.write_snapshot_file(&SnapshotFile { meta: meta.clone(), items: file.items })?;
+        let werr = |e: &dyn std::fmt::Display| StorageIOError::write_snapshot(sig.clone(), &io_err(e));
+        // The received bytes become the current snapshot first (synced),
+        // then the install is marked, the state replaced by streaming the
+        // rows in, and the mark removed: a crash in between installs again.
+        let received = self.snapshot_dir.join(RECEIVING_FILE);
+        let mut snapshot = snapshot;
+        if !same_file(&snapshot, &received).await {
+            // Not the file `begin_receiving_snapshot` gave (a snapshot
+            // handed over whole): copied there first.
+            use tokio::io::AsyncSeekExt;
+            snapshot.seek(std::io::SeekFrom::Start(0)).await.map_err(|e| werr(&e))?;
+            let mut to = tokio::fs::File::create(&received).await.map_err(|e| werr(&e))?;
+            tokio::io::copy(&mut snapshot, &mut to).await.map_err(|e| werr(&e))?;
+            snapshot = Box::new(to);
+        }
+        snapshot.sync_all().await.map_err(|e| werr(&e))?;
+        drop(snapshot);
+        let mut r = std::io::BufReader::new(std::fs::File::open(&received).map_err(|e| werr(&e))?);
+        let inner = read_snapshot_meta(&mut r).map_err(|e| werr(&e))?;
+        if inner.last_log_id != meta.last_log_id {
+            return Err(werr(&format!(
+                "received snapshot is of {:?}, announced {:?}",
+                inner.last_log_id, meta.last_log_id
+            ))
+            .into());
+        }
+        drop(r);
+        let mark = self.snapshot_dir.join(INSTALLING_MARK);
+        std::fs::rename(&received, self.path()).map_err(|e| werr(&e))?;
+        std::fs::write(&mark, meta.snapshot_id.as_bytes()).map_err(|e| werr(&e))?;
+        sync_dir(&mark).map_err(|e| werr(&e))?;
+        self.install_current().await.map_err(|e| werr(&e))?;
+        std::fs::remove_file(&mark).map_err(|e| werr(&e))?;
+        sync_dir(&mark).map_err(|e| werr(&e))?;
         Ok(())
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, SErr> {
-        let path = self.snapshot_dir.join(SNAPSHOT_FILE);
-        let bytes = match std::fs::read(&path) {
-            Ok(b) => b,
+        let path = self.path();
+        let mut file = match std::fs::File::open(&path) {
+            Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(StorageIOError::read_snapshot(None, &e).into()),
         };
-        let file: SnapshotFile = bincode::deserialize(&bytes).map_err(|e| StorageIOError::read_snapshot(None, &e))?;
-        Ok(Some(Snapshot { meta: file.meta, snapshot: Box::new(Cursor::new(bytes)) }))
+        let meta = read_snapshot_meta(&mut std::io::BufReader::new(&mut file))
+            .map_err(|e| StorageIOError::read_snapshot(None, &e))?;
+        let file = tokio::fs::File::open(&path).await.map_err(|e| StorageIOError::read_snapshot(None, &e))?;
+        Ok(Some(Snapshot { meta, snapshot: Box::new(file) }))
     }
 }
 
@@ -541,6 +735,51 @@ mod tests {
             let log_db = open_log_db(&dir.path().join("log")).expect("open log db");
             Ok((dir, LogStore::new(log_db), sm))
         }
+    }
+
+    /// A snapshot streams out of one state machine and into another; an
+    /// install cut short (the mark left, the state half replaced) is done
+    /// again at the next start, and the two states end equal.
+    #[tokio::test]
+    async fn a_snapshot_installs_by_streaming_and_an_interrupted_install_is_redone() {
+        use crate::master::namespace::state_digest;
+        let sm_at = |dir: &Path| {
+            let db = open_db(&dir.join("db")).unwrap();
+            let ns = DirectNamespace(Arc::new(Namespace::open(db).unwrap()));
+            StateMachine::new(ns, &dir.join("snap")).unwrap()
+        };
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (mut src, mut dst) = (sm_at(a.path()), sm_at(b.path()));
+        let log_id = |i| LogId::new(openraft::CommittedLeaderId::new(1, 0), i);
+        for i in 1..=200u64 {
+            let e = JournalEntry::Mkdir {
+                path: format!("/d{i}"),
+                recursive: false,
+                mode: 0o755,
+                uid: 0,
+                gid: 0,
+                time_ms: i as i64,
+            };
+            src.ns.0.apply(i, &e, &meta_extra(&log_id(i), None)).unwrap();
+        }
+        let snap = src.build_snapshot().await.unwrap();
+        assert_eq!(snap.meta.last_log_id, Some(log_id(200)));
+        dst.install_snapshot(&snap.meta, snap.snapshot).await.unwrap();
+        let want = state_digest(src.ns.0.db()).unwrap();
+        assert_eq!(state_digest(dst.ns.0.db()).unwrap(), want);
+        assert_eq!(dst.applied_state().await.unwrap().0, Some(log_id(200)));
+
+        // A crash mid-install: the mark is there and the state is not the
+        // snapshot's (here: emptied). The next start installs it again.
+        let c = tempfile::tempdir().unwrap();
+        let late = sm_at(c.path());
+        std::fs::copy(src.path(), late.path()).unwrap();
+        std::fs::write(c.path().join("snap").join(INSTALLING_MARK), b"x").unwrap();
+        late.ns.0.import_rows(std::iter::empty()).unwrap();
+        late.prepare().await.unwrap();
+        assert_eq!(state_digest(late.ns.0.db()).unwrap(), want);
+        assert!(!c.path().join("snap").join(INSTALLING_MARK).exists());
+        assert_eq!(late.clone().get_current_snapshot().await.unwrap().unwrap().meta.last_log_id, Some(log_id(200)));
     }
 
     /// openraft's own storage suite passes on our RocksDB log store and state machine.
