@@ -918,3 +918,33 @@ async fn crash_repair_on(dir: &Path, uri: &str, opts: &[String], ufs: &opendal::
     assert_eq!(intents_left(dir), vec![], "no recorded UFS operation is left");
     log
 }
+
+/// A UFS directory of 100,000 objects syncs (journaled in parts of a few
+/// thousand entries, none too large to replicate) and lists whole; an
+/// object removed behind the cache and one added are seen at the next
+/// sync, across the parts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_ufs_directory_of_100k_objects_syncs() {
+    const N: usize = 100_000;
+    let dir = tempfile::tempdir().unwrap();
+    let ufs = dir.path().join("ufs");
+    std::fs::create_dir_all(ufs.join("many")).unwrap();
+    for i in 0..N {
+        std::fs::write(ufs.join(format!("many/o{i:06}")), b"").unwrap();
+    }
+    let t = std::time::Instant::now();
+    let node = start_local(dir.path(), 256 << 20, 2 << 30);
+    let m = node.ready.clone();
+    mount(&m, "/u", &format!("file://{}", ufs.display()), &["--sync", "always"], &[]);
+    let c = client(&m, MIB as u64).await;
+    eprintln!("started and mounted in {:?}", t.elapsed());
+    let names: Vec<String> = c.list("/u/many").await.unwrap().into_iter().map(|e| e.name).collect();
+    eprintln!("first listing (a sync of {N}) in {:?}", t.elapsed());
+    assert_eq!(names, (0..N).map(|i| format!("o{i:06}")).collect::<Vec<_>>());
+    std::fs::remove_file(ufs.join("many/o050000")).unwrap();
+    std::fs::write(ufs.join("many/zz-new"), b"new").unwrap();
+    let names: Vec<String> = c.list("/u/many").await.unwrap().into_iter().map(|e| e.name).collect();
+    assert_eq!(names.len(), N, "one gone, one new");
+    assert!(!names.contains(&"o050000".to_string()) && names.contains(&"zz-new".to_string()));
+    assert_eq!(c.read_all("/u/many/zz-new").await.unwrap(), b"new");
+}

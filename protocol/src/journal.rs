@@ -145,6 +145,12 @@ pub enum JournalEntry {
     /// file `inode`: `length` bytes in blocks of `block_size`, sealed, with
     /// `attrs` applied after; answered with `Replaced` (the blocks it had).
     SetContent { inode: InodeId, blocks: Vec<BlockId>, length: u64, block_size: u64, attrs: SetAttrs, time_ms: i64 },
+    /// One part of a UFS directory listing (`UfsSync` in bounded parts,
+    /// so no journal entry outgrows a replication message): reconciles the
+    /// names after `after` (from the first: None) up to the last of
+    /// `entries` (to the end when `last`) with `entries`, sorted by name.
+    /// The last part marks the directory synced.
+    UfsSyncPart { dir: String, entries: Vec<UfsEntry>, after: Option<String>, last: bool, time_ms: i64 },
 }
 
 /// One change in a [`JournalEntry::ClientBatch`]. Ops that carry a time

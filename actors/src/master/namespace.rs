@@ -443,42 +443,54 @@ impl Namespace {
             let name = comps.last().map(|s| s.to_string()).unwrap_or_default();
             return Ok((vec![DirEntry { name, attr: rec.attr }], false));
         }
-        let prefix = rec.attr.inode.to_be_bytes();
-        let from = [&prefix[..], after.unwrap_or("").as_bytes()].concat();
-        let mode = IteratorMode::From(&from, rocksdb::Direction::Forward);
         let mut out = Vec::new();
-        for item in self.db.iterator_cf(handle(&self.db, cf::EDGES), mode) {
-            let (k, v) = item?;
-            if !k.starts_with(&prefix) {
-                return Ok((out, false));
-            }
-            let name = &k[8..];
-            if after.is_some_and(|a| name == a.as_bytes()) {
-                continue;
-            }
+        for item in self.children_after(rec.attr.inode, after) {
+            let (name, child) = item?;
             if out.len() == limit {
                 return Ok((out, true));
             }
-            let child = u64_of(&k, &v)?;
             let attr =
                 self.inode(child)?.ok_or_else(|| ns(ErrorCode::Internal, format!("dangling edge to {child}")))?.attr;
-            out.push(DirEntry { name: String::from_utf8_lossy(name).into_owned(), attr });
+            out.push(DirEntry { name, attr });
         }
         Ok((out, false))
     }
 
-    fn children(&self, dir: InodeId) -> Result<Vec<(String, InodeId)>, StoreError> {
+    /// The children of `dir` in name order after the name `after` (from
+    /// the first: None): a seek and a scan of the edges.
+    fn children_after<'a>(
+        &'a self,
+        dir: InodeId,
+        after: Option<&'a str>,
+    ) -> impl Iterator<Item = Result<(String, InodeId), StoreError>> + 'a {
         let prefix = dir.to_be_bytes();
-        let mut out = Vec::new();
-        for item in self.db.prefix_iterator_cf(handle(&self.db, cf::EDGES), prefix) {
-            let (k, v) = item?;
-            if !k.starts_with(&prefix) {
-                break;
-            }
-            let name = String::from_utf8_lossy(&k[8..]).into_owned();
-            out.push((name, u64_of(&k, &v)?));
-        }
-        Ok(out)
+        let from = [&prefix[..], after.unwrap_or("").as_bytes()].concat();
+        self.db
+            .iterator_cf(handle(&self.db, cf::EDGES), IteratorMode::From(&from, rocksdb::Direction::Forward))
+            .map_while(move |item| match item {
+                Ok((k, v)) if k.starts_with(&prefix) => {
+                    Some(u64_of(&k, &v).map(|id| (String::from_utf8_lossy(&k[8..]).into_owned(), id)))
+                }
+                Ok(_) => None,
+                Err(e) => Some(Err(e.into())),
+            })
+            .filter(move |r| !matches!((r, after), (Ok((name, _)), Some(a)) if name == a))
+    }
+
+    /// The children of `dir` whose names are after `range.0` and up to
+    /// `range.1` (None: unbounded).
+    fn children_in(
+        &self,
+        dir: InodeId,
+        range: (Option<&str>, Option<&str>),
+    ) -> Result<Vec<(String, InodeId)>, StoreError> {
+        self.children_after(dir, range.0)
+            .take_while(|r| !matches!((r, range.1), (Ok((name, _)), Some(u)) if name.as_str() > u))
+            .collect()
+    }
+
+    fn children(&self, dir: InodeId) -> Result<Vec<(String, InodeId)>, StoreError> {
+        self.children_after(dir, None).collect()
     }
 
     fn has_children(&self, dir: InodeId) -> Result<bool, StoreError> {

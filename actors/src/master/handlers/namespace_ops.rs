@@ -173,7 +173,11 @@ pub(super) async fn list_page(
 ) -> Result<MasterResponse, ErrorInfo> {
     check_path(&path)?;
     read_barrier(svc, stale_ok).await?;
-    svc.mounts.ensure_synced(&path, true).await?;
+    // A listing syncs with its UFS once, at its first page; the pages
+    // after it continue that walk.
+    if after.is_none() {
+        svc.mounts.ensure_synced(&path, true).await?;
+    }
     let limit = limit.clamp(1, LIST_PAGE_MAX) as usize;
     let (entries, more) = svc.ns.call(|r| NamespaceMsg::ListPage(path.clone(), after.clone(), limit, r)).await??;
     Ok(MasterResponse::Page { entries, more })

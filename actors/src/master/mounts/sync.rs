@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use strata_protocol::journal::{ApplyResult, JournalEntry};
 use strata_protocol::messages::FileType;
-use strata_protocol::ufs as pufs;
+use strata_protocol::ufs::{self as pufs, UfsEntry};
 use strata_protocol::{now_ms, ErrorCode, ErrorInfo};
 
 use super::super::namespace::{InodeRecord, NEVER_SYNCED};
@@ -22,6 +22,11 @@ fn needs_sync(rec: &InodeRecord, interval_ms: i64, now: i64) -> bool {
     }
 }
 
+/// The most UFS entries one journal entry of a sync carries (names are at
+/// most 255 bytes: a part stays far below the bound on a replication
+/// message).
+const SYNC_PART: usize = 5_000;
+
 impl Mounts {
     /// One sync at a time per directory: concurrent misses wait for it.
     pub(super) fn sync_lock(&self, dir: &str) -> Arc<tokio::sync::Mutex<()>> {
@@ -30,6 +35,33 @@ impl Mounts {
             locks.retain(|_, l| Arc::strong_count(l) > 1);
         }
         locks.entry(dir.to_string()).or_default().clone()
+    }
+
+    /// Journals a UFS listing of `dir` in parts of at most [`SYNC_PART`]
+    /// entries, in name order (a listing of any size, no entry too large
+    /// to replicate); the last part marks the directory synced.
+    async fn propose_listing(&self, dir: &str, mut entries: Vec<UfsEntry>, now: i64) -> Result<(), ErrorInfo> {
+        entries.sort_by(|a, b| a.name.cmp(&b.name));
+        entries.dedup_by(|a, b| a.name == b.name);
+        let parts = entries.len().div_ceil(SYNC_PART).max(1);
+        let mut rest = entries.into_iter();
+        let mut after = None;
+        for i in 0..parts {
+            let part: Vec<UfsEntry> = rest.by_ref().take(SYNC_PART).collect();
+            let next = part.last().map(|e| e.name.clone());
+            let entry = JournalEntry::UfsSyncPart {
+                dir: dir.to_string(),
+                entries: part,
+                after: after.take(),
+                last: i + 1 == parts,
+                time_ms: now,
+            };
+            if let ApplyResult::Freed { blocks } = self.journal.propose(entry).await? {
+                self.workers.free(blocks);
+            }
+            after = next;
+        }
+        Ok(())
     }
 
     /// Brings the namespace up to date with the UFS for an access to `path`:
@@ -73,11 +105,7 @@ impl Mounts {
                     return Err(e);
                 }
             };
-            if let ApplyResult::Freed { blocks } =
-                self.journal.propose(JournalEntry::UfsSync { dir, entries, time_ms: now }).await?
-            {
-                self.workers.free(blocks);
-            }
+            self.propose_listing(&dir, entries, now).await?;
         }
         Ok(())
     }

@@ -68,7 +68,13 @@ impl Tx<'_> {
             }
             JournalEntry::Mount { info, time_ms } => self.mount(info, *time_ms),
             JournalEntry::Unmount { path: p, time_ms } => self.unmount(p, *time_ms),
-            JournalEntry::UfsSync { dir, entries, time_ms } => self.ufs_sync(dir, entries, *time_ms),
+            JournalEntry::UfsSync { dir, entries, time_ms } => {
+                self.ufs_sync(dir, entries, (None, None), true, *time_ms)
+            }
+            JournalEntry::UfsSyncPart { dir, entries, after, last, time_ms } => {
+                let upto = if *last { None } else { entries.last().map(|e| e.name.as_str()) };
+                self.ufs_sync(dir, entries, (after.as_deref(), upto), *last, *time_ms)
+            }
             JournalEntry::Persisted { inode, blocks, fingerprint, time_ms: _ } => {
                 self.persisted(*inode, blocks, fingerprint)
             }
@@ -700,7 +706,17 @@ impl Tx<'_> {
         Ok(false)
     }
 
-    fn ufs_sync(&mut self, dir: &str, entries: &[UfsEntry], time_ms: i64) -> Result<ApplyResult, NsError> {
+    /// Reconciles the children of `dir` whose names are in `range` (after
+    /// the first, up to and including the second; None: unbounded) with
+    /// `entries`; `finish` marks the directory synced.
+    fn ufs_sync(
+        &mut self,
+        dir: &str,
+        entries: &[UfsEntry],
+        range: (Option<&str>, Option<&str>),
+        finish: bool,
+        time_ms: i64,
+    ) -> Result<ApplyResult, NsError> {
         let m = self
             .ns
             .mount_of(dir)?
@@ -711,7 +727,7 @@ impl Tx<'_> {
         }
         let bs = m.options.block_size;
         let existing: std::collections::HashMap<String, InodeId> =
-            self.ns.children(d.attr.inode)?.into_iter().collect();
+            self.ns.children_in(d.attr.inode, range)?.into_iter().collect();
         let listed: std::collections::HashSet<&str> = entries.iter().map(|e| e.name.as_str()).collect();
         let mut freed = Vec::new();
         let mut subdirs = 0i32;
@@ -785,7 +801,9 @@ impl Tx<'_> {
                 changed = true;
             }
         }
-        d.ufs = Some(UfsMeta { synced_ms: time_ms, ..UfsMeta::dir() });
+        if finish {
+            d.ufs = Some(UfsMeta { synced_ms: time_ms, ..UfsMeta::dir() });
+        }
         if changed {
             self.adjust_dir(d, subdirs, time_ms);
         } else {
