@@ -65,6 +65,7 @@ async fn master_survives_a_namespace_actor_crash() {
         snapshot_entries: 100,
         log_keep: 5_000,
         worker_lost_timeout: Duration::from_secs(10),
+        worker_forget_after: Duration::from_secs(1800),
         faults: Default::default(),
         fatal: Arc::new(tokio::sync::watch::channel(None).0),
     };

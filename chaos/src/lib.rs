@@ -492,9 +492,15 @@ pub struct Cluster {
 impl Cluster {
     /// Starts a master and `workers` workers under `root`.
     pub fn start(bin: &Path, root: &Path, workers: usize, secret: &str) -> Result<Cluster> {
+        Self::start_with(bin, root, workers, secret, &[])
+    }
+
+    /// As [`Cluster::start`], with more arguments for the master.
+    pub fn start_with(bin: &Path, root: &Path, workers: usize, secret: &str, extra: &[&str]) -> Result<Cluster> {
         let mesh_port = free_port();
         let rpc_port = free_port();
-        let args = master_args(&root.join("master"), rpc_port, mesh_port, secret);
+        let mut args = master_args(&root.join("master"), rpc_port, mesh_port, secret);
+        args.extend(extra.iter().map(|a| a.to_string()));
         std::fs::create_dir_all(root)?;
         let master = Node::start(bin, &args, "master: ", &root.join("master.log"), Duration::from_secs(60))?;
         let mut c = Cluster {

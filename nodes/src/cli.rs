@@ -219,6 +219,9 @@ pub struct MasterArgs {
     /// Heartbeat silence after which a worker is lost, in ms.
     #[arg(long)]
     pub worker_lost_timeout_ms: Option<u64>,
+    /// A lost worker silent this much longer is forgotten, in ms.
+    #[arg(long)]
+    pub worker_forget_after_ms: Option<u64>,
     /// Take a journal snapshot after this many entries.
     #[arg(long)]
     pub snapshot_entries: Option<u64>,
@@ -435,6 +438,9 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             }
             if let Some(v) = a.worker_lost_timeout_ms {
                 cfg.master.worker_lost_timeout_ms = v;
+            }
+            if let Some(v) = a.worker_forget_after_ms {
+                cfg.master.worker_forget_after_ms = v;
             }
             if !a.peers.is_empty() {
                 cfg.master.peers = a.peers;

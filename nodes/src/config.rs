@@ -81,6 +81,9 @@ pub struct MasterConfig {
     pub log_keep: u64,
     /// Heartbeat silence after which a worker is lost.
     pub worker_lost_timeout_ms: u64,
+    /// A lost worker silent this much longer is forgotten (dropped from
+    /// reports; it registers anew if it comes back).
+    pub worker_forget_after_ms: u64,
     /// The other initial masters, `ID=HOST:RPC_PORT:MESH_PORT`.
     pub peers: Vec<String>,
     /// Join an existing group (wait to be added by the leader) instead of
@@ -152,6 +155,7 @@ impl Default for MasterConfig {
             snapshot_entries: 20_000,
             log_keep: 5_000,
             worker_lost_timeout_ms: 10_000,
+            worker_forget_after_ms: 1_800_000,
             peers: Vec::new(),
             join: false,
         }

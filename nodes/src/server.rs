@@ -89,6 +89,7 @@ fn master_options(cfg: &Config, client_addr: String) -> anyhow::Result<MasterOpt
         snapshot_entries: cfg.master.snapshot_entries,
         log_keep: cfg.master.log_keep,
         worker_lost_timeout: Duration::from_millis(cfg.master.worker_lost_timeout_ms),
+        worker_forget_after: Duration::from_millis(cfg.master.worker_forget_after_ms),
         faults: Faults::from_env().map_err(anyhow::Error::msg)?,
         fatal: Arc::new(tokio::sync::watch::channel(None).0),
     })

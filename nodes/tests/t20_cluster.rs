@@ -54,3 +54,29 @@ fn worker_with_wrong_secret_is_refused() {
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["workers"].as_array().unwrap().len(), 0, "no worker registered");
 }
+
+/// A worker lost for longer than `--worker-forget-after-ms` is forgotten
+/// (no longer in reports); started again, it registers anew with its blocks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_lost_worker_is_forgotten_and_registers_anew() {
+    let dir = tempfile::tempdir().unwrap();
+    let extra = ["--worker-forget-after-ms", "1000"];
+    let mut cluster = Cluster::start_with(Path::new(BIN), dir.path(), 1, "test-secret-forget", &extra).unwrap();
+    let c = client(cluster.master_addr(), 256 * 1024).await;
+    let data = bytes(600_000, 9);
+    let mut w = c.create("/f", false).await.unwrap();
+    w.write(&data).await.unwrap();
+    w.close().await.unwrap();
+    cluster.workers[0].kill();
+    eventually("the lost worker forgotten", Duration::from_secs(20), || async {
+        c.report().await.unwrap().workers.is_empty()
+    })
+    .await;
+    cluster.workers[0].restart(Duration::from_secs(60)).unwrap();
+    eventually("the worker registered again with its blocks", Duration::from_secs(20), || async {
+        let r = c.report().await.unwrap();
+        r.workers.len() == 1 && r.workers[0].live && r.workers[0].blocks == 3
+    })
+    .await;
+    assert!(c.read_all("/f").await.unwrap() == data);
+}

@@ -151,6 +151,9 @@ pub enum JournalEntry {
     /// `entries` (to the end when `last`) with `entries`, sorted by name.
     /// The last part marks the directory synced.
     UfsSyncPart { dir: String, entries: Vec<UfsEntry>, after: Option<String>, last: bool, time_ms: i64 },
+    /// Forget the batch numbers of clients whose last batch was applied
+    /// before `before_ms` (they stopped; a resend of theirs is long over).
+    ForgetClients { before_ms: i64, time_ms: i64 },
 }
 
 /// One change in a [`JournalEntry::ClientBatch`]. Ops that carry a time

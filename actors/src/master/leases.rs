@@ -742,6 +742,12 @@ pub const ROLE: &str = "leases";
 
 /// How often lapsed sessions are swept.
 const SWEEP: Duration = Duration::from_secs(1);
+/// How often the leader looks for clients gone long enough to forget
+/// their batch numbers.
+const FORGET_EVERY: Duration = Duration::from_secs(60);
+/// How long after its last batch a client's batch number is kept: far
+/// beyond the time a client resends a batch (120 s).
+const CLIENT_RETENTION_MS: i64 = 3_600_000;
 
 /// Owns the lease and lock table (see the module's doc).
 pub struct LeaseKeeper;
@@ -762,6 +768,9 @@ pub struct LeaseKeeperArgs {
 pub enum LeaseKeeperMsg {
     /// Sweep lapsed sessions.
     Sweep,
+    /// On the leader: journal the forgetting of clients whose last batch
+    /// is older than the retention.
+    ForgetClients,
 }
 
 impl Actor for LeaseKeeper {
@@ -778,6 +787,7 @@ impl Actor for LeaseKeeper {
         let leases = Arc::new(Leases::new(args.journal, args.ns, restarted));
         args.slot.publish(leases.clone());
         myself.send_interval(SWEEP, || LeaseKeeperMsg::Sweep);
+        myself.send_interval(FORGET_EVERY, || LeaseKeeperMsg::ForgetClients);
         Ok((leases, args.slot))
     }
 
@@ -796,8 +806,32 @@ impl Actor for LeaseKeeper {
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             LeaseKeeperMsg::Sweep => state.0.sweep(),
+            LeaseKeeperMsg::ForgetClients => {
+                let (journal, ns) = (state.0.journal.clone(), state.0.ns.clone());
+                tokio::spawn(forget_clients(journal, ns));
+            }
         }
         Ok(())
+    }
+}
+
+/// Forgets (through the journal) the batch numbers of clients whose last
+/// batch is older than [`CLIENT_RETENTION_MS`], when this master leads and
+/// there are any: the `batch_seen` rows of clients that stopped would
+/// otherwise stay for ever.
+async fn forget_clients(journal: Journal, ns: Ns) {
+    if journal.leader_term().is_none() {
+        return;
+    }
+    let before_ms = strata_protocol::now_ms() - CLIENT_RETENTION_MS;
+    let Ok(Ok(n)) = ns.call(|r| NamespaceMsg::ClientsSeenBefore(before_ms, r)).await else { return };
+    if n == 0 {
+        return;
+    }
+    let entry = JournalEntry::ForgetClients { before_ms, time_ms: strata_protocol::now_ms() };
+    match journal.propose(entry).await {
+        Ok(_) => tracing::info!(clients = n, "forgot the batch numbers of clients gone for an hour"),
+        Err(e) => tracing::debug!(error = %e, "forgetting old clients' batch numbers"),
     }
 }
 

@@ -62,6 +62,8 @@ pub struct MasterOptions {
     pub log_keep: u64,
     /// A worker silent this long is lost.
     pub worker_lost_timeout: Duration,
+    /// A lost worker silent this much longer is forgotten.
+    pub worker_forget_after: Duration,
     /// Test-only fault injection (none by default).
     pub faults: Faults,
     /// Set when the node can no longer serve (its Raft core stopped): the
@@ -132,7 +134,12 @@ pub fn children(
     };
     let ns_args = namespace_actor::NamespaceArgs { db, handle: ns.clone() };
     let wm_args =
-        workers::WorkerManagerArgs { lost_timeout: opts.worker_lost_timeout, journal: journal.clone(), ns: ns.clone() };
+        workers::WorkerManagerArgs {
+        lost_timeout: opts.worker_lost_timeout,
+        forget_after: opts.worker_forget_after,
+        journal: journal.clone(),
+        ns: ns.clone(),
+    };
     let lease_args = leases::LeaseKeeperArgs { slot: services.leases.clone(), journal, ns };
     let gateway_args = gateway::GatewayArgs { listener, services: services.clone() };
     let specs = vec![

@@ -104,6 +104,28 @@ const BATCH_PROGRESS: &[u8] = b"batch_progress";
 /// u64)` of the client's last batch applied.
 const BATCH_SEEN_PREFIX: &[u8] = b"batch_seen:";
 
+/// A `batch_seen` row: the last `(seq, part)` applied of a client's
+/// batches and when (`seq | part | time_ms`, big-endian; rows of earlier
+/// builds have no time: 0).
+pub(crate) struct Seen {
+    at: (u64, u32),
+    time_ms: i64,
+}
+
+impl Seen {
+    fn decode(key: &[u8], v: &[u8]) -> Result<Seen, StoreError> {
+        let bad = || StoreError::Corrupt { key: key.to_vec(), reason: "not two u64 and an optional i64".into() };
+        let (seq, rest) = v.split_at_checked(8).ok_or_else(bad)?;
+        let (part, time) = rest.split_at_checked(8).ok_or_else(bad)?;
+        let time_ms = match time.len() {
+            0 => 0,
+            8 => i64::from_be_bytes(time.try_into().map_err(|_| bad())?),
+            _ => return Err(bad()),
+        };
+        Ok(Seen { at: (u64_of(key, seq)?, u64_of(key, part)? as u32), time_ms })
+    }
+}
+
 fn seen_key(client: u64) -> Vec<u8> {
     [BATCH_SEEN_PREFIX, &client.to_be_bytes()[..]].concat()
 }
@@ -626,7 +648,8 @@ impl Namespace {
                 self.apply_one(index, &JournalEntry::Batch { ops: Vec::new(), time_ms }, &extra)?;
                 return Ok(ApplyResult::Batch(vec![BatchOutcome::AlreadyApplied; ops.len()]));
             }
-            extra.push((cf::SM_META, seen_key(client), [at.0.to_be_bytes(), u64::from(at.1).to_be_bytes()].concat()));
+            let row = [at.0.to_be_bytes(), u64::from(at.1).to_be_bytes(), time_ms.to_be_bytes()].concat();
+            extra.push((cf::SM_META, seen_key(client), row));
         }
         // Each op in a write of its own (an op reads what the ones before it
         // wrote) that also records how many of the entry's ops are done; the
@@ -683,10 +706,25 @@ impl Namespace {
     fn batch_seen(&self, client: u64) -> Result<Option<(u64, u32)>, StoreError> {
         let key = seen_key(client);
         let Some(v) = self.db.get_cf(handle(&self.db, cf::SM_META), &key)? else { return Ok(None) };
-        let (seq, part) = v
-            .split_at_checked(8)
-            .ok_or_else(|| StoreError::Corrupt { key: key.clone(), reason: "not two u64".into() })?;
-        Ok(Some((u64_of(&key, seq)?, u64_of(&key, part)? as u32)))
+        Ok(Some(Seen::decode(&key, &v)?.at))
+    }
+
+    /// Every client's `batch_seen` row: its key and what it says.
+    pub(crate) fn clients_seen(&self) -> Result<Vec<(Vec<u8>, Seen)>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.db.prefix_iterator_cf(handle(&self.db, cf::SM_META), BATCH_SEEN_PREFIX) {
+            let (k, v) = item?;
+            if !k.starts_with(BATCH_SEEN_PREFIX) {
+                break;
+            }
+            out.push((k.to_vec(), Seen::decode(&k, &v)?));
+        }
+        Ok(out)
+    }
+
+    /// How many clients' batch numbers were last written before `before_ms`.
+    pub fn clients_seen_before(&self, before_ms: i64) -> Result<usize, StoreError> {
+        Ok(self.clients_seen()?.iter().filter(|(_, s)| s.time_ms < before_ms).count())
     }
 
     /// Applies `create` (a `CreateInode` of a file) and `write` (the
@@ -1364,6 +1402,34 @@ mod tests {
         assert!(ns2.resolve("/d/c").is_err());
         assert_eq!(ns2.resolve("/d/b").unwrap().attr.mode, 0o600);
         assert_eq!(ns2.applied_index().unwrap(), 7);
+    }
+
+    /// The batch numbers of clients gone for longer than the retention are
+    /// forgotten by a journaled `ForgetClients`; those of others are kept
+    /// (and a row of an earlier build, without a time, is forgotten).
+    #[test]
+    fn batch_numbers_of_gone_clients_are_forgotten() {
+        let d = tempfile::tempdir().unwrap();
+        let ns = ns_in(&d);
+        ok(&ns, mkdir("/d", false));
+        let batch = |client, seq, time_ms| JournalEntry::ClientBatch {
+            client,
+            seq,
+            part: 0,
+            ops: vec![BatchOp::SetAttr { path: "/d".into(), attrs: SetAttrs::default(), time_ms }],
+            time_ms,
+        };
+        ns.apply(2, &batch(1, 5, 1_000), &[]).unwrap();
+        ns.apply(3, &batch(2, 9, 5_000), &[]).unwrap();
+        ns.db.put_cf(handle(&ns.db, cf::SM_META), seen_key(3), [4u64, 0].map(u64::to_be_bytes).concat()).unwrap();
+        assert_eq!(ns.clients_seen_before(2_000).unwrap(), 2, "client 1 and the row without a time");
+        ns.apply(4, &JournalEntry::ForgetClients { before_ms: 2_000, time_ms: 6_000 }, &[]).unwrap();
+        assert_eq!(ns.batch_seen(1).unwrap(), None);
+        assert_eq!(ns.batch_seen(3).unwrap(), None);
+        assert_eq!(ns.batch_seen(2).unwrap(), Some((9, 0)), "a recent client is kept");
+        assert_eq!(ns.clients_seen_before(2_000).unwrap(), 0);
+        let ApplyResult::Batch(out) = ns.apply(5, &batch(2, 9, 5_000), &[]).unwrap() else { panic!() };
+        assert_eq!(out, vec![BatchOutcome::AlreadyApplied], "its resend is still recognised");
     }
 
     #[test]

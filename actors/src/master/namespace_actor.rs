@@ -57,6 +57,8 @@ pub enum NamespaceMsg {
     Orphans(Vec<BlockId>, RpcReplyPort<Vec<BlockId>>),
     /// Approximate inode count.
     InodeCount(RpcReplyPort<u64>),
+    /// How many clients' batch numbers were last written before a time.
+    ClientsSeenBefore(i64, RpcReplyPort<Result<usize, ErrorInfo>>),
     /// The mount table.
     Mounts(RpcReplyPort<Result<Arc<Vec<MountInfo>>, ErrorInfo>>),
     /// Every inode at or below a path, with its path (files before nothing in particular).
@@ -174,6 +176,9 @@ impl Actor for NamespaceActor {
             }
             NamespaceMsg::InodeCount(reply) => {
                 let _ = reply.send(ns.inode_count());
+            }
+            NamespaceMsg::ClientsSeenBefore(before_ms, reply) => {
+                let _ = reply.send(ns.clients_seen_before(before_ms).map_err(|e| to_info(e.into())));
             }
             NamespaceMsg::Mounts(reply) => {
                 let _ = reply.send(ns.mounts().map_err(|e| to_info(e.into())));

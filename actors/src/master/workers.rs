@@ -32,6 +32,9 @@ pub const ROLE: &str = "workers";
 pub struct WorkerManagerArgs {
     /// A worker silent this long is lost.
     pub lost_timeout: Duration,
+    /// A lost worker silent this much longer is forgotten (no longer
+    /// reported; it registers anew if it comes back).
+    pub forget_after: Duration,
     /// For the leader's read barrier before orphans are decided, and the
     /// membership told to workers.
     pub journal: Journal,
@@ -380,6 +383,14 @@ impl Actor for WorkerManager {
                         w.live = false;
                     }
                 }
+                let forget = timeout + st.args.forget_after;
+                st.workers.retain(|id, w| {
+                    let gone = !w.live && now.duration_since(w.last_heartbeat) > forget;
+                    if gone {
+                        tracing::info!(worker = id, after = ?forget, "lost worker forgotten");
+                    }
+                    !gone
+                });
             }
         }
         Ok(())

@@ -75,6 +75,7 @@ impl Tx<'_> {
                 let upto = if *last { None } else { entries.last().map(|e| e.name.as_str()) };
                 self.ufs_sync(dir, entries, (after.as_deref(), upto), *last, *time_ms)
             }
+            JournalEntry::ForgetClients { before_ms, time_ms: _ } => self.forget_clients(*before_ms),
             JournalEntry::Persisted { inode, blocks, fingerprint, time_ms: _ } => {
                 self.persisted(*inode, blocks, fingerprint)
             }
@@ -504,6 +505,18 @@ impl Tx<'_> {
         }
         self.batch.delete_cf(meta, key);
         Ok(ApplyResult::Freed { blocks: freed })
+    }
+
+    /// `ForgetClients`: drops the `batch_seen` rows last written before
+    /// `before_ms` (rows of earlier builds carry no time: dropped too).
+    fn forget_clients(&mut self, before_ms: i64) -> Result<ApplyResult, NsError> {
+        let meta = handle(&self.ns.db, cf::SM_META);
+        for (key, seen) in self.ns.clients_seen()? {
+            if seen.time_ms < before_ms {
+                self.batch.delete_cf(meta, key);
+            }
+        }
+        Ok(ApplyResult::Done)
     }
 
     /// `Persisted`: marks file `inode` as in the UFS as `fingerprint`,
