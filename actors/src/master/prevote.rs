@@ -86,8 +86,11 @@ pub struct PreVoteResponse {
 
 /// Answers a pre-vote: granted when this master has heard from no leader
 /// for the leader lease (a leader: has had no quorum's acknowledgement for
-/// as long), the term would be new to it, and the candidate's log is at
-/// least as up to date as its own.
+/// as long) and the candidate's log is at least as up to date as its own.
+/// Terms are left to the vote itself: a voter whose term is ahead refuses
+/// the candidate's vote with it, the candidate takes it on and stands again
+/// above it (refusing the pre-vote for its term instead would leave such a
+/// candidate asking for ever).
 pub fn answer(raft: &Raft, heard: &Heard, log_db: &DB, req: &PreVoteRequest) -> PreVoteResponse {
     let m = raft.metrics().borrow().clone();
     let leader_alive = match m.state {
@@ -95,7 +98,7 @@ pub fn answer(raft: &Raft, heard: &Heard, log_db: &DB, req: &PreVoteRequest) -> 
         _ => heard.silent_for() < LEASE,
     };
     let log_ok = req.last_log >= last_log_id(log_db).unwrap_or(None);
-    PreVoteResponse { granted: !leader_alive && req.term > m.current_term && log_ok }
+    PreVoteResponse { granted: !leader_alive && log_ok }
 }
 
 /// How a pre-vote reaches another master.
