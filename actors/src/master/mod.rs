@@ -133,8 +133,7 @@ pub fn children(
         heard,
     };
     let ns_args = namespace_actor::NamespaceArgs { db, handle: ns.clone() };
-    let wm_args =
-        workers::WorkerManagerArgs {
+    let wm_args = workers::WorkerManagerArgs {
         lost_timeout: opts.worker_lost_timeout,
         forget_after: opts.worker_forget_after,
         journal: journal.clone(),
