@@ -5,6 +5,11 @@
 //!   to the first successful mutation is measured, `kills` times (the killed
 //!   master is restarted and caught up before the next kill). Printed as
 //!   median, min and max, against the election timeout.
+//! - `catch-up`: three masters holding `files` empty files (made under
+//!   directory leases, in batches); every master snapshots; a follower is
+//!   wiped and restarted: its catch-up (installing the leader's snapshot)
+//!   against the leader's snapshot build, and each master's resident
+//!   memory.
 //! - `ha-meta`: create and stat ops/s from 1 and from N concurrent clients,
 //!   against one master and against three (one Raft group), in the same run;
 //!   stat also with stale reads (served by any master) on three.
@@ -102,6 +107,111 @@ pub async fn failover(bin: &Path, dir: &Path, kills: usize) -> Result<()> {
         ms(times[times.len() - 1]),
         ELECTION_TIMEOUT_MS.1,
         med / ELECTION_TIMEOUT_MS.1 as f64
+    );
+    Ok(())
+}
+
+/// A process's resident memory in MiB (from /proc).
+fn rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0.0);
+    kib / 1024.0
+}
+
+/// `catch-up`: see the module doc.
+pub async fn catch_up(bin: &Path, dir: &Path, files: usize) -> Result<()> {
+    use strata_client::{BatchOp, FileType};
+    let args = ["--log-keep", "1000"];
+    let mut cluster = HaCluster::start_with(bin, &dir.join("catch-up"), 3, 0, "bench-catch-up", &args)?;
+    let list = cluster.master_list();
+    let c = connect(&list, false).await?;
+    let made = Instant::now();
+    for d in 0..files.div_ceil(1000) {
+        let dir = format!("/c{d:05}");
+        c.mkdir(&dir, false).await?;
+        let (generation, _) = c.lease(&dir).await?.context("a lease")?;
+        for i in 0..1000.min(files - d * 1000) {
+            let path = format!("{dir}/f{i:04}");
+            let inode = c.reserve_inode().await?;
+            let op = BatchOp::CreateInode {
+                path: path.clone(),
+                inode,
+                kind: FileType::File,
+                mode: 0o644,
+                uid: 0,
+                gid: 0,
+                block_size: 1 << 20,
+                time_ms: 1,
+            };
+            if !c.queue_leased(generation, &path, op) {
+                c.create(&path, false).await?.close().await?;
+            }
+        }
+    }
+    c.flush_queued().await?;
+    let made = made.elapsed();
+    all_caught_up(&c, 3).await?;
+    let id = leader(&c).await?;
+    let addrs: Vec<String> = list.split(',').map(str::to_string).collect();
+    let lead = &addrs[(id - 1) as usize];
+    let built = Instant::now();
+    let info = c.take_snapshot(lead).await?;
+    let built = built.elapsed();
+    for a in addrs.iter().filter(|a| *a != lead) {
+        c.take_snapshot(a).await?;
+    }
+    println!(
+        "{files} files made in {:.1} s ({:.0}/s); leader's log at {}, snapshot at {}",
+        made.as_secs_f64(),
+        files as f64 / made.as_secs_f64(),
+        info.status.last_log_index,
+        info.snapshot_index
+    );
+    for (i, m) in cluster.masters.iter().enumerate() {
+        println!("master {} resident memory: {:.0} MiB", i + 1, m.pid().map(rss_mib).unwrap_or(0.0));
+    }
+    let follower = (1..=3u64).find(|f| *f != id).context("a follower")?;
+    let fnode = &mut cluster.masters[(follower - 1) as usize];
+    fnode.kill();
+    std::fs::remove_dir_all(HaCluster::master_dir(&dir.join("catch-up"), follower))?;
+    let caught = Instant::now();
+    fnode.restart(Duration::from_secs(120))?;
+    let target = c.journal_info(lead, false).await?.status.last_log_index;
+    let faddr = &addrs[(follower - 1) as usize];
+    loop {
+        if let Ok(j) = c.journal_info(faddr, false).await {
+            if j.status.applied_index >= target {
+                break;
+            }
+        }
+        if caught.elapsed() > Duration::from_secs(1800) {
+            bail!("the wiped follower did not catch up within 30 min");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let caught = caught.elapsed();
+    let (a, b) = (c.journal_info(lead, true).await?, c.journal_info(faddr, true).await?);
+    let (da, db) = (a.digest.context("digest")?, b.digest.context("digest")?);
+    println!(
+        "snapshot built by the leader in {:.0} ms; wiped follower restarted and caught up in {:.0} ms ({:.2}× the build); \
+         state digests {} ({} rows)",
+        ms(built),
+        ms(caught),
+        ms(caught) / ms(built).max(1.0),
+        match (da.applied_index == db.applied_index, da.digest == db.digest) {
+            (true, true) => "equal",
+            (true, false) => "DIFFER",
+            (false, _) => "not compared (the masters were at different indices)",
+        },
+        da.rows
+    );
+    println!(
+        "the caught-up follower's resident memory: {:.0} MiB",
+        cluster.masters[(follower - 1) as usize].pid().map(rss_mib).unwrap_or(0.0)
     );
     Ok(())
 }

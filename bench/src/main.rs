@@ -64,6 +64,13 @@ enum Cmd {
         #[arg(long, default_value_t = 10)]
         kills: usize,
     },
+    /// Three masters holding N files: a wiped follower's catch-up by
+    /// snapshot against the leader's snapshot build; master memory.
+    CatchUp {
+        /// Files in the namespace.
+        #[arg(long, default_value_t = 200_000)]
+        files: usize,
+    },
     /// Create and stat ops/s from 1 and N clients, against 1 and 3 masters.
     HaMeta {
         /// Files per measurement.
@@ -104,6 +111,7 @@ async fn main() -> Result<()> {
     match args.cmd {
         Cmd::Failover { kills } => return ha::failover(&args.strata, dir, kills).await,
         Cmd::HaMeta { files, clients } => return ha::ha_meta(&args.strata, dir, files, clients).await,
+        Cmd::CatchUp { files } => return ha::catch_up(&args.strata, dir, files).await,
         _ => {}
     }
     let (_node, client) = start(&args.strata, dir).await.context("starting strata local")?;
@@ -111,7 +119,7 @@ async fn main() -> Result<()> {
         Cmd::Io { mib, block_mib } => io(&client, dir, mib, block_mib).await,
         Cmd::Meta { files } => meta(&client, dir, files).await,
         Cmd::Ufs { mib } => ufs(&client, dir, mib).await,
-        Cmd::Failover { .. } | Cmd::HaMeta { .. } => unreachable!("handled above"),
+        Cmd::Failover { .. } | Cmd::HaMeta { .. } | Cmd::CatchUp { .. } => unreachable!("handled above"),
     }
 }
 
