@@ -195,7 +195,10 @@ async fn a_panicking_handler_is_answered_at_once() {
         let t0 = std::time::Instant::now();
         let e = c.stat("/boom").await.unwrap_err();
         assert_eq!(e.code(), ErrorCode::Internal, "{e}");
-        assert!(t0.elapsed() < Duration::from_secs(1), "answered after {:?}", t0.elapsed());
+        // At once, not after the client's 20 s timeout. (Not under 1 s:
+        // the master's panic report, with a backtrace, took 1.07 s once on
+        // this loaded 2-core machine.)
+        assert!(t0.elapsed() < Duration::from_secs(5), "answered after {:?}", t0.elapsed());
     }
     assert!(c.stat("/fine").await.is_ok(), "the master still serves");
     assert!(node.log().contains("a request handler panicked"), "the panic is logged");
