@@ -124,7 +124,6 @@ fn rss_mib(pid: u32) -> f64 {
 
 /// `catch-up`: see the module doc.
 pub async fn catch_up(bin: &Path, dir: &Path, files: usize) -> Result<()> {
-    use strata_client::{BatchOp, FileType};
     let args = ["--log-keep", "1000"];
     let mut cluster = HaCluster::start_with(bin, &dir.join("catch-up"), 3, 0, "bench-catch-up", &args)?;
     let list = cluster.master_list();
@@ -136,18 +135,7 @@ pub async fn catch_up(bin: &Path, dir: &Path, files: usize) -> Result<()> {
         let (generation, _) = c.lease(&dir).await?.context("a lease")?;
         for i in 0..1000.min(files - d * 1000) {
             let path = format!("{dir}/f{i:04}");
-            let inode = c.reserve_inode().await?;
-            let op = BatchOp::CreateInode {
-                path: path.clone(),
-                inode,
-                kind: FileType::File,
-                mode: 0o644,
-                uid: 0,
-                gid: 0,
-                block_size: 1 << 20,
-                time_ms: 1,
-            };
-            if !c.queue_leased(generation, &path, op) {
+            if !c.queue_create_empty(generation, &path, 1 << 20).await? {
                 c.create(&path, false).await?.close().await?;
             }
         }

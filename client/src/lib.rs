@@ -355,6 +355,26 @@ impl Client {
         pushed.inspect(|start| self.start_flusher(*start)).is_some()
     }
 
+    /// Queues the creation of the empty file `path` (mode 0644, owned by
+    /// root, blocks of `block_size`) under the lease of generation
+    /// `generation` covering it, with an inode reserved for it: a burst of
+    /// these goes to the master in batches. False: the lease is gone
+    /// (create the file synchronously).
+    pub async fn queue_create_empty(&self, generation: u64, path: &str, block_size: u64) -> Result<bool, ClientError> {
+        let inode = self.reserve_inode().await?;
+        let op = BatchOp::CreateInode {
+            path: path.to_string(),
+            inode,
+            kind: FileType::File,
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            block_size,
+            time_ms: strata_protocol::now_ms(),
+        };
+        Ok(self.queue_leased(generation, path, op))
+    }
+
     /// Takes, changes or drops (`kind` None) a byte-range lock of this
     /// client's lock owner `r.owner`. Without `wait`, `WouldBlock` at once
     /// if another owner (here or on another client) holds a conflicting

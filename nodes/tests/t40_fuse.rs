@@ -914,8 +914,7 @@ fn locks_hold_across_mounts() {
 /// closed without an answer), and the client stays usable.
 #[test]
 fn a_directory_of_250k_entries_lists_everywhere() {
-    use strata_protocol::journal::BatchOp;
-    use strata_protocol::messages::{FileType, MasterRequest};
+    use strata_protocol::messages::MasterRequest;
     const N: usize = 250_000;
     let rt = tokio::runtime::Runtime::new().unwrap();
     let dir = tempfile::tempdir().unwrap();
@@ -928,18 +927,7 @@ fn a_directory_of_250k_entries_lists_everywhere() {
         let (generation, _) = c.lease("/big").await.unwrap().expect("leased");
         for i in 0..N {
             let path = format!("/big/entry-{i:07}");
-            let inode = c.reserve_inode().await.unwrap();
-            let op = BatchOp::CreateInode {
-                path: path.clone(),
-                inode,
-                kind: FileType::File,
-                mode: 0o644,
-                uid: 0,
-                gid: 0,
-                block_size: 64 * 1024,
-                time_ms: 1,
-            };
-            assert!(c.queue_leased(generation, &path, op), "the lease held");
+            assert!(c.queue_create_empty(generation, &path, 64 * 1024).await.unwrap(), "the lease held");
         }
         c.flush_queued().await.unwrap();
     });

@@ -440,19 +440,7 @@ impl Namespace {
 
     /// Lists a directory (or returns the single entry of a file).
     pub fn list(&self, p: &str) -> Result<Vec<DirEntry>, NsError> {
-        let comps = path::components(p)?;
-        let rec = self.resolve_components(&comps)?;
-        if rec.attr.file_type != FileType::Directory {
-            let name = comps.last().map(|s| s.to_string()).unwrap_or_default();
-            return Ok(vec![DirEntry { name, attr: rec.attr }]);
-        }
-        let mut out = Vec::new();
-        for (name, child) in self.children(rec.attr.inode)? {
-            let attr =
-                self.inode(child)?.ok_or_else(|| ns(ErrorCode::Internal, format!("dangling edge to {child}")))?.attr;
-            out.push(DirEntry { name, attr });
-        }
-        Ok(out)
+        Ok(self.list_page(p, None, usize::MAX)?.0)
     }
 
     /// Up to `limit` entries of the directory `p` whose names sort after
@@ -820,6 +808,7 @@ impl Namespace {
 
     /// Every key/value of the state column families, from one consistent
     /// RocksDB snapshot: the content of a Raft snapshot.
+    #[cfg(test)]
     pub fn export(&self) -> Result<Vec<StateRow>, StoreError> {
         let snap = self.db.snapshot();
         let mut out = Vec::new();
@@ -833,6 +822,7 @@ impl Namespace {
     }
 
     /// Replaces the whole state with exported content.
+    #[cfg(test)]
     pub fn import(&self, items: &[StateRow]) -> Result<(), StoreError> {
         self.import_rows(items.iter().cloned().map(Ok))
     }
