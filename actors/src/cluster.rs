@@ -8,7 +8,7 @@ use rkyv::{Archive, Deserialize, Serialize};
 use strata_protocol::messages::{
     BlockCommit, CommitReply, HeartbeatReply, RegisterReply, RegisterWorker, WorkerAddr, WorkerHeartbeat, WorkerReport,
 };
-use strata_protocol::BlockId;
+use strata_protocol::{BlockId, WorkerId};
 
 use crate::mesh::Wire;
 
@@ -32,6 +32,13 @@ pub struct PlaceRequest {
 /// Chosen workers, best first (empty: none live).
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, Default)]
 pub struct Placement(pub Vec<WorkerAddr>);
+/// Live holders of each of a list of blocks, in the same order: each
+/// worker with the tier it keeps the block on (empty if unknown).
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Default)]
+pub struct HolderList(pub Vec<Vec<(WorkerAddr, String)>>);
+/// Copies to drop: (block, worker).
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Default)]
+pub struct TrimList(pub Vec<(BlockId, WorkerId)>);
 /// Mesh addresses.
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, Default)]
 pub struct MeshAddrs(pub Vec<String>);
@@ -80,6 +87,16 @@ pub enum WorkerManagerMsg {
     /// (Sent by the WorkerManager to itself) the masters' mesh addresses,
     /// as the journal last knew them.
     Masters(Wire<MeshAddrs>),
+    /// Live holders of blocks, with their tiers.
+    #[rpc]
+    Holders(Wire<BlockList>, RpcReplyPort<Wire<HolderList>>),
+    /// Drop these copies (the ReplicationManager trims extra copies).
+    Trim(Wire<TrimList>),
+    /// Every block with a live copy (for the ReplicationManager's scans).
+    #[rpc]
+    AllBlocks(RpcReplyPort<Wire<BlockList>>),
+    /// (From a worker) its copies of these blocks failed their checksums.
+    BadCopies(Wire<TrimList>),
 }
 
 /// The WorkerManagers visible on the mesh, local or remote (workers write

@@ -66,6 +66,7 @@ async fn master_survives_a_namespace_actor_crash() {
         log_keep: 5_000,
         worker_lost_timeout: Duration::from_secs(10),
         worker_forget_after: Duration::from_secs(1800),
+        replication: Default::default(),
         faults: Default::default(),
         fatal: Arc::new(tokio::sync::watch::channel(None).0),
     };

@@ -65,6 +65,7 @@ async fn every_actor_killed_in_turn_under_load_loses_nothing_acknowledged() {
         log_keep: 5_000,
         worker_lost_timeout: Duration::from_secs(10),
         worker_forget_after: Duration::from_secs(1800),
+        replication: Default::default(),
         faults: Default::default(),
         fatal: Arc::new(tokio::sync::watch::channel(None).0),
     };

@@ -7,7 +7,7 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use strata_protocol::blockfile::{BlockError, OpenBlock};
 use strata_protocol::frame::{read_frame, write_frame, FrameKind, ReadFrameError};
-use strata_protocol::messages::{BlockLocation, DataRequest, DataResponse, WorkerAddr};
+use strata_protocol::messages::{BlockLocation, Copies, DataRequest, DataResponse, WorkerAddr};
 use strata_protocol::ufs::UfsSource;
 use strata_protocol::{BlockId, ErrorCode, ErrorInfo};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -72,39 +72,103 @@ impl DataPool {
         }
     }
 
-    /// Writes a whole block to one worker.
+    /// Starts writing block `block_id` (`length` bytes whose crc32c is
+    /// `crc`) to worker `w`, which passes it on along `forward`: send the
+    /// bytes with [`Upload::send`], then [`Upload::finish`].
+    pub async fn begin_write(
+        &self,
+        w: &WorkerAddr,
+        block_id: BlockId,
+        length: u64,
+        crc: u32,
+        durable: bool,
+        forward: &[WorkerAddr],
+    ) -> Result<Upload, ClientError> {
+        let addr = key(w);
+        let mut s = self.take(&addr).await?;
+        let req = DataRequest::Write { block_id, length, crc, durable, forward: forward.to_vec() };
+        let sent = tokio::time::timeout(self.timeout, write_frame(&mut s, FrameKind::Request, &req)).await;
+        match sent {
+            Ok(Ok(())) => Ok(Upload { addr, s, block_id, timeout: self.timeout }),
+            Ok(Err(e)) => Err(ClientError::Disconnected { addr, reason: e.to_string() }),
+            Err(_) => Err(ClientError::Timeout { what: format!("writing block {block_id:016x} to {addr}"), after: self.timeout }),
+        }
+    }
+
+    /// Writes a whole block to worker `w`, which passes it on along
+    /// `forward` (a chain: the client sends the bytes once). Answers how
+    /// many copies were stored: 1 + those along the chain that took it (a
+    /// prefix of `forward`: a worker that fails ends the chain there).
     pub async fn write_block(
         &self,
         w: &WorkerAddr,
         block_id: BlockId,
         data: &[u8],
         durable: bool,
-    ) -> Result<(), ClientError> {
-        let addr = key(w);
-        let mut s = self.take(&addr).await?;
-        let fut = async {
-            let crc = crc32c::crc32c(data);
-            let req = DataRequest::Write { block_id, length: data.len() as u64, crc, durable };
-            let io = |e: std::io::Error| ClientError::Disconnected { addr: addr.clone(), reason: e.to_string() };
-            write_frame(&mut s, FrameKind::Request, &req)
-                .await
-                .map_err(|e| ClientError::Disconnected { addr: addr.clone(), reason: e.to_string() })?;
-            s.write_all(data).await.map_err(io)?;
-            s.flush().await.map_err(io)?;
-            Self::response(&addr, &mut s).await
-        };
-        let r = tokio::time::timeout(self.timeout, fut).await.map_err(|_| ClientError::Timeout {
-            what: format!("writing block {block_id:016x} to {addr}"),
-            after: self.timeout,
-        })??;
-        match r {
-            DataResponse::WriteOk { .. } => {
-                self.give_back(&addr, s);
-                Ok(())
-            }
+        forward: &[WorkerAddr],
+    ) -> Result<u32, ClientError> {
+        let crc = crc32c::crc32c(data);
+        let mut up = self.begin_write(w, block_id, data.len() as u64, crc, durable, forward).await?;
+        up.send(data).await?;
+        up.finish(self).await
+    }
+
+    /// Has worker `w` copy a block from one of `sources` (the leader's
+    /// repair): answers the tier the copy went to.
+    pub async fn replicate(
+        &self,
+        w: &WorkerAddr,
+        block_id: BlockId,
+        length: u64,
+        sources: &[WorkerAddr],
+        clean: bool,
+    ) -> Result<String, ClientError> {
+        let req = DataRequest::Replicate { block_id, length, sources: sources.to_vec(), clean };
+        match self.ask(w, &req).await? {
+            DataResponse::WriteOk { tier, .. } => Ok(tier),
             DataResponse::Error(e) => Err(ClientError::Remote(e)),
             other => Err(ClientError::unexpected(other)),
         }
+    }
+
+    /// Writes block `block_id` to `copies.want` of `workers` (best first):
+    /// the bytes go once, down a chain of as many workers; if the chain
+    /// ends early, the missing copies go down a chain of the next ones.
+    /// Answers the copies stored, or an error with fewer than
+    /// `copies.required`.
+    pub async fn write_copies(
+        &self,
+        workers: &[WorkerAddr],
+        block_id: BlockId,
+        data: &[u8],
+        durable: bool,
+        copies: Copies,
+    ) -> Result<u32, ClientError> {
+        let want = copies.want.max(1);
+        let (mut have, mut next, mut last) = (0u32, 0usize, None);
+        while have < want && next < workers.len() {
+            let chain = &workers[next..(next + (want - have) as usize).min(workers.len())];
+            match self.write_block(&chain[0], block_id, data, durable, &chain[1..]).await {
+                Ok(n) => have += n,
+                Err(e) => {
+                    tracing::debug!(worker = chain[0].worker_id, error = %e, "block write failed; trying the next worker");
+                    last = Some(e);
+                }
+            }
+            // A chain that ended early may have left its tail untried or
+            // holding a copy: go on after it.
+            next += chain.len();
+        }
+        if have >= copies.required.max(1) {
+            return Ok(have);
+        }
+        Err(match last {
+            Some(e) if have == 0 => e,
+            _ => ClientError::Remote(ErrorInfo::new(
+                ErrorCode::NoWorkers,
+                format!("block {block_id:016x} reached {have} of the {} copies it needs", copies.required),
+            )),
+        })
     }
 
     /// Reads a range of a block from one worker.
@@ -268,6 +332,51 @@ impl DataPool {
                 Err(ClientError::Remote(e))
             }
             Ok(Err(e)) | Err(e) => Err(e),
+        }
+    }
+}
+
+/// A block being written to a worker (see [`DataPool::begin_write`]).
+pub struct Upload {
+    addr: String,
+    s: TcpStream,
+    block_id: BlockId,
+    timeout: Duration,
+}
+
+impl Upload {
+    fn timed_out(&self) -> ClientError {
+        ClientError::Timeout { what: format!("writing block {:016x} to {}", self.block_id, self.addr), after: self.timeout }
+    }
+
+    /// Sends the next bytes of the block.
+    pub async fn send(&mut self, bytes: &[u8]) -> Result<(), ClientError> {
+        match tokio::time::timeout(self.timeout, self.s.write_all(bytes)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(ClientError::Disconnected { addr: self.addr.clone(), reason: e.to_string() }),
+            Err(_) => Err(self.timed_out()),
+        }
+    }
+
+    /// Waits for the worker's answer once every byte was sent: the copies
+    /// stored (the connection goes back to `pool`).
+    pub async fn finish(mut self, pool: &DataPool) -> Result<u32, ClientError> {
+        let addr = self.addr.clone();
+        let fut = async {
+            self.s.flush().await.map_err(|e| ClientError::Disconnected { addr: addr.clone(), reason: e.to_string() })?;
+            DataPool::response(&addr, &mut self.s).await
+        };
+        let r = match tokio::time::timeout(self.timeout, fut).await {
+            Ok(r) => r?,
+            Err(_) => return Err(self.timed_out()),
+        };
+        match r {
+            DataResponse::WriteOk { copies, .. } => {
+                pool.give_back(&self.addr, self.s);
+                Ok(copies.max(1))
+            }
+            DataResponse::Error(e) => Err(ClientError::Remote(e)),
+            other => Err(ClientError::unexpected(other)),
         }
     }
 }

@@ -34,8 +34,23 @@ pub use writer::FileWriter;
 
 pub use strata_protocol::journal::BatchOp;
 use strata_protocol::journal::BatchOutcome;
-use strata_protocol::messages::{JournalInfo, MasterRequest, MasterResponse, LIST_PAGE_MAX};
+use strata_protocol::messages::{Copies, JournalInfo, MasterRequest, MasterResponse, LIST_PAGE_MAX};
+pub use strata_protocol::messages::{FileReplication, Replicas};
 use strata_protocol::{path, DEFAULT_BLOCK_SIZE};
+
+/// Where reserved block ids are written: the workers the master offered
+/// (one on this host first) and the copies to make.
+#[derive(Debug, Clone)]
+struct Offer {
+    workers: Vec<strata_protocol::messages::WorkerAddr>,
+    copies: Copies,
+}
+
+impl Default for Offer {
+    fn default() -> Self {
+        Offer { workers: Vec::new(), copies: Copies { want: 1, required: 1 } }
+    }
+}
 
 /// Client settings.
 #[derive(Clone, Debug)]
@@ -140,7 +155,7 @@ struct Inner {
     inodes: tokio::sync::Mutex<std::ops::Range<u64>>,
     /// Block ids reserved for blocks written before a file has them, not
     /// yet used, and the workers the master offered with them.
-    block_ids: tokio::sync::Mutex<(std::ops::Range<u64>, Vec<strata_protocol::messages::WorkerAddr>)>,
+    block_ids: tokio::sync::Mutex<(std::ops::Range<u64>, Vec<strata_protocol::messages::WorkerAddr>, Copies)>,
     /// Bytes of blocks being written in the background.
     behind_bytes: std::sync::atomic::AtomicU64,
     /// Where the queue's flusher runs (callers may be outside the runtime).
@@ -164,7 +179,7 @@ impl Client {
         let data = data::DataPool::new(cfg.data_timeout);
         let (master, behind) = (Arc::new(master), Arc::new(behind::Behind::new()));
         let inodes = tokio::sync::Mutex::new(0..0);
-        let block_ids = tokio::sync::Mutex::new((0..0, Vec::new()));
+        let block_ids = tokio::sync::Mutex::new((0..0, Vec::new(), Copies { want: 1, required: 1 }));
         let rt = tokio::runtime::Handle::current();
         let behind_bytes = Default::default();
         Ok(Client { inner: Arc::new(Inner { cfg, master, data, behind, inodes, block_ids, behind_bytes, rt }) })
@@ -450,8 +465,8 @@ impl Client {
         let n = len.div_ceil(block_size.max(1)) as usize;
         let kept = |i: usize| keep.get(i).copied().flatten();
         let fresh = (0..n).filter(|&i| kept(i).is_none()).count() as u64;
-        let (mut ids, workers) = match fresh {
-            0 => (Vec::new(), Vec::new()),
+        let (mut ids, offer) = match fresh {
+            0 => (Vec::new(), Offer::default()),
             _ => self.reserve_blocks(fresh).await?,
         };
         ids.reverse();
@@ -466,7 +481,7 @@ impl Client {
             let off = i as u64 * block_size;
             let chunk = &mut buf[..(len - off).min(block_size) as usize];
             file.read_exact_at(chunk, off)?;
-            self.write_reserved(id, &workers, chunk, durable).await?;
+            self.write_reserved(id, &offer, chunk, durable).await?;
             out.push(id);
         }
         Ok(out)
@@ -485,7 +500,7 @@ impl Client {
             behind.fetch_sub(len, std::sync::atomic::Ordering::Relaxed);
             return Ok(None);
         }
-        let (ids, workers) = match self.reserve_blocks(len.div_ceil(block_size.max(1))).await {
+        let (ids, offer) = match self.reserve_blocks(len.div_ceil(block_size.max(1))).await {
             Ok(r) => r,
             Err(e) => {
                 behind.fetch_sub(len, std::sync::atomic::Ordering::Relaxed);
@@ -497,7 +512,7 @@ impl Client {
         self.inner.rt.spawn(async move {
             let mut ok = true;
             for (chunk, id) in data.chunks(block_size as usize).zip(&written) {
-                if let Err(e) = client.write_reserved(*id, &workers, chunk, false).await {
+                if let Err(e) = client.write_reserved(*id, &offer, chunk, false).await {
                     tracing::warn!(block = id, error = %e, "a block written behind failed");
                     ok = false;
                     break;
@@ -511,10 +526,7 @@ impl Client {
 
     /// `n` block ids reserved from the master (a thousand at a time) and
     /// the workers to write them to, one on this host first.
-    async fn reserve_blocks(
-        &self,
-        n: u64,
-    ) -> Result<(Vec<u64>, Vec<strata_protocol::messages::WorkerAddr>), ClientError> {
+    async fn reserve_blocks(&self, n: u64) -> Result<(Vec<u64>, Offer), ClientError> {
         let mut ids = Vec::with_capacity(n as usize);
         let mut pool = self.inner.block_ids.lock().await;
         while (ids.len() as u64) < n {
@@ -522,8 +534,8 @@ impl Client {
                 let host = self.inner.cfg.client_host.clone();
                 let req = MasterRequest::ReserveBlocks { count: RESERVE_BLOCKS, client_host: host };
                 match self.inner.master.call(req, false).await? {
-                    MasterResponse::BlockIds { first, count, workers } => {
-                        *pool = (first..first + u64::from(count), workers)
+                    MasterResponse::BlockIds { first, count, workers, copies } => {
+                        *pool = (first..first + u64::from(count), workers, copies)
                     }
                     MasterResponse::Error(e) => return Err(ClientError::Remote(e)),
                     other => return Err(ClientError::unexpected(other)),
@@ -533,17 +545,13 @@ impl Client {
         }
         let mut workers = pool.1.clone();
         workers.sort_by_key(|w| !self.is_local(w));
-        Ok((ids, workers))
+        Ok((ids, Offer { workers, copies: pool.2 }))
     }
 
-    /// Writes block `id` to the first of `workers` that takes it.
-    async fn write_reserved(
-        &self,
-        id: u64,
-        workers: &[strata_protocol::messages::WorkerAddr],
-        data: &[u8],
-        durable: bool,
-    ) -> Result<(), ClientError> {
+    /// Writes block `id` to as many of the offered workers as the offer
+    /// asks for (see [`data::DataPool::write_copies`]).
+    async fn write_reserved(&self, id: u64, offer: &Offer, data: &[u8], durable: bool) -> Result<(), ClientError> {
+        let (workers, copies) = (&offer.workers, offer.copies);
         // A worker that could not commit the block to a master (the leader
         // is changing, or does not know the worker yet) answers
         // `Unavailable` and drops it: write it again until the failover
@@ -551,13 +559,10 @@ impl Client {
         let (first, max) = (std::time::Duration::from_millis(50), std::time::Duration::from_millis(500));
         let mut backoff = master::Backoff::new(self.inner.cfg.failover_timeout, first, max);
         loop {
-            let mut last = None;
-            for w in workers {
-                match self.inner.data.write_block(w, id, data, durable).await {
-                    Ok(()) => return Ok(()),
-                    Err(e) => last = Some(e),
-                }
-            }
+            let last = match self.inner.data.write_copies(workers, id, data, durable, copies).await {
+                Ok(_) => return Ok(()),
+                Err(e) => Some(e),
+            };
             let retry = matches!(&last, Some(ClientError::Remote(e)) if e.code == ErrorCode::Unavailable);
             if retry && backoff.pause().await {
                 continue;
@@ -786,6 +791,22 @@ impl Client {
     pub async fn set_pin(&self, p: &str, pinned: bool) -> Result<Attr, ClientError> {
         path::components(p)?;
         self.call_attr(MasterRequest::SetPin { path: p.into(), pinned }).await
+    }
+
+    /// Sets the replica counts of `p` (a directory passes them on to what
+    /// is created in it) and, with `recursive`, of everything below it.
+    pub async fn set_replicas(&self, p: &str, replicas: Replicas, recursive: bool) -> Result<Attr, ClientError> {
+        path::components(p)?;
+        self.call_attr(MasterRequest::SetReplicas { path: p.into(), replicas, recursive }).await
+    }
+
+    /// The blocks of the file at `p` with their live copies.
+    pub async fn replication(&self, p: &str) -> Result<FileReplication, ClientError> {
+        path::components(p)?;
+        match self.call(MasterRequest::Replication { path: p.into() }).await? {
+            MasterResponse::Replication(r) => Ok(r),
+            other => Err(ClientError::unexpected(other)),
+        }
     }
 
     /// Warms the cache with every block of the file at `p` that only the

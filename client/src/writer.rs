@@ -134,33 +134,15 @@ impl FileWriter {
 }
 
 /// Allocates the next block and writes it to as many of the offered
-/// workers as the master asks for (two for async-through data), trying the
-/// next worker when one fails. One copy suffices if no second worker is live.
+/// workers as the master asks for, down a chain (see
+/// [`crate::data::DataPool::write_copies`]).
 async fn write_block(client: &Client, inode: InodeId, path: &str, data: Arc<Vec<u8>>) -> Result<BlockId, ClientError> {
     let host = client.inner.cfg.client_host.clone();
     let req = MasterRequest::AddBlock { inode, client_host: host, path: path.to_string() };
     let (loc, copies) = match client.call(req).await? {
-        MasterResponse::NewBlock { block, copies } => (block, copies.max(1) as usize),
+        MasterResponse::NewBlock { block, copies } => (block, copies),
         other => return Err(ClientError::unexpected(other)),
     };
-    let mut last = None;
-    let mut written = 0;
-    for w in &loc.workers {
-        match client.inner.data.write_block(w, loc.block_id, &data, true).await {
-            Ok(()) => {
-                written += 1;
-                if written == copies {
-                    return Ok(loc.block_id);
-                }
-            }
-            Err(e) => {
-                tracing::debug!(worker = w.worker_id, error = %e, "block write failed; trying the next worker");
-                last = Some(e);
-            }
-        }
-    }
-    if written > 0 {
-        return Ok(loc.block_id);
-    }
-    Err(last.unwrap_or_else(|| ClientError::Remote(ErrorInfo::new(ErrorCode::NoWorkers, "no worker to write to"))))
+    client.inner.data.write_copies(&loc.workers, loc.block_id, &data, true, copies).await?;
+    Ok(loc.block_id)
 }

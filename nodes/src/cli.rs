@@ -54,8 +54,23 @@ pub enum Command {
     /// DURATION, the action applies (overrides the mount's TTL; files created
     /// later under the directory get it too). `--clear` removes it.
     Ttl(TtlArgs),
+    /// A file's blocks: each one's copies (worker, tier) and whether it
+    /// has as many as it should.
+    Info(InfoArgs),
     /// Cluster administration.
     Admin(AdminArgs),
+}
+
+/// `strata info`.
+#[derive(Args, Debug)]
+pub struct InfoArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// A file.
+    pub path: String,
+    /// Machine-readable output.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `strata ttl`.
@@ -228,6 +243,13 @@ pub struct MasterArgs {
     /// Journal entries kept behind the latest snapshot.
     #[arg(long)]
     pub log_keep: Option<u64>,
+    /// Copies kept of blocks that exist nowhere else (default 2).
+    #[arg(long)]
+    pub replicas: Option<u8>,
+    /// Fail writes that cannot reach their minimum copies (instead of
+    /// writing fewer and repairing later).
+    #[arg(long)]
+    pub strict_replicas: bool,
     /// The other initial masters: `ID=HOST:RPC_PORT:MESH_PORT`, comma-separated.
     #[arg(long, value_delimiter = ',')]
     pub peers: Vec<String>,
@@ -385,6 +407,25 @@ pub enum FsCmd {
         /// Destination.
         dst: String,
     },
+    /// Set how many copies of a file's (or tree's) blocks the cluster
+    /// keeps on workers: at least MIN (repaired when a worker is lost), at
+    /// most MAX (extra copies trimmed). 0 means the default: the cluster's
+    /// `master.replicas` for data that exists nowhere else, none beyond
+    /// the cache for data its UFS has. A directory passes it on to what
+    /// is created in it.
+    Setrep {
+        /// Path.
+        path: String,
+        /// Copies kept at least (0: default).
+        #[arg(long)]
+        min: u8,
+        /// Copies kept at most (0: default).
+        #[arg(long, default_value_t = 0)]
+        max: u8,
+        /// Also everything below a directory.
+        #[arg(short = 'R', long)]
+        recursive: bool,
+    },
     /// Show attributes.
     Stat {
         /// Path.
@@ -451,6 +492,12 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             if let Some(v) = a.log_keep {
                 cfg.master.log_keep = v;
             }
+            if let Some(v) = a.replicas {
+                cfg.master.replicas = v;
+            }
+            if a.strict_replicas {
+                cfg.master.degraded_writes = false;
+            }
             if a.join {
                 cfg.master.join = true;
             }
@@ -507,6 +554,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Free(a) => crate::fs_cmd::free(&cfg, a).await,
         Command::Persist(a) => crate::fs_cmd::persist(&cfg, a).await,
         Command::Pin(a) => crate::fs_cmd::set_pin(&cfg, a, true).await,
+        Command::Info(a) => crate::fs_cmd::info(&cfg, a).await,
         Command::Unpin(a) => crate::fs_cmd::set_pin(&cfg, a, false).await,
         Command::Ttl(a) => crate::fs_cmd::set_ttl(&cfg, a).await,
         Command::Admin(a) => crate::fs_cmd::admin(&cfg, a).await,

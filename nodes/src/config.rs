@@ -84,6 +84,13 @@ pub struct MasterConfig {
     /// A lost worker silent this much longer is forgotten (dropped from
     /// reports; it registers anew if it comes back).
     pub worker_forget_after_ms: u64,
+    /// Copies kept of blocks that exist nowhere else (files outside UFS
+    /// mounts, not yet persisted), for files that set none themselves.
+    pub replicas: u8,
+    /// Accept a write with fewer copies than its minimum while fewer
+    /// workers are live (the block is repaired once they are); `false`
+    /// fails such writes.
+    pub degraded_writes: bool,
     /// The other initial masters, `ID=HOST:RPC_PORT:MESH_PORT`.
     pub peers: Vec<String>,
     /// Join an existing group (wait to be added by the leader) instead of
@@ -156,6 +163,8 @@ impl Default for MasterConfig {
             log_keep: 5_000,
             worker_lost_timeout_ms: 10_000,
             worker_forget_after_ms: 1_800_000,
+            replicas: 2,
+            degraded_writes: true,
             peers: Vec::new(),
             join: false,
         }
@@ -214,6 +223,9 @@ impl Config {
         }
         if self.master.worker_lost_timeout_ms < 3 * self.worker.heartbeat_interval_ms {
             return Err("master.worker-lost-timeout-ms must be at least 3 heartbeat intervals".into());
+        }
+        if !(1..=strata_protocol::messages::MAX_REPLICAS).contains(&self.master.replicas) {
+            return Err(format!("master.replicas must be 1..={}", strata_protocol::messages::MAX_REPLICAS));
         }
         if self.worker.heartbeat_interval_ms == 0 {
             return Err("worker.heartbeat-interval-ms must be positive".into());

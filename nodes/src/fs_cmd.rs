@@ -152,6 +152,10 @@ pub async fn run(cfg: &Config, args: &ClientArgs, cmd: FsCmd) -> Result<()> {
         }
         FsCmd::Rm { path, recursive } => client.delete(&path, recursive).await?,
         FsCmd::Mv { src, dst } => client.rename(&src, &dst).await?,
+        FsCmd::Setrep { path, min, max, recursive } => {
+            let a = client.set_replicas(&path, strata_client::Replicas { min, max }, recursive).await?;
+            println!("{path}: {}", replicas_string(a.replicas));
+        }
         FsCmd::Stat { path, json } => {
             let a = client.stat(&path).await?;
             if json {
@@ -166,6 +170,7 @@ pub async fn run(cfg: &Config, args: &ClientArgs, cmd: FsCmd) -> Result<()> {
                 println!("block size: {}", a.block_size);
                 println!("complete:   {}", a.complete);
                 println!("pinned:     {}", a.pinned);
+                println!("replicas:   {}", replicas_string(a.replicas));
                 match &a.ttl {
                     Some(t) => println!(
                         "ttl:        {} ({})",
@@ -237,6 +242,10 @@ pub async fn report(cfg: &Config, args: &ClientArgs, json: bool) -> Result<()> {
         );
     }
     println!("inodes: {}", r.inodes);
+    println!(
+        "blocks: {} under-replicated, {} over-replicated, {} missing",
+        r.under_replicated, r.over_replicated, r.missing
+    );
     println!("workers: {} ({} live)", r.workers.len(), r.workers.iter().filter(|w| w.live).count());
     for w in &r.workers {
         println!(
@@ -359,6 +368,34 @@ pub async fn free(cfg: &Config, a: crate::cli::PathArgs) -> Result<()> {
 pub async fn persist(cfg: &Config, a: crate::cli::PathArgs) -> Result<()> {
     let client = connect(cfg, &a.client).await?;
     client.persist(&a.path).await.with_context(|| format!("persisting {}", a.path))?;
+    Ok(())
+}
+
+/// Replica counts as set (0: the default).
+fn replicas_string(r: strata_client::Replicas) -> String {
+    let n = |v: u8| if v == 0 { "default".to_string() } else { v.to_string() };
+    format!("min {} max {}", n(r.min), n(r.max))
+}
+
+/// `strata info PATH [--json]`.
+pub async fn info(cfg: &Config, a: crate::cli::InfoArgs) -> Result<()> {
+    let client = connect(cfg, &a.client).await?;
+    let r = client.replication(&a.path).await.with_context(|| format!("info of {}", a.path))?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+        return Ok(());
+    }
+    let max = if r.max == u8::MAX { "unbounded".to_string() } else { r.max.to_string() };
+    println!("{}: {} bytes, {} blocks", a.path, r.attr.size, r.blocks.len());
+    println!("copies:    min {} max {max}{}", r.min, if r.persisted { " (persisted to its UFS)" } else { "" });
+    for b in &r.blocks {
+        let copies: Vec<String> = b
+            .copies
+            .iter()
+            .map(|(w, tier)| format!("{}@{}:{}/{}", w.worker_id, w.host, w.data_port, if tier.is_empty() { "?" } else { tier }))
+            .collect();
+        println!("{:016x} {:>12} {:<8} {}", b.block_id, b.length, b.state, copies.join(" "));
+    }
     Ok(())
 }
 

@@ -12,6 +12,7 @@ use ractor::{Actor, ActorRef};
 use strata_actors::faults::Faults;
 use strata_actors::master::journal::Journal;
 use strata_actors::master::raft::MasterNode;
+use strata_actors::master::replication::ReplicationConfig;
 use strata_actors::master::{self, MasterOptions};
 use strata_actors::mesh::Mesh;
 use strata_actors::supervisor::{ChildSpec, NodeSupervisor, Scope, SupervisorMsg};
@@ -90,6 +91,11 @@ fn master_options(cfg: &Config, client_addr: String) -> anyhow::Result<MasterOpt
         log_keep: cfg.master.log_keep,
         worker_lost_timeout: Duration::from_millis(cfg.master.worker_lost_timeout_ms),
         worker_forget_after: Duration::from_millis(cfg.master.worker_forget_after_ms),
+        replication: ReplicationConfig {
+            default_min: cfg.master.replicas,
+            degraded_writes: cfg.master.degraded_writes,
+            ..ReplicationConfig::default()
+        },
         faults: Faults::from_env().map_err(anyhow::Error::msg)?,
         fatal: Arc::new(tokio::sync::watch::channel(None).0),
     })

@@ -154,6 +154,9 @@ pub enum JournalEntry {
     /// Forget the batch numbers of clients whose last batch was applied
     /// before `before_ms` (they stopped; a resend of theirs is long over).
     ForgetClients { before_ms: i64, time_ms: i64 },
+    /// Set the replica counts of `path` and, with `recursive`, of every
+    /// inode below it.
+    SetReplicas { path: String, replicas: crate::messages::Replicas, recursive: bool, time_ms: i64 },
 }
 
 /// One change in a [`JournalEntry::ClientBatch`]. Ops that carry a time
@@ -357,8 +360,9 @@ pub enum ApplyResult {
     Created { attr: Attr, freed: Vec<u64> },
     /// The entry replaced this file's content; its old blocks are freed.
     Replaced { attr: Attr, freed: Vec<u64> },
-    /// `AddBlock` allocated this block.
-    Block { block_id: u64 },
+    /// `AddBlock` allocated this block, of a file with these replica
+    /// counts and block size.
+    Block { block_id: u64, replicas: crate::messages::Replicas, block_size: u64 },
     /// Nothing to return.
     Done,
     /// Blocks no file references any more; workers may drop them.

@@ -65,6 +65,60 @@ pub struct Attr {
     /// TTL set on this inode (`strata ttl`), overriding its mount's; a
     /// directory passes it on to what is created in it.
     pub ttl: Option<crate::ufs::FileTtl>,
+    /// Copies of a file's blocks the cluster keeps (`strata fs setrep`); a
+    /// directory passes it on to what is created in it.
+    pub replicas: Replicas,
+}
+
+/// How many copies of a file's blocks the cluster keeps on workers: at
+/// least `min` (repaired when a worker is lost), at most `max` (extra
+/// copies are trimmed). 0 means the default: `min` is the cluster's
+/// (`master.replicas`) for data that exists nowhere else, and none for a
+/// file persisted to its UFS; `max` is `min` for data that exists nowhere
+/// else and unbounded for persisted data (cached copies evict by use).
+#[derive(
+    Archive, Serialize, Deserialize, serde::Serialize, serde::Deserialize, Debug, Clone, Copy, Default, PartialEq, Eq,
+)]
+#[rkyv(derive(Debug))]
+pub struct Replicas {
+    /// Copies kept at least (0: the default).
+    pub min: u8,
+    /// Copies kept at most (0: the default).
+    pub max: u8,
+}
+
+/// How many copies a client writes of a new block: `want`, and the write
+/// succeeds only with at least `required` (less than `want` when the
+/// cluster accepts degraded writes: the master repairs the rest).
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct Copies {
+    /// Copies to write.
+    pub want: u32,
+    /// Copies without which the write fails.
+    pub required: u32,
+}
+
+/// The most copies a file may ask for.
+pub const MAX_REPLICAS: u8 = 16;
+
+impl Replicas {
+    /// The counts that apply to a block of a file with these settings,
+    /// `persisted` or not, where the cluster's default minimum is
+    /// `default_min`: (min, max), max `u8::MAX` for unbounded.
+    pub fn effective(self, persisted: bool, default_min: u8) -> (u8, u8) {
+        let min = match (self.min, persisted) {
+            (0, true) => 0,
+            (0, false) => default_min.max(1),
+            (m, _) => m,
+        };
+        let max = match (self.max, persisted) {
+            (0, true) => u8::MAX,
+            (0, false) => min.max(1),
+            (m, _) => m.max(min),
+        };
+        (min, max)
+    }
 }
 
 /// Attribute changes; `None` leaves one unchanged.
@@ -106,20 +160,28 @@ impl Attr {
             rdev: 0,
             pinned: false,
             ttl: None,
+            replicas: Replicas::default(),
         }
     }
 
     /// A client-numbered create's inode in directory `parent` (see
-    /// `JournalEntry::CreateInode`): pinned and TTL as the parent; a file
+    /// `JournalEntry::CreateInode`): pinned, TTL and replicas as the parent; a file
     /// gets `block_size` and is sealed empty.
     pub fn created_in(mut self, parent: &Attr, block_size: u64) -> Attr {
         if self.file_type == FileType::File {
             self.block_size = block_size;
             self.complete = true;
         }
+        self.inherit(parent);
+        self
+    }
+
+    /// Takes what a directory passes on to what is created in it: pin,
+    /// TTL and replica counts.
+    pub fn inherit(&mut self, parent: &Attr) {
         self.pinned = parent.pinned;
         self.ttl = parent.ttl;
-        self
+        self.replicas = parent.replicas;
     }
 
     /// What an inline write of `len` bytes with `attrs` after it, at
@@ -263,6 +325,13 @@ pub struct ClusterReport {
     pub workers: Vec<WorkerReport>,
     /// Inodes in the namespace.
     pub inodes: u64,
+    /// Blocks with fewer live copies than their files ask for, as the
+    /// leader's last replication pass found them.
+    pub under_replicated: u64,
+    /// Blocks with more live copies than their files allow.
+    pub over_replicated: u64,
+    /// Blocks of data that exists nowhere else with no live copy.
+    pub missing: u64,
 }
 
 /// A metadata request from a client.
@@ -416,6 +485,13 @@ pub enum MasterRequest {
     /// A lock that keeps `owner` from taking `kind` on `start..=end` of
     /// `inode` (`F_GETLK`): answered `Conflict`.
     TestLock { inode: InodeId, owner: u64, start: u64, end: u64, kind: crate::locks::LockKind },
+    /// Sets the replica counts of `path` (a directory passes them on to
+    /// what is created in it) and, with `recursive`, of everything below
+    /// it. Answered with the path's `Attr`.
+    SetReplicas { path: String, replicas: Replicas, recursive: bool },
+    /// A file's blocks, each with its live copies and whether it has as
+    /// many as its file asks for; answered `Replication`.
+    Replication { path: String },
 }
 
 impl MasterRequest {
@@ -445,6 +521,8 @@ impl MasterRequest {
             | R::Unlink { path }
             | R::Lease { path }
             | R::SetContent { path, .. }
+            | R::SetReplicas { path, .. }
+            | R::Replication { path }
             | R::SetTtl { path, .. } => vec![path],
             R::Rename { src, dst } => vec![src, dst],
             R::Symlink { link, .. } => vec![link],
@@ -480,6 +558,7 @@ impl MasterRequest {
                 | R::Mounts
                 | R::Report
                 | R::JournalInfo { .. }
+                | R::Replication { .. }
         )
     }
 }
@@ -502,8 +581,8 @@ pub enum MasterResponse {
     Report(ClusterReport),
     /// Extended attributes, by name.
     Xattrs(Vec<(String, Vec<u8>)>),
-    /// A new block: write it to `copies` of the workers, in order.
-    NewBlock { block: BlockLocation, copies: u32 },
+    /// A new block: write it to `copies.want` of the workers, in order.
+    NewBlock { block: BlockLocation, copies: Copies },
     /// The mount table.
     Mounts(Vec<MountInfo>),
 
@@ -522,11 +601,45 @@ pub enum MasterResponse {
     Error(ErrorInfo),
     /// Block ids `first..first + count` are the client's to use; write
     /// them to `workers` (best first).
-    BlockIds { first: u64, count: u32, workers: Vec<WorkerAddr> },
+    BlockIds { first: u64, count: u32, workers: Vec<WorkerAddr>, copies: Copies },
     /// The lock in the way of a `TestLock`, if any.
     Conflict(Option<crate::locks::RangeLock>),
     /// One master's journal.
     JournalInfo(JournalInfo),
+    /// A file's blocks and their copies.
+    Replication(FileReplication),
+}
+
+/// A file's blocks and their copies (`strata info`).
+#[derive(Archive, Serialize, Deserialize, serde::Serialize, serde::Deserialize, Debug, Clone, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct FileReplication {
+    /// The file.
+    pub attr: Attr,
+    /// Whether its content is in its UFS.
+    pub persisted: bool,
+    /// The copies kept at least and at most (255: unbounded), with the
+    /// defaults applied.
+    pub min: u8,
+    /// See `min`.
+    pub max: u8,
+    /// Its blocks, in file order.
+    pub blocks: Vec<BlockReplication>,
+}
+
+/// One block's copies.
+#[derive(Archive, Serialize, Deserialize, serde::Serialize, serde::Deserialize, Debug, Clone, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct BlockReplication {
+    /// The block.
+    pub block_id: BlockId,
+    /// Its length.
+    pub length: u64,
+    /// Live workers holding it, with the tier each keeps it on.
+    pub copies: Vec<(WorkerAddr, String)>,
+    /// `ok`, `under` (fewer copies than the minimum), `over` (more than
+    /// the maximum), `missing` (none, and no UFS copy).
+    pub state: String,
 }
 
 /// The most entries one `ListPage` answers (names are at most 255 bytes:
@@ -599,7 +712,10 @@ pub enum DataRequest {
     /// with their crc32c in `crc` (end-to-end check). `durable`: on a
     /// durable tier, on disk (fsync'd) before the answer; else in the
     /// page cache (a mount's close, as a local file's: fsync asks for it).
-    Write { block_id: BlockId, length: u64, crc: u32, durable: bool },
+    /// `forward`: workers to pass the block on to, in a chain (the
+    /// first of them gets it from this one with the rest of the list), so
+    /// the writer sends the bytes once for every copy.
+    Write { block_id: BlockId, length: u64, crc: u32, durable: bool, forward: Vec<WorkerAddr> },
     /// Read a range of a block that only the UFS has: the worker fetches the
     /// whole block (`block_offset`, `block_length` in the object) once, keeps
     /// it unless the read type says no, and answers like `Read`. A `length`
@@ -610,6 +726,11 @@ pub enum DataRequest {
     /// Where this worker keeps a block on disk, for a client on the same
     /// host to read it directly (short-circuit read).
     LocalDir { block_id: BlockId },
+    /// (From the leader's ReplicationManager) copy block `block_id`
+    /// (`length` bytes) from one of `sources` onto this worker, verify
+    /// and commit it; `clean`: its file is persisted (the copy may be
+    /// evicted). Answered `WriteOk`.
+    Replicate { block_id: BlockId, length: u64, sources: Vec<WorkerAddr>, clean: bool },
 }
 
 /// A response on a worker's data port.
@@ -618,8 +739,9 @@ pub enum DataRequest {
 pub enum DataResponse {
     /// `length` bytes follow.
     ReadOk { length: u64 },
-    /// The block is stored (and committed to the master) on this tier.
-    WriteOk { tier: String },
+    /// The block is stored (and committed to the master) on this tier,
+    /// and `copies` copies in all along the chain of a forwarded write.
+    WriteOk { tier: String, copies: u32 },
     /// The file is in the UFS as this version.
     Persisted(Fingerprint),
     /// The block's files are in this tier directory (see `blockfile`).
@@ -638,6 +760,8 @@ pub struct RegisterWorker {
     pub tiers: Vec<TierUsage>,
     /// Every block it holds.
     pub blocks: Vec<BlockId>,
+    /// The tier of each block (index into `tiers`), in `blocks`' order.
+    pub block_tiers: Vec<u8>,
 }
 
 /// Master → worker: registration accepted; drop these blocks (no file owns them).

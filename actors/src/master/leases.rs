@@ -198,6 +198,7 @@ fn access(req: &MasterRequest) -> Access {
         | R::Unmount { .. }
         | R::SetPin { .. }
         | R::SetTtl { .. }
+        | R::SetReplicas { .. }
         | R::Persist { .. }
         | R::Free { .. }
         | R::Batch { .. }

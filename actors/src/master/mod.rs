@@ -6,6 +6,7 @@
 //! ├─ JournalActor    openraft member; proposals, read barriers, status
 //! ├─ RaftServer      peers' Raft RPCs over the mesh, into the JournalActor's Raft
 //! ├─ WorkerManager   worker registry, liveness, block locations, placement
+//! ├─ ReplicationManager keeps every block at its replica count (on the leader)
 //! ├─ LeaseKeeper     directory leases and byte-range locks (on the leader)
 //! ├─ MountSyncer     persists async-through files, TTLs, UFS re-drives (on the leader)
 //! └─ ClientGateway   client RPC port → handlers by domain
@@ -25,6 +26,7 @@ pub mod namespace_actor;
 pub mod prevote;
 pub mod raft;
 pub mod raft_net;
+pub mod replication;
 pub mod services;
 pub mod store;
 pub mod workers;
@@ -64,6 +66,8 @@ pub struct MasterOptions {
     pub worker_lost_timeout: Duration,
     /// A lost worker silent this much longer is forgotten.
     pub worker_forget_after: Duration,
+    /// Replica counts and repair limits.
+    pub replication: replication::ReplicationConfig,
     /// Test-only fault injection (none by default).
     pub faults: Faults,
     /// Set when the node can no longer serve (its Raft core stopped): the
@@ -90,6 +94,7 @@ pub fn children(
     let journal = journal::Journal::new(name(journal::ROLE), opts.fatal.clone());
     let ns = namespace_actor::Ns::new(name(namespace_actor::ROLE));
     let workers = workers::Workers::new(name(workers::ROLE));
+    let replication = replication::Replication::new(name(replication::ROLE), opts.replication.clone());
     let ufs = Arc::new(crate::ufs::Ufs::default());
     let mounts = mounts::Mounts::new(
         journal.clone(),
@@ -106,6 +111,7 @@ pub fn children(
         leases: leases::LeaseSlot::default(),
         mounts: mounts.clone(),
         faults: opts.faults.clone(),
+        replication: replication.clone(),
     };
     let slot = Arc::new(tokio::sync::Mutex::new(None));
     let heard = Arc::new(prevote::Heard::default());
@@ -138,6 +144,13 @@ pub fn children(
         forget_after: opts.worker_forget_after,
         journal: journal.clone(),
         ns: ns.clone(),
+        replication,
+    };
+    let repl_args = replication::ReplicationArgs {
+        cfg: opts.replication.clone(),
+        journal: journal.clone(),
+        ns: ns.clone(),
+        workers: name(workers::ROLE).into(),
     };
     let lease_args = leases::LeaseKeeperArgs { slot: services.leases.clone(), journal, ns };
     let gateway_args = gateway::GatewayArgs { listener, services: services.clone() };
@@ -146,6 +159,7 @@ pub fn children(
         ChildSpec::actor(name(journal::ROLE), move || (journal::JournalActor, journal_args.clone())),
         ChildSpec::actor(name(raft_net::ROLE), move || (raft_net::RaftServer, raft_server.clone())),
         ChildSpec::actor(name(workers::ROLE), move || (workers::WorkerManager, wm_args.clone())),
+        ChildSpec::actor(name(replication::ROLE), move || (replication::ReplicationManager, repl_args.clone())),
         ChildSpec::actor(name(leases::ROLE), move || (leases::LeaseKeeper, lease_args.clone())),
         ChildSpec::actor(name(mounts::syncer::ROLE), move || (mounts::syncer::MountSyncer, mounts.clone())),
         ChildSpec::actor(name(gateway::ROLE), move || (gateway::ClientGateway, gateway_args.clone())),

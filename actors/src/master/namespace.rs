@@ -27,6 +27,35 @@ pub struct InodeRecord {
     pub ufs: Option<UfsMeta>,
 }
 
+/// What the replication of one block depends on (see
+/// [`Namespace::block_targets`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlockTarget {
+    /// The owning file.
+    pub inode: InodeId,
+    /// Its replica counts as set (0: default).
+    pub replicas: strata_protocol::messages::Replicas,
+    /// Whether its content is in its UFS.
+    pub persisted: bool,
+    /// The block's length.
+    pub length: u64,
+}
+
+impl BlockTarget {
+    /// Block `b` of file `rec`, if the file has it.
+    pub fn of(rec: &InodeRecord, b: BlockId) -> Option<BlockTarget> {
+        let i = rec.blocks.iter().position(|x| *x == b)? as u64;
+        let bs = rec.attr.block_size;
+        let length = if rec.attr.complete { bs.min(rec.attr.size.saturating_sub(i * bs)) } else { bs };
+        Some(BlockTarget {
+            inode: rec.attr.inode,
+            replicas: rec.attr.replicas,
+            persisted: rec.ufs.as_ref().is_some_and(|u| u.persisted),
+            length,
+        })
+    }
+}
+
 /// What the namespace knows of an inode's UFS counterpart.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub struct UfsMeta {
@@ -391,6 +420,25 @@ impl Namespace {
             Some(v) => Ok(Some(u64_of(&key, &v)?)),
             None => Ok(None),
         }
+    }
+
+    /// What the replication of each block depends on: its file's replica
+    /// counts, whether the file is in its UFS, and the block's length
+    /// (None: no file owns the block).
+    pub fn block_targets(&self, blocks: &[BlockId]) -> Result<Vec<Option<BlockTarget>>, StoreError> {
+        let mut last: Option<InodeRecord> = None;
+        let mut out = Vec::with_capacity(blocks.len());
+        for &b in blocks {
+            let Some(owner) = self.block_owner(b)? else {
+                out.push(None);
+                continue;
+            };
+            if last.as_ref().is_none_or(|r| r.attr.inode != owner) {
+                last = self.inode(owner)?;
+            }
+            out.push(last.as_ref().and_then(|rec| BlockTarget::of(rec, b)));
+        }
+        Ok(out)
     }
 
     /// Resolves a path (symlinks are not followed).
@@ -1101,7 +1149,7 @@ mod tests {
     /// A complete 5-byte file at `p` made of one block: its attributes and the block.
     fn one_block_file(ns: &Namespace, p: &str) -> (Attr, BlockId) {
         let ApplyResult::Created { attr: f, .. } = ok(ns, create(p, false)) else { panic!() };
-        let ApplyResult::Block { block_id } = ok(ns, JournalEntry::AddBlock { inode: f.inode, time_ms: 2 }) else {
+        let ApplyResult::Block { block_id, .. } = ok(ns, JournalEntry::AddBlock { inode: f.inode, time_ms: 2 }) else {
             panic!()
         };
         ok(ns, JournalEntry::CompleteFile { inode: f.inode, length: 5, time_ms: 3 });
@@ -1117,10 +1165,10 @@ mod tests {
         assert_eq!(err(&ns, mkdir("/a/b", false)), ErrorCode::AlreadyExists);
         let ApplyResult::Created { attr: f, .. } = ok(&ns, create("/a/b/f", false)) else { panic!() };
         assert_eq!(err(&ns, create("/a/b/f", false)), ErrorCode::AlreadyExists);
-        let ApplyResult::Block { block_id: b1 } = ok(&ns, JournalEntry::AddBlock { inode: f.inode, time_ms: 2 }) else {
+        let ApplyResult::Block { block_id: b1, .. } = ok(&ns, JournalEntry::AddBlock { inode: f.inode, time_ms: 2 }) else {
             panic!()
         };
-        let ApplyResult::Block { block_id: b2 } = ok(&ns, JournalEntry::AddBlock { inode: f.inode, time_ms: 2 }) else {
+        let ApplyResult::Block { block_id: b2, .. } = ok(&ns, JournalEntry::AddBlock { inode: f.inode, time_ms: 2 }) else {
             panic!()
         };
         assert_ne!(b1, b2);
@@ -1133,7 +1181,7 @@ mod tests {
         assert_eq!(ns.block_owner(b1).unwrap(), Some(f.inode));
         // rename over an existing file frees the replaced file's blocks
         let ApplyResult::Created { attr: g, .. } = ok(&ns, create("/a/g", false)) else { panic!() };
-        let ApplyResult::Block { block_id: gb } = ok(&ns, JournalEntry::AddBlock { inode: g.inode, time_ms: 2 }) else {
+        let ApplyResult::Block { block_id: gb, .. } = ok(&ns, JournalEntry::AddBlock { inode: g.inode, time_ms: 2 }) else {
             panic!()
         };
         assert_eq!(
@@ -1166,7 +1214,7 @@ mod tests {
         assert_eq!(ns.block_owner(b1).unwrap(), None);
         let ApplyResult::Created { attr: f, .. } = ok(&ns, create("/a/b/f", false)) else { panic!() };
         let add = |inode| match ok(&ns, JournalEntry::AddBlock { inode, time_ms: 6 }) {
-            ApplyResult::Block { block_id } => block_id,
+            ApplyResult::Block { block_id, .. } => block_id,
             other => panic!("{other:?}"),
         };
         let (b1, _) = (add(f.inode), add(f.inode));
@@ -1506,7 +1554,7 @@ mod tests {
             err(&ns, JournalEntry::SwapContent { from: t.inode, to: f.inode, length: None, time_ms: 5 }),
             ErrorCode::InvalidState
         );
-        let ApplyResult::Block { block_id: new } = ok(&ns, JournalEntry::AddBlock { inode: t.inode, time_ms: 5 })
+        let ApplyResult::Block { block_id: new, .. } = ok(&ns, JournalEntry::AddBlock { inode: t.inode, time_ms: 5 })
         else {
             panic!()
         };
@@ -1526,7 +1574,7 @@ mod tests {
         else {
             panic!()
         };
-        let ApplyResult::Block { block_id: b2 } = ok(&ns, JournalEntry::AddBlock { inode: t2.inode, time_ms: 8 })
+        let ApplyResult::Block { block_id: b2, .. } = ok(&ns, JournalEntry::AddBlock { inode: t2.inode, time_ms: 8 })
         else {
             panic!()
         };
@@ -1628,7 +1676,7 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let ns = ns_in(&d);
         let ApplyResult::Created { attr: f, .. } = ok(&ns, create("/f", false)) else { panic!() };
-        let ApplyResult::Block { block_id: old } = ok(&ns, JournalEntry::AddBlock { inode: f.inode, time_ms: 2 })
+        let ApplyResult::Block { block_id: old, .. } = ok(&ns, JournalEntry::AddBlock { inode: f.inode, time_ms: 2 })
         else {
             panic!()
         };
@@ -1648,7 +1696,7 @@ mod tests {
         assert_eq!(err(&ns, set(vec![first, first], 5000)), ErrorCode::InvalidArgument, "an id twice");
         assert_eq!(err(&ns, set(vec![first + 4], 100)), ErrorCode::InvalidArgument, "not reserved");
         let ApplyResult::Created { attr: h, .. } = ok(&ns, create("/h", false)) else { panic!() };
-        let ApplyResult::Block { block_id: other } = ok(&ns, JournalEntry::AddBlock { inode: h.inode, time_ms: 4 })
+        let ApplyResult::Block { block_id: other, .. } = ok(&ns, JournalEntry::AddBlock { inode: h.inode, time_ms: 4 })
         else {
             panic!()
         };
@@ -1668,7 +1716,7 @@ mod tests {
         assert_eq!(err(&ns, set(vec![first + 2, first + 2], 5000)), ErrorCode::InvalidArgument, "a kept id twice");
         // Ids a master-numbered block takes are past the reservation.
         let ApplyResult::Created { attr: g, .. } = ok(&ns, create("/g", false)) else { panic!() };
-        let ApplyResult::Block { block_id } = ok(&ns, JournalEntry::AddBlock { inode: g.inode, time_ms: 6 }) else {
+        let ApplyResult::Block { block_id, .. } = ok(&ns, JournalEntry::AddBlock { inode: g.inode, time_ms: 6 }) else {
             panic!()
         };
         assert!(block_id >= first + 4);

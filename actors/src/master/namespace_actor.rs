@@ -17,7 +17,7 @@ use strata_protocol::messages::{Attr, DirEntry};
 use strata_protocol::ufs::MountInfo;
 use strata_protocol::{BlockId, ErrorCode, ErrorInfo};
 
-use super::namespace::{is_inline, InodeRecord, MountCache, Namespace, NsError};
+use super::namespace::{is_inline, BlockTarget, InodeRecord, MountCache, Namespace, NsError};
 use super::raft::{put_meta, NamespaceHandle};
 
 /// The NamespaceActor's role in its node's registered names.
@@ -73,6 +73,8 @@ pub enum NamespaceMsg {
     LeaseTerm(RpcReplyPort<Result<Option<u64>, ErrorInfo>>),
     /// Those of the blocks whose files are pinned.
     PinnedBlocks(Vec<BlockId>, RpcReplyPort<Vec<BlockId>>),
+    /// What each block's replication depends on (None: no file owns it).
+    BlockTargets(Vec<BlockId>, RpcReplyPort<Result<Vec<Option<BlockTarget>>, ErrorInfo>>),
 }
 
 /// The actor.
@@ -207,6 +209,9 @@ impl Actor for NamespaceActor {
                     }
                 }
                 let _ = reply.send(out);
+            }
+            NamespaceMsg::BlockTargets(blocks, reply) => {
+                let _ = reply.send(ns.block_targets(&blocks).map_err(|e| to_info(e.into())));
             }
             NamespaceMsg::PersistedBlocks(blocks, reply) => {
                 let mut out = Vec::new();

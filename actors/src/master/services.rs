@@ -12,6 +12,7 @@ use super::journal::Journal;
 use super::leases::{LeaseSlot, Leases};
 use super::mounts::Mounts;
 use super::namespace_actor::Ns;
+use super::replication::Replication;
 use super::workers::Workers;
 use crate::faults::Faults;
 
@@ -30,6 +31,8 @@ pub struct Services {
     pub mounts: Mounts,
     /// Test-only fault injection.
     pub faults: Faults,
+    /// Replica counts, the ReplicationManager.
+    pub replication: Replication,
 }
 
 impl Services {

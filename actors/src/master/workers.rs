@@ -20,8 +20,10 @@ use super::journal::Journal;
 use super::namespace::InodeRecord;
 use super::namespace_actor::{NamespaceMsg, Ns};
 pub use crate::cluster::{
-    BlockList, LocationList, MeshAddrs, PlaceRequest, Placement, WorkerManagerMsg, WorkerReports, GROUP,
+    BlockList, HolderList, LocationList, MeshAddrs, PlaceRequest, Placement, TrimList, WorkerManagerMsg,
+    WorkerReports, GROUP,
 };
+use super::replication::Replication;
 use crate::mesh::Wire;
 
 /// The WorkerManager's role in its node's registered names.
@@ -40,6 +42,9 @@ pub struct WorkerManagerArgs {
     pub journal: Journal,
     /// For which reported blocks are orphans, persisted or pinned.
     pub ns: Ns,
+    /// Told of blocks whose copies changed (a worker lost or back, a
+    /// block written, a copy dropped), to keep each at its replica count.
+    pub replication: Replication,
 }
 
 /// What the namespace says of a registering worker's blocks (asked outside
@@ -64,16 +69,26 @@ struct WorkerEntry {
     tiers: Vec<TierUsage>,
     last_heartbeat: Instant,
     live: bool,
-    blocks: HashSet<BlockId>,
+    /// Its blocks, each with the index of its tier in `tiers` (`UNKNOWN_TIER`
+    /// until a registration or commit says).
+    blocks: HashMap<BlockId, u8>,
     to_remove: Vec<BlockId>,
     to_clean: Vec<BlockId>,
     to_pin: Vec<BlockId>,
     to_unpin: Vec<BlockId>,
 }
 
+/// A block whose tier the master has not been told.
+const UNKNOWN_TIER: u8 = u8::MAX;
+
 impl WorkerEntry {
     fn free_bytes(&self) -> u64 {
         self.tiers.iter().map(|t| t.capacity_bytes.saturating_sub(t.used_bytes)).sum()
+    }
+
+    fn tier_name(&self, block: BlockId) -> String {
+        let i = self.blocks.get(&block).copied().unwrap_or(UNKNOWN_TIER);
+        self.tiers.get(usize::from(i)).map(|t| t.tier.clone()).unwrap_or_default()
     }
 }
 
@@ -90,16 +105,22 @@ pub struct WorkerManagerState {
     /// or commit of one of them must not bring its location back.
     freed: HashSet<BlockId>,
     freed_order: std::collections::VecDeque<BlockId>,
+    /// Blocks committed since the last tick: the ReplicationManager looks
+    /// at them once every copy of their write had time to arrive.
+    written: Vec<BlockId>,
 }
 
 /// How many freed block ids are remembered.
 const FREED_MEMORY: usize = 1 << 20;
 
 impl WorkerManagerState {
-    fn add_location(&mut self, worker: WorkerId, block: BlockId) {
+    fn add_location(&mut self, worker: WorkerId, block: BlockId, tier: u8) {
         self.locations.entry(block).or_default().insert(worker);
         if let Some(w) = self.workers.get_mut(&worker) {
-            w.blocks.insert(block);
+            let t = w.blocks.entry(block).or_insert(tier);
+            if tier != UNKNOWN_TIER {
+                *t = tier;
+            }
         }
     }
 
@@ -141,13 +162,35 @@ impl WorkerManagerState {
         }
     }
 
-    fn forget_worker_blocks(&mut self, worker: WorkerId) {
+    /// Forgets every location of `worker`; answers its blocks.
+    fn forget_worker_blocks(&mut self, worker: WorkerId) -> Vec<BlockId> {
         let blocks: Vec<BlockId> =
-            self.workers.get(&worker).map(|w| w.blocks.iter().copied().collect()).unwrap_or_default();
-        for b in blocks {
-            self.remove_location(worker, b);
+            self.workers.get(&worker).map(|w| w.blocks.keys().copied().collect()).unwrap_or_default();
+        for b in &blocks {
+            self.remove_location(worker, *b);
         }
+        blocks
     }
+
+    /// Live holders of `b`.
+    fn live_holders(&self, b: BlockId) -> impl Iterator<Item = &WorkerEntry> {
+        self.locations.get(&b).into_iter().flatten().filter_map(|w| self.workers.get(w)).filter(|w| w.live)
+    }
+}
+
+/// Reorders workers (best first) so that consecutive ones are on
+/// different hosts where possible: the first copies of a block, written
+/// down a chain of the first workers, land on distinct hosts.
+pub fn spread_hosts(workers: Vec<WorkerAddr>) -> Vec<WorkerAddr> {
+    let mut rest = workers;
+    let mut out = Vec::with_capacity(rest.len());
+    while !rest.is_empty() {
+        let mut hosts = HashSet::new();
+        let (round, later): (Vec<_>, Vec<_>) = rest.into_iter().partition(|w| hosts.insert(w.host.clone()));
+        out.extend(round);
+        rest = later;
+    }
+    out
 }
 
 /// The actor.
@@ -173,6 +216,7 @@ impl Actor for WorkerManager {
             next_rr: 0,
             freed: HashSet::new(),
             freed_order: std::collections::VecDeque::new(),
+            written: Vec::new(),
         })
     }
 
@@ -197,6 +241,8 @@ impl Actor for WorkerManager {
                 tracing::info!(worker = id, host = %reg.addr.host, port = reg.addr.data_port, blocks = reg.blocks.len(), "worker registered");
                 st.forget_worker_blocks(id);
                 let orphan_set: HashSet<BlockId> = facts.remove_blocks.iter().copied().collect();
+                let tier_of: HashMap<BlockId, u8> =
+                    reg.blocks.iter().copied().zip(reg.block_tiers.iter().copied()).collect();
                 st.workers.insert(
                     id,
                     WorkerEntry {
@@ -204,16 +250,19 @@ impl Actor for WorkerManager {
                         tiers: reg.tiers,
                         last_heartbeat: Instant::now(),
                         live: true,
-                        blocks: HashSet::new(),
+                        blocks: HashMap::new(),
                         to_remove: Vec::new(),
                         to_clean: Vec::new(),
                         to_pin: Vec::new(),
                         to_unpin: Vec::new(),
                     },
                 );
-                for b in reg.blocks.into_iter().filter(|b| !orphan_set.contains(b)) {
-                    st.add_location(id, b);
+                let kept: Vec<BlockId> = reg.blocks.into_iter().filter(|b| !orphan_set.contains(b)).collect();
+                for b in &kept {
+                    st.add_location(id, *b, tier_of.get(b).copied().unwrap_or(UNKNOWN_TIER));
                 }
+                // A worker back with copies the others replaced: too many now.
+                st.args.replication.check(kept);
                 let _ = reply.send(Wire(facts));
             }
             WorkerManagerMsg::Heartbeat(Wire(hb), reply) => {
@@ -236,12 +285,14 @@ impl Actor for WorkerManager {
                 let clean_blocks = std::mem::take(&mut w.to_clean);
                 let pin_blocks = std::mem::take(&mut w.to_pin);
                 let unpin_blocks = std::mem::take(&mut w.to_unpin);
-                for b in hb.removed {
-                    st.remove_location(hb.worker_id, b);
+                for b in &hb.removed {
+                    st.remove_location(hb.worker_id, *b);
                 }
+                // A copy dropped (evicted, found corrupt): maybe too few now.
+                st.args.replication.check(hb.removed);
                 let added: Vec<BlockId> = hb.added.into_iter().filter(|b| !st.freed.contains(b)).collect();
                 for b in &added {
-                    st.add_location(hb.worker_id, *b);
+                    st.add_location(hb.worker_id, *b, UNKNOWN_TIER);
                 }
                 // A worker that was declared lost had its locations dropped: it must report them again.
                 let mut answer = HeartbeatReply {
@@ -277,45 +328,70 @@ impl Actor for WorkerManager {
                     let _ = reply.send(Wire(CommitReply::Orphan));
                     return Ok(());
                 }
-                st.add_location(c.worker_id, c.block_id);
+                let tier = st.workers.get(&c.worker_id).and_then(|w| w.tiers.iter().position(|t| t.tier == c.tier));
+                st.add_location(c.worker_id, c.block_id, tier.map_or(UNKNOWN_TIER, |i| i as u8));
+                st.written.push(c.block_id);
                 let _ = reply.send(Wire(CommitReply::Ok));
             }
             WorkerManagerMsg::Locate(Wire(blocks), reply) => {
+                let out = blocks.0.iter().map(|b| st.live_holders(*b).map(|w| w.addr.clone()).collect()).collect();
+                let _ = reply.send(Wire(LocationList(out)));
+            }
+            WorkerManagerMsg::Holders(Wire(blocks), reply) => {
                 let out = blocks
                     .0
                     .iter()
-                    .map(|b| {
-                        st.locations
-                            .get(b)
-                            .map(|ws| {
-                                ws.iter()
-                                    .filter_map(|w| st.workers.get(w))
-                                    .filter(|w| w.live)
-                                    .map(|w| w.addr.clone())
-                                    .collect()
-                            })
-                            .unwrap_or_default()
-                    })
+                    .map(|b| st.live_holders(*b).map(|w| (w.addr.clone(), w.tier_name(*b))).collect())
                     .collect();
-                let _ = reply.send(Wire(LocationList(out)));
+                let _ = reply.send(Wire(HolderList(out)));
+            }
+            WorkerManagerMsg::Trim(Wire(trims)) => {
+                for (b, w) in trims.0 {
+                    if st.locations.get(&b).is_some_and(|ws| ws.contains(&w)) {
+                        st.remove_location(w, b);
+                        if let Some(entry) = st.workers.get_mut(&w) {
+                            entry.to_remove.push(b);
+                        }
+                    }
+                }
+            }
+            WorkerManagerMsg::BadCopies(Wire(bad)) => {
+                for (b, w) in bad.0 {
+                    let others = st.live_holders(b).filter(|h| h.addr.worker_id != w).count();
+                    if others == 0 {
+                        // Never drop the last copy: a read keeps reporting it.
+                        tracing::error!(block = b, worker = w, "the only live copy of a block is corrupt");
+                        continue;
+                    }
+                    tracing::warn!(block = b, worker = w, "dropping a corrupt copy; {others} other copies live");
+                    if st.locations.get(&b).is_some_and(|ws| ws.contains(&w)) {
+                        st.remove_location(w, b);
+                        if let Some(entry) = st.workers.get_mut(&w) {
+                            entry.to_remove.push(b);
+                        }
+                    }
+                    st.args.replication.check(vec![b]);
+                }
+            }
+            WorkerManagerMsg::AllBlocks(reply) => {
+                let _ = reply.send(Wire(BlockList(st.locations.keys().copied().collect())));
             }
             WorkerManagerMsg::Place(Wire(req), reply) => {
-                let mut live: Vec<&WorkerEntry> =
-                    st.workers.values().filter(|w| w.live && w.free_bytes() >= req.length).collect();
-                if live.is_empty() {
-                    // Let the worker answer a precise no-space error rather than guess here.
-                    live = st.workers.values().filter(|w| w.live).collect();
-                }
+                // Workers without the room go last (a worker answers a
+                // precise no-space error, or evicts, rather than guess here).
+                let mut live: Vec<&WorkerEntry> = st.workers.values().filter(|w| w.live).collect();
                 live.sort_by_key(|w| {
-                    (w.addr.host != req.client_host, std::cmp::Reverse(w.free_bytes()), w.addr.worker_id)
+                    let free = w.free_bytes();
+                    (free < req.length, w.addr.host != req.client_host, std::cmp::Reverse(free), w.addr.worker_id)
                 });
-                // Local-first; among equals, rotate so load spreads.
-                if live.len() > 1 && live[0].addr.host != req.client_host {
-                    let n = live.len();
-                    live.rotate_left(st.next_rr % n);
+                // Local-first; among the others with room, rotate so load spreads.
+                let roomy = live.iter().take_while(|w| w.free_bytes() >= req.length).count();
+                if roomy > 1 && live[0].addr.host != req.client_host {
+                    live[..roomy].rotate_left(st.next_rr % roomy);
                     st.next_rr += 1;
                 }
-                let _ = reply.send(Wire(Placement(live.into_iter().map(|w| w.addr.clone()).collect())));
+                let chosen = spread_hosts(live.into_iter().map(|w| w.addr.clone()).collect());
+                let _ = reply.send(Wire(Placement(chosen)));
             }
             WorkerManagerMsg::Free(Wire(blocks)) => {
                 for b in &blocks.0 {
@@ -378,11 +454,13 @@ impl Actor for WorkerManager {
                     .collect();
                 for id in lost {
                     tracing::warn!(worker = id, ?timeout, "worker lost: no heartbeat");
-                    st.forget_worker_blocks(id);
+                    let blocks = st.forget_worker_blocks(id);
                     if let Some(w) = st.workers.get_mut(&id) {
                         w.live = false;
                     }
+                    st.args.replication.check(blocks);
                 }
+                st.args.replication.check_later(std::mem::take(&mut st.written));
                 let forget = timeout + st.args.forget_after;
                 st.workers.retain(|id, w| {
                     let gone = !w.live && now.duration_since(w.last_heartbeat) > forget;
@@ -450,9 +528,16 @@ impl Workers {
         }
     }
 
-    /// Live workers for new blocks, best first (local to `client_host` first).
-    pub async fn place(&self, client_host: String) -> Result<Vec<WorkerAddr>, ErrorInfo> {
-        Ok(self.call(|r| WorkerManagerMsg::Place(Wire(PlaceRequest { client_host, length: 0 }), r)).await?.0 .0)
+    /// Live workers for a new block of `length` bytes, best first (local
+    /// to `client_host` first, then on other hosts than those before;
+    /// workers without the room last).
+    pub async fn place(&self, client_host: String, length: u64) -> Result<Vec<WorkerAddr>, ErrorInfo> {
+        Ok(self.call(|r| WorkerManagerMsg::Place(Wire(PlaceRequest { client_host, length }), r)).await?.0 .0)
+    }
+
+    /// Live holders of blocks, with their tiers.
+    pub async fn holders(&self, blocks: Vec<BlockId>) -> Result<Vec<Vec<(WorkerAddr, String)>>, ErrorInfo> {
+        Ok(self.call(|r| WorkerManagerMsg::Holders(Wire(BlockList(blocks)), r)).await?.0 .0)
     }
 
     /// A file's blocks and their cached locations.
@@ -474,5 +559,18 @@ impl Workers {
             })
             .collect();
         Ok(FileBlocks { attr: rec.attr, blocks, ufs: None, inline: None })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spread_hosts_puts_distinct_hosts_first_keeping_order() {
+        let w = |id: u64, host: &str| WorkerAddr { worker_id: id, host: host.into(), data_port: 1 };
+        let got = spread_hosts(vec![w(1, "a"), w(2, "a"), w(3, "b"), w(4, "a"), w(5, "c"), w(6, "b")]);
+        let ids: Vec<u64> = got.iter().map(|w| w.worker_id).collect();
+        assert_eq!(ids, vec![1, 3, 5, 2, 6, 4]);
     }
 }

@@ -16,17 +16,15 @@ use parking_lot::Mutex;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use ractor_cluster::RactorMessage;
 use strata_protocol::frame::{read_frame, write_frame, FrameKind, ReadFrameError};
-use strata_protocol::messages::{BlockCommit, BlockLocation, CommitReply, DataRequest, DataResponse};
+use strata_protocol::messages::{BlockLocation, DataRequest, DataResponse, WorkerAddr, MAX_REPLICAS};
 use strata_protocol::ufs::{Fingerprint, ReadType, UfsSource, UfsSpec};
 use strata_protocol::{BlockId, ErrorCode, ErrorInfo, WorkerId, MAX_BLOCK_SIZE};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use super::blockfile::{self, BlockError, BlockWriter};
-use super::tier::{TierConfig, TierMsg};
-use super::worker_actor;
-use crate::cluster::{worker_managers, WorkerManagerMsg};
-use crate::mesh::Wire;
+use super::replicator;
+use super::store::BlockStore;
+use super::tier::TierConfig;
 use crate::supervisor::Scope;
 use crate::ufs::{self, Ufs};
 
@@ -70,9 +68,7 @@ pub struct DataServerState {
 /// What the connections of one DataServer incarnation share (made afresh
 /// when it restarts).
 struct Ctx {
-    tiers: Vec<TierConfig>,
-    worker_id: WorkerId,
-    scope: Scope,
+    store: BlockStore,
     /// One UFS fetch per block at a time.
     miss_locks: Mutex<HashMap<BlockId, Arc<tokio::sync::Mutex<()>>>>,
     /// Connections to peer workers (blocks of a file being persisted).
@@ -90,11 +86,6 @@ impl Ctx {
         }
         locks.entry(block_id).or_default().clone()
     }
-
-    fn tier_actor(&self, t: &TierConfig) -> Result<ActorRef<TierMsg>, ErrorInfo> {
-        worker_actor::tier_ref(&self.scope, t)
-            .ok_or_else(|| ErrorInfo::new(ErrorCode::Unavailable, format!("tier {} is restarting", t.name)))
-    }
 }
 
 impl Actor for DataServer {
@@ -111,9 +102,7 @@ impl Actor for DataServer {
         l.set_nonblocking(true)?;
         let addr = l.local_addr()?;
         let ctx = Arc::new(Ctx {
-            tiers: args.tiers,
-            worker_id: args.worker_id,
-            scope: args.scope,
+            store: BlockStore { tiers: args.tiers, worker_id: args.worker_id, scope: args.scope },
             miss_locks: Mutex::default(),
             peers: strata_client::data::DataPool::new(Duration::from_secs(60)),
             ufs: Ufs::default(),
@@ -137,27 +126,6 @@ impl Actor for DataServer {
     }
 }
 
-async fn tier_call<R: Send + 'static>(
-    ctx: &Ctx,
-    t: &TierConfig,
-    make: impl FnOnce(ractor::RpcReplyPort<R>) -> TierMsg,
-) -> Result<R, ErrorInfo> {
-    match ctx.tier_actor(t)?.call(make, Some(Duration::from_secs(10))).await {
-        Ok(ractor::rpc::CallResult::Success(r)) => Ok(r),
-        _ => Err(ErrorInfo::new(ErrorCode::Unavailable, format!("tier {} did not answer", t.name))),
-    }
-}
-
-fn block_error(e: BlockError) -> ErrorInfo {
-    let code = match &e {
-        BlockError::NotFound { .. } => ErrorCode::BlockNotFound,
-        BlockError::Checksum { .. } | BlockError::Corrupt { .. } => ErrorCode::ChecksumMismatch,
-        BlockError::OutOfRange { .. } => ErrorCode::InvalidArgument,
-        BlockError::Io(_) => ErrorCode::Io,
-    };
-    ErrorInfo::new(code, e.to_string())
-}
-
 async fn respond(stream: &mut TcpStream, r: &DataResponse) -> bool {
     write_frame(stream, FrameKind::Response, r).await.is_ok() && stream.flush().await.is_ok()
 }
@@ -178,8 +146,16 @@ async fn serve(mut stream: TcpStream, ctx: Arc<Ctx>) {
             DataRequest::Read { block_id, offset, length } => {
                 serve_read(&mut stream, &ctx, block_id, offset, length).await
             }
-            DataRequest::Write { block_id, length, crc, durable } => {
-                serve_write(&mut stream, &ctx, block_id, length, crc, durable).await
+            DataRequest::Write { block_id, length, crc, durable, forward } => {
+                serve_write(&mut stream, &ctx, block_id, length, crc, durable, forward).await
+            }
+            DataRequest::Replicate { block_id, length, sources, clean } => {
+                let task = replicator::CopyTask { block_id, length, sources, clean };
+                let r = match replicator::copy(&ctx.store.scope, task).await {
+                    Ok(tier) => DataResponse::WriteOk { tier, copies: 1 },
+                    Err(e) => DataResponse::Error(e),
+                };
+                respond(&mut stream, &r).await
             }
             DataRequest::ReadUfs { block_id, offset, length, block_offset, block_length, source } => {
                 let miss = UfsMiss { block_id, block_offset, block_length, source };
@@ -196,7 +172,7 @@ async fn serve(mut stream: TcpStream, ctx: Arc<Ctx>) {
                 respond(&mut stream, &r).await
             }
             DataRequest::LocalDir { block_id } => {
-                let r = match find_block(&ctx, block_id).await {
+                let r = match ctx.store.find_block(block_id).await {
                     Ok((tier, _)) => DataResponse::LocalDir { dir: tier.dir.display().to_string() },
                     Err(e) => DataResponse::Error(e),
                 };
@@ -209,46 +185,15 @@ async fn serve(mut stream: TcpStream, ctx: Arc<Ctx>) {
     }
 }
 
-async fn find_block(ctx: &Ctx, block_id: BlockId) -> Result<(TierConfig, u64), ErrorInfo> {
-    for t in &ctx.tiers {
-        if let Some(len) = tier_call(ctx, t, |r| TierMsg::Lookup(block_id, r)).await? {
-            return Ok((t.clone(), len));
-        }
-    }
-    Err(ErrorInfo::new(ErrorCode::BlockNotFound, format!("block {block_id:016x} is not on this worker")))
-}
-
 async fn serve_read(stream: &mut TcpStream, ctx: &Ctx, block_id: BlockId, offset: u64, length: u64) -> bool {
-    let result = async {
-        if length > MAX_READ_BYTES {
-            return Err(ErrorInfo::new(
-                ErrorCode::InvalidArgument,
-                format!("read of {length} bytes exceeds {MAX_READ_BYTES}"),
-            ));
-        }
-        let (tier, _) = find_block(ctx, block_id).await?;
-        tokio::task::spawn_blocking(move || {
-            let meta = blockfile::read_meta(&tier.dir, block_id)?;
-            blockfile::read_range(&tier.dir, &meta, offset, length)
-        })
-        .await
-        .map_err(|e| ErrorInfo::new(ErrorCode::Internal, e.to_string()))?
-        .map_err(block_error)
-    }
-    .await;
+    let result = if length > MAX_READ_BYTES {
+        Err(ErrorInfo::new(ErrorCode::InvalidArgument, format!("read of {length} bytes exceeds {MAX_READ_BYTES}")))
+    } else {
+        ctx.store.read(block_id, offset, length).await
+    };
     match result {
-        Ok(bytes) => {
-            if !respond_header(stream, &DataResponse::ReadOk { length: bytes.len() as u64 }).await {
-                return false;
-            }
-            stream.write_all(&bytes).await.is_ok() && stream.flush().await.is_ok()
-        }
-        Err(e) => {
-            if e.code == ErrorCode::ChecksumMismatch {
-                tracing::error!(block = block_id, error = %e, "corrupt block detected on read");
-            }
-            respond(stream, &DataResponse::Error(e)).await
-        }
+        Ok(bytes) => send_bytes(stream, &bytes).await,
+        Err(e) => respond(stream, &DataResponse::Error(e)).await,
     }
 }
 
@@ -280,7 +225,7 @@ async fn serve_read_ufs(stream: &mut TcpStream, ctx: &Ctx, miss: UfsMiss, offset
     if let Some(msg) = bad {
         return respond(stream, &DataResponse::Error(ErrorInfo::new(ErrorCode::InvalidArgument, msg))).await;
     }
-    if find_block(ctx, miss.block_id).await.is_ok() {
+    if ctx.store.find_block(miss.block_id).await.is_ok() {
         return serve_read(stream, ctx, miss.block_id, offset, length).await;
     }
     let r = if miss.source.read_type == ReadType::NoCache {
@@ -301,12 +246,12 @@ async fn serve_read_ufs(stream: &mut TcpStream, ctx: &Ctx, miss: UfsMiss, offset
 async fn fetch_and_cache(ctx: &Ctx, miss: &UfsMiss) -> Result<Option<Arc<Vec<u8>>>, ErrorInfo> {
     let lock = ctx.miss_lock(miss.block_id);
     let _g = lock.lock().await;
-    if find_block(ctx, miss.block_id).await.is_ok() {
+    if ctx.store.find_block(miss.block_id).await.is_ok() {
         return Ok(None);
     }
     let data = Arc::new(ufs_range(ctx, &miss.source, miss.block_offset, miss.block_length).await?);
     let promote = miss.source.read_type == ReadType::CachePromote;
-    if let Err(e) = store_block(ctx, miss.block_id, data.clone(), promote).await {
+    if let Err(e) = ctx.store.store_bytes(miss.block_id, data.clone(), promote, true).await {
         tracing::warn!(block = miss.block_id, error = %e, "serving a UFS block without caching it");
     }
     Ok(Some(data))
@@ -349,18 +294,14 @@ async fn ufs_range(ctx: &Ctx, src: &UfsSource, offset: u64, length: u64) -> Resu
 
 /// A range of a block from this worker's tiers or a peer holding it.
 async fn block_range(ctx: &Ctx, b: &BlockLocation, offset: u64, length: u64) -> Result<Vec<u8>, ErrorInfo> {
-    if let Ok((tier, _)) = find_block(ctx, b.block_id).await {
-        let id = b.block_id;
-        return tokio::task::spawn_blocking(move || {
-            let meta = blockfile::read_meta(&tier.dir, id)?;
-            blockfile::read_range(&tier.dir, &meta, offset, length)
-        })
-        .await
-        .map_err(|e| ErrorInfo::new(ErrorCode::Internal, e.to_string()))?
-        .map_err(block_error);
-    }
-    let mut last = ErrorInfo::new(ErrorCode::BlockNotFound, format!("block {:016x} has no live copy", b.block_id));
-    for w in b.workers.iter().filter(|w| w.worker_id != ctx.worker_id) {
+    let mut last = match ctx.store.read(b.block_id, offset, length).await {
+        Ok(bytes) => return Ok(bytes),
+        Err(e) if e.code == ErrorCode::BlockNotFound => {
+            ErrorInfo::new(ErrorCode::BlockNotFound, format!("block {:016x} has no live copy", b.block_id))
+        }
+        Err(e) => e,
+    };
+    for w in b.workers.iter().filter(|w| w.worker_id != ctx.store.worker_id) {
         match ctx.peers.read_block(w, b.block_id, offset, length).await {
             Ok(bytes) => return Ok(bytes),
             Err(e) => last = ErrorInfo::new(e.code(), e.to_string()),
@@ -425,23 +366,13 @@ async fn respond_header(stream: &mut TcpStream, r: &DataResponse) -> bool {
     write_frame(stream, FrameKind::Response, r).await.is_ok()
 }
 
-/// Reserves space on the fastest tier that has room.
-async fn reserve(ctx: &Ctx, length: u64) -> Result<TierConfig, ErrorInfo> {
-    let mut last = None;
-    for t in &ctx.tiers {
-        match tier_call(ctx, t, |r| TierMsg::Reserve(length, r)).await? {
-            Ok(evicted) => {
-                if !evicted.is_empty() {
-                    worker_actor::report_removed(&ctx.scope, evicted);
-                }
-                return Ok(t.clone());
-            }
-            Err(e) => last = Some(e),
-        }
-    }
-    Err(last.unwrap_or_else(|| ErrorInfo::new(ErrorCode::NoSpace, "the worker has no tiers")))
-}
-
+/// Receives a block (`length` bytes, whole-block crc32c `crc`) into a
+/// block file and, when `forward` names workers, passes every piece on to
+/// the first of them (with the rest of the list) while writing it here:
+/// a chain, as HDFS's pipeline, so the writer sends the bytes once for
+/// every copy. Answers the copies stored: this one plus those the chain
+/// reports (a worker down the chain that fails ends it there; the copies
+/// before it stand).
 async fn serve_write(
     stream: &mut TcpStream,
     ctx: &Ctx,
@@ -449,13 +380,28 @@ async fn serve_write(
     length: u64,
     crc: u32,
     durable: bool,
+    forward: Vec<WorkerAddr>,
 ) -> bool {
-    if length > MAX_BLOCK_SIZE {
-        let e = ErrorInfo::new(ErrorCode::InvalidArgument, format!("block of {length} bytes exceeds {MAX_BLOCK_SIZE}"));
-        let _ = respond(stream, &DataResponse::Error(e)).await;
+    let bad = if length > MAX_BLOCK_SIZE {
+        Some(format!("block of {length} bytes exceeds {MAX_BLOCK_SIZE}"))
+    } else if forward.len() >= usize::from(MAX_REPLICAS) {
+        Some(format!("a chain of {} workers is longer than {MAX_REPLICAS} copies", forward.len() + 1))
+    } else {
+        None
+    };
+    if let Some(msg) = bad {
+        let _ = respond(stream, &DataResponse::Error(ErrorInfo::new(ErrorCode::InvalidArgument, msg))).await;
         return false; // the announced bytes are not read: close
     }
-    let tier = match reserve(ctx, length).await {
+    let store = &ctx.store;
+    if let Ok((tier, _)) = store.find_block(block_id).await {
+        // Written here before (a retried write): this copy stands.
+        if !drain(stream, length).await {
+            return false;
+        }
+        return respond(stream, &DataResponse::WriteOk { tier: tier.name, copies: 1 }).await;
+    }
+    let tier = match store.reserve(length, false).await {
         Ok(t) => t,
         Err(e) => {
             // Read the announced bytes so the error arrives in order and the
@@ -466,26 +412,25 @@ async fn serve_write(
             return respond(stream, &DataResponse::Error(e)).await;
         }
     };
-    let release = |t: &TierConfig| {
-        if let Ok(a) = ctx.tier_actor(t) {
-            let _ = a.cast(TierMsg::Release(length));
-        }
-    };
-    // Receive into the block file, 1 MiB at a time.
-    let dir = tier.dir.clone();
-    let mut writer = match tokio::task::spawn_blocking(move || BlockWriter::create(&dir, block_id)).await {
-        Ok(Ok(w)) => w,
-        other => {
-            release(&tier);
-            let msg = match other {
-                Ok(Err(e)) => e.to_string(),
-                Err(e) => e.to_string(),
-                Ok(Ok(_)) => unreachable!(),
-            };
-            let _ = respond(stream, &DataResponse::Error(ErrorInfo::new(ErrorCode::Io, msg))).await;
+    let mut writer = match store.create(&tier, block_id, length).await {
+        Ok(w) => w,
+        Err(e) => {
+            let _ = respond(stream, &DataResponse::Error(e)).await;
             return false;
         }
     };
+    let mut down = match forward.split_first() {
+        Some((next, rest)) => match ctx.peers.begin_write(next, block_id, length, crc, durable, rest).await {
+            Ok(up) => Some(up),
+            Err(e) => {
+                tracing::warn!(block = block_id, worker = next.worker_id, error = %e, "cannot forward the block");
+                None
+            }
+        },
+        None => None,
+    };
+    // Receive 1 MiB at a time; write each piece here and send it down the
+    // chain at once.
     let mut remaining = length;
     let mut actual_crc = 0u32;
     let mut buf = vec![0u8; IO_CHUNK];
@@ -493,27 +438,38 @@ async fn serve_write(
         let n = (remaining as usize).min(IO_CHUNK);
         if stream.read_exact(&mut buf[..n]).await.is_err() {
             writer.abort();
-            release(&tier);
+            store.release(&tier, length);
             return false;
         }
         actual_crc = crc32c::crc32c_append(actual_crc, &buf[..n]);
-        let r = tokio::task::spawn_blocking(move || {
-            let r = writer.write(&buf[..n]);
-            (writer, buf, r)
-        })
-        .await;
-        let (w, b, r) = match r {
-            Ok(v) => v,
-            Err(_) => {
-                release(&tier);
-                return false;
+        let piece = Arc::new(std::mem::take(&mut buf));
+        let local = {
+            let piece = piece.clone();
+            tokio::task::spawn_blocking(move || {
+                let r = writer.write(&piece[..n]);
+                (writer, r)
+            })
+        };
+        let sent = async {
+            match down.as_mut() {
+                Some(up) => up.send(&piece[..n]).await.map_err(|e| e.to_string()),
+                None => Ok(()),
             }
         };
+        let (local, sent) = tokio::join!(local, sent);
+        if let Err(e) = sent {
+            tracing::warn!(block = block_id, error = %e, "forwarding the block failed; the chain ends here");
+            down = None;
+        }
+        buf = Arc::try_unwrap(piece).unwrap_or_else(|p| p.to_vec());
+        let Ok((w, r)) = local else {
+            store.release(&tier, length);
+            return false;
+        };
         writer = w;
-        buf = b;
         if let Err(e) = r {
             writer.abort();
-            release(&tier);
+            store.release(&tier, length);
             let code = if e.raw_os_error() == Some(libc::ENOSPC) { ErrorCode::NoSpace } else { ErrorCode::Io };
             let _ = respond(stream, &DataResponse::Error(ErrorInfo::new(code, format!("writing block: {e}")))).await;
             return false;
@@ -522,100 +478,24 @@ async fn serve_write(
     }
     if actual_crc != crc {
         writer.abort();
-        release(&tier);
+        store.release(&tier, length);
         let e = ErrorInfo::new(ErrorCode::ChecksumMismatch, format!("block {block_id:016x} arrived damaged"));
         return respond(stream, &DataResponse::Error(e)).await;
     }
-    match seal_block(ctx, &tier, writer, block_id, length, false, durable).await {
-        Ok(()) => respond(stream, &DataResponse::WriteOk { tier: tier.name.clone() }).await,
+    let sealed = store.seal(&tier, writer, block_id, length, false, durable);
+    let chained = async {
+        match down {
+            Some(up) => up.finish(&ctx.peers).await.unwrap_or_else(|e| {
+                tracing::warn!(block = block_id, error = %e, "the chain below this worker failed");
+                0
+            }),
+            None => 0,
+        }
+    };
+    let (sealed, chained) = tokio::join!(sealed, chained);
+    match sealed {
+        Ok(()) => respond(stream, &DataResponse::WriteOk { tier: tier.name.clone(), copies: 1 + chained }).await,
         Err(e) => respond(stream, &DataResponse::Error(e)).await,
-    }
-}
-
-/// Finishes a received block file (fsync'd on a durable tier if `durable`),
-/// hands it to its tier (which accounts the reserved space) and commits its
-/// location to the masters. On failure the block is gone and the
-/// reservation released.
-async fn seal_block(
-    ctx: &Ctx,
-    tier: &TierConfig,
-    writer: BlockWriter,
-    block_id: BlockId,
-    length: u64,
-    clean: bool,
-    durable: bool,
-) -> Result<(), ErrorInfo> {
-    let release = |t: &TierConfig| {
-        if let Ok(a) = ctx.tier_actor(t) {
-            let _ = a.cast(TierMsg::Release(length));
-        }
-    };
-    let durable = tier.durable && durable;
-    let finished = tokio::task::spawn_blocking(move || writer.finish(durable)).await;
-    if let Err(msg) = match finished {
-        Ok(Ok(_)) => Ok(()),
-        Ok(Err(e)) => Err(e.to_string()),
-        Err(e) => Err(e.to_string()),
-    } {
-        release(tier);
-        let _ = blockfile::remove(&tier.dir, block_id);
-        return Err(ErrorInfo::new(ErrorCode::Io, msg));
-    }
-    let committed = match ctx.tier_actor(tier) {
-        Ok(a) => {
-            ractor::call_t!(a, |reply| TierMsg::Commit { block_id, reserved: length, length, clean, reply }, 10_000)
-                .is_ok()
-        }
-        Err(_) => false,
-    };
-    if !committed {
-        let _ = blockfile::remove(&tier.dir, block_id);
-        return Err(ErrorInfo::new(ErrorCode::Unavailable, "tier restarted during the write"));
-    }
-    if let Err(e) = commit_to_master(&ctx.scope, ctx.worker_id, block_id, length, &tier.name).await {
-        let _ = tier_call(ctx, tier, |r| TierMsg::Remove(block_id, r)).await;
-        return Err(e);
-    }
-    Ok(())
-}
-
-/// Stores a whole block held in memory (fetched from a UFS) as a clean
-/// block: on the fastest tier with room, or only the fastest (`promote`).
-async fn store_block(ctx: &Ctx, block_id: BlockId, data: Arc<Vec<u8>>, promote: bool) -> Result<(), ErrorInfo> {
-    let length = data.len() as u64;
-    let tier = if promote {
-        let t = ctx.tiers.first().ok_or_else(|| ErrorInfo::new(ErrorCode::NoSpace, "the worker has no tiers"))?;
-        match tier_call(ctx, t, |r| TierMsg::Reserve(length, r)).await? {
-            Ok(evicted) => {
-                if !evicted.is_empty() {
-                    worker_actor::report_removed(&ctx.scope, evicted);
-                }
-                t.clone()
-            }
-            Err(_) => reserve(ctx, length).await?,
-        }
-    } else {
-        reserve(ctx, length).await?
-    };
-    let dir = tier.dir.clone();
-    let written = tokio::task::spawn_blocking(move || {
-        let mut w = BlockWriter::create(&dir, block_id)?;
-        if let Err(e) = w.write(&data) {
-            w.abort();
-            return Err(e);
-        }
-        Ok(w)
-    })
-    .await
-    .map_err(|e| ErrorInfo::new(ErrorCode::Internal, e.to_string()))?;
-    match written {
-        Ok(w) => seal_block(ctx, &tier, w, block_id, length, true, true).await,
-        Err(e) => {
-            if let Ok(a) = ctx.tier_actor(&tier) {
-                let _ = a.cast(TierMsg::Release(length));
-            }
-            Err(ErrorInfo::new(ErrorCode::Io, format!("caching block {block_id:016x}: {e}")))
-        }
     }
 }
 
@@ -623,44 +503,4 @@ async fn store_block(ctx: &Ctx, block_id: BlockId, data: Arc<Vec<u8>>, promote: 
 async fn drain(stream: &mut TcpStream, n: u64) -> bool {
     let mut sink = tokio::io::sink();
     matches!(tokio::io::copy(&mut (&mut *stream).take(n), &mut sink).await, Ok(copied) if copied == n)
-}
-
-/// Commits a stored block to every master: the answer of the first one is
-/// enough (the others hear of it by heartbeat if their call fails), so a
-/// stopped master does not hold up writes.
-async fn commit_to_master(
-    scope: &Scope,
-    worker_id: WorkerId,
-    block_id: BlockId,
-    length: u64,
-    tier: &str,
-) -> Result<(), ErrorInfo> {
-    let masters = worker_managers();
-    if masters.is_empty() {
-        return Err(ErrorInfo::new(ErrorCode::Unavailable, "no master on the mesh"));
-    }
-    let (tx, mut rx) = tokio::sync::mpsc::channel(masters.len());
-    for m in masters {
-        let master: ActorRef<WorkerManagerMsg> = m;
-        let commit = BlockCommit { worker_id, block_id, length, tier: tier.to_string() };
-        let tx = tx.clone();
-        tokio::spawn(async move {
-            let r = ractor::call_t!(master, WorkerManagerMsg::CommitBlock, 5000, Wire(commit)).map(|w| w.0);
-            let _ = tx.send(r).await;
-        });
-    }
-    drop(tx);
-    worker_actor::report_added(scope, vec![block_id]);
-    let mut last = ErrorInfo::new(ErrorCode::Unavailable, "no master answered the block commit");
-    while let Some(r) = rx.recv().await {
-        match r {
-            Ok(CommitReply::Ok) => return Ok(()),
-            Ok(CommitReply::UnknownWorker) => {
-                last = ErrorInfo::new(ErrorCode::Unavailable, "the master does not know this worker yet; retry")
-            }
-            Ok(CommitReply::Orphan) => last = ErrorInfo::new(ErrorCode::InvalidState, "the block's file is gone"),
-            Err(e) => last = ErrorInfo::new(ErrorCode::Unavailable, format!("committing to a master: {e}")),
-        }
-    }
-    Err(last)
 }

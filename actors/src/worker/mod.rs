@@ -4,12 +4,15 @@
 //! NodeSupervisor
 //! ├─ TierActor MEM ┐ one per tier: space accounting, LRU, eviction of clean blocks
 //! ├─ TierActor SSD ┘
+//! ├─ BlockReplicator copies blocks from peers for the leader's repairs
 //! ├─ DataServer      block bytes on the data port
 //! └─ WorkerActor     mesh join, registration, heartbeats, master commands
 //! ```
 
 pub use strata_protocol::blockfile;
 pub mod data_server;
+pub mod replicator;
+pub mod store;
 pub mod tier;
 pub mod worker_actor;
 
@@ -71,6 +74,8 @@ pub fn children(opts: &WorkerOptions, listener: Arc<std::net::TcpListener>) -> R
             ChildSpec::actor(scope.name(&t.role()), move || (tier::TierActor, t.clone()))
         })
         .collect();
+    let store = store::BlockStore { tiers: opts.tiers.clone(), worker_id: id, scope: scope.clone() };
+    specs.push(ChildSpec::actor(scope.name(replicator::ROLE), move || (replicator::BlockReplicator, store.clone())));
     let ds = data_server::DataServerArgs { listener, tiers: opts.tiers.clone(), worker_id: id, scope: scope.clone() };
     specs.push(ChildSpec::actor(scope.name(data_server::ROLE), move || (data_server::DataServer, ds.clone())));
     let args = worker_actor::WorkerArgs {

@@ -147,12 +147,15 @@ fn mark_pinned(scope: &Scope, tiers: &[TierConfig], blocks: &[BlockId], pinned: 
 
 /// Registers with one master (full block report).
 async fn register(args: WorkerArgs, master: ActorRef<WorkerManagerMsg>) -> Result<(), String> {
-    let mut blocks = Vec::new();
-    for t in &args.tiers {
+    let (mut blocks, mut block_tiers) = (Vec::new(), Vec::new());
+    for (i, t) in args.tiers.iter().enumerate() {
         let a = tier_ref(&args.scope, t).ok_or_else(|| format!("tier {} is restarting", t.name))?;
-        blocks.extend(ractor::call_t!(a, TierMsg::List, 5000).map_err(|e| e.to_string())?);
+        let listed = ractor::call_t!(a, TierMsg::List, 5000).map_err(|e| e.to_string())?;
+        block_tiers.extend(std::iter::repeat_n(i as u8, listed.len()));
+        blocks.extend(listed);
     }
-    let reg = RegisterWorker { addr: args.addr.clone(), tiers: usage(&args.scope, &args.tiers).await, blocks };
+    let tiers = usage(&args.scope, &args.tiers).await;
+    let reg = RegisterWorker { addr: args.addr.clone(), tiers, blocks, block_tiers };
     let n = reg.blocks.len();
     let reply = ractor::call_t!(master, WorkerManagerMsg::Register, 5000, Wire(reg)).map_err(|e| e.to_string())?.0;
     remove_blocks(&args.scope, &args.tiers, &reply.remove_blocks).await;

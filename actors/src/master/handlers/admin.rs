@@ -36,5 +36,13 @@ pub(super) async fn report(svc: &Services) -> Result<MasterResponse, ErrorInfo> 
     let masters = svc.journal.members().await.unwrap_or_default();
     let workers = svc.workers.call(WorkerManagerMsg::Report).await?.0 .0;
     let inodes = svc.ns.call(NamespaceMsg::InodeCount).await?;
-    Ok(MasterResponse::Report(ClusterReport { masters, workers, inodes }))
+    let health = svc.replication.health().await.unwrap_or_default();
+    Ok(MasterResponse::Report(ClusterReport {
+        masters,
+        workers,
+        inodes,
+        under_replicated: health.under,
+        over_replicated: health.over,
+        missing: health.missing,
+    }))
 }

@@ -2,11 +2,13 @@
 //! and what a completed write under a mount needs.
 
 use strata_protocol::journal::{ApplyResult, JournalEntry};
-use strata_protocol::messages::{BlockLocation, FileBlocks, MasterResponse, SetAttrs};
+use strata_protocol::messages::{
+    BlockLocation, BlockReplication, Copies, FileBlocks, FileReplication, FileType, MasterResponse, Replicas, SetAttrs,
+};
 use strata_protocol::ufs::{UfsSource, WriteType};
 use strata_protocol::{now_ms, BlockId, ErrorCode, ErrorInfo, InodeId, INLINE_MAX_BYTES};
 
-use super::super::namespace::InodeRecord;
+use super::super::namespace::{BlockTarget, InodeRecord};
 use super::super::namespace_actor::NamespaceMsg;
 use super::super::services::Services;
 use super::{attr_of, bad_block_size, check_path, err, freed_of, read_barrier, replaced, unexpected};
@@ -17,22 +19,53 @@ pub(super) async fn add_block(
     client_host: String,
     path: String,
 ) -> Result<MasterResponse, ErrorInfo> {
-    let ApplyResult::Block { block_id } =
+    let ApplyResult::Block { block_id, replicas, block_size } =
         svc.journal.propose(JournalEntry::AddBlock { inode, time_ms: now_ms() }).await?
     else {
         return Ok(err(ErrorCode::Internal, "AddBlock applied without a block"));
     };
-    let workers = svc.workers.place(client_host).await?;
-    if workers.is_empty() {
-        return Ok(err(ErrorCode::NoWorkers, "no live worker can take the block"));
-    }
-    // Async-through data lives only on workers until persisted: keep two copies.
-    let copies = match svc.mounts.mount_of(&path).await? {
-        Some(m) if m.options.write_type == WriteType::AsyncThrough => m.options.replicas.max(1),
-        _ => 1,
+    let workers = svc.workers.place(client_host, block_size).await?;
+    let mount = svc.mounts.mount_of(&path).await?;
+    let copies = match copies_to_write(svc, replicas, mount.map(|m| m.options.write_type), workers.len()) {
+        Ok(c) => c,
+        Err(refused) => return Ok(refused),
     };
     let block = BlockLocation { block_id, offset: 0, length: 0, workers, from_ufs: false };
     Ok(MasterResponse::NewBlock { block, copies })
+}
+
+/// The copies a client writes of a new block of a file with `replicas`
+/// (under a mount of `write_type`, if any) while `live` workers are live:
+/// its minimum for data that exists nowhere else, one for data a
+/// through/cache-through close writes to its UFS at once (unless the file
+/// asks for more), and an async-through mount's own count if higher.
+/// With fewer live workers than that, as many as there are if the
+/// cluster accepts degraded writes, else a refusal.
+fn copies_to_write(
+    svc: &Services,
+    replicas: Replicas,
+    write_type: Option<WriteType>,
+    live: usize,
+) -> Result<Copies, MasterResponse> {
+    let cfg = &svc.replication.cfg;
+    let (min, _) = cfg.counts(replicas, false);
+    let want = match write_type {
+        Some(WriteType::Through | WriteType::CacheThrough) if replicas.min == 0 => 1,
+        _ => u32::from(min),
+    };
+    if live == 0 {
+        return Err(err(ErrorCode::NoWorkers, "no live worker can take the block"));
+    }
+    if (live as u32) < want {
+        if !cfg.degraded_writes {
+            return Err(err(
+                ErrorCode::NoWorkers,
+                format!("{want} copies are required and only {live} workers are live (degraded writes are off)"),
+            ));
+        }
+        return Ok(Copies { want: live as u32, required: live as u32 });
+    }
+    Ok(Copies { want, required: want })
 }
 
 pub(super) async fn complete(
@@ -115,12 +148,14 @@ pub(super) async fn reserve_blocks(
     if let Some(refused) = bad_count(count, "block ids") {
         return Ok(refused);
     }
-    let workers = svc.workers.place(client_host).await?;
-    if workers.is_empty() {
-        return Ok(err(ErrorCode::NoWorkers, "no live worker can take blocks"));
-    }
+    let workers = svc.workers.place(client_host, 0).await?;
+    // Reserved ids go to files outside mounts: data that exists nowhere else.
+    let copies = match copies_to_write(svc, Replicas::default(), None, workers.len()) {
+        Ok(c) => c,
+        Err(refused) => return Ok(refused),
+    };
     Ok(match svc.journal.propose(JournalEntry::ReserveBlocks { count: u64::from(count), time_ms: now_ms() }).await? {
-        ApplyResult::Reserved { first } => MasterResponse::BlockIds { first, count, workers },
+        ApplyResult::Reserved { first } => MasterResponse::BlockIds { first, count, workers, copies },
         other => unexpected(other),
     })
 }
@@ -142,6 +177,56 @@ pub(super) async fn set_content(
     }
     let entry = JournalEntry::SetContent { inode, blocks, length, block_size, attrs, time_ms: now_ms() };
     Ok(replaced(svc, svc.journal.propose(entry).await?))
+}
+
+pub(super) async fn set_replicas(
+    svc: &Services,
+    path: String,
+    replicas: Replicas,
+    recursive: bool,
+) -> Result<MasterResponse, ErrorInfo> {
+    check_path(&path)?;
+    let entry = JournalEntry::SetReplicas { path: path.clone(), replicas, recursive, time_ms: now_ms() };
+    let r = attr_of(svc.journal.propose(entry).await?);
+    if let MasterResponse::Attr(a) = &r {
+        // Repair or trim the file's blocks now (a tree's: at the next scan).
+        if a.file_type == FileType::File {
+            let rec = svc.ns.call(|r| NamespaceMsg::File(path.clone(), r)).await??;
+            svc.replication.check(rec.blocks);
+        }
+    }
+    Ok(r)
+}
+
+/// A file's blocks with their live copies and tiers (`strata info`).
+pub(super) async fn replication(svc: &Services, path: String) -> Result<MasterResponse, ErrorInfo> {
+    check_path(&path)?;
+    read_barrier(svc, false).await?;
+    let rec = svc.ns.call(|r| NamespaceMsg::File(path.clone(), r)).await??;
+    if rec.attr.file_type != FileType::File {
+        return Ok(err(ErrorCode::IsADirectory, format!("{path} is not a file")));
+    }
+    let persisted = rec.ufs.as_ref().is_some_and(|u| u.persisted);
+    let (min, max) = svc.replication.cfg.counts(rec.attr.replicas, persisted);
+    let holders = svc.workers.holders(rec.blocks.clone()).await?;
+    let blocks = rec
+        .blocks
+        .iter()
+        .zip(holders)
+        .map(|(b, copies)| {
+            let length = BlockTarget::of(&rec, *b).map_or(0, |t| t.length);
+            let n = copies.len();
+            let state = match () {
+                _ if n == 0 && persisted => "in-ufs",
+                _ if n == 0 => "missing",
+                _ if n < usize::from(min) => "under",
+                _ if n > usize::from(max) => "over",
+                _ => "ok",
+            };
+            BlockReplication { block_id: *b, length, copies, state: state.into() }
+        })
+        .collect();
+    Ok(MasterResponse::Replication(FileReplication { attr: rec.attr, persisted, min, max, blocks }))
 }
 
 pub(super) async fn reserve_inodes(svc: &Services, count: u32) -> Result<MasterResponse, ErrorInfo> {
@@ -170,7 +255,7 @@ pub async fn file_blocks_at(svc: &Services, path: &str, rec: InodeRecord) -> Res
     let Some(fingerprint) = persisted else { return Ok(fb) };
     let Some(m) = svc.mounts.mount_of(path).await? else { return Ok(fb) };
     if fb.blocks.iter().any(|b| b.workers.is_empty()) {
-        let placement = svc.workers.place(String::new()).await?;
+        let placement = svc.workers.place(String::new(), 0).await?;
         for (i, b) in fb.blocks.iter_mut().filter(|b| b.workers.is_empty()).enumerate() {
             // Spread misses of one file over the workers.
             let mut ws = placement.clone();

@@ -108,6 +108,8 @@ pub(crate) async fn handle(svc: &Services, req: MasterRequest, stale_ok: bool) -
         R::AddMaster { id, addr, mesh } => admin::add_master(svc, id, addr, mesh).await,
         R::RemoveMaster { id } => admin::remove_master(svc, id).await,
         R::Report => admin::report(svc).await,
+        R::SetReplicas { path, replicas, recursive } => blocks::set_replicas(svc, path, replicas, recursive).await,
+        R::Replication { path } => blocks::replication(svc, path).await,
         R::JournalInfo { digest } => Ok(MasterResponse::JournalInfo(svc.journal.info(digest).await?)),
         R::TakeSnapshot => {
             svc.journal.take_snapshot().await?;

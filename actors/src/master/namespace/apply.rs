@@ -6,7 +6,7 @@
 use std::collections::HashSet;
 
 use strata_protocol::journal::{ApplyResult, JournalEntry, UfsOp};
-use strata_protocol::messages::{Attr, FileType, SetAttrs};
+use strata_protocol::messages::{Attr, FileType, Replicas, SetAttrs, MAX_REPLICAS};
 use strata_protocol::ufs::{self, FileTtl, Fingerprint, MountInfo, UfsEntry};
 use strata_protocol::{path, BlockId, ErrorCode, InodeId, ROOT_INODE};
 
@@ -81,6 +81,9 @@ impl Tx<'_> {
             }
             JournalEntry::SetPin { path: p, pinned, time_ms: _ } => self.set_pin(p, *pinned),
             JournalEntry::SetTtl { path: p, ttl, time_ms: _ } => self.set_ttl(p, *ttl),
+            JournalEntry::SetReplicas { path: p, replicas, recursive, time_ms: _ } => {
+                self.set_replicas(p, *replicas, *recursive)
+            }
             JournalEntry::UfsIntent { id, op, time_ms } => self.ufs_intent(*id, op, *time_ms),
             JournalEntry::UfsDone { id: _, op, time_ms } => match op {
                 // The intent row is removed by `Namespace::apply_one`.
@@ -287,7 +290,7 @@ impl Tx<'_> {
         rec.attr.mtime_ms = time_ms;
         self.put_inode(&rec);
         self.map_blocks(&[block_id], inode);
-        Ok(ApplyResult::Block { block_id })
+        Ok(ApplyResult::Block { block_id, replicas: rec.attr.replicas, block_size: rec.attr.block_size })
     }
 
     /// `CompleteFile`: seals the incomplete file `inode` at `length` bytes,
@@ -563,6 +566,28 @@ impl Tx<'_> {
         })
     }
 
+    /// `SetReplicas`: sets the replica counts of `p` and, with
+    /// `recursive`, of everything below it. Answers `Attr` of `p`.
+    fn set_replicas(&mut self, p: &str, replicas: Replicas, recursive: bool) -> Result<ApplyResult, NsError> {
+        if replicas.min > MAX_REPLICAS || replicas.max > MAX_REPLICAS {
+            return Err(ns(ErrorCode::InvalidArgument, format!("at most {MAX_REPLICAS} copies")));
+        }
+        if replicas.max != 0 && replicas.max < replicas.min {
+            return Err(ns(ErrorCode::InvalidArgument, "the maximum is below the minimum"));
+        }
+        if !recursive {
+            let mut rec = self.ns.resolve(p)?;
+            rec.attr.replicas = replicas;
+            self.put_inode(&rec);
+            return Ok(ApplyResult::Attr(rec.attr));
+        }
+        self.set_in_tree(p, |a| {
+            let changed = a.replicas != replicas;
+            a.replicas = replicas;
+            changed
+        })
+    }
+
     /// `UfsIntent`: records that the leader is about to do `op` in a UFS,
     /// until the `UfsDone` of `id`. Answers `Done`.
     fn ufs_intent(&mut self, id: u64, op: &UfsOp, time_ms: i64) -> Result<ApplyResult, NsError> {
@@ -773,8 +798,7 @@ impl Tx<'_> {
                         InodeRecord { attr, blocks, ufs: Some(UfsMeta::file(fp.clone())) }
                     };
                     let mut rec = rec;
-                    rec.attr.pinned = d.attr.pinned;
-                    rec.attr.ttl = d.attr.ttl;
+                    rec.attr.inherit(&d.attr);
                     self.put_edge(d.attr.inode, &e.name, id);
                     self.put_inode(&rec);
                     changed = true;
