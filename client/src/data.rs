@@ -91,7 +91,10 @@ impl DataPool {
         match sent {
             Ok(Ok(())) => Ok(Upload { addr, s, block_id, timeout: self.timeout }),
             Ok(Err(e)) => Err(ClientError::Disconnected { addr, reason: e.to_string() }),
-            Err(_) => Err(ClientError::Timeout { what: format!("writing block {block_id:016x} to {addr}"), after: self.timeout }),
+            Err(_) => Err(ClientError::Timeout {
+                what: format!("writing block {block_id:016x} to {addr}"),
+                after: self.timeout,
+            }),
         }
     }
 
@@ -346,7 +349,10 @@ pub struct Upload {
 
 impl Upload {
     fn timed_out(&self) -> ClientError {
-        ClientError::Timeout { what: format!("writing block {:016x} to {}", self.block_id, self.addr), after: self.timeout }
+        ClientError::Timeout {
+            what: format!("writing block {:016x} to {}", self.block_id, self.addr),
+            after: self.timeout,
+        }
     }
 
     /// Sends the next bytes of the block.
@@ -363,7 +369,10 @@ impl Upload {
     pub async fn finish(mut self, pool: &DataPool) -> Result<u32, ClientError> {
         let addr = self.addr.clone();
         let fut = async {
-            self.s.flush().await.map_err(|e| ClientError::Disconnected { addr: addr.clone(), reason: e.to_string() })?;
+            self.s
+                .flush()
+                .await
+                .map_err(|e| ClientError::Disconnected { addr: addr.clone(), reason: e.to_string() })?;
             DataPool::response(&addr, &mut self.s).await
         };
         let r = match tokio::time::timeout(self.timeout, fut).await {

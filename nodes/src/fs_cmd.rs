@@ -392,7 +392,9 @@ pub async fn info(cfg: &Config, a: crate::cli::InfoArgs) -> Result<()> {
         let copies: Vec<String> = b
             .copies
             .iter()
-            .map(|(w, tier)| format!("{}@{}:{}/{}", w.worker_id, w.host, w.data_port, if tier.is_empty() { "?" } else { tier }))
+            .map(|(w, tier)| {
+                format!("{}@{}:{}/{}", w.worker_id, w.host, w.data_port, if tier.is_empty() { "?" } else { tier })
+            })
             .collect();
         println!("{:016x} {:>12} {:<8} {}", b.block_id, b.length, b.state, copies.join(" "));
     }

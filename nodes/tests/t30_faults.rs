@@ -102,9 +102,11 @@ async fn malformed_frames_close_only_their_connection() {
     let mut data_oversized = data_req.clone();
     data_oversized[8..12].copy_from_slice(&(1u32 << 30).to_le_bytes());
     // A write that announces more than a block may hold.
-    let huge_write =
-        encode_frame(FrameKind::Request, &DataRequest::Write { block_id: 77, length: u64::MAX, crc: 0, durable: true, forward: vec![] })
-            .unwrap();
+    let huge_write = encode_frame(
+        FrameKind::Request,
+        &DataRequest::Write { block_id: 77, length: u64::MAX, crc: 0, durable: true, forward: vec![] },
+    )
+    .unwrap();
 
     let cases: Vec<(&str, Vec<u8>)> = vec![
         ("garbage", garbage.clone()),

@@ -1165,10 +1165,12 @@ mod tests {
         assert_eq!(err(&ns, mkdir("/a/b", false)), ErrorCode::AlreadyExists);
         let ApplyResult::Created { attr: f, .. } = ok(&ns, create("/a/b/f", false)) else { panic!() };
         assert_eq!(err(&ns, create("/a/b/f", false)), ErrorCode::AlreadyExists);
-        let ApplyResult::Block { block_id: b1, .. } = ok(&ns, JournalEntry::AddBlock { inode: f.inode, time_ms: 2 }) else {
+        let ApplyResult::Block { block_id: b1, .. } = ok(&ns, JournalEntry::AddBlock { inode: f.inode, time_ms: 2 })
+        else {
             panic!()
         };
-        let ApplyResult::Block { block_id: b2, .. } = ok(&ns, JournalEntry::AddBlock { inode: f.inode, time_ms: 2 }) else {
+        let ApplyResult::Block { block_id: b2, .. } = ok(&ns, JournalEntry::AddBlock { inode: f.inode, time_ms: 2 })
+        else {
             panic!()
         };
         assert_ne!(b1, b2);
@@ -1181,7 +1183,8 @@ mod tests {
         assert_eq!(ns.block_owner(b1).unwrap(), Some(f.inode));
         // rename over an existing file frees the replaced file's blocks
         let ApplyResult::Created { attr: g, .. } = ok(&ns, create("/a/g", false)) else { panic!() };
-        let ApplyResult::Block { block_id: gb, .. } = ok(&ns, JournalEntry::AddBlock { inode: g.inode, time_ms: 2 }) else {
+        let ApplyResult::Block { block_id: gb, .. } = ok(&ns, JournalEntry::AddBlock { inode: g.inode, time_ms: 2 })
+        else {
             panic!()
         };
         assert_eq!(

@@ -95,6 +95,8 @@ pub enum ReplicationMsg {
     Check(Vec<BlockId>),
     /// Look at these blocks after the check delay (just written).
     CheckLater(Vec<BlockId>),
+    /// A worker (re)registered: blocks that lacked a place for a copy may have one now.
+    WorkerJoined,
     /// Periodic: start a pass if there is work and this master leads.
     Tick,
     /// (Sent to itself) what a pass found.
@@ -323,6 +325,10 @@ impl Actor for ReplicationManager {
                 st.last_scan = Some(Instant::now());
                 st.enqueue(blocks);
             }
+            ReplicationMsg::WorkerJoined => {
+                let under: Vec<BlockId> = st.under.iter().copied().collect();
+                st.enqueue(under);
+            }
             ReplicationMsg::Tick => tick(&myself, st),
             ReplicationMsg::PassDone(r) => {
                 st.pass_running = false;
@@ -506,6 +512,13 @@ impl Replication {
     pub fn check_later(&self, blocks: Vec<BlockId>) {
         if let (false, Some(a)) = (blocks.is_empty(), self.actor()) {
             let _ = a.cast(ReplicationMsg::CheckLater(blocks));
+        }
+    }
+
+    /// A worker (re)registered.
+    pub fn worker_joined(&self) {
+        if let Some(a) = self.actor() {
+            let _ = a.cast(ReplicationMsg::WorkerJoined);
         }
     }
 

@@ -19,11 +19,11 @@ use strata_protocol::{BlockId, ErrorCode, ErrorInfo, WorkerId};
 use super::journal::Journal;
 use super::namespace::InodeRecord;
 use super::namespace_actor::{NamespaceMsg, Ns};
-pub use crate::cluster::{
-    BlockList, HolderList, LocationList, MeshAddrs, PlaceRequest, Placement, TrimList, WorkerManagerMsg,
-    WorkerReports, GROUP,
-};
 use super::replication::Replication;
+pub use crate::cluster::{
+    BlockList, HolderList, LocationList, MeshAddrs, PlaceRequest, Placement, TrimList, WorkerManagerMsg, WorkerReports,
+    GROUP,
+};
 use crate::mesh::Wire;
 
 /// The WorkerManager's role in its node's registered names.
@@ -263,6 +263,7 @@ impl Actor for WorkerManager {
                 }
                 // A worker back with copies the others replaced: too many now.
                 st.args.replication.check(kept);
+                st.args.replication.worker_joined();
                 let _ = reply.send(Wire(facts));
             }
             WorkerManagerMsg::Heartbeat(Wire(hb), reply) => {
@@ -290,7 +291,11 @@ impl Actor for WorkerManager {
                 }
                 // A copy dropped (evicted, found corrupt): maybe too few now.
                 st.args.replication.check(hb.removed);
-                let added: Vec<BlockId> = hb.added.into_iter().filter(|b| !st.freed.contains(b)).collect();
+                // Not those freed, nor those this reply tells it to drop (a
+                // copy trimmed or found corrupt before its write was heard of).
+                let dropping: HashSet<BlockId> = remove_blocks.iter().copied().collect();
+                let added: Vec<BlockId> =
+                    hb.added.into_iter().filter(|b| !st.freed.contains(b) && !dropping.contains(b)).collect();
                 for b in &added {
                     st.add_location(hb.worker_id, *b, UNKNOWN_TIER);
                 }

@@ -121,7 +121,10 @@ impl Actor for BlockReplicator {
 /// whole; a block already here is answered at once.
 async fn copy_block(store: &BlockStore, peers: &DataPool, task: &CopyTask) -> CopyResult {
     let (block_id, length) = (task.block_id, task.length);
-    if let Ok((tier, _)) = store.find_block(block_id).await {
+    if let Ok((tier, len)) = store.find_block(block_id).await {
+        // A copy here already (a retried task): whole and sound, or refused
+        // while the corrupt one waits for its removal.
+        store.read(block_id, 0, len).await?;
         return Ok(tier.name);
     }
     let tier = store.reserve(length, false).await?;

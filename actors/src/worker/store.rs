@@ -163,12 +163,10 @@ impl BlockStore {
             return Err(e);
         }
         let committed = match self.tier_actor(tier) {
-            Ok(a) => ractor::call_t!(
-                a,
-                |reply| TierMsg::Commit { block_id, reserved: length, length, clean, reply },
-                10_000
-            )
-            .is_ok(),
+            Ok(a) => {
+                ractor::call_t!(a, |reply| TierMsg::Commit { block_id, reserved: length, length, clean, reply }, 10_000)
+                    .is_ok()
+            }
             Err(_) => false,
         };
         if !committed {

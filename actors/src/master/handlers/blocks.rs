@@ -28,7 +28,7 @@ pub(super) async fn add_block(
     let mount = svc.mounts.mount_of(&path).await?;
     let copies = match copies_to_write(svc, replicas, mount.map(|m| m.options.write_type), workers.len()) {
         Ok(c) => c,
-        Err(refused) => return Ok(refused),
+        Err(refused) => return Ok(MasterResponse::Error(refused)),
     };
     let block = BlockLocation { block_id, offset: 0, length: 0, workers, from_ufs: false };
     Ok(MasterResponse::NewBlock { block, copies })
@@ -46,7 +46,7 @@ fn copies_to_write(
     replicas: Replicas,
     write_type: Option<WriteType>,
     live: usize,
-) -> Result<Copies, MasterResponse> {
+) -> Result<Copies, ErrorInfo> {
     let cfg = &svc.replication.cfg;
     let (min, _) = cfg.counts(replicas, false);
     let want = match write_type {
@@ -54,11 +54,11 @@ fn copies_to_write(
         _ => u32::from(min),
     };
     if live == 0 {
-        return Err(err(ErrorCode::NoWorkers, "no live worker can take the block"));
+        return Err(ErrorInfo::new(ErrorCode::NoWorkers, "no live worker can take the block"));
     }
     if (live as u32) < want {
         if !cfg.degraded_writes {
-            return Err(err(
+            return Err(ErrorInfo::new(
                 ErrorCode::NoWorkers,
                 format!("{want} copies are required and only {live} workers are live (degraded writes are off)"),
             ));
@@ -152,7 +152,7 @@ pub(super) async fn reserve_blocks(
     // Reserved ids go to files outside mounts: data that exists nowhere else.
     let copies = match copies_to_write(svc, Replicas::default(), None, workers.len()) {
         Ok(c) => c,
-        Err(refused) => return Ok(refused),
+        Err(refused) => return Ok(MasterResponse::Error(refused)),
     };
     Ok(match svc.journal.propose(JournalEntry::ReserveBlocks { count: u64::from(count), time_ms: now_ms() }).await? {
         ApplyResult::Reserved { first } => MasterResponse::BlockIds { first, count, workers, copies },

@@ -1,0 +1,191 @@
+//! Blocks outlive workers: every block is written as a chain of copies,
+//! a lost worker's blocks are copied again from the survivors, extra
+//! copies are trimmed when it returns, a corrupt copy is read around,
+//! dropped and replaced, and a write short of workers fails clearly
+//! (strict) or is repaired once workers join (degraded). Real `strata`
+//! processes on 127.0.0.1.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use common::*;
+use strata_chaos::Cluster;
+use strata_client::{Client, FileReplication};
+
+const BLOCK: u64 = 256 * 1024;
+
+async fn write(c: &Client, path: &str, data: &[u8]) -> Result<(), strata_client::ClientError> {
+    let mut w = c.create(path, false).await?;
+    w.write(data).await?;
+    w.close().await.map(|_| ())
+}
+
+async fn infos(c: &Client, paths: &[String]) -> Vec<FileReplication> {
+    let mut out = Vec::new();
+    for p in paths {
+        out.push(c.replication(p).await.unwrap());
+    }
+    out
+}
+
+/// Whether every block of every file has exactly (or, `at_least`, at
+/// least) `n` live copies on distinct workers.
+fn all_have(infos: &[FileReplication], n: usize, at_least: bool) -> bool {
+    infos.iter().flat_map(|f| &f.blocks).all(|b| {
+        let mut ids: Vec<u64> = b.copies.iter().map(|(w, _)| w.worker_id).collect();
+        ids.sort();
+        ids.dedup();
+        ids.len() == b.copies.len() && if at_least { b.copies.len() >= n } else { b.copies.len() == n }
+    })
+}
+
+/// The data dir of the cluster's worker with id `id`.
+fn worker_dir(root: &Path, id: u64) -> (usize, PathBuf) {
+    for i in 0..16 {
+        let d = root.join(format!("worker{i}"));
+        if std::fs::read_to_string(d.join("worker/worker.id")).is_ok_and(|s| s.trim() == id.to_string()) {
+            return (i, d);
+        }
+    }
+    panic!("no worker dir holds id {id}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_workers_blocks_are_copied_again_and_trimmed_when_it_returns() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = Cluster::start(Path::new(BIN), dir.path(), 3, "test-secret-repl").unwrap();
+    let c = client(cluster.master_addr(), BLOCK).await;
+    let paths: Vec<String> = (0..6).map(|i| format!("/f{i}")).collect();
+    let datas: Vec<Vec<u8>> = (0..6).map(|i| bytes(1_000_000 + i * 1000, i as u64)).collect();
+    for (p, d) in paths.iter().zip(&datas) {
+        write(&c, p, d).await.unwrap();
+    }
+    // Written as two copies (the cluster's default for data that exists
+    // nowhere else), on two workers.
+    let before = infos(&c, &paths).await;
+    assert!(all_have(&before, 2, false), "{before:#?}");
+    assert!(before.iter().all(|f| (f.min, f.max) == (2, 2)));
+
+    // kill -9 the worker holding the most copies.
+    let r = c.report().await.unwrap();
+    let victim = r.workers.iter().max_by_key(|w| w.blocks).unwrap().addr.worker_id;
+    let (i, _) = worker_dir(dir.path(), victim);
+    cluster.workers[i].kill();
+    let t0 = Instant::now();
+    eventually("every block back at two live copies", Duration::from_secs(30), || async {
+        let now = infos(&c, &paths).await;
+        all_have(&now, 2, false)
+            && now.iter().flat_map(|f| &f.blocks).all(|b| b.copies.iter().all(|(w, _)| w.worker_id != victim))
+    })
+    .await;
+    eprintln!("repaired {} s after kill -9 (lost timeout 3 s)", t0.elapsed().as_secs_f64());
+    for (p, d) in paths.iter().zip(&datas) {
+        assert!(c.read_all(p).await.unwrap() == *d, "{p} reads back after the repair");
+    }
+
+    // The worker returns with its old copies: three of some blocks now,
+    // trimmed back to two.
+    cluster.workers[i].restart(Duration::from_secs(60)).unwrap();
+    eventually("the returned worker registered", Duration::from_secs(20), || async {
+        c.report().await.unwrap().workers.iter().all(|w| w.live)
+    })
+    .await;
+    eventually("extra copies trimmed to two", Duration::from_secs(30), || async {
+        let r = c.report().await.unwrap();
+        all_have(&infos(&c, &paths).await, 2, false) && r.over_replicated == 0 && r.under_replicated == 0
+    })
+    .await;
+    for (p, d) in paths.iter().zip(&datas) {
+        assert!(c.read_all(p).await.unwrap() == *d, "{p} reads back after the trim");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupt_copy_is_read_around_dropped_and_replaced() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = Cluster::start(Path::new(BIN), dir.path(), 3, "test-secret-corrupt").unwrap();
+    let c = client(cluster.master_addr(), BLOCK).await;
+    let data = bytes(1_000_000, 42);
+    write(&c, "/f", &data).await.unwrap();
+    let info = c.replication("/f").await.unwrap();
+    let block = &info.blocks[1];
+    assert_eq!(block.copies.len(), 2, "{info:#?}");
+    let (bad, tier) = &block.copies[0];
+    let (_, wdir) = worker_dir(dir.path(), bad.worker_id);
+    let file = strata_protocol::blockfile::data_path(&wdir.join(tier.to_lowercase()), block.block_id);
+    let mut raw = std::fs::read(&file).unwrap();
+    raw[100_000] ^= 0x40;
+    std::fs::write(&file, raw).unwrap();
+
+    // Read around it: the other copy serves, whatever the order.
+    for _ in 0..3 {
+        assert!(c.read_all("/f").await.unwrap() == data, "served by the good copy");
+    }
+    // The bad copy is dropped and a good one made; every copy serves the
+    // block whole.
+    let pool = strata_client::data::DataPool::new(Duration::from_secs(10));
+    eventually("the corrupt copy replaced", Duration::from_secs(30), || async {
+        let info = c.replication("/f").await.unwrap();
+        let b = &info.blocks[1];
+        if b.copies.len() != 2 {
+            return false;
+        }
+        for (w, _) in &b.copies {
+            match pool.read_block(w, b.block_id, 0, b.length).await {
+                Ok(bytes) if bytes[..] == data[BLOCK as usize..(BLOCK + b.length) as usize] => {}
+                _ => return false,
+            }
+        }
+        true
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_short_of_workers_fails_when_strict_and_joins_repair_degraded_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    // Strict: two copies or no write.
+    let mut strict = Cluster::start_with(
+        Path::new(BIN),
+        &dir.path().join("strict"),
+        1,
+        "test-secret-strict",
+        &["--strict-replicas"],
+    )
+    .unwrap();
+    let c = client(strict.master_addr(), BLOCK).await;
+    let e = write(&c, "/f", &bytes(600_000, 1)).await.unwrap_err();
+    assert!(e.to_string().contains("2 copies are required and only 1 workers are live"), "{e}");
+    let w = strict.start_worker("test-secret-strict").unwrap();
+    strict.workers.push(w);
+    eventually("two workers live", Duration::from_secs(20), || async {
+        c.report().await.unwrap().workers.iter().filter(|w| w.live).count() == 2
+    })
+    .await;
+    let data = bytes(600_000, 2);
+    write(&c, "/f2", &data).await.unwrap();
+    assert!(all_have(&[c.replication("/f2").await.unwrap()], 2, false));
+    assert!(c.read_all("/f2").await.unwrap() == data);
+
+    // Degraded (the default): one copy while one worker is live, the
+    // second made once another joins.
+    let mut degraded = Cluster::start(Path::new(BIN), &dir.path().join("degraded"), 1, "test-secret-degraded").unwrap();
+    let c = client(degraded.master_addr(), BLOCK).await;
+    let data = bytes(600_000, 3);
+    write(&c, "/g", &data).await.unwrap();
+    let info = c.replication("/g").await.unwrap();
+    assert!(info.blocks.iter().all(|b| b.copies.len() == 1 && b.state == "under"), "{info:#?}");
+    eventually("the report counts the under-replicated blocks", Duration::from_secs(20), || async {
+        c.report().await.unwrap().under_replicated == info.blocks.len() as u64
+    })
+    .await;
+    let w = degraded.start_worker("test-secret-degraded").unwrap();
+    degraded.workers.push(w);
+    eventually("the blocks copied to the new worker", Duration::from_secs(30), || async {
+        all_have(&[c.replication("/g").await.unwrap()], 2, false) && c.report().await.unwrap().under_replicated == 0
+    })
+    .await;
+    assert!(c.read_all("/g").await.unwrap() == data);
+}
