@@ -154,12 +154,12 @@ async fn every_actor_killed_in_turn_under_load_loses_nothing_acknowledged() {
 
     let mscope = Scope::master(1);
     let mut roles: Vec<(Scope, String)> =
-        ["namespace", "journal", "raft", "workers", "leases", "mountsyncer", "gateway"]
+        ["namespace", "journal", "raft", "workers", "replication", "leases", "mountsyncer", "gateway"]
             .iter()
             .map(|r| (mscope.clone(), r.to_string()))
             .collect();
     roles.extend(tiers.iter().map(|t| (wscope.clone(), t.role())));
-    roles.extend(["dataserver", "worker"].iter().map(|r| (wscope.clone(), r.to_string())));
+    roles.extend(["replicator", "dataserver", "worker"].iter().map(|r| (wscope.clone(), r.to_string())));
     tokio::time::sleep(Duration::from_millis(500)).await;
     for (scope, role) in &roles {
         let name = scope.name(role);

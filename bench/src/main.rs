@@ -11,8 +11,11 @@
 //!   through Strata (every block a miss), read warm from Strata, and
 //!   `load` throughput after `free`.
 //! - `failover` and `ha-meta`: several masters (see `ha.rs`).
+//! - `replication`: write throughput with 1, 2, 3 copies and the repair
+//!   rate after a worker's `kill -9` (see `repl.rs`).
 
 mod ha;
+mod repl;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -71,6 +74,15 @@ enum Cmd {
         #[arg(long, default_value_t = 200_000)]
         files: usize,
     },
+    /// Writes with 1, 2 and 3 copies; repair after kill -9 of a worker, against cp.
+    Replication {
+        /// File size in MiB (a multiple of 8).
+        #[arg(long, default_value_t = 512)]
+        mib: u64,
+        /// Two-copy data written before the kill, in MiB.
+        #[arg(long, default_value_t = 1024)]
+        repair_mib: u64,
+    },
     /// Create and stat ops/s from 1 and N clients, against 1 and 3 masters.
     HaMeta {
         /// Files per measurement.
@@ -112,6 +124,7 @@ async fn main() -> Result<()> {
         Cmd::Failover { kills } => return ha::failover(&args.strata, dir, kills).await,
         Cmd::HaMeta { files, clients } => return ha::ha_meta(&args.strata, dir, files, clients).await,
         Cmd::CatchUp { files } => return ha::catch_up(&args.strata, dir, files).await,
+        Cmd::Replication { mib, repair_mib } => return repl::replication(&args.strata, dir, mib, repair_mib).await,
         _ => {}
     }
     let (_node, client) = start(&args.strata, dir).await.context("starting strata local")?;
@@ -119,7 +132,9 @@ async fn main() -> Result<()> {
         Cmd::Io { mib, block_mib } => io(&client, dir, mib, block_mib).await,
         Cmd::Meta { files } => meta(&client, dir, files).await,
         Cmd::Ufs { mib } => ufs(&client, dir, mib).await,
-        Cmd::Failover { .. } | Cmd::HaMeta { .. } | Cmd::CatchUp { .. } => unreachable!("handled above"),
+        Cmd::Failover { .. } | Cmd::HaMeta { .. } | Cmd::CatchUp { .. } | Cmd::Replication { .. } => {
+            unreachable!("handled above")
+        }
     }
 }
 
