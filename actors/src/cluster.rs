@@ -39,6 +39,9 @@ pub struct HolderList(pub Vec<Vec<(WorkerAddr, String)>>);
 /// Copies to drop: (block, worker).
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, Default)]
 pub struct TrimList(pub Vec<(BlockId, WorkerId)>);
+/// Worker ids.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Default)]
+pub struct WorkerIdList(pub Vec<WorkerId>);
 /// Mesh addresses.
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, Default)]
 pub struct MeshAddrs(pub Vec<String>);
@@ -97,6 +100,12 @@ pub enum WorkerManagerMsg {
     AllBlocks(RpcReplyPort<Wire<BlockList>>),
     /// (From a worker) its copies of these blocks failed their checksums.
     BadCopies(Wire<TrimList>),
+    /// (Sent by the WorkerManager to itself) the workers being
+    /// decommissioned, as the namespace last said.
+    Decommissioning(Wire<WorkerIdList>),
+    /// The blocks these workers hold.
+    #[rpc]
+    WorkerBlocks(Wire<WorkerIdList>, RpcReplyPort<Wire<BlockList>>),
 }
 
 /// The WorkerManagers visible on the mesh, local or remote (workers write

@@ -676,6 +676,16 @@ impl Client {
         }
     }
 
+    /// Starts (`on`) or stops decommissioning worker `worker_id`: no new
+    /// blocks go to it and its blocks are copied elsewhere; `report` shows
+    /// its progress (`decommissioned` once it may be stopped).
+    pub async fn decommission(&self, worker_id: u64, on: bool) -> Result<(), ClientError> {
+        match self.call(MasterRequest::Decommission { worker_id, on }).await? {
+            MasterResponse::Done => Ok(()),
+            other => Err(ClientError::unexpected(other)),
+        }
+    }
+
     /// A file's attributes and block locations.
     pub async fn blocks(&self, p: &str) -> Result<FileBlocks, ClientError> {
         path::components(p)?;

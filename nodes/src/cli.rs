@@ -110,6 +110,40 @@ pub enum AdminCmd {
     /// Each master's journal.
     #[command(subcommand)]
     Journal(JournalCmd),
+    /// Workers: decommission and recommission.
+    #[command(subcommand)]
+    Worker(WorkerCmd),
+}
+
+/// `strata admin worker` subcommands.
+#[derive(Subcommand, Debug)]
+pub enum WorkerCmd {
+    /// Stop placing blocks on a worker and copy every block it holds to
+    /// other workers; `strata report` shows the blocks left, and the
+    /// worker as `decommissioned` once it may be stopped with nothing lost.
+    Decommission {
+        /// Worker id, as `strata report` shows it (16 hex digits).
+        #[arg(value_parser = parse_worker_id)]
+        id: u64,
+        /// Wait (showing progress) until it may be stopped.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Undo a decommission: the worker takes new blocks again.
+    Recommission {
+        /// Worker id (16 hex digits).
+        #[arg(value_parser = parse_worker_id)]
+        id: u64,
+    },
+}
+
+/// A worker id as reports print it (16 hex digits), or in decimal.
+fn parse_worker_id(s: &str) -> Result<u64, String> {
+    let hex = s.strip_prefix("0x").unwrap_or(s);
+    if hex.len() == 16 {
+        return u64::from_str_radix(hex, 16).map_err(|e| format!("worker id {s:?}: {e}"));
+    }
+    s.parse().map_err(|e| format!("worker id {s:?}: {e} (use the 16 hex digits `strata report` shows)"))
 }
 
 /// `strata admin journal` subcommands.

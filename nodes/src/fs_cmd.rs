@@ -253,7 +253,11 @@ pub async fn report(cfg: &Config, args: &ClientArgs, json: bool) -> Result<()> {
             w.addr.worker_id,
             w.addr.host,
             w.addr.data_port,
-            if w.live { "live" } else { "LOST" },
+            match (w.state.as_str(), w.blocks_left) {
+                ("decommissioning", n) => format!("decommissioning ({n} blocks left)"),
+                ("lost", _) => "LOST".to_string(),
+                (s, _) => s.to_string(),
+            },
             w.blocks,
             w.last_heartbeat_ms_ago
         );
@@ -491,7 +495,7 @@ pub async fn load(cfg: &Config, a: crate::cli::PathArgs) -> Result<()> {
 
 /// `strata admin master add|remove`.
 pub async fn admin(cfg: &Config, a: crate::cli::AdminArgs) -> Result<()> {
-    use crate::cli::{AdminCmd, JournalCmd, MasterCmd};
+    use crate::cli::{AdminCmd, JournalCmd, MasterCmd, WorkerCmd};
     let client = connect(cfg, &a.client).await?;
     match a.cmd {
         AdminCmd::Master(MasterCmd::Add { peer }) => {
@@ -511,6 +515,26 @@ pub async fn admin(cfg: &Config, a: crate::cli::AdminArgs) -> Result<()> {
                     print_journal(j);
                 }
             }
+        }
+        AdminCmd::Worker(WorkerCmd::Decommission { id, wait }) => {
+            client.decommission(id, true).await?;
+            println!("worker {id:016x}: decommissioning");
+            if wait {
+                loop {
+                    let r = client.report().await?;
+                    let w = r.workers.iter().find(|w| w.addr.worker_id == id).context("the worker left the report")?;
+                    if w.state == "decommissioned" {
+                        println!("worker {id:016x}: decommissioned; it may be stopped");
+                        break;
+                    }
+                    println!("worker {id:016x}: {}, {} blocks left", w.state, w.blocks_left);
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
+        AdminCmd::Worker(WorkerCmd::Recommission { id }) => {
+            client.decommission(id, false).await?;
+            println!("worker {id:016x}: takes blocks again");
         }
         AdminCmd::Journal(JournalCmd::Snapshot) => {
             for m in client.report().await?.masters {

@@ -189,3 +189,115 @@ async fn a_write_short_of_workers_fails_when_strict_and_joins_repair_degraded_on
     .await;
     assert!(c.read_all("/g").await.unwrap() == data);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn decommissioning_the_only_holder_of_100_files_loses_no_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = Cluster::start(Path::new(BIN), dir.path(), 3, "test-secret-decom").unwrap();
+    let m = cluster.master_addr().to_string();
+    let c = client(&m, BLOCK).await;
+    c.mkdir("/one", false).await.unwrap();
+    c.set_replicas("/one", strata_client::Replicas { min: 1, max: 1 }, false).await.unwrap();
+    let paths: Vec<String> = (0..100).map(|i| format!("/one/f{i}")).collect();
+    let datas: Vec<Vec<u8>> = (0..100).map(|i| bytes(100_000 + i, i as u64)).collect();
+    for (p, d) in paths.iter().zip(&datas) {
+        write(&c, p, d).await.unwrap();
+    }
+    let held = infos(&c, &paths).await;
+    assert!(all_have(&held, 1, false), "one copy each");
+    // The worker holding the most of them: its copies are their only ones.
+    let r = c.report().await.unwrap();
+    let victim = r.workers.iter().max_by_key(|w| w.blocks).unwrap().addr.worker_id;
+    let on_victim = held.iter().filter(|f| f.blocks[0].copies[0].0.worker_id == victim).count();
+    assert!(on_victim > 10, "{on_victim} files on the victim");
+
+    // A reader loops over every file meanwhile.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = {
+        let (c, stop, paths, datas) = (c.clone(), stop.clone(), paths.clone(), datas.clone());
+        tokio::spawn(async move {
+            let (mut reads, mut failures) = (0u64, Vec::new());
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                for (p, d) in paths.iter().zip(&datas) {
+                    match c.read_all(p).await {
+                        Ok(b) if b == *d => reads += 1,
+                        Ok(_) => failures.push(format!("{p}: wrong bytes")),
+                        Err(e) => failures.push(format!("{p}: {e}")),
+                    }
+                }
+            }
+            (reads, failures)
+        })
+    };
+    let id = format!("{victim:016x}");
+    let (ok, out, err) = strata(&m, &["admin", "worker", "decommission", &id]);
+    assert!(ok, "{out}{err}");
+    // New blocks go elsewhere at once.
+    eventually("the decommission seen by placement", Duration::from_secs(10), || async {
+        c.report().await.unwrap().workers.iter().any(|w| w.addr.worker_id == victim && w.state != "live")
+    })
+    .await;
+    write(&c, "/one/new", &bytes(100_000, 999)).await.unwrap();
+    let new = c.replication("/one/new").await.unwrap();
+    assert!(new.blocks[0].copies.iter().all(|(w, _)| w.worker_id != victim), "{new:#?}");
+    eventually("the worker decommissioned", Duration::from_secs(60), || async {
+        let r = c.report().await.unwrap();
+        r.workers.iter().any(|w| w.addr.worker_id == victim && w.state == "decommissioned" && w.blocks_left == 0)
+    })
+    .await;
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (reads, failures) = reader.await.unwrap();
+    assert!(
+        failures.is_empty(),
+        "{} failed reads of {reads}: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(5)]
+    );
+    assert!(reads >= 100, "{reads} reads");
+
+    // Stopped: nothing is lost.
+    let (i, _) = worker_dir(dir.path(), victim);
+    cluster.workers[i].kill();
+    for (p, d) in paths.iter().zip(&datas) {
+        assert!(c.read_all(p).await.unwrap() == *d, "{p} without the decommissioned worker");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repair_carries_on_under_a_new_leader() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = strata_chaos::HaCluster::start(Path::new(BIN), dir.path(), 3, 3, "test-secret-ha-repl").unwrap();
+    let c = Client::connect(ha_config(&cluster.master_list())).await.unwrap();
+    let paths: Vec<String> = (0..4).map(|i| format!("/h{i}")).collect();
+    let datas: Vec<Vec<u8>> = (0..4).map(|i| bytes(1_000_000, 50 + i as u64)).collect();
+    for (p, d) in paths.iter().zip(&datas) {
+        write(&c, p, d).await.unwrap();
+    }
+    assert!(all_have(&infos(&c, &paths).await, 2, false));
+    let r = c.report().await.unwrap();
+    let victim = r.workers.iter().max_by_key(|w| w.blocks).unwrap().addr.worker_id;
+    let leader = r.masters.iter().find(|m| m.role == "leader").unwrap().id;
+    let (i, _) = worker_dir(dir.path(), victim);
+    cluster.workers[i].kill();
+    // The leader declares the worker lost and starts copying; it dies.
+    eventually("the worker declared lost", Duration::from_secs(20), || async {
+        c.report().await.is_ok_and(|r| r.workers.iter().any(|w| w.addr.worker_id == victim && !w.live))
+    })
+    .await;
+    cluster.masters[(leader - 1) as usize].kill();
+    eventually("every block back at two copies under the new leader", Duration::from_secs(40), || async {
+        let mut all = Vec::new();
+        for p in &paths {
+            match c.replication(p).await {
+                Ok(f) => all.push(f),
+                Err(_) => return false,
+            }
+        }
+        all_have(&all, 2, false)
+            && all.iter().flat_map(|f| &f.blocks).all(|b| b.copies.iter().all(|(w, _)| w.worker_id != victim))
+    })
+    .await;
+    for (p, d) in paths.iter().zip(&datas) {
+        assert!(c.read_all(p).await.unwrap() == *d, "{p} after the repair");
+    }
+}

@@ -157,6 +157,9 @@ pub enum JournalEntry {
     /// Set the replica counts of `path` and, with `recursive`, of every
     /// inode below it.
     SetReplicas { path: String, replicas: crate::messages::Replicas, recursive: bool, time_ms: i64 },
+    /// Start (`on`) or stop decommissioning worker `worker_id`: no new
+    /// blocks go to it, and every block it holds is copied elsewhere.
+    Decommission { worker_id: crate::WorkerId, on: bool, time_ms: i64 },
 }
 
 /// One change in a [`JournalEntry::ClientBatch`]. Ops that carry a time

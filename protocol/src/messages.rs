@@ -291,6 +291,11 @@ pub struct WorkerReport {
     pub tiers: Vec<TierUsage>,
     /// Blocks the master knows it holds.
     pub blocks: u64,
+    /// `live`, `lost`, `decommissioning` or `decommissioned` (every block
+    /// it holds has its copies elsewhere: it may be stopped).
+    pub state: String,
+    /// While decommissioning: its blocks that still lack copies elsewhere.
+    pub blocks_left: u64,
 }
 
 /// A master as shown by `strata report`.
@@ -492,6 +497,9 @@ pub enum MasterRequest {
     /// A file's blocks, each with its live copies and whether it has as
     /// many as its file asks for; answered `Replication`.
     Replication { path: String },
+    /// Start (`on`) or stop decommissioning a worker (journaled):
+    /// answered `Done`; `strata report` shows its progress.
+    Decommission { worker_id: WorkerId, on: bool },
 }
 
 impl MasterRequest {
@@ -541,6 +549,7 @@ impl MasterRequest {
             | R::Lock { .. }
             | R::TestLock { .. }
             | R::ReserveBlocks { .. }
+            | R::Decommission { .. }
             | R::ReserveInodes { .. } => vec![],
         }
     }

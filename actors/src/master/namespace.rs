@@ -122,6 +122,8 @@ const MOUNT_PREFIX: &[u8] = b"mount:";
 const TTL_USED: &[u8] = b"ttl_used";
 /// The last term in which a leader granted a directory lease.
 const LEASE_TERM: &[u8] = b"lease_term";
+/// `sm_meta` rows `decommission:<worker id BE>`: workers being decommissioned.
+pub(crate) const DECOMMISSION_PREFIX: &[u8] = b"decommission:";
 /// Pending UFS operations (`JournalEntry::UfsIntent`) live in `sm_meta`
 /// under this prefix followed by the intent id (u64 BE), as bincode
 /// `(UfsOp, time_ms)`, until their `UfsDone`.
@@ -618,6 +620,19 @@ impl Namespace {
             Some(v) => Ok(Some(u64_of(LEASE_TERM, &v)?)),
             None => Ok(None),
         }
+    }
+
+    /// The workers being decommissioned.
+    pub fn decommissioning(&self) -> Result<Vec<strata_protocol::WorkerId>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.db.prefix_iterator_cf(handle(&self.db, cf::SM_META), DECOMMISSION_PREFIX) {
+            let (k, _) = item?;
+            if !k.starts_with(DECOMMISSION_PREFIX) {
+                break;
+            }
+            out.push(u64_of(&k, &k[DECOMMISSION_PREFIX.len()..])?);
+        }
+        Ok(out)
     }
 
     /// Whether a per-inode TTL was ever set.

@@ -73,6 +73,8 @@ pub enum NamespaceMsg {
     LeaseTerm(RpcReplyPort<Result<Option<u64>, ErrorInfo>>),
     /// Those of the blocks whose files are pinned.
     PinnedBlocks(Vec<BlockId>, RpcReplyPort<Vec<BlockId>>),
+    /// The workers being decommissioned.
+    Decommissioning(RpcReplyPort<Result<Vec<strata_protocol::WorkerId>, ErrorInfo>>),
     /// What each block's replication depends on (None: no file owns it).
     BlockTargets(Vec<BlockId>, RpcReplyPort<Result<Vec<Option<BlockTarget>>, ErrorInfo>>),
 }
@@ -209,6 +211,9 @@ impl Actor for NamespaceActor {
                     }
                 }
                 let _ = reply.send(out);
+            }
+            NamespaceMsg::Decommissioning(reply) => {
+                let _ = reply.send(ns.decommissioning().map_err(|e| to_info(e.into())));
             }
             NamespaceMsg::BlockTargets(blocks, reply) => {
                 let _ = reply.send(ns.block_targets(&blocks).map_err(|e| to_info(e.into())));

@@ -107,6 +107,8 @@ pub enum ReplicationMsg {
     Copied { block: BlockId, target: WorkerId, ok: bool },
     /// Replication health, for `strata report`.
     Health(RpcReplyPort<Health>),
+    /// A decommissioning worker's blocks still short of copies elsewhere.
+    BlocksLeft(WorkerId, RpcReplyPort<Result<u64, ErrorInfo>>),
 }
 
 /// What one block needs.
@@ -142,18 +144,28 @@ pub struct Candidate {
     pub free: u64,
 }
 
-/// Decides what each block needs (pure: unit tested). `holders[i]` are the
-/// live holders of `blocks[i]`, `targets[i]` what its file asks for;
-/// `candidates`: live workers, best first; `busy`: blocks being copied
-/// now (left alone).
-pub fn plan(
-    cfg: &ReplicationConfig,
-    blocks: &[BlockId],
-    holders: &[Vec<WorkerAddr>],
-    targets: &[Option<BlockTarget>],
-    candidates: &[Candidate],
-    busy: &HashSet<BlockId>,
-) -> PassResult {
+/// What a pass decides from (see [`plan`]).
+pub struct PassInput<'a> {
+    /// The blocks.
+    pub blocks: &'a [BlockId],
+    /// The live holders of each block.
+    pub holders: &'a [Vec<WorkerAddr>],
+    /// What each block's file asks for (None: no file owns it).
+    pub targets: &'a [Option<BlockTarget>],
+    /// Live workers a copy may go to.
+    pub candidates: &'a [Candidate],
+    /// Blocks being copied now (left alone).
+    pub busy: &'a HashSet<BlockId>,
+    /// Workers being decommissioned: their copies serve as sources but do
+    /// not count, and no copy goes to them.
+    pub decommissioning: &'a HashSet<WorkerId>,
+}
+
+/// Decides what each block needs (pure: unit tested).
+pub fn plan(cfg: &ReplicationConfig, input: &PassInput<'_>) -> PassResult {
+    let PassInput { blocks, holders, targets, busy, decommissioning, .. } = *input;
+    let candidates: Vec<&Candidate> =
+        input.candidates.iter().filter(|c| !decommissioning.contains(&c.addr.worker_id)).collect();
     let mut out = PassResult { looked: blocks.to_vec(), ..PassResult::default() };
     let mut free: HashMap<WorkerId, u64> = candidates.iter().map(|c| (c.addr.worker_id, c.free)).collect();
     let mut needs: Vec<(usize, Action)> = Vec::new();
@@ -164,8 +176,9 @@ pub fn plan(
             continue;
         }
         let (min, max) = cfg.counts(t.replicas, t.persisted);
-        let live = held.len();
-        if live == 0 {
+        let counted: Vec<&WorkerAddr> = held.iter().filter(|w| !decommissioning.contains(&w.worker_id)).collect();
+        let live = counted.len();
+        if held.is_empty() {
             if !t.persisted && min > 0 {
                 out.missing.push(block);
             }
@@ -173,7 +186,7 @@ pub fn plan(
         }
         if live < usize::from(min) {
             out.under.push(block);
-            let mut hosts: HashSet<&str> = held.iter().map(|w| w.host.as_str()).collect();
+            let mut hosts: HashSet<&str> = counted.iter().map(|w| w.host.as_str()).collect();
             let mut chosen: Vec<&Candidate> = Vec::new();
             for _ in live..usize::from(min) {
                 // Room first, then another host than the copies so far, then most free.
@@ -185,18 +198,22 @@ pub fn plan(
                         let f = free.get(&c.addr.worker_id).copied().unwrap_or(0);
                         (f < t.length, hosts.contains(c.addr.host.as_str()), std::cmp::Reverse(f))
                     });
-                let Some(c) = pick else { break };
+                let Some(&c) = pick else { break };
                 hosts.insert(&c.addr.host);
                 if let Some(f) = free.get_mut(&c.addr.worker_id) {
                     *f = f.saturating_sub(t.length);
                 }
                 chosen.push(c);
             }
+            // Sources: the counted copies first (a decommissioning worker
+            // is spared where another copy is live).
+            let mut sources: Vec<WorkerAddr> = counted.iter().map(|w| (*w).clone()).collect();
+            sources.extend(held.iter().filter(|w| decommissioning.contains(&w.worker_id)).cloned());
             for c in chosen {
                 let action = Action::Copy {
                     block,
                     length: t.length,
-                    sources: held.clone(),
+                    sources: sources.clone(),
                     target: c.addr.clone(),
                     clean: t.persisted,
                 };
@@ -204,8 +221,9 @@ pub fn plan(
             }
         } else if live > usize::from(max) {
             out.over.push(block);
-            // Drop the copies on the fullest workers.
-            let mut by_free: Vec<&WorkerAddr> = held.iter().collect();
+            // Drop the copies on the fullest workers (never a decommissioning
+            // worker's: it goes when it is stopped).
+            let mut by_free: Vec<&WorkerAddr> = counted;
             by_free.sort_by_key(|w| (free.get(&w.worker_id).copied().unwrap_or(0), w.worker_id));
             for w in by_free.into_iter().take(live - usize::from(max)) {
                 needs.push((live, Action::Trim { block, worker: w.worker_id }));
@@ -354,6 +372,12 @@ impl Actor for ReplicationManager {
                     st.later.push_back((Instant::now() + Duration::from_secs(1), vec![block]));
                 }
             }
+            ReplicationMsg::BlocksLeft(worker, reply) => {
+                let args = st.args.clone();
+                tokio::spawn(async move {
+                    let _ = reply.send(blocks_left(&args, worker).await);
+                });
+            }
             ReplicationMsg::Health(reply) => {
                 let _ = reply.send(Health {
                     under: st.under.len() as u64,
@@ -429,6 +453,7 @@ async fn pass(args: &ReplicationArgs, blocks: &[BlockId], busy: &HashSet<BlockId
         .collect();
     let targets = args.ns.call(|r| NamespaceMsg::BlockTargets(blocks.to_vec(), r)).await??;
     let report = args.wm_call(WorkerManagerMsg::Report).await?.0 .0;
+    let decommissioning: HashSet<WorkerId> = args.ns.call(NamespaceMsg::Decommissioning).await??.into_iter().collect();
     let candidates: Vec<Candidate> = report
         .into_iter()
         .filter(|w| w.live)
@@ -437,7 +462,38 @@ async fn pass(args: &ReplicationArgs, blocks: &[BlockId], busy: &HashSet<BlockId
             addr: w.addr,
         })
         .collect();
-    Ok(plan(&args.cfg, blocks, &holders, &targets, &candidates, busy))
+    let input = PassInput {
+        blocks,
+        holders: &holders,
+        targets: &targets,
+        candidates: &candidates,
+        busy,
+        decommissioning: &decommissioning,
+    };
+    Ok(plan(&args.cfg, &input))
+}
+
+/// How many of `worker`'s blocks still lack their minimum of copies on
+/// workers that are not being decommissioned (0: it may be stopped).
+pub async fn blocks_left(args: &ReplicationArgs, worker: WorkerId) -> Result<u64, ErrorInfo> {
+    let Wire(BlockList(blocks)) =
+        args.wm_call(|r| WorkerManagerMsg::WorkerBlocks(Wire(crate::cluster::WorkerIdList(vec![worker])), r)).await?;
+    let decommissioning: HashSet<WorkerId> = args.ns.call(NamespaceMsg::Decommissioning).await??.into_iter().collect();
+    let mut left = 0;
+    for chunk in blocks.chunks(PASS_BLOCKS) {
+        let asked = Wire(BlockList(chunk.to_vec()));
+        let holders = args.wm_call(|r| WorkerManagerMsg::Holders(asked, r)).await?.0 .0;
+        let targets = args.ns.call(|r| NamespaceMsg::BlockTargets(chunk.to_vec(), r)).await??;
+        for (held, target) in holders.iter().zip(&targets) {
+            let Some(t) = target else { continue };
+            let (min, _) = args.cfg.counts(t.replicas, t.persisted);
+            let counted = held.iter().filter(|(w, _)| !decommissioning.contains(&w.worker_id)).count();
+            if counted < usize::from(min) {
+                left += 1;
+            }
+        }
+    }
+    Ok(left)
 }
 
 /// Starts the copies the limits allow (the others wait in the queue) and
@@ -522,6 +578,15 @@ impl Replication {
         }
     }
 
+    /// How many of a decommissioning worker's blocks still lack copies elsewhere.
+    pub async fn blocks_left(&self, worker: WorkerId) -> Result<u64, ErrorInfo> {
+        let a = self.actor().ok_or_else(|| ErrorInfo::new(ErrorCode::Unavailable, "replication is restarting"))?;
+        match a.call(|r| ReplicationMsg::BlocksLeft(worker, r), Some(Duration::from_secs(30))).await {
+            Ok(ractor::rpc::CallResult::Success(r)) => r,
+            _ => Err(ErrorInfo::new(ErrorCode::Unavailable, "replication did not answer")),
+        }
+    }
+
     /// Replication health as the last passes found it.
     pub async fn health(&self) -> Result<Health, ErrorInfo> {
         let a = self.actor().ok_or_else(|| ErrorInfo::new(ErrorCode::Unavailable, "replication is restarting"))?;
@@ -557,7 +622,16 @@ mod tests {
         let blocks = [10, 11];
         let holders = vec![vec![w(1, "a"), w(3, "b")], vec![w(1, "a")]];
         let targets = vec![target(3, 0, false), target(2, 0, false)];
-        let r = plan(&cfg, &blocks, &holders, &targets, &c, &HashSet::new());
+        let none = HashSet::new();
+        let input = PassInput {
+            blocks: &blocks,
+            holders: &holders,
+            targets: &targets,
+            candidates: &c,
+            busy: &none,
+            decommissioning: &none,
+        };
+        let r = plan(&cfg, &input);
         assert_eq!(r.under, vec![10, 11]);
         // Block 10 has two copies of 3 (on hosts a, b): the third goes to a
         // worker with room on a host without one (4 has too little room, so
@@ -586,9 +660,46 @@ mod tests {
         let holders = vec![all.clone(), all.clone(), vec![], all.clone(), vec![w(1, "a")]];
         let targets = vec![target(0, 0, false), target(0, 0, true), target(0, 0, false), None, target(2, 0, false)];
         let busy: HashSet<BlockId> = [24].into();
-        let r = plan(&cfg, &blocks, &holders, &targets, &c, &busy);
+        let none = HashSet::new();
+        let input = PassInput {
+            blocks: &blocks,
+            holders: &holders,
+            targets: &targets,
+            candidates: &c,
+            busy: &busy,
+            decommissioning: &none,
+        };
+        let r = plan(&cfg, &input);
         assert_eq!(r.actions, vec![Action::Trim { block: 20, worker: 3 }]);
         assert_eq!((r.over, r.missing, r.under), (vec![20], vec![22], vec![]));
+    }
+
+    /// A decommissioning worker's copies do not count and get no new
+    /// copy; they serve as a source when no other copy is live, and are
+    /// never trimmed.
+    #[test]
+    fn decommissioning_workers_copies_do_not_count() {
+        let cfg = ReplicationConfig::default();
+        let c = cands(&[(1, "a", 100), (2, "b", 900), (3, "c", 500)]);
+        let blocks = [30, 31];
+        // 30: only on worker 2 (decommissioning); 31: on 1, 2 and 3.
+        let holders = vec![vec![w(2, "b")], vec![w(1, "a"), w(2, "b"), w(3, "c")]];
+        let targets = vec![target(1, 1, false), target(2, 2, false)];
+        let (none, decom) = (HashSet::new(), [2].into());
+        let input = PassInput {
+            blocks: &blocks,
+            holders: &holders,
+            targets: &targets,
+            candidates: &c,
+            busy: &none,
+            decommissioning: &decom,
+        };
+        let r = plan(&cfg, &input);
+        assert_eq!(r.under, vec![30]);
+        assert_eq!(
+            r.actions,
+            vec![Action::Copy { block: 30, length: 100, sources: vec![w(2, "b")], target: w(3, "c"), clean: false }]
+        );
     }
 
     /// The defaults: data that exists nowhere else keeps the cluster's

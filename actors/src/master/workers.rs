@@ -21,8 +21,8 @@ use super::namespace::InodeRecord;
 use super::namespace_actor::{NamespaceMsg, Ns};
 use super::replication::Replication;
 pub use crate::cluster::{
-    BlockList, HolderList, LocationList, MeshAddrs, PlaceRequest, Placement, TrimList, WorkerManagerMsg, WorkerReports,
-    GROUP,
+    BlockList, HolderList, LocationList, MeshAddrs, PlaceRequest, Placement, TrimList, WorkerIdList, WorkerManagerMsg,
+    WorkerReports, GROUP,
 };
 use crate::mesh::Wire;
 
@@ -108,6 +108,9 @@ pub struct WorkerManagerState {
     /// Blocks committed since the last tick: the ReplicationManager looks
     /// at them once every copy of their write had time to arrive.
     written: Vec<BlockId>,
+    /// Workers being decommissioned (journaled; read from the namespace
+    /// every tick): no new blocks go to them.
+    decommissioning: HashSet<WorkerId>,
 }
 
 /// How many freed block ids are remembered.
@@ -217,6 +220,7 @@ impl Actor for WorkerManager {
             freed: HashSet::new(),
             freed_order: std::collections::VecDeque::new(),
             written: Vec::new(),
+            decommissioning: HashSet::new(),
         })
     }
 
@@ -384,7 +388,8 @@ impl Actor for WorkerManager {
             WorkerManagerMsg::Place(Wire(req), reply) => {
                 // Workers without the room go last (a worker answers a
                 // precise no-space error, or evicts, rather than guess here).
-                let mut live: Vec<&WorkerEntry> = st.workers.values().filter(|w| w.live).collect();
+                let mut live: Vec<&WorkerEntry> =
+                    st.workers.values().filter(|w| w.live && !st.decommissioning.contains(&w.addr.worker_id)).collect();
                 live.sort_by_key(|w| {
                     let free = w.free_bytes();
                     (free < req.length, w.addr.host != req.client_host, std::cmp::Reverse(free), w.addr.worker_id)
@@ -429,6 +434,13 @@ impl Actor for WorkerManager {
                     .workers
                     .values()
                     .map(|w| WorkerReport {
+                        state: match (w.live, st.decommissioning.contains(&w.addr.worker_id)) {
+                            (false, _) => "lost",
+                            (true, true) => "decommissioning",
+                            (true, false) => "live",
+                        }
+                        .into(),
+                        blocks_left: 0,
                         addr: w.addr.clone(),
                         live: w.live,
                         last_heartbeat_ms_ago: now.duration_since(w.last_heartbeat).as_millis() as u64,
@@ -440,13 +452,32 @@ impl Actor for WorkerManager {
                 let _ = reply.send(Wire(WorkerReports(out)));
             }
             WorkerManagerMsg::Masters(Wire(masters)) => st.masters_mesh = masters.0,
+            WorkerManagerMsg::Decommissioning(Wire(ids)) => {
+                let now: HashSet<WorkerId> = ids.0.into_iter().collect();
+                let changed: Vec<WorkerId> = now.symmetric_difference(&st.decommissioning).copied().collect();
+                for id in changed {
+                    // Decommissioned: its copies no longer count; recommissioned:
+                    // they count again (some blocks may have too many).
+                    tracing::info!(worker = id, decommissioning = now.contains(&id), "worker state changed");
+                    let blocks = st.workers.get(&id).map(|w| w.blocks.keys().copied().collect()).unwrap_or_default();
+                    st.args.replication.check(blocks);
+                }
+                st.decommissioning = now;
+            }
+            WorkerManagerMsg::WorkerBlocks(Wire(ids), reply) => {
+                let blocks = ids.0.iter().filter_map(|id| st.workers.get(id)).flat_map(|w| w.blocks.keys().copied());
+                let _ = reply.send(Wire(BlockList(blocks.collect())));
+            }
             WorkerManagerMsg::Tick => {
-                let journal = st.args.journal.clone();
+                let (journal, ns) = (st.args.journal.clone(), st.args.ns.clone());
                 let me = myself.clone();
                 tokio::spawn(async move {
                     if let Some(m) = journal.membership().await {
                         let mesh = m.nodes.into_values().map(|n| n.mesh).filter(|a| !a.is_empty()).collect();
                         let _ = me.cast(WorkerManagerMsg::Masters(Wire(MeshAddrs(mesh))));
+                    }
+                    if let Ok(Ok(ids)) = ns.call(NamespaceMsg::Decommissioning).await {
+                        let _ = me.cast(WorkerManagerMsg::Decommissioning(Wire(WorkerIdList(ids))));
                     }
                 });
                 let now = Instant::now();

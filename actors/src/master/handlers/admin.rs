@@ -1,7 +1,8 @@
-//! Master membership and the cluster report.
+//! Master membership, worker decommission and the cluster report.
 
+use strata_protocol::journal::{ApplyResult, JournalEntry};
 use strata_protocol::messages::{ClusterReport, MasterResponse};
-use strata_protocol::{ErrorCode, ErrorInfo};
+use strata_protocol::{now_ms, ErrorCode, ErrorInfo, WorkerId};
 
 use super::super::journal::JournalMsg;
 use super::super::namespace_actor::NamespaceMsg;
@@ -34,7 +35,13 @@ pub(super) async fn report(svc: &Services) -> Result<MasterResponse, ErrorInfo> 
         }
     }
     let masters = svc.journal.members().await.unwrap_or_default();
-    let workers = svc.workers.call(WorkerManagerMsg::Report).await?.0 .0;
+    let mut workers = svc.workers.call(WorkerManagerMsg::Report).await?.0 .0;
+    for w in workers.iter_mut().filter(|w| w.state == "decommissioning") {
+        w.blocks_left = svc.replication.blocks_left(w.addr.worker_id).await?;
+        if w.blocks_left == 0 {
+            w.state = "decommissioned".into();
+        }
+    }
     let inodes = svc.ns.call(NamespaceMsg::InodeCount).await?;
     let health = svc.replication.health().await.unwrap_or_default();
     Ok(MasterResponse::Report(ClusterReport {
@@ -45,4 +52,17 @@ pub(super) async fn report(svc: &Services) -> Result<MasterResponse, ErrorInfo> 
         over_replicated: health.over,
         missing: health.missing,
     }))
+}
+
+/// Starts or stops decommissioning a worker (journaled, so a new leader
+/// carries on); a worker the master does not know is refused.
+pub(super) async fn decommission(svc: &Services, worker_id: WorkerId, on: bool) -> Result<MasterResponse, ErrorInfo> {
+    let known = svc.workers.call(WorkerManagerMsg::Report).await?.0 .0;
+    if on && !known.iter().any(|w| w.addr.worker_id == worker_id) {
+        return Err(ErrorInfo::new(ErrorCode::NotFound, format!("no worker {worker_id:016x}")));
+    }
+    match svc.journal.propose(JournalEntry::Decommission { worker_id, on, time_ms: now_ms() }).await? {
+        ApplyResult::Done => Ok(MasterResponse::Done),
+        other => Ok(super::unexpected(other)),
+    }
 }

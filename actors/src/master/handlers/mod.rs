@@ -110,6 +110,7 @@ pub(crate) async fn handle(svc: &Services, req: MasterRequest, stale_ok: bool) -
         R::Report => admin::report(svc).await,
         R::SetReplicas { path, replicas, recursive } => blocks::set_replicas(svc, path, replicas, recursive).await,
         R::Replication { path } => blocks::replication(svc, path).await,
+        R::Decommission { worker_id, on } => admin::decommission(svc, worker_id, on).await,
         R::JournalInfo { digest } => Ok(MasterResponse::JournalInfo(svc.journal.info(digest).await?)),
         R::TakeSnapshot => {
             svc.journal.take_snapshot().await?;

@@ -12,7 +12,7 @@ use strata_protocol::{path, BlockId, ErrorCode, InodeId, ROOT_INODE};
 
 use super::{
     cf, encode, handle, intent_key, is_inline, length_fits, mount_key, ns, InodeRecord, NsError, Tx, UfsMeta,
-    LEASE_TERM, TTL_USED,
+    DECOMMISSION_PREFIX, LEASE_TERM, TTL_USED,
 };
 
 impl Tx<'_> {
@@ -83,6 +83,16 @@ impl Tx<'_> {
             JournalEntry::SetTtl { path: p, ttl, time_ms: _ } => self.set_ttl(p, *ttl),
             JournalEntry::SetReplicas { path: p, replicas, recursive, time_ms: _ } => {
                 self.set_replicas(p, *replicas, *recursive)
+            }
+            JournalEntry::Decommission { worker_id, on, time_ms: _ } => {
+                let key = [DECOMMISSION_PREFIX, &worker_id.to_be_bytes()].concat();
+                let meta = handle(&self.ns.db, cf::SM_META);
+                if *on {
+                    self.batch.put_cf(meta, key, []);
+                } else {
+                    self.batch.delete_cf(meta, key);
+                }
+                Ok(ApplyResult::Done)
             }
             JournalEntry::UfsIntent { id, op, time_ms } => self.ufs_intent(*id, op, *time_ms),
             JournalEntry::UfsDone { id: _, op, time_ms } => match op {
