@@ -28,6 +28,10 @@ pub struct PlaceRequest {
     pub client_host: String,
     /// Bytes the block may take.
     pub length: u64,
+    /// The policy (None: the cluster's).
+    pub policy: Option<strata_protocol::ufs::PlacementPolicy>,
+    /// The block (for hash placement; 0 when not known yet).
+    pub block: BlockId,
 }
 /// Chosen workers, best first (empty: none live).
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, Default)]

@@ -354,6 +354,7 @@ async fn ufs(client: &Client, dir: &Path, mib: u64) -> Result<()> {
             replicas: 1,
             ttl_ms: 0,
             ttl_action: Default::default(),
+            placement: None,
         },
     };
     client.mount(mount).await?;

@@ -206,6 +206,10 @@ pub struct MountArgs {
     /// Copies of async-through blocks kept on workers until persisted.
     #[arg(long, default_value_t = 2)]
     pub replicas: u32,
+    /// Placement of new blocks under the mount: local-first, round-robin,
+    /// most-available, capacity-weighted or hash (default: the cluster's).
+    #[arg(long)]
+    pub placement: Option<String>,
     /// Files not modified for this long (`1h`, `30s`) get `--ttl-action`.
     #[arg(long)]
     pub ttl: Option<String>,
@@ -284,6 +288,10 @@ pub struct MasterArgs {
     /// writing fewer and repairing later).
     #[arg(long)]
     pub strict_replicas: bool,
+    /// Placement of new blocks: local-first, round-robin, most-available,
+    /// capacity-weighted or hash.
+    #[arg(long)]
+    pub placement: Option<String>,
     /// The other initial masters: `ID=HOST:RPC_PORT:MESH_PORT`, comma-separated.
     #[arg(long, value_delimiter = ',')]
     pub peers: Vec<String>,
@@ -531,6 +539,9 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             }
             if a.strict_replicas {
                 cfg.master.degraded_writes = false;
+            }
+            if let Some(v) = a.placement {
+                cfg.master.placement = v.parse().map_err(anyhow::Error::msg)?;
             }
             if a.join {
                 cfg.master.join = true;

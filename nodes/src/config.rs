@@ -91,6 +91,10 @@ pub struct MasterConfig {
     /// workers are live (the block is repaired once they are); `false`
     /// fails such writes.
     pub degraded_writes: bool,
+    /// How new blocks are placed: `local-first`, `round-robin`,
+    /// `most-available`, `capacity-weighted` or `hash` (a mount may choose
+    /// its own).
+    pub placement: strata_protocol::ufs::PlacementPolicy,
     /// The other initial masters, `ID=HOST:RPC_PORT:MESH_PORT`.
     pub peers: Vec<String>,
     /// Join an existing group (wait to be added by the leader) instead of
@@ -165,6 +169,7 @@ impl Default for MasterConfig {
             worker_forget_after_ms: 1_800_000,
             replicas: 2,
             degraded_writes: true,
+            placement: Default::default(),
             peers: Vec::new(),
             join: false,
         }

@@ -346,6 +346,7 @@ pub async fn mount(cfg: &Config, a: crate::cli::MountArgs) -> Result<()> {
             replicas: a.replicas.max(1),
             ttl_ms,
             ttl_action: a.ttl_action.parse().map_err(anyhow::Error::msg)?,
+            placement: a.placement.as_deref().map(str::parse).transpose().map_err(anyhow::Error::msg)?,
         },
     };
     client.mount(info).await.with_context(|| format!("mounting {uri} at {path}"))?;

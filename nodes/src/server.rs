@@ -94,6 +94,7 @@ fn master_options(cfg: &Config, client_addr: String) -> anyhow::Result<MasterOpt
         replication: ReplicationConfig {
             default_min: cfg.master.replicas,
             degraded_writes: cfg.master.degraded_writes,
+            placement: cfg.master.placement,
             ..ReplicationConfig::default()
         },
         faults: Faults::from_env().map_err(anyhow::Error::msg)?,

@@ -301,3 +301,77 @@ async fn a_repair_carries_on_under_a_new_leader() {
         assert!(c.read_all(p).await.unwrap() == *d, "{p} after the repair");
     }
 }
+
+/// Files of one block each with one copy: how the blocks spread over the
+/// workers.
+async fn spread(c: &Client, dir: &str, n: usize) -> std::collections::HashMap<u64, usize> {
+    c.mkdir(dir, false).await.unwrap();
+    c.set_replicas(dir, strata_client::Replicas { min: 1, max: 1 }, false).await.unwrap();
+    let mut per_worker = std::collections::HashMap::new();
+    for i in 0..n {
+        let p = format!("{dir}/f{i}");
+        write(c, &p, &bytes(200_000, i as u64)).await.unwrap();
+        for (w, _) in &c.replication(&p).await.unwrap().blocks[0].copies {
+            *per_worker.entry(w.worker_id).or_insert(0) += 1;
+        }
+    }
+    per_worker
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn placement_policies_spread_blocks_as_they_promise() {
+    let dir = tempfile::tempdir().unwrap();
+    // round-robin: every worker in turn.
+    let rr = Cluster::start_with(
+        Path::new(BIN),
+        &dir.path().join("rr"),
+        3,
+        "test-secret-rr",
+        &["--placement", "round-robin"],
+    )
+    .unwrap();
+    let c = client(rr.master_addr(), BLOCK).await;
+    let got = spread(&c, "/p", 12).await;
+    assert!(got.len() == 3 && got.values().all(|n| *n == 4), "round-robin: {got:?}");
+
+    // most-available: a worker holding a big block gets none of the next ones.
+    let ma = Cluster::start_with(
+        Path::new(BIN),
+        &dir.path().join("ma"),
+        3,
+        "test-secret-ma",
+        &["--placement", "most-available", "--replicas", "1"],
+    )
+    .unwrap();
+    let c = client(ma.master_addr(), BLOCK).await;
+    let mut w = c.create_with_block_size("/big", false, 64 << 20).await.unwrap();
+    w.write(&bytes(40 << 20, 5)).await.unwrap();
+    w.close().await.unwrap();
+    let fullest = c.replication("/big").await.unwrap().blocks[0].copies[0].0.worker_id;
+    tokio::time::sleep(Duration::from_millis(1000)).await; // heartbeats carry the usage
+    let got = spread(&c, "/p", 12).await;
+    assert!(!got.contains_key(&fullest) && got.values().sum::<usize>() == 12, "most-available: {got:?}");
+
+    // hash (cold UFS reads): readers of a cold block converge on one
+    // worker, and a file's blocks spread over the workers.
+    let ufs = dir.path().join("ufs");
+    std::fs::create_dir_all(&ufs).unwrap();
+    let data = bytes(2 << 20, 9);
+    std::fs::write(ufs.join("cold.bin"), &data).unwrap();
+    let uri = format!("file://{}", ufs.display());
+    let (ok, out, err) = strata(ma.master_addr(), &["mount", "/u", &uri, "--block-size", "256KiB"]);
+    assert!(ok, "{out}{err}");
+    let readers: Vec<_> = (0..3)
+        .map(|_| {
+            let c = c.clone();
+            tokio::spawn(async move { c.read_all("/u/cold.bin").await.unwrap() })
+        })
+        .collect();
+    for r in readers {
+        assert!(r.await.unwrap() == data);
+    }
+    let info = c.replication("/u/cold.bin").await.unwrap();
+    assert!(info.blocks.iter().all(|b| b.copies.len() == 1), "one cached copy per block: {info:#?}");
+    let workers: std::collections::HashSet<u64> = info.blocks.iter().map(|b| b.copies[0].0.worker_id).collect();
+    assert!(workers.len() >= 2, "the blocks spread: {info:#?}");
+}

@@ -123,6 +123,67 @@ pub struct MountOptions {
     pub ttl_ms: u64,
     /// What happens to a file whose TTL expired.
     pub ttl_action: TtlAction,
+    /// How new blocks of files under the mount are placed (None: the
+    /// cluster's policy).
+    pub placement: Option<PlacementPolicy>,
+}
+
+/// How the master orders live workers for a new block (its copies go to
+/// the first ones, other hosts first among equals). Workers without room
+/// for the block always come last.
+#[derive(
+    Archive, Serialize, Deserialize, serde::Serialize, serde::Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default,
+)]
+#[rkyv(derive(Debug))]
+#[serde(rename_all = "kebab-case")]
+pub enum PlacementPolicy {
+    /// A worker on the writer's host first, then the others by free space
+    /// (rotating among them so load spreads).
+    #[default]
+    LocalFirst,
+    /// Each block starts at the next worker, by id.
+    RoundRobin,
+    /// Most free space first.
+    MostAvailable,
+    /// Random, weighted by free space.
+    CapacityWeighted,
+    /// By a hash of the block id and each worker (rendezvous hashing):
+    /// every reader of a block picks the same worker, and a block's worker
+    /// changes only when that worker comes or goes (cold UFS reads).
+    Hash,
+}
+
+impl std::str::FromStr for PlacementPolicy {
+    type Err = ErrorInfo;
+    fn from_str(s: &str) -> Result<Self, ErrorInfo> {
+        Ok(match s {
+            "local-first" => PlacementPolicy::LocalFirst,
+            "round-robin" => PlacementPolicy::RoundRobin,
+            "most-available" => PlacementPolicy::MostAvailable,
+            "capacity-weighted" => PlacementPolicy::CapacityWeighted,
+            "hash" => PlacementPolicy::Hash,
+            other => {
+                return Err(ErrorInfo::new(
+                    ErrorCode::InvalidArgument,
+                    format!(
+                        "placement {other:?}: use local-first, round-robin, most-available, capacity-weighted or hash"
+                    ),
+                ))
+            }
+        })
+    }
+}
+
+impl std::fmt::Display for PlacementPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            PlacementPolicy::LocalFirst => "local-first",
+            PlacementPolicy::RoundRobin => "round-robin",
+            PlacementPolicy::MostAvailable => "most-available",
+            PlacementPolicy::CapacityWeighted => "capacity-weighted",
+            PlacementPolicy::Hash => "hash",
+        })
+    }
 }
 
 /// What the leader does with a file under a mount whose TTL expired.

@@ -24,6 +24,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use ractor_cluster::RactorMessage;
 use strata_client::data::DataPool;
 use strata_protocol::messages::{Replicas, WorkerAddr};
+use strata_protocol::ufs::PlacementPolicy;
 use strata_protocol::{BlockId, ErrorCode, ErrorInfo, WorkerId};
 
 use super::journal::Journal;
@@ -55,6 +56,8 @@ pub struct ReplicationConfig {
     pub check_delay: Duration,
     /// Every block with a copy is looked at this often.
     pub scan_every: Duration,
+    /// How new blocks are placed, where a mount does not say.
+    pub placement: PlacementPolicy,
 }
 
 impl Default for ReplicationConfig {
@@ -66,6 +69,7 @@ impl Default for ReplicationConfig {
             per_worker: 4,
             check_delay: Duration::from_secs(3),
             scan_every: Duration::from_secs(300),
+            placement: PlacementPolicy::LocalFirst,
         }
     }
 }

@@ -14,6 +14,7 @@ use strata_protocol::messages::{
     BlockLocation, CommitReply, FileBlocks, FileType, HeartbeatReply, RegisterReply, TierUsage, WorkerAddr,
     WorkerReport,
 };
+use strata_protocol::ufs::PlacementPolicy;
 use strata_protocol::{BlockId, ErrorCode, ErrorInfo, WorkerId};
 
 use super::journal::Journal;
@@ -179,6 +180,88 @@ impl WorkerManagerState {
     fn live_holders(&self, b: BlockId) -> impl Iterator<Item = &WorkerEntry> {
         self.locations.get(&b).into_iter().flatten().filter_map(|w| self.workers.get(w)).filter(|w| w.live)
     }
+}
+
+/// A live worker a new block may go to.
+#[derive(Debug, Clone)]
+pub struct PlaceCandidate {
+    /// The worker.
+    pub addr: WorkerAddr,
+    /// Its free bytes.
+    pub free: u64,
+}
+
+/// Orders live workers for a new block by `policy` (pure: unit tested):
+/// workers with room for `req.length` first, in the policy's order
+/// (`turn` counts placements, for the rotations; `seed` draws the
+/// weighted random order), then those without (a worker answers a
+/// precise no-space error, or evicts, rather than guess here); then
+/// other hosts first among them ([`spread_hosts`]).
+pub fn order(
+    policy: PlacementPolicy,
+    mut cands: Vec<PlaceCandidate>,
+    req: &PlaceRequest,
+    turn: usize,
+    seed: u64,
+) -> Vec<WorkerAddr> {
+    cands.sort_by_key(|c| (c.addr.worker_id, c.free));
+    let (mut room, mut full): (Vec<_>, Vec<_>) = cands.into_iter().partition(|c| c.free >= req.length);
+    full.sort_by_key(|c| std::cmp::Reverse(c.free));
+    match policy {
+        PlacementPolicy::LocalFirst => {
+            room.sort_by_key(|c| (c.addr.host != req.client_host, std::cmp::Reverse(c.free), c.addr.worker_id));
+            // Among the others with room, rotate so load spreads.
+            let local = room.iter().take_while(|c| c.addr.host == req.client_host).count();
+            let n = room.len() - local;
+            if local == 0 && n > 1 {
+                room.rotate_left(turn % n);
+            }
+        }
+        PlacementPolicy::RoundRobin => {
+            let n = room.len().max(1);
+            room.rotate_left(turn % n);
+        }
+        PlacementPolicy::MostAvailable => room.sort_by_key(|c| (std::cmp::Reverse(c.free), c.addr.worker_id)),
+        PlacementPolicy::CapacityWeighted => {
+            // Weighted sampling without replacement (Efraimidis–Spirakis):
+            // key u^(1/w), highest first; u from a per-call seed.
+            let mut x = seed | 1;
+            let mut keyed: Vec<(f64, PlaceCandidate)> = room
+                .into_iter()
+                .map(|c| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    let u = (x >> 11) as f64 / (1u64 << 53) as f64;
+                    let w = (c.free.max(1)) as f64;
+                    (u.max(f64::MIN_POSITIVE).ln() / w, c)
+                })
+                .collect();
+            keyed.sort_by(|a, b| b.0.total_cmp(&a.0));
+            room = keyed.into_iter().map(|(_, c)| c).collect();
+        }
+        PlacementPolicy::Hash => {
+            let mut addrs: Vec<WorkerAddr> = room.iter().map(|c| c.addr.clone()).collect();
+            by_hash(req.block, &mut addrs);
+            let rank: HashMap<WorkerId, usize> = addrs.iter().enumerate().map(|(i, a)| (a.worker_id, i)).collect();
+            room.sort_by_key(|c| rank[&c.addr.worker_id]);
+        }
+    }
+    spread_hosts(room.into_iter().chain(full).map(|c| c.addr).collect())
+}
+
+/// Orders workers by rendezvous hash of (block, worker): every caller
+/// orders one block's workers alike, and adding or removing a worker
+/// moves only the blocks it wins or held.
+pub fn by_hash(block: BlockId, workers: &mut [WorkerAddr]) {
+    let score = |w: &WorkerAddr| {
+        let mut x = block ^ w.worker_id.rotate_left(32) ^ 0x9E37_79B9_7F4A_7C15;
+        // splitmix64 finalizer
+        x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        x ^ (x >> 31)
+    };
+    workers.sort_by_key(|w| (std::cmp::Reverse(score(w)), w.worker_id));
 }
 
 /// Reorders workers (best first) so that consecutive ones are on
@@ -386,21 +469,15 @@ impl Actor for WorkerManager {
                 let _ = reply.send(Wire(BlockList(st.locations.keys().copied().collect())));
             }
             WorkerManagerMsg::Place(Wire(req), reply) => {
-                // Workers without the room go last (a worker answers a
-                // precise no-space error, or evicts, rather than guess here).
-                let mut live: Vec<&WorkerEntry> =
-                    st.workers.values().filter(|w| w.live && !st.decommissioning.contains(&w.addr.worker_id)).collect();
-                live.sort_by_key(|w| {
-                    let free = w.free_bytes();
-                    (free < req.length, w.addr.host != req.client_host, std::cmp::Reverse(free), w.addr.worker_id)
-                });
-                // Local-first; among the others with room, rotate so load spreads.
-                let roomy = live.iter().take_while(|w| w.free_bytes() >= req.length).count();
-                if roomy > 1 && live[0].addr.host != req.client_host {
-                    live[..roomy].rotate_left(st.next_rr % roomy);
-                    st.next_rr += 1;
-                }
-                let chosen = spread_hosts(live.into_iter().map(|w| w.addr.clone()).collect());
+                let cands: Vec<PlaceCandidate> = st
+                    .workers
+                    .values()
+                    .filter(|w| w.live && !st.decommissioning.contains(&w.addr.worker_id))
+                    .map(|w| PlaceCandidate { addr: w.addr.clone(), free: w.free_bytes() })
+                    .collect();
+                let policy = req.policy.unwrap_or(st.args.replication.cfg.placement);
+                st.next_rr += 1;
+                let chosen = order(policy, cands, &req, st.next_rr, rand::random());
                 let _ = reply.send(Wire(Placement(chosen)));
             }
             WorkerManagerMsg::Free(Wire(blocks)) => {
@@ -564,11 +641,18 @@ impl Workers {
         }
     }
 
-    /// Live workers for a new block of `length` bytes, best first (local
-    /// to `client_host` first, then on other hosts than those before;
-    /// workers without the room last).
-    pub async fn place(&self, client_host: String, length: u64) -> Result<Vec<WorkerAddr>, ErrorInfo> {
-        Ok(self.call(|r| WorkerManagerMsg::Place(Wire(PlaceRequest { client_host, length }), r)).await?.0 .0)
+    /// Live workers for a new block (`block`, 0 if not known yet) of
+    /// `length` bytes, best first by `policy` (None: the cluster's; see
+    /// [`order`]).
+    pub async fn place(
+        &self,
+        client_host: String,
+        length: u64,
+        policy: Option<PlacementPolicy>,
+        block: BlockId,
+    ) -> Result<Vec<WorkerAddr>, ErrorInfo> {
+        let req = PlaceRequest { client_host, length, policy, block };
+        Ok(self.call(|r| WorkerManagerMsg::Place(Wire(req), r)).await?.0 .0)
     }
 
     /// Live holders of blocks, with their tiers.
@@ -608,5 +692,102 @@ mod tests {
         let got = spread_hosts(vec![w(1, "a"), w(2, "a"), w(3, "b"), w(4, "a"), w(5, "c"), w(6, "b")]);
         let ids: Vec<u64> = got.iter().map(|w| w.worker_id).collect();
         assert_eq!(ids, vec![1, 3, 5, 2, 6, 4]);
+    }
+}
+
+#[cfg(test)]
+mod placement_tests {
+    use super::*;
+
+    fn cands(ws: &[(u64, &str, u64)]) -> Vec<PlaceCandidate> {
+        ws.iter()
+            .map(|(id, host, free)| PlaceCandidate {
+                addr: WorkerAddr { worker_id: *id, host: host.to_string(), data_port: 1 },
+                free: *free,
+            })
+            .collect()
+    }
+
+    fn req(host: &str, length: u64, block: u64) -> PlaceRequest {
+        PlaceRequest { client_host: host.into(), length, policy: None, block }
+    }
+
+    fn ids(ws: &[WorkerAddr]) -> Vec<u64> {
+        ws.iter().map(|w| w.worker_id).collect()
+    }
+
+    const W: [(u64, &str, u64); 4] = [(1, "a", 500), (2, "b", 900), (3, "c", 100), (4, "d", 700)];
+
+    #[test]
+    fn local_first_puts_the_writers_host_first_then_most_free() {
+        let got = order(PlacementPolicy::LocalFirst, cands(&W), &req("c", 50, 0), 0, 1);
+        assert_eq!(ids(&got), vec![3, 2, 4, 1]);
+        // Without room on the local worker, it goes last.
+        let got = order(PlacementPolicy::LocalFirst, cands(&W), &req("c", 200, 0), 0, 1);
+        assert_eq!(ids(&got)[3], 3);
+        // No local worker: the others rotate turn by turn.
+        let firsts: Vec<u64> = (0..4)
+            .map(|t| order(PlacementPolicy::LocalFirst, cands(&W), &req("x", 50, 0), t, 1)[0].worker_id)
+            .collect();
+        assert_eq!(firsts, vec![2, 4, 1, 3]);
+    }
+
+    #[test]
+    fn round_robin_starts_each_block_at_the_next_worker() {
+        let firsts: Vec<u64> = (0..8)
+            .map(|t| order(PlacementPolicy::RoundRobin, cands(&W), &req("a", 50, 0), t, 1)[0].worker_id)
+            .collect();
+        assert_eq!(firsts, vec![1, 2, 3, 4, 1, 2, 3, 4]);
+    }
+
+    #[test]
+    fn most_available_orders_by_free_space_and_room() {
+        let got = order(PlacementPolicy::MostAvailable, cands(&W), &req("a", 600, 0), 3, 1);
+        assert_eq!(ids(&got), vec![2, 4, 1, 3]);
+        let got = order(PlacementPolicy::MostAvailable, cands(&W), &req("a", 800, 0), 3, 1);
+        assert_eq!(ids(&got)[0], 2, "only worker 2 has room; the rest by free space");
+        assert_eq!(ids(&got), vec![2, 4, 1, 3]);
+    }
+
+    /// Over many draws, the first pick follows free space (900 : 700 :
+    /// 500 : 100 out of 2200).
+    #[test]
+    fn capacity_weighted_picks_in_proportion_to_free_space() {
+        let mut counts: HashMap<u64, u32> = HashMap::new();
+        let mut seed = 0x1234_5678u64;
+        for t in 0..22_000 {
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            let first = order(PlacementPolicy::CapacityWeighted, cands(&W), &req("a", 50, 0), t, seed)[0].worker_id;
+            *counts.entry(first).or_default() += 1;
+        }
+        for (id, expect) in [(2u64, 9000.0), (4, 7000.0), (1, 5000.0), (3, 1000.0)] {
+            let got = f64::from(counts[&id]);
+            assert!((got - expect).abs() < expect * 0.1, "worker {id}: {got} picks, expected about {expect}");
+        }
+    }
+
+    /// Every caller orders a block's workers alike; a worker leaving
+    /// moves only the blocks it won.
+    #[test]
+    fn hash_is_deterministic_and_moves_little() {
+        let a = order(PlacementPolicy::Hash, cands(&W), &req("a", 50, 77), 0, 1);
+        let b = order(PlacementPolicy::Hash, cands(&W), &req("z", 50, 77), 9, 2);
+        assert_eq!(ids(&a), ids(&b));
+        let all = cands(&W);
+        let three: Vec<PlaceCandidate> = all.iter().filter(|c| c.addr.worker_id != 4).cloned().collect();
+        let mut moved = 0;
+        let mut spread: HashMap<u64, u32> = HashMap::new();
+        for block in 0..4000u64 {
+            let before = order(PlacementPolicy::Hash, all.clone(), &req("a", 50, block), 0, 1)[0].worker_id;
+            let after = order(PlacementPolicy::Hash, three.clone(), &req("a", 50, block), 0, 1)[0].worker_id;
+            *spread.entry(before).or_default() += 1;
+            if before != 4 {
+                assert_eq!(before, after, "block {block} moved though its worker stayed");
+            } else {
+                moved += 1;
+            }
+        }
+        assert!(spread.values().all(|n| (800..1200).contains(n)), "{spread:?}");
+        assert!((800..1200).contains(&moved), "{moved}");
     }
 }

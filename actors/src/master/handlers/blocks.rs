@@ -11,6 +11,7 @@ use strata_protocol::{now_ms, BlockId, ErrorCode, ErrorInfo, InodeId, INLINE_MAX
 use super::super::namespace::{BlockTarget, InodeRecord};
 use super::super::namespace_actor::NamespaceMsg;
 use super::super::services::Services;
+use super::super::workers::by_hash;
 use super::{attr_of, bad_block_size, check_path, err, freed_of, read_barrier, replaced, unexpected};
 
 pub(super) async fn add_block(
@@ -24,8 +25,9 @@ pub(super) async fn add_block(
     else {
         return Ok(err(ErrorCode::Internal, "AddBlock applied without a block"));
     };
-    let workers = svc.workers.place(client_host, block_size).await?;
     let mount = svc.mounts.mount_of(&path).await?;
+    let policy = mount.as_ref().and_then(|m| m.options.placement);
+    let workers = svc.workers.place(client_host, block_size, policy, block_id).await?;
     let copies = match copies_to_write(svc, replicas, mount.map(|m| m.options.write_type), workers.len()) {
         Ok(c) => c,
         Err(refused) => return Ok(MasterResponse::Error(refused)),
@@ -148,7 +150,7 @@ pub(super) async fn reserve_blocks(
     if let Some(refused) = bad_count(count, "block ids") {
         return Ok(refused);
     }
-    let workers = svc.workers.place(client_host, 0).await?;
+    let workers = svc.workers.place(client_host, 0, None, 0).await?;
     // Reserved ids go to files outside mounts: data that exists nowhere else.
     let copies = match copies_to_write(svc, Replicas::default(), None, workers.len()) {
         Ok(c) => c,
@@ -255,14 +257,13 @@ pub async fn file_blocks_at(svc: &Services, path: &str, rec: InodeRecord) -> Res
     let Some(fingerprint) = persisted else { return Ok(fb) };
     let Some(m) = svc.mounts.mount_of(path).await? else { return Ok(fb) };
     if fb.blocks.iter().any(|b| b.workers.is_empty()) {
-        let placement = svc.workers.place(String::new(), 0).await?;
-        for (i, b) in fb.blocks.iter_mut().filter(|b| b.workers.is_empty()).enumerate() {
-            // Spread misses of one file over the workers.
+        let placement = svc.workers.place(String::new(), 0, None, 0).await?;
+        for b in fb.blocks.iter_mut().filter(|b| b.workers.is_empty()) {
+            // By hash of the block: every reader of a cold block asks the
+            // same worker, which fetches it once (and a file's blocks
+            // spread over the workers).
             let mut ws = placement.clone();
-            if !ws.is_empty() {
-                let n = ws.len();
-                ws.rotate_left(i % n);
-            }
+            by_hash(b.block_id, &mut ws);
             b.workers = ws;
             b.from_ufs = true;
         }

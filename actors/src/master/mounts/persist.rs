@@ -58,7 +58,7 @@ impl Mounts {
         }
         let mut candidates: Vec<WorkerAddr> = blocks.first().map(|b| b.workers.clone()).unwrap_or_default();
         if candidates.is_empty() {
-            candidates = self.workers.place(String::new(), 0).await?;
+            candidates = self.workers.place(String::new(), 0, None, 0).await?;
         }
         let req = DataRequest::Persist {
             spec: m.spec.clone(),
