@@ -5,7 +5,7 @@ use strata_protocol::journal::{ApplyResult, JournalEntry};
 use strata_protocol::messages::{
     BlockLocation, BlockReplication, Copies, FileBlocks, FileReplication, FileType, MasterResponse, Replicas, SetAttrs,
 };
-use strata_protocol::ufs::{UfsSource, WriteType};
+use strata_protocol::ufs::{MountOptions, UfsSource, WriteType};
 use strata_protocol::{now_ms, BlockId, ErrorCode, ErrorInfo, InodeId, INLINE_MAX_BYTES};
 
 use super::super::namespace::{BlockTarget, InodeRecord};
@@ -28,7 +28,7 @@ pub(super) async fn add_block(
     let mount = svc.mounts.mount_of(&path).await?;
     let policy = mount.as_ref().and_then(|m| m.options.placement);
     let workers = svc.workers.place(client_host, block_size, policy, block_id).await?;
-    let copies = match copies_to_write(svc, replicas, mount.map(|m| m.options.write_type), workers.len()) {
+    let copies = match copies_to_write(svc, replicas, mount.as_ref().map(|m| &m.options), workers.len()) {
         Ok(c) => c,
         Err(refused) => return Ok(MasterResponse::Error(refused)),
     };
@@ -37,7 +37,7 @@ pub(super) async fn add_block(
 }
 
 /// The copies a client writes of a new block of a file with `replicas`
-/// (under a mount of `write_type`, if any) while `live` workers are live:
+/// (under a mount with these options, if any) while `live` workers are live:
 /// its minimum for data that exists nowhere else, one for data a
 /// through/cache-through close writes to its UFS at once (unless the file
 /// asks for more), and an async-through mount's own count if higher.
@@ -46,14 +46,15 @@ pub(super) async fn add_block(
 fn copies_to_write(
     svc: &Services,
     replicas: Replicas,
-    write_type: Option<WriteType>,
+    mount: Option<&MountOptions>,
     live: usize,
 ) -> Result<Copies, ErrorInfo> {
     let cfg = &svc.replication.cfg;
-    let (min, _) = cfg.counts(replicas, false);
-    let want = match write_type {
-        Some(WriteType::Through | WriteType::CacheThrough) if replicas.min == 0 => 1,
-        _ => u32::from(min),
+    let min = u32::from(cfg.counts(replicas, false).0);
+    let want = match mount.map(|m| (m.write_type, m.replicas)) {
+        Some((WriteType::Through | WriteType::CacheThrough, _)) if replicas.min == 0 => 1,
+        Some((WriteType::AsyncThrough, n)) => min.max(n),
+        _ => min,
     };
     if live == 0 {
         return Err(ErrorInfo::new(ErrorCode::NoWorkers, "no live worker can take the block"));
