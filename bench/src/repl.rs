@@ -2,7 +2,9 @@
 //! throughput with 1, 2 and 3 copies of every block (chained: the client
 //! sends each block once), as a ratio to 1 copy; then the repair rate:
 //! `kill -9` of the worker holding the most bytes, time until every block
-//! is back at two copies, against `cp` of as many bytes on the same disk.
+//! is back at two copies, against `cp` of as many bytes on the same disk;
+//! then the decommission of the fullest survivor: time until it may be
+//! stopped.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -145,6 +147,38 @@ pub async fn replication(bin: &Path, dir: &Path, mib: u64, repair_mib: u64) -> R
         cp.as_secs_f64(),
         rate(held, cp),
         repair.as_secs_f64() / cp.as_secs_f64()
+    );
+
+    // Decommission the fullest survivor (the third worker restarted first,
+    // so its blocks have somewhere to go).
+    cluster.workers[index].restart(Duration::from_secs(60))?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let report = c.report().await?;
+    let target = report
+        .workers
+        .iter()
+        .filter(|w| w.live && w.addr.worker_id != id)
+        .max_by_key(|w| w.tiers.iter().map(|t| t.used_bytes).sum::<u64>())
+        .context("a live worker")?;
+    let (target, held) = (target.addr.worker_id, target.tiers.iter().map(|t| t.used_bytes).sum::<u64>());
+    let t = Instant::now();
+    c.decommission(target, true).await?;
+    loop {
+        let r = c.report().await?;
+        if r.workers.iter().any(|w| w.addr.worker_id == target && w.state == "decommissioned") {
+            break;
+        }
+        if t.elapsed() > Duration::from_secs(600) {
+            bail!("not decommissioned within 600 s");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let d = t.elapsed();
+    println!(
+        "decommission of a worker holding {:.0} MiB: {:.2} s ({:.1} MiB/s)",
+        held as f64 / (1 << 20) as f64,
+        d.as_secs_f64(),
+        rate(held, d)
     );
     Ok(())
 }
