@@ -337,9 +337,11 @@ impl Actor for ReplicationManager {
         st: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            ReplicationMsg::Check(blocks) => st.enqueue(blocks),
+            // A follower keeps nothing: its first scan as leader finds all.
+            ReplicationMsg::Check(blocks) if st.leading.is_some() => st.enqueue(blocks),
+            ReplicationMsg::Check(_) => {}
             ReplicationMsg::CheckLater(blocks) => {
-                if !blocks.is_empty() {
+                if st.leading.is_some() && !blocks.is_empty() {
                     st.later.push_back((Instant::now() + st.args.cfg.check_delay, blocks));
                 }
             }
@@ -402,6 +404,10 @@ fn tick(myself: &ActorRef<ReplicationMsg>, st: &mut ReplicationState) {
         st.last_scan = None;
         st.queue.clear();
         st.queued.clear();
+        st.later.clear();
+        st.under.clear();
+        st.over.clear();
+        st.missing.clear();
     }
     if st.leading.is_none() {
         return;
