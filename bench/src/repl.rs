@@ -39,6 +39,24 @@ async fn write(c: &Client, path: &str, mib: u64, chunk: &[u8]) -> Result<Duratio
     Ok(t.elapsed())
 }
 
+/// The cluster report once `ready` holds for it (polled; 60 s at most).
+async fn until(
+    c: &Client,
+    ready: impl Fn(&strata_client::ClusterReport) -> bool,
+) -> Result<strata_client::ClusterReport> {
+    let t = Instant::now();
+    loop {
+        let r = c.report().await?;
+        if ready(&r) {
+            return Ok(r);
+        }
+        if t.elapsed() > Duration::from_secs(60) {
+            bail!("the cluster did not get there in 60 s");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Whether every block of `path` has at least `n` live copies, none on `not_on`.
 async fn at_least(c: &Client, path: &str, n: usize, not_on: u64) -> Result<bool> {
     let r = c.replication(path).await?;
@@ -87,8 +105,10 @@ pub async fn replication(bin: &Path, dir: &Path, mib: u64, repair_mib: u64) -> R
     for i in 0..files {
         write(&c, &format!("/r2/rep{i}"), (repair_mib / files).max(8), &chunk).await?;
     }
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let report = c.report().await?;
+    // The workers' usage, as their heartbeats report it, covers both copies.
+    let written = (2 * files * (repair_mib / files).max(8)) << 20;
+    let report =
+        until(&c, |r| r.workers.iter().flat_map(|w| &w.tiers).map(|t| t.used_bytes).sum::<u64>() >= written).await?;
     let victim = report.workers.iter().max_by_key(|w| w.tiers.iter().map(|t| t.used_bytes).sum::<u64>()).unwrap();
     let held: u64 = victim.tiers.iter().map(|t| t.used_bytes).sum();
     let id = victim.addr.worker_id;
@@ -152,8 +172,7 @@ pub async fn replication(bin: &Path, dir: &Path, mib: u64, repair_mib: u64) -> R
     // Decommission the fullest survivor (the third worker restarted first,
     // so its blocks have somewhere to go).
     cluster.workers[index].restart(Duration::from_secs(60))?;
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let report = c.report().await?;
+    let report = until(&c, |r| r.workers.iter().all(|w| w.live)).await?;
     let target = report
         .workers
         .iter()

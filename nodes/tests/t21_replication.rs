@@ -348,7 +348,15 @@ async fn placement_policies_spread_blocks_as_they_promise() {
     w.write(&bytes(40 << 20, 5)).await.unwrap();
     w.close().await.unwrap();
     let fullest = c.replication("/big").await.unwrap().blocks[0].copies[0].0.worker_id;
-    tokio::time::sleep(Duration::from_millis(1000)).await; // heartbeats carry the usage
+    eventually("the big block's usage reported by heartbeat", Duration::from_secs(10), || async {
+        c.report()
+            .await
+            .unwrap()
+            .workers
+            .iter()
+            .any(|w| w.addr.worker_id == fullest && w.tiers.iter().map(|t| t.used_bytes).sum::<u64>() >= 40 << 20)
+    })
+    .await;
     let got = spread(&c, "/p", 12).await;
     assert!(!got.contains_key(&fullest) && got.values().sum::<usize>() == 12, "most-available: {got:?}");
 

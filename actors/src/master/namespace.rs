@@ -44,15 +44,31 @@ pub struct BlockTarget {
 impl BlockTarget {
     /// Block `b` of file `rec`, if the file has it.
     pub fn of(rec: &InodeRecord, b: BlockId) -> Option<BlockTarget> {
-        let i = rec.blocks.iter().position(|x| *x == b)? as u64;
-        let bs = rec.attr.block_size;
-        let length = if rec.attr.complete { bs.min(rec.attr.size.saturating_sub(i * bs)) } else { bs };
+        let i = rec.blocks.iter().position(|x| *x == b)?;
         Some(BlockTarget {
             inode: rec.attr.inode,
             replicas: rec.attr.replicas,
-            persisted: rec.ufs.as_ref().is_some_and(|u| u.persisted),
-            length,
+            persisted: rec.is_persisted(),
+            length: rec.block_length(i),
         })
+    }
+}
+
+impl InodeRecord {
+    /// The length of the file's block number `i` (a block of a file still
+    /// being written is taken as whole).
+    pub fn block_length(&self, i: usize) -> u64 {
+        let bs = self.attr.block_size;
+        if self.attr.complete {
+            bs.min(self.attr.size.saturating_sub(i as u64 * bs))
+        } else {
+            bs
+        }
+    }
+
+    /// Whether the file's content is in its UFS.
+    pub fn is_persisted(&self) -> bool {
+        self.ufs.as_ref().is_some_and(|u| u.persisted)
     }
 }
 

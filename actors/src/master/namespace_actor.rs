@@ -223,7 +223,7 @@ impl Actor for NamespaceActor {
                 for b in blocks {
                     if let Ok(Some(owner)) = ns.block_owner(b) {
                         if let Ok(Some(rec)) = ns.inode(owner) {
-                            if rec.ufs.as_ref().is_some_and(|u| u.persisted) {
+                            if rec.is_persisted() {
                                 out.push(b);
                             }
                         }

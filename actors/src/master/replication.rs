@@ -619,6 +619,19 @@ mod tests {
         Some(BlockTarget { inode: 9, replicas: Replicas { min, max }, persisted, length: 100 })
     }
 
+    /// `plan` with the default settings.
+    fn run(
+        blocks: &[BlockId],
+        holders: &[Vec<WorkerAddr>],
+        targets: &[Option<BlockTarget>],
+        candidates: &[Candidate],
+        busy: &HashSet<BlockId>,
+        decommissioning: &HashSet<WorkerId>,
+    ) -> PassResult {
+        let input = PassInput { blocks, holders, targets, candidates, busy, decommissioning };
+        plan(&ReplicationConfig::default(), &input)
+    }
+
     fn cands(ws: &[(WorkerId, &str, u64)]) -> Vec<Candidate> {
         ws.iter().map(|(id, h, free)| Candidate { addr: w(*id, h), free: *free }).collect()
     }
@@ -627,21 +640,11 @@ mod tests {
     /// more room first; the neediest block comes first.
     #[test]
     fn under_replicated_blocks_get_copies_on_other_hosts_neediest_first() {
-        let cfg = ReplicationConfig::default();
         let c = cands(&[(1, "a", 1000), (2, "a", 5000), (3, "b", 500), (4, "c", 50)]);
         let blocks = [10, 11];
         let holders = vec![vec![w(1, "a"), w(3, "b")], vec![w(1, "a")]];
         let targets = vec![target(3, 0, false), target(2, 0, false)];
-        let none = HashSet::new();
-        let input = PassInput {
-            blocks: &blocks,
-            holders: &holders,
-            targets: &targets,
-            candidates: &c,
-            busy: &none,
-            decommissioning: &none,
-        };
-        let r = plan(&cfg, &input);
+        let r = run(&blocks, &holders, &targets, &c, &HashSet::new(), &HashSet::new());
         assert_eq!(r.under, vec![10, 11]);
         // Block 10 has two copies of 3 (on hosts a, b): the third goes to a
         // worker with room on a host without one (4 has too little room, so
@@ -663,23 +666,13 @@ mod tests {
     /// missing or owned by no file are left alone.
     #[test]
     fn over_replicated_blocks_are_trimmed_and_others_left_alone() {
-        let cfg = ReplicationConfig::default();
         let c = cands(&[(1, "a", 100), (2, "b", 900), (3, "c", 10)]);
         let all = vec![w(1, "a"), w(2, "b"), w(3, "c")];
         let blocks = [20, 21, 22, 23, 24];
         let holders = vec![all.clone(), all.clone(), vec![], all.clone(), vec![w(1, "a")]];
         let targets = vec![target(0, 0, false), target(0, 0, true), target(0, 0, false), None, target(2, 0, false)];
         let busy: HashSet<BlockId> = [24].into();
-        let none = HashSet::new();
-        let input = PassInput {
-            blocks: &blocks,
-            holders: &holders,
-            targets: &targets,
-            candidates: &c,
-            busy: &busy,
-            decommissioning: &none,
-        };
-        let r = plan(&cfg, &input);
+        let r = run(&blocks, &holders, &targets, &c, &busy, &HashSet::new());
         assert_eq!(r.actions, vec![Action::Trim { block: 20, worker: 3 }]);
         assert_eq!((r.over, r.missing, r.under), (vec![20], vec![22], vec![]));
     }
@@ -689,22 +682,12 @@ mod tests {
     /// never trimmed.
     #[test]
     fn decommissioning_workers_copies_do_not_count() {
-        let cfg = ReplicationConfig::default();
         let c = cands(&[(1, "a", 100), (2, "b", 900), (3, "c", 500)]);
         let blocks = [30, 31];
         // 30: only on worker 2 (decommissioning); 31: on 1, 2 and 3.
         let holders = vec![vec![w(2, "b")], vec![w(1, "a"), w(2, "b"), w(3, "c")]];
         let targets = vec![target(1, 1, false), target(2, 2, false)];
-        let (none, decom) = (HashSet::new(), [2].into());
-        let input = PassInput {
-            blocks: &blocks,
-            holders: &holders,
-            targets: &targets,
-            candidates: &c,
-            busy: &none,
-            decommissioning: &decom,
-        };
-        let r = plan(&cfg, &input);
+        let r = run(&blocks, &holders, &targets, &c, &HashSet::new(), &[2].into());
         assert_eq!(r.under, vec![30]);
         assert_eq!(
             r.actions,

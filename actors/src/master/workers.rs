@@ -672,10 +672,12 @@ impl Workers {
             .iter()
             .zip(locs)
             .enumerate()
-            .map(|(i, (b, workers))| {
-                let offset = i as u64 * bs;
-                let length = if rec.attr.complete { bs.min(rec.attr.size.saturating_sub(offset)) } else { bs };
-                BlockLocation { block_id: *b, offset, length, workers, from_ufs: false }
+            .map(|(i, (b, workers))| BlockLocation {
+                block_id: *b,
+                offset: i as u64 * bs,
+                length: rec.block_length(i),
+                workers,
+                from_ufs: false,
             })
             .collect();
         Ok(FileBlocks { attr: rec.attr, blocks, ufs: None, inline: None })

@@ -130,19 +130,8 @@ async fn copy_block(store: &BlockStore, peers: &DataPool, task: &CopyTask) -> Co
     let tier = store.reserve(length, false).await?;
     let mut last = ErrorInfo::new(ErrorCode::BlockNotFound, format!("block {block_id:016x} has no source"));
     for src in task.sources.iter().filter(|w| w.worker_id != store.worker_id) {
-        let dir = tier.dir.clone();
-        let created = tokio::task::spawn_blocking(move || super::blockfile::BlockWriter::create(&dir, block_id)).await;
-        let mut writer = match created {
-            Ok(Ok(w)) => w,
-            Ok(Err(e)) => {
-                last = ErrorInfo::new(ErrorCode::Io, format!("creating block {block_id:016x}: {e}"));
-                break;
-            }
-            Err(e) => {
-                last = ErrorInfo::new(ErrorCode::Internal, e.to_string());
-                break;
-            }
-        };
+        // (`create` gives the reservation back if it fails.)
+        let mut writer = store.create(&tier, block_id, length).await?;
         let mut off = 0;
         let mut failed = None;
         while off < length {

@@ -111,8 +111,10 @@ impl BlockStore {
     /// the fastest with `fastest_only`, falling back to any).
     pub async fn reserve(&self, length: u64, fastest_only: bool) -> Result<TierConfig, ErrorInfo> {
         let mut last = None;
-        let tiers = if fastest_only { &self.tiers[..self.tiers.len().min(1)] } else { &self.tiers[..] };
-        for t in tiers {
+        // The fastest tier first (evicting there if it must, with
+        // `fastest_only`), then the others, fastest first.
+        let first = self.tiers.iter().take(usize::from(fastest_only));
+        for t in first.chain(&self.tiers) {
             match self.tier_call(t, |r| TierMsg::Reserve(length, r)).await? {
                 Ok(evicted) => {
                     if !evicted.is_empty() {
@@ -122,9 +124,6 @@ impl BlockStore {
                 }
                 Err(e) => last = Some(e),
             }
-        }
-        if fastest_only && self.tiers.len() > 1 {
-            return Box::pin(self.reserve(length, false)).await;
         }
         Err(last.unwrap_or_else(|| ErrorInfo::new(ErrorCode::NoSpace, "the worker has no tiers")))
     }

@@ -8,7 +8,7 @@ use strata_protocol::messages::{
 use strata_protocol::ufs::{MountOptions, UfsSource, WriteType};
 use strata_protocol::{now_ms, BlockId, ErrorCode, ErrorInfo, InodeId, INLINE_MAX_BYTES};
 
-use super::super::namespace::{BlockTarget, InodeRecord};
+use super::super::namespace::InodeRecord;
 use super::super::namespace_actor::NamespaceMsg;
 use super::super::services::Services;
 use super::super::workers::by_hash;
@@ -209,24 +209,28 @@ pub(super) async fn replication(svc: &Services, path: String) -> Result<MasterRe
     if rec.attr.file_type != FileType::File {
         return Ok(err(ErrorCode::IsADirectory, format!("{path} is not a file")));
     }
-    let persisted = rec.ufs.as_ref().is_some_and(|u| u.persisted);
+    let persisted = rec.is_persisted();
     let (min, max) = svc.replication.cfg.counts(rec.attr.replicas, persisted);
     let holders = svc.workers.holders(rec.blocks.clone()).await?;
     let blocks = rec
         .blocks
         .iter()
         .zip(holders)
-        .map(|(b, copies)| {
-            let length = BlockTarget::of(&rec, *b).map_or(0, |t| t.length);
+        .enumerate()
+        .map(|(i, (b, copies))| {
             let n = copies.len();
-            let state = match () {
-                _ if n == 0 && persisted => "in-ufs",
-                _ if n == 0 => "missing",
-                _ if n < usize::from(min) => "under",
-                _ if n > usize::from(max) => "over",
-                _ => "ok",
+            let state = if n == 0 && persisted {
+                "in-ufs"
+            } else if n == 0 {
+                "missing"
+            } else if n < usize::from(min) {
+                "under"
+            } else if n > usize::from(max) {
+                "over"
+            } else {
+                "ok"
             };
-            BlockReplication { block_id: *b, length, copies, state: state.into() }
+            BlockReplication { block_id: *b, length: rec.block_length(i), copies, state: state.into() }
         })
         .collect();
     Ok(MasterResponse::Replication(FileReplication { attr: rec.attr, persisted, min, max, blocks }))

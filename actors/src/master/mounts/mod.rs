@@ -149,5 +149,5 @@ impl Mounts {
 
 /// Whether the inode has a counterpart in the UFS.
 pub(super) fn in_ufs(rec: &InodeRecord) -> bool {
-    rec.attr.file_type == FileType::Directory || rec.ufs.as_ref().is_some_and(|u| u.persisted)
+    rec.attr.file_type == FileType::Directory || rec.is_persisted()
 }

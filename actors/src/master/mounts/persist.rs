@@ -46,7 +46,7 @@ impl Mounts {
         if !rec.attr.complete {
             return Err(ErrorInfo::new(ErrorCode::InvalidState, format!("{path} is still being written")));
         }
-        if rec.ufs.as_ref().is_some_and(|u| u.persisted) {
+        if rec.is_persisted() {
             return Ok(Vec::new());
         }
         let blocks = self.workers.file_blocks(rec.clone()).await?.blocks;
@@ -125,10 +125,7 @@ impl Mounts {
             .ok_or_else(|| ErrorInfo::new(ErrorCode::InvalidArgument, format!("{path} is not under a mount")))?;
         let mut n = 0;
         for (p, rec) in self.ns.call(|r| NamespaceMsg::Walk(path.to_string(), r)).await?? {
-            if rec.attr.file_type == FileType::File
-                && rec.attr.complete
-                && !rec.ufs.as_ref().is_some_and(|u| u.persisted)
-            {
+            if rec.attr.file_type == FileType::File && rec.attr.complete && !rec.is_persisted() {
                 self.persist_file(&m, &p, &rec).await?;
                 n += 1;
             }
@@ -146,8 +143,7 @@ impl Mounts {
         let mut blocks = Vec::new();
         let mut files = 0;
         for (_, rec) in self.ns.call(|r| NamespaceMsg::Walk(path.to_string(), r)).await?? {
-            if rec.attr.file_type == FileType::File && !rec.attr.pinned && rec.ufs.as_ref().is_some_and(|u| u.persisted)
-            {
+            if rec.attr.file_type == FileType::File && !rec.attr.pinned && rec.is_persisted() {
                 blocks.extend(rec.blocks.iter().copied());
                 files += 1;
             }

@@ -165,10 +165,7 @@ impl Mounts {
                 continue;
             }
             for (p, rec) in self.ns.call(|r| NamespaceMsg::Walk(m.path.clone(), r)).await?? {
-                if rec.attr.file_type == FileType::File
-                    && rec.attr.complete
-                    && !rec.ufs.as_ref().is_some_and(|u| u.persisted)
-                {
+                if rec.attr.file_type == FileType::File && rec.attr.complete && !rec.is_persisted() {
                     queue.entry(p).or_insert((0, Instant::now()));
                 }
             }

@@ -52,7 +52,7 @@ impl Mounts {
                     }
                     _ => continue,
                 }
-                let persisted = rec.ufs.as_ref().is_some_and(|u| u.persisted);
+                let persisted = rec.is_persisted();
                 match action {
                     pufs::TtlAction::Free => {
                         if persisted && !rec.attr.pinned {

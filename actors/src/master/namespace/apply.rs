@@ -740,7 +740,7 @@ impl Tx<'_> {
     fn has_unpersisted(&self, rec: &InodeRecord) -> Result<bool, NsError> {
         let mut stack = vec![rec.clone()];
         while let Some(cur) = stack.pop() {
-            if !cur.ufs.as_ref().is_some_and(|u| u.persisted) {
+            if !cur.is_persisted() {
                 return Ok(true);
             }
             if cur.attr.file_type == FileType::Directory {
@@ -839,7 +839,7 @@ impl Tx<'_> {
             }
             let Some(rec) = self.ns.inode(*id)? else { continue };
             // Gone from the UFS: drop it unless it holds data the UFS never had.
-            if rec.ufs.as_ref().is_some_and(|u| u.persisted) && !self.has_unpersisted(&rec)? {
+            if rec.is_persisted() && !self.has_unpersisted(&rec)? {
                 self.delete_edge(d.attr.inode, name);
                 freed.extend(self.drop_tree(&rec, time_ms)?);
                 if rec.attr.file_type == FileType::Directory {
